@@ -1,0 +1,242 @@
+"""Each org's own Fabric CA: how its server runs, and enrolment of the org's nodes and users.
+
+Every org (hospitals, plants and the orderer org) runs a fabric-ca-server with TLS on. The same CA signs
+the org's enrolment certificates and, with the ``tls`` profile, its TLS certificates (SANs 127.0.0.1 and
+localhost), so one root per org is both its MSP root and its TLS root.
+
+User certificates carry attributes the way Fabric CA writes them -- an X.509 extension
+(OID 1.2.3.4.5.6.7.8.1) holding ``{"attrs": {"role": "steward", "org_kind": "hospital", ...}}`` -- because
+attributes registered with the ``:ecert`` suffix are put into every enrolment certificate. The chaincode
+decides access from these, never from arguments. NodeOUs (client, peer, admin, orderer) come from the
+identity type given at registration.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from network.layout import Layout
+from network.msp import write_nodeou_config
+from network.spec import USER_ROLES, Node, Org, Spec
+from peers.binaries import fabric_ca_binary
+
+
+class EnrolmentError(RuntimeError):
+    """fabric-ca-client refused; the message carries its last error line."""
+
+
+def ca_node(spec: Spec, org: str) -> Node:
+    return spec.node(f"ca.{org}")
+
+
+def ca_url(spec: Spec, org: str) -> str:
+    return f"https://127.0.0.1:{ca_node(spec, org).ports.listen}"
+
+
+def _secrets_file(layout: Layout, org: str) -> Path:
+    return layout.ca_client_home(org) / "secrets.json"
+
+
+def _load_secrets(layout: Layout, org: str) -> dict[str, str]:
+    """Enrolment secrets of an org's identities, kept 0600 so `up` can re-enrol after a crash."""
+    f = _secrets_file(layout, org)
+    if f.exists():
+        return json.loads(f.read_text())
+    f.parent.mkdir(parents=True, exist_ok=True)
+    data = {"bootstrap-admin": secrets.token_urlsafe(18)}
+    fd = os.open(f, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh)
+    return data
+
+
+def _save_secrets(layout: Layout, org: str, data: dict[str, str]) -> None:
+    f = _secrets_file(layout, org)
+    tmp = f.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh)
+    os.replace(tmp, f)
+
+
+@dataclass(frozen=True)
+class CAServer:
+    """The command line and environment of one org's fabric-ca-server."""
+
+    argv: list[str]
+    env: dict[str, str]
+    health: str
+
+
+def ca_server(spec: Spec, layout: Layout, org: Org) -> CAServer:
+    node = ca_node(spec, org.name)
+    home = layout.ca_home(org.name)
+    home.mkdir(parents=True, exist_ok=True)
+    boot = _load_secrets(layout, org.name)["bootstrap-admin"]
+    argv = [
+        str(fabric_ca_binary("fabric-ca-server")), "start",
+        "--home", str(home),
+        "--boot", f"registrar:{boot}",  # not "admin": that name is the org admin user
+        "--address", "127.0.0.1",
+        "--port", str(node.ports.listen),
+        "--tls.enabled",
+        "--ca.name", f"ca-{org.name}",
+        "--csr.cn", f"ca.{org.name}",
+        "--csr.hosts", "127.0.0.1,localhost",
+    ]
+    env = {
+        # Operations (health, metrics) in plain HTTP on loopback, like the peers' and orderers'.
+        "FABRIC_CA_SERVER_OPERATIONS_LISTENADDRESS": f"127.0.0.1:{node.ports.operations}",
+        "FABRIC_CA_SERVER_METRICS_PROVIDER": "prometheus",
+    }
+    return CAServer(argv, env, f"http://127.0.0.1:{node.ports.operations}/healthz")
+
+
+class CAClient:
+    """Runs fabric-ca-client against one org's CA, as that CA's bootstrap admin (the registrar)."""
+
+    def __init__(self, spec: Spec, layout: Layout, org: str):
+        self.spec, self.layout, self.org = spec, layout, org
+        self.url = ca_url(spec, org)
+        self.tls_root = layout.ca_home(org) / "ca-cert.pem"  # the server's TLS cert is signed by this root
+        self.registrar_home = layout.ca_client_home(org) / "registrar"
+
+    def _run(self, *args: str, home: Path) -> str:
+        home.mkdir(parents=True, exist_ok=True)
+        cmd = [str(fabric_ca_binary("fabric-ca-client")), *args, "--home", str(home),
+               "--tls.certfiles", str(self.tls_root), "--caname", f"ca-{self.org}"]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            lines = [ln for ln in (r.stderr + r.stdout).splitlines() if "Error" in ln or "error" in ln]
+            raise EnrolmentError(f"fabric-ca-client {args[0]} ({self.org}) failed: {(lines or [r.stderr.strip()])[-1]}")
+        return r.stdout + r.stderr
+
+    def _enrol_registrar(self) -> None:
+        if (self.registrar_home / "msp" / "signcerts" / "cert.pem").exists():
+            return
+        boot = _load_secrets(self.layout, self.org)["bootstrap-admin"]
+        self._run("enroll", "-u", self.url.replace("https://", f"https://registrar:{boot}@"), home=self.registrar_home)
+
+    def register(self, name: str, id_type: str, attrs: dict[str, str]) -> str:
+        """Register an identity once (idempotent through the secrets file); returns its secret."""
+        data = _load_secrets(self.layout, self.org)
+        if name in data:
+            return data[name]
+        self._enrol_registrar()
+        secret = secrets.token_urlsafe(18)
+        # ":ecert" puts the attribute into every enrolment certificate without the client asking for it.
+        attr_arg = ",".join(f"{k}={v}:ecert" for k, v in attrs.items())
+        args = ["register", "-u", self.url, "--id.name", name, "--id.secret", secret, "--id.type", id_type]
+        if attr_arg:
+            args += ["--id.attrs", attr_arg]
+        try:
+            self._run(*args, home=self.registrar_home)
+        except EnrolmentError as e:
+            if "already registered" not in str(e):
+                raise
+            raise EnrolmentError(f"{name} is registered at ca-{self.org} but its secret was lost; run `twinledger clean`") from e
+        data[name] = secret
+        _save_secrets(self.layout, self.org, data)
+        return secret
+
+    def enrol(self, name: str, secret: str, msp_dir: Path, *, tls_hosts: list[str] | None = None) -> None:
+        """Enrol into msp_dir (an MSP folder); with tls_hosts, a TLS certificate for those SANs instead."""
+        work = msp_dir.parent / f".enrol-{msp_dir.name}"
+        shutil.rmtree(work, ignore_errors=True)
+        args = ["enroll", "-u", self.url.replace("https://", f"https://{name}:{secret}@"), "--mspdir", str(work)]
+        if tls_hosts:
+            args += ["--enrollment.profile", "tls", "--csr.hosts", ",".join(tls_hosts)]
+        self._run(*args, home=msp_dir.parent)
+        # fabric-ca-client also drops a fabric-ca-client-config.yaml next to the MSP; keep only the MSP.
+        (msp_dir.parent / "fabric-ca-client-config.yaml").unlink(missing_ok=True)
+        shutil.rmtree(msp_dir, ignore_errors=True)
+        work.rename(msp_dir)
+
+
+TLS_HOSTS = ["127.0.0.1", "localhost"]
+
+
+def _tls_to_server_files(tls_msp: Path, dest: Path) -> None:
+    """Lay out an enrolled TLS MSP as server.crt / server.key / ca.crt, the names node configs use."""
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy(next((tls_msp / "signcerts").iterdir()), dest / "server.crt")
+    key = dest / "server.key"
+    shutil.copy(next((tls_msp / "keystore").iterdir()), key)
+    key.chmod(0o600)
+    shutil.copy(next((tls_msp / "tlscacerts").iterdir()), dest / "ca.crt")
+
+
+def enrol_org(spec: Spec, layout: Layout, org: Org) -> list[str]:
+    """Register and enrol every identity of an org; skips what already exists. Returns what was done."""
+    done: list[str] = []
+    client = CAClient(spec, layout, org.name)
+    ca_cert = layout.ca_cert(org.name)
+
+    # The org's verifying MSP, used in the channel configuration.
+    org_msp = layout.org_msp(org.name)
+    if not (org_msp / "config.yaml").exists():
+        for sub in ("cacerts", "tlscacerts"):
+            (org_msp / sub).mkdir(parents=True, exist_ok=True)
+            shutil.copy(ca_cert, org_msp / sub / "ca.pem")
+        write_nodeou_config(org_msp, "cacerts/ca.pem")
+        done.append(f"{org.name} MSP")
+
+    for node in spec.nodes_of(org.name):
+        if node.type not in ("peer", "orderer"):
+            continue
+        msp = layout.node_msp(node.name)
+        if (msp / "config.yaml").exists() and (layout.node_tls(node.name) / "server.crt").exists():
+            continue
+        secret = client.register(node.short, node.type, {})
+        client.enrol(node.short, secret, msp)
+        _normalise_msp(msp)
+        tls_msp = layout.node_dir(node.name) / "tls-msp"
+        client.enrol(node.short, secret, tls_msp, tls_hosts=TLS_HOSTS + [node.name])
+        _tls_to_server_files(tls_msp, layout.node_tls(node.name))
+        shutil.rmtree(tls_msp)
+        done.append(node.name)
+
+    roles = ("admin",) if org.kind == "orderer" else USER_ROLES
+    for role in roles:
+        msp = layout.user_msp(org.name, role)
+        if (msp / "config.yaml").exists():
+            continue
+        attrs = {"role": role}
+        if org.kind != "orderer":
+            attrs["org_kind"] = org.kind
+        secret = client.register(role, "admin" if role == "admin" else "client", attrs)
+        client.enrol(role, secret, msp)
+        _normalise_msp(msp)
+        tls_msp = layout.user_dir(org.name, role) / "tls-msp"
+        client.enrol(role, secret, tls_msp, tls_hosts=TLS_HOSTS)
+        tls = layout.user_tls(org.name, role)
+        _tls_to_server_files(tls_msp, tls)
+        # Client-side names: the same key pair serves as a TLS client certificate (mutual TLS, osnadmin).
+        shutil.move(tls / "server.crt", tls / "client.crt")
+        shutil.move(tls / "server.key", tls / "client.key")
+        shutil.rmtree(tls_msp)
+        done.append(f"{role}@{org.name}")
+    return done
+
+
+def _normalise_msp(msp: Path) -> None:
+    """Name the CA cert cacerts/ca.pem (fabric-ca-client names it after host and port) and add NodeOUs."""
+    cacerts = msp / "cacerts"
+    files = sorted(cacerts.iterdir())
+    if files and files[0].name != "ca.pem":
+        files[0].rename(cacerts / "ca.pem")
+    write_nodeou_config(msp, "cacerts/ca.pem")
+    # tlscacerts in an enrolment MSP is the same root; an empty IssuerPublicKey/RevocationPublicKey
+    # (idemix leftovers) confuses nothing, but keep the folder tidy.
+    for leftover in ("IssuerPublicKey", "IssuerRevocationPublicKey", "user"):
+        p = msp / leftover
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)

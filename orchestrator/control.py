@@ -1,0 +1,125 @@
+"""Talking to a network's supervisor daemon from short-lived commands (up, down, status, logs)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from orchestrator.procspec import pid_path, state_path
+
+
+class SupervisorError(RuntimeError):
+    pass
+
+
+def supervisor_pid(home: Path) -> int | None:
+    """The live supervisor's pid, or None (a stale pid file from a crash is ignored)."""
+    try:
+        pid = int(pid_path(home / "run").read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid
+    # Guard against pid reuse after a reboot: the process must be our supervisor for this home.
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return pid
+    if b"orchestrator.supervisor" in cmdline and str(home).encode() in cmdline:
+        return pid
+    return None
+
+
+def start_supervisor(home: Path) -> int:
+    """Start the daemon (detached from the terminal) unless one runs; returns its pid."""
+    pid = supervisor_pid(home)
+    if pid:
+        os.kill(pid, signal.SIGHUP)  # pick up manifest changes
+        return pid
+    (home / "logs").mkdir(parents=True, exist_ok=True)
+    (home / "run").mkdir(parents=True, exist_ok=True)
+    state_path(home / "run").unlink(missing_ok=True)
+    log = open(home / "logs" / "supervisor.log", "ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.supervisor", "--home", str(home)],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        cwd=str(Path(__file__).resolve().parent.parent),
+    )
+    log.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if supervisor_pid(home) == proc.pid:
+            return proc.pid
+        if proc.poll() is not None:
+            raise SupervisorError(f"supervisor exited at start (code {proc.returncode}); see {home / 'logs' / 'supervisor.log'}")
+        time.sleep(0.05)
+    raise SupervisorError(f"supervisor did not start within 10 s; see {home / 'logs' / 'supervisor.log'}")
+
+
+def reload_supervisor(home: Path) -> None:
+    pid = supervisor_pid(home)
+    if not pid:
+        raise SupervisorError("the network is not running; run `twinledger up` first")
+    os.kill(pid, signal.SIGHUP)
+
+
+def stop_supervisor(home: Path, timeout: float = 60.0) -> bool:
+    """SIGTERM the daemon, which stops its children in order; False when nothing ran."""
+    pid = supervisor_pid(home)
+    if not pid:
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)  # its children get SIGTERM through PDEATHSIG
+    return True
+
+
+def read_state(home: Path) -> dict:
+    try:
+        return json.loads(state_path(home / "run").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {"processes": []}
+
+
+def wait_healthy(
+    home: Path, names: Iterable[str], timeout: float, progress: Callable[[str], None] | None = None
+) -> None:
+    """Block until every named process is healthy; raise naming the laggards and their logs."""
+    want = set(names)
+    seen: set[str] = set()
+    deadline = time.monotonic() + timeout
+    state: dict = {}
+    while time.monotonic() < deadline:
+        state = read_state(home)
+        if not supervisor_pid(home):
+            raise SupervisorError(f"supervisor is not running; see {home / 'logs' / 'supervisor.log'}")
+        healthy = {p["name"] for p in state.get("processes", []) if p["healthy"]}
+        for n in sorted((healthy & want) - seen):
+            seen.add(n)
+            if progress:
+                progress(n)
+        if want <= healthy:
+            return
+        time.sleep(0.2)
+    procs = {p["name"]: p for p in state.get("processes", [])}
+    bad = sorted(want - {n for n, p in procs.items() if p["healthy"]})
+    detail = "; ".join(
+        f"{n} (restarts {procs.get(n, {}).get('restarts', '?')}, log {home / 'logs' / (n + '.log')})" for n in bad
+    )
+    raise SupervisorError(f"not healthy after {timeout:.0f} s: {detail}")

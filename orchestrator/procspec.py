@@ -1,0 +1,78 @@
+"""What the supervisor needs to know to run one process, stored as JSON under <home>/run/.
+
+`twinledger up` writes the manifest; the supervisor daemon reads it (again on SIGHUP), so nodes can be
+added to a running network (a chaincode server after deployment, a new org's peer) without a restart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ProcSpec:
+    name: str  # unique, e.g. peer0.hospital1
+    org: str
+    type: str  # peer | orderer | ca | chaincode | superlink | supernode
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    # Health: an http URL answering 200 when healthy (Fabric's operations /healthz), or "tcp://host:port".
+    health: str | None = None
+
+    @staticmethod
+    def from_dict(d: dict) -> "ProcSpec":
+        return ProcSpec(
+            name=d["name"], org=d["org"], type=d["type"], argv=list(d["argv"]), env=dict(d.get("env") or {}),
+            cwd=d.get("cwd"), health=d.get("health"),
+        )
+
+
+def write_json_atomic(path: Path, data: object) -> None:
+    """Write-then-rename, so a reader (or a crash) never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=1, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def manifest_path(run_dir: Path) -> Path:
+    return run_dir / "processes.json"
+
+
+def state_path(run_dir: Path) -> Path:
+    return run_dir / "state.json"
+
+
+def pid_path(run_dir: Path) -> Path:
+    return run_dir / "supervisor.pid"
+
+
+def load_manifest(run_dir: Path) -> list[ProcSpec]:
+    p = manifest_path(run_dir)
+    if not p.exists():
+        return []
+    return [ProcSpec.from_dict(d) for d in json.loads(p.read_text())]
+
+
+def save_manifest(run_dir: Path, procs: list[ProcSpec]) -> None:
+    names = [p.name for p in procs]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise ValueError(f"duplicate process names in manifest: {sorted(dup)}")
+    write_json_atomic(manifest_path(run_dir), [asdict(p) for p in procs])
+
+
+def upsert_processes(run_dir: Path, procs: list[ProcSpec]) -> None:
+    """Add or replace processes by name, keeping the order of the existing ones."""
+    current = {p.name: p for p in load_manifest(run_dir)}
+    for p in procs:
+        current[p.name] = p
+    save_manifest(run_dir, list(current.values()))

@@ -1,0 +1,69 @@
+"""Where the Fabric binaries are found: the per-user cache that scripts/build_fabric.sh fills.
+
+``TL_FABRIC_BIN`` / ``TL_FABRIC_CA_BIN`` point at other folders (e.g. binaries built on another machine).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+FABRIC_VERSION = "v3.1.5"
+FABRIC_CA_VERSION = "v1.5.15"
+FABRIC_COMMANDS = ("peer", "orderer", "configtxgen", "configtxlator", "osnadmin")
+CA_COMMANDS = ("fabric-ca-server", "fabric-ca-client")
+
+
+class BinariesMissing(RuntimeError):
+    """A Fabric binary is not installed; the message says why and what to run."""
+
+
+def cache_dir() -> Path:
+    if os.environ.get("TL_CACHE_DIR"):
+        return Path(os.environ["TL_CACHE_DIR"])
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "twinledger"
+
+
+def fabric_bin_dir() -> Path:
+    env = os.environ.get("TL_FABRIC_BIN")
+    return Path(env) if env else cache_dir() / f"fabric-{FABRIC_VERSION}" / "bin"
+
+
+def fabric_ca_bin_dir() -> Path:
+    env = os.environ.get("TL_FABRIC_CA_BIN")
+    return Path(env) if env else cache_dir() / f"fabric-ca-{FABRIC_CA_VERSION}" / "bin"
+
+
+def _find(folder: Path, name: str, what: str) -> Path:
+    p = folder / name
+    if p.is_file() and os.access(p, os.X_OK):
+        return p
+    hint = "run scripts/setup.sh"
+    marker = cache_dir() / f"fabric-{FABRIC_VERSION}.unavailable"
+    if what == "fabric" and marker.exists():
+        hint = f"setup could not build Fabric {FABRIC_VERSION}: {marker.read_text().strip()}"
+    raise BinariesMissing(f"{name} not found in {folder}; {hint}")
+
+
+def fabric_binary(name: str) -> Path:
+    """peer, orderer, configtxgen, configtxlator or osnadmin."""
+    if name not in FABRIC_COMMANDS:
+        raise ValueError(f"not a Fabric command: {name}")
+    return _find(fabric_bin_dir(), name, "fabric")
+
+
+def fabric_ca_binary(name: str) -> Path:
+    if name not in CA_COMMANDS:
+        raise ValueError(f"not a Fabric CA command: {name}")
+    return _find(fabric_ca_bin_dir(), name, "fabric-ca")
+
+
+def fabric_available() -> str | None:
+    """None when every Fabric node binary is installed, else the one-line reason it is not."""
+    try:
+        for c in FABRIC_COMMANDS:
+            fabric_binary(c)
+    except BinariesMissing as e:
+        return str(e)
+    return None
