@@ -18,18 +18,32 @@ class SupervisorError(RuntimeError):
     pass
 
 
+def _alive(pid: int) -> bool:
+    """True while pid runs; a zombie (exited, not yet reaped by its parent) counts as gone."""
+    try:
+        os.waitpid(pid, os.WNOHANG)  # reap it if it is our own child (tests start the daemon directly)
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
 def supervisor_pid(home: Path) -> int | None:
     """The live supervisor's pid, or None (a stale pid file from a crash is ignored)."""
     try:
         pid = int(pid_path(home / "run").read_text().strip())
     except (FileNotFoundError, ValueError):
         return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not _alive(pid):
         return None
-    except PermissionError:
-        return pid
     # Guard against pid reuse after a reboot: the process must be our supervisor for this home.
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
@@ -81,9 +95,7 @@ def stop_supervisor(home: Path, timeout: float = 60.0) -> bool:
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not _alive(pid):
             return True
         time.sleep(0.1)
     os.kill(pid, signal.SIGKILL)  # its children get SIGTERM through PDEATHSIG

@@ -1,0 +1,175 @@
+"""The `twinledger` command: one CLI for every capability (see DESIGN.md for the shared contract).
+
+Errors a user can meet print one line starting with ``twinledger:`` and exit 1; no stack trace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from network.layout import Layout, resolve_home
+from network.spec import SpecError, load_spec
+from orchestrator.bringup import FabricUnavailable, up
+from orchestrator.control import SupervisorError, read_state, stop_supervisor, supervisor_pid
+from peers.binaries import BinariesMissing
+
+
+class UserError(Exception):
+    """A problem the user can fix; printed as one line."""
+
+
+def _home(args: argparse.Namespace) -> Path:
+    return resolve_home(args.home)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    home = _home(args)
+    try:
+        up(home, Path(args.spec) if args.spec else None, args.port_base, progress=lambda m: print(m, flush=True))
+    except FabricUnavailable as e:
+        print(f"twinledger: {e}", file=sys.stderr)
+        print("twinledger: the CAs stay up under the supervisor; `twinledger down` stops them", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    home = _home(args)
+    if stop_supervisor(home):
+        print(f"stopped every process of {home}; state kept (`twinledger up` resumes it)")
+    else:
+        print(f"nothing running for {home}")
+    return 0
+
+
+def _metric_height(ops_port: int) -> int | None:
+    """Block height from the node's Prometheus metrics (ledger_blockchain_height), if it has a channel."""
+    try:
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(f"http://127.0.0.1:{ops_port}/metrics", timeout=1) as r:
+            text = r.read().decode()
+    except OSError:
+        return None
+    heights = [int(float(m)) for m in re.findall(r"^ledger_blockchain_height\{[^}]*\}\s+(\S+)", text, re.M)]
+    return max(heights) if heights else None
+
+
+def status_nodes(home: Path) -> list[dict]:
+    layout = Layout(home)
+    if not layout.spec_file.exists():
+        raise UserError(f"no network in {home}; run `twinledger up` first")
+    spec = load_spec(layout.spec_file)
+    running = supervisor_pid(home) is not None
+    procs = {p["name"]: p for p in read_state(home).get("processes", [])} if running else {}
+    out = []
+    names = [n.name for n in spec.nodes()] + [n for n in procs if n not in {x.name for x in spec.nodes()}]
+    ports = {n.name: n.ports.operations for n in spec.nodes()}
+    for name in names:
+        p = procs.get(name, {})
+        node_type = p.get("type") or spec.node(name).type
+        healthy = bool(p.get("healthy"))
+        height = _metric_height(ports[name]) if healthy and node_type in ("peer", "orderer") and name in ports else None
+        out.append({
+            "name": name,
+            "org": p.get("org") or spec.node(name).org,
+            "type": node_type,
+            "healthy": healthy,
+            "height": height,
+            "pid": p.get("pid"),
+            "restarts": p.get("restarts", 0),
+        })
+    return out
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    home = _home(args)
+    nodes = status_nodes(home)
+    if args.json:
+        print(json.dumps({"nodes": nodes}))
+        return 0
+    print(f"{'NODE':<22} {'ORG':<11} {'TYPE':<9} {'HEALTH':<9} {'HEIGHT':>6} {'PID':>8} {'RESTARTS':>8}")
+    for n in nodes:
+        health = "healthy" if n["healthy"] else ("down" if not n["pid"] else "starting")
+        print(f"{n['name']:<22} {n['org']:<11} {n['type']:<9} {health:<9} {n['height'] if n['height'] is not None else '-':>6} "
+              f"{n['pid'] or '-':>8} {n['restarts']:>8}")
+    if not supervisor_pid(home):
+        print(f"(supervisor not running; `twinledger up --home {home}` starts the network)")
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    home = _home(args)
+    f = Layout(home).log_file(args.node)
+    if not f.exists():
+        known = sorted(p.stem for p in Layout(home).logs.glob("*.log"))
+        raise UserError(f"no log for {args.node!r} in {Layout(home).logs}; known: {', '.join(known) or 'none'}")
+    with open(f, "rb") as fh:
+        lines = fh.readlines()[-args.lines:]
+        sys.stdout.write(b"".join(lines).decode(errors="replace"))
+        sys.stdout.flush()
+        while args.follow:
+            chunk = fh.read()
+            if chunk:
+                sys.stdout.write(chunk.decode(errors="replace"))
+                sys.stdout.flush()
+            else:
+                time.sleep(0.3)
+    return 0
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    home = _home(args)
+    if not home.exists():
+        print(f"nothing to clean at {home}")
+        return 0
+    if not Layout(home).spec_file.exists():
+        raise UserError(f"{home} is not a TwinLedger home (no spec.yaml); not removing it")
+    stop_supervisor(home)
+    shutil.rmtree(home)
+    print(f"removed {home}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--home", help="state folder (default $TL_HOME or ./.twinledger/twinledger)")
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+    p = argparse.ArgumentParser(prog="twinledger", description="TwinLedger: a consortium ledger for hospitals and plants",
+                                parents=[common])
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("up", parents=[common], help="start (or resume) the local network")
+    s.add_argument("--spec", help="consortium spec YAML (default: 2 hospitals, 2 plants, 3 orderers)")
+    s.add_argument("--port-base", type=int, help="first port; every node's ports derive from it (default 17000)")
+    s.set_defaults(func=cmd_up)
+    sub.add_parser("down", parents=[common], help="stop every process, keep the state").set_defaults(func=cmd_down)
+    sub.add_parser("status", parents=[common], help="nodes, health and block height").set_defaults(func=cmd_status)
+    s = sub.add_parser("logs", parents=[common], help="show a node's log")
+    s.add_argument("node", help="e.g. peer0.hospital1, orderer0.orderer, ca.plant1, supervisor")
+    s.add_argument("-n", "--lines", type=int, default=50)
+    s.add_argument("-f", "--follow", action="store_true")
+    s.set_defaults(func=cmd_logs)
+    sub.add_parser("clean", parents=[common], help="stop everything and remove the state folder").set_defaults(func=cmd_clean)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (UserError, SpecError, SupervisorError, BinariesMissing) as e:
+        print(f"twinledger: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

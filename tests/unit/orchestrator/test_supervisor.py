@@ -1,0 +1,116 @@
+"""The supervisor daemon with real (tiny) child processes: start, health, crash restart, reload, stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator.control import read_state, start_supervisor, stop_supervisor, supervisor_pid, reload_supervisor, wait_healthy
+from orchestrator.procspec import ProcSpec, save_manifest, upsert_processes, load_manifest
+from tests.ports import free_port_base
+
+SERVER = "import socket,sys,time; s=socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen(); print('listening', flush=True); time.sleep(3600)"
+
+
+def _proc(name: str, port: int) -> ProcSpec:
+    return ProcSpec(name, "org1", "chaincode", [sys.executable, "-c", SERVER, str(port)], health=f"tcp://127.0.0.1:{port}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead for our purpose.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def _state(home: Path, name: str) -> dict:
+    return next(p for p in read_state(home)["processes"] if p["name"] == name)
+
+
+@pytest.fixture
+def home(tmp_path):
+    yield tmp_path
+    stop_supervisor(tmp_path, timeout=20)
+
+
+def test_start_health_crash_restart_and_orderly_stop(home):
+    base = free_port_base(2)
+    save_manifest(home / "run", [_proc("a", base), _proc("b", base + 1)])
+    sup = start_supervisor(home)
+    wait_healthy(home, ["a", "b"], timeout=20)
+    first = _state(home, "a")["pid"]
+
+    os.kill(first, signal.SIGKILL)  # a crash
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        st = _state(home, "a")
+        if st["healthy"] and st["pid"] != first:
+            break
+        time.sleep(0.2)
+    st = _state(home, "a")
+    assert st["pid"] != first and st["restarts"] == 1 and st["healthy"] and st["last_exit"] == -9
+    assert (home / "logs" / "a.log").read_text().splitlines().count("listening") == 2, "one log file across restarts"
+
+    pids = [p["pid"] for p in read_state(home)["processes"]]
+    assert stop_supervisor(home)
+    assert supervisor_pid(home) is None and not _pid_alive(sup)
+    assert not any(_pid_alive(p) for p in pids), "down must stop every child"
+
+
+def test_killed_supervisor_takes_its_children_along(home):
+    base = free_port_base(1)
+    save_manifest(home / "run", [_proc("a", base)])
+    sup = start_supervisor(home)
+    wait_healthy(home, ["a"], timeout=20)
+    child = _state(home, "a")["pid"]
+    os.kill(sup, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while _pid_alive(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _pid_alive(child), "PDEATHSIG must stop the children of a killed supervisor"
+    assert supervisor_pid(home) is None, "a stale pid file is not a running supervisor"
+
+
+def test_reload_adds_and_removes_processes(home):
+    base = free_port_base(2)
+    save_manifest(home / "run", [_proc("a", base)])
+    start_supervisor(home)
+    wait_healthy(home, ["a"], timeout=20)
+    a_pid = _state(home, "a")["pid"]
+    upsert_processes(home / "run", [_proc("b", base + 1)])
+    reload_supervisor(home)
+    wait_healthy(home, ["a", "b"], timeout=20)
+    assert _state(home, "a")["pid"] == a_pid, "an unchanged process keeps running across a reload"
+    save_manifest(home / "run", [p for p in load_manifest(home / "run") if p.name == "b"])
+    reload_supervisor(home)
+    deadline = time.monotonic() + 20
+    while any(p["name"] == "a" for p in read_state(home)["processes"]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert [p["name"] for p in read_state(home)["processes"]] == ["b"]
+    assert not _pid_alive(a_pid)
+
+
+def test_a_process_that_cannot_start_is_reported_not_fatal(home):
+    base = free_port_base(1)
+    save_manifest(home / "run", [ProcSpec("ghost", "org1", "peer", ["/nonexistent/binary"]), _proc("a", base)])
+    start_supervisor(home)
+    wait_healthy(home, ["a"], timeout=20)
+    from orchestrator.control import SupervisorError
+    with pytest.raises(SupervisorError, match="ghost"):
+        wait_healthy(home, ["ghost"], timeout=2)
+    assert "cannot start" in (home / "logs" / "ghost.log").read_text()
+
+
+def test_duplicate_names_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="duplicate"):
+        save_manifest(tmp_path, [_proc("a", 1), _proc("a", 2)])
