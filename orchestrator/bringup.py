@@ -16,7 +16,13 @@ from network.layout import Layout
 from network.spec import Spec, SpecError, dump_spec, load_spec
 from orchestrator.control import start_supervisor, wait_healthy
 from orchestrator.procspec import ProcSpec, upsert_processes
+from orchestrator.fabric_stage import bring_up_fabric
+from orchestrator.lifecycle import deploy
 from peers.binaries import fabric_available, fabric_ca_binary
+
+# The first chaincode every network runs; `deploy` skips it when this version is already committed.
+REGISTRY_CHAINCODE = "registry"
+REGISTRY_VERSION = "1.0"
 
 Progress = Callable[[str], None]
 
@@ -72,5 +78,7 @@ def up(home: Path, spec_file: Path | None = None, port_base: int | None = None,
         raise FabricUnavailable(
             f"CAs and identities are ready, but peers and orderers cannot start: {reason}"
         )
+    bring_up_fabric(spec, layout, progress, timeout)
+    deploy(spec, layout, REGISTRY_CHAINCODE, REGISTRY_VERSION, progress)
     progress(f"up in {time.monotonic() - t0:.1f} s")
     return spec

@@ -17,6 +17,7 @@ from pathlib import Path
 from network.layout import Layout, resolve_home
 from network.spec import SpecError, load_spec
 from orchestrator.bringup import FabricUnavailable, up
+from orchestrator.fabric_stage import FabricStepError
 from orchestrator.control import SupervisorError, read_state, stop_supervisor, supervisor_pid
 from peers.binaries import BinariesMissing
 
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (UserError, SpecError, SupervisorError, BinariesMissing) as e:
+    except (UserError, SpecError, SupervisorError, BinariesMissing, FabricStepError) as e:
         print(f"twinledger: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

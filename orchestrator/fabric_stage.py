@@ -1,0 +1,127 @@
+"""The Fabric part of `up`: node configs, the channel, orderer and peer processes, channel joins.
+
+NOT YET RUN AGAINST REAL BINARIES: the Fabric v3.1.5 binaries could not be built on the machine this was
+written on (the Go module proxy refuses the module). Each step drives the real Fabric tools the documented
+way (configtxgen, osnadmin, the peer CLI) and is idempotent, so `up` after `down` resumes the same ledger.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+from network.configtx import configtxgen_command, configtxgen_env, genesis_block_path, write_configtx
+from network.layout import Layout
+from network.spec import Node, Spec
+from orchestrator.control import start_supervisor, wait_healthy
+from orchestrator.procspec import ProcSpec, upsert_processes
+from peers.binaries import fabric_bin_dir, fabric_binary
+from peers.ccaas import install_builder
+from peers.core_config import write_core_yaml
+from peers.orderer_config import write_orderer_yaml
+
+Progress = Callable[[str], None]
+
+
+class FabricStepError(RuntimeError):
+    """A Fabric tool refused a step; the message names the step, the node and the tool's last error."""
+
+
+def run_tool(step: str, argv: list[str], env: dict[str, str] | None = None, ok_codes: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess:
+    import os
+
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})})
+    if r.returncode not in ok_codes:
+        lines = [ln for ln in (r.stderr + r.stdout).strip().splitlines() if ln.strip()]
+        raise FabricStepError(f"{step}: {Path(argv[0]).name} exited {r.returncode}: {lines[-1] if lines else '(no output)'}")
+    return r
+
+
+def chaincode_address(node: Node) -> str:
+    """Where a peer's chaincode-as-a-service server listens (the peer dials it)."""
+    return f"127.0.0.1:{node.ports.chaincode}"
+
+
+def write_node_configs(spec: Spec, layout: Layout) -> Path:
+    builder = install_builder(layout.root / "builders" / "ccaas")
+    for node in spec.nodes():
+        if node.type == "orderer":
+            write_orderer_yaml(spec, layout, node)
+        elif node.type == "peer":
+            write_core_yaml(spec, layout, node, builder_dir=builder, chaincode_server_address=chaincode_address(node))
+    return builder
+
+
+def node_processes(spec: Spec, layout: Layout) -> list[ProcSpec]:
+    procs = []
+    for node in spec.nodes():
+        if node.type not in ("orderer", "peer"):
+            continue
+        layout.node_data(node.name).mkdir(parents=True, exist_ok=True)
+        argv = [str(fabric_binary("orderer"))] if node.type == "orderer" else [str(fabric_binary("peer")), "node", "start"]
+        procs.append(ProcSpec(
+            node.name, node.org, node.type, argv,
+            env={"FABRIC_CFG_PATH": str(layout.node_config(node.name))},
+            health=f"http://127.0.0.1:{node.ports.operations}/healthz",
+        ))
+    return procs
+
+
+def make_genesis_block(spec: Spec, layout: Layout) -> Path:
+    block = genesis_block_path(layout, spec)
+    if not block.exists():
+        write_configtx(spec, layout)
+        run_tool("channel genesis block", configtxgen_command(fabric_bin_dir(), layout, spec), configtxgen_env(layout))
+    return block
+
+
+def _osnadmin_tls(spec: Spec, layout: Layout) -> list[str]:
+    org = spec.orderer_org.name
+    tls = layout.user_tls(org, "admin")
+    return ["--ca-file", str(layout.ca_cert(org)), "--client-cert", str(tls / "client.crt"), "--client-key", str(tls / "client.key")]
+
+
+def join_orderers(spec: Spec, layout: Layout, block: Path, progress: Progress) -> None:
+    osnadmin = str(fabric_binary("osnadmin"))
+    for node in spec.nodes_of(spec.orderer_org.name, "orderer"):
+        target = ["-o", f"127.0.0.1:{node.ports.admin}", *_osnadmin_tls(spec, layout)]
+        listed = run_tool(f"list channels of {node.name}", [osnadmin, "channel", "list", "--channelID", spec.channel, *target], ok_codes=(0, 1))
+        if '"status": 200' in listed.stdout or "Status: 200" in listed.stdout:
+            continue
+        run_tool(f"join {node.name} to {spec.channel}", [osnadmin, "channel", "join", "--channelID", spec.channel, "--config-block", str(block), *target])
+        progress(f"  joined {node.name} to channel {spec.channel}")
+
+
+def peer_admin_env(spec: Spec, layout: Layout, node: Node) -> dict[str, str]:
+    """The peer CLI acting as the node's org admin against that node."""
+    return {
+        "FABRIC_CFG_PATH": str(layout.node_config(node.name)),
+        "CORE_PEER_LOCALMSPID": spec.org(node.org).msp_id,
+        "CORE_PEER_MSPCONFIGPATH": str(layout.user_msp(node.org, "admin")),
+        "CORE_PEER_ADDRESS": f"127.0.0.1:{node.ports.listen}",
+        "CORE_PEER_TLS_ENABLED": "true",
+        "CORE_PEER_TLS_ROOTCERT_FILE": str(layout.ca_cert(node.org)),
+    }
+
+
+def join_peers(spec: Spec, layout: Layout, block: Path, progress: Progress) -> None:
+    peer = str(fabric_binary("peer"))
+    for org in spec.member_orgs:
+        for node in spec.nodes_of(org.name, "peer"):
+            env = peer_admin_env(spec, layout, node)
+            if run_tool(f"channel info of {node.name}", [peer, "channel", "getinfo", "-c", spec.channel], env, ok_codes=(0, 1)).returncode == 0:
+                continue
+            run_tool(f"join {node.name} to {spec.channel}", [peer, "channel", "join", "-b", str(block)], env)
+            progress(f"  joined {node.name} to channel {spec.channel}")
+
+
+def bring_up_fabric(spec: Spec, layout: Layout, progress: Progress, timeout: float) -> None:
+    write_node_configs(spec, layout)
+    block = make_genesis_block(spec, layout)
+    procs = node_processes(spec, layout)
+    upsert_processes(layout.run, procs)
+    start_supervisor(layout.root)  # SIGHUP: the running supervisor picks up the new processes
+    wait_healthy(layout.root, [p.name for p in procs], timeout, lambda n: progress(f"  ready  {n}"))
+    join_orderers(spec, layout, block, progress)
+    join_peers(spec, layout, block, progress)

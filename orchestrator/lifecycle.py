@@ -1,0 +1,111 @@
+"""Fabric chaincode lifecycle for our chaincode-as-a-service: package, install, run, approve, commit.
+
+One CCaaS package per chaincode version; every peer dials its own chaincode server (the package's address
+is a template the builder fills per peer). Each org's admin installs on its peers and approves for its org;
+then one admin commits with endorsements from every org. An upgrade is the same with a new version and
+the next sequence. Idempotent: what is already installed, approved or committed is skipped.
+
+NOT YET RUN AGAINST REAL BINARIES (see fabric_stage.py).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from network.layout import Layout
+from network.spec import Node, Spec
+from orchestrator.control import start_supervisor, wait_healthy
+from orchestrator.fabric_stage import Progress, chaincode_address, peer_admin_env, run_tool
+from orchestrator.procspec import ProcSpec, upsert_processes
+from peers.binaries import fabric_binary
+from peers.ccaas import CHAINCODE_ADDRESS_TEMPLATE, CcaasTLS, package_ccaas
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Definition:
+    name: str
+    version: str
+    sequence: int
+
+
+def _orderer_args(spec: Spec, layout: Layout) -> list[str]:
+    o = spec.nodes_of(spec.orderer_org.name, "orderer")[0]
+    return ["-o", f"127.0.0.1:{o.ports.listen}", "--tls", "--cafile", str(layout.ca_cert(spec.orderer_org.name))]
+
+
+def _peers(spec: Spec) -> list[Node]:
+    return [n for o in spec.member_orgs for n in spec.nodes_of(o.name, "peer")]
+
+
+def committed(spec: Spec, layout: Layout, name: str) -> Definition | None:
+    node = _peers(spec)[0]
+    r = run_tool(f"query committed {name}", [str(fabric_binary("peer")), "lifecycle", "chaincode", "querycommitted",
+                 "-C", spec.channel, "-n", name, "-O", "json"], peer_admin_env(spec, layout, node), ok_codes=(0, 1))
+    if r.returncode != 0:
+        return None
+    d = json.loads(r.stdout)
+    return Definition(name, d["version"], int(d["sequence"]))
+
+
+def chaincode_process(layout: Layout, node: Node, name: str, package_id: str) -> ProcSpec:
+    tls = layout.node_tls(node.name)
+    return ProcSpec(
+        f"{name}.{node.name}", node.org, "chaincode", [sys.executable, "-m", "chaincode.server"],
+        env={
+            "CHAINCODE_ID": package_id,
+            "CHAINCODE_SERVER_ADDRESS": chaincode_address(node),
+            # The peer's own TLS key pair: its certificate names 127.0.0.1 and chains to the org's CA.
+            "CHAINCODE_TLS_KEY_FILE": str(tls / "server.key"),
+            "CHAINCODE_TLS_CERT_FILE": str(tls / "server.crt"),
+        },
+        cwd=str(REPO_ROOT),
+        health=f"tcp://{chaincode_address(node)}",
+    )
+
+
+def deploy(spec: Spec, layout: Layout, name: str, version: str, progress: Progress, timeout: float = 60) -> Definition:
+    current = committed(spec, layout, name)
+    if current and current.version == version:
+        return current
+    sequence = current.sequence + 1 if current else 1
+    peer = str(fabric_binary("peer"))
+
+    # Every org's CA root, so that one package's connection.json verifies each org's chaincode server.
+    roots = "".join(layout.ca_cert(o.name).read_text() for o in spec.member_orgs)
+    pkg = package_ccaas(f"{name}_{version}", CHAINCODE_ADDRESS_TEMPLATE, layout.root / "chaincode" / f"{name}_{version}.tar.gz",
+                        CcaasTLS(root_cert=roots))
+
+    procs = []
+    for node in _peers(spec):
+        env = peer_admin_env(spec, layout, node)
+        installed = run_tool(f"query installed on {node.name}", [peer, "lifecycle", "chaincode", "queryinstalled", "-O", "json"], env)
+        if pkg.package_id not in installed.stdout:
+            run_tool(f"install {pkg.label} on {node.name}", [peer, "lifecycle", "chaincode", "install", str(pkg.path)], env)
+            progress(f"  installed {pkg.label} on {node.name}")
+        procs.append(chaincode_process(layout, node, name, pkg.package_id))
+    upsert_processes(layout.run, procs)
+    start_supervisor(layout.root)
+    wait_healthy(layout.root, [p.name for p in procs], timeout, lambda n: progress(f"  ready  {n}"))
+
+    common = ["--channelID", spec.channel, "--name", name, "--version", version, "--sequence", str(sequence)]
+    for org in spec.member_orgs:
+        node = spec.nodes_of(org.name, "peer")[0]
+        env = peer_admin_env(spec, layout, node)
+        run_tool(f"approve {name} {version} for {org.name}", [peer, "lifecycle", "chaincode", "approveformyorg",
+                 *_orderer_args(spec, layout), *common, "--package-id", pkg.package_id], env)
+        progress(f"  approved {name} {version} (sequence {sequence}) for {org.name}")
+
+    targets: list[str] = []
+    for org in spec.member_orgs:
+        node = spec.nodes_of(org.name, "peer")[0]
+        targets += ["--peerAddresses", f"127.0.0.1:{node.ports.listen}", "--tlsRootCertFiles", str(layout.ca_cert(org.name))]
+    first = spec.nodes_of(spec.member_orgs[0].name, "peer")[0]
+    run_tool(f"commit {name} {version}", [peer, "lifecycle", "chaincode", "commit", *_orderer_args(spec, layout), *common, *targets],
+             peer_admin_env(spec, layout, first))
+    progress(f"  committed {name} {version} (sequence {sequence}) on {spec.channel}")
+    return Definition(name, version, sequence)
