@@ -24,7 +24,6 @@ from pathlib import Path
 from network.layout import Layout
 from network.msp import write_nodeou_config
 from network.spec import USER_ROLES, Node, Org, Spec
-from peers.binaries import fabric_ca_binary
 
 
 class EnrolmentError(RuntimeError):
@@ -74,13 +73,14 @@ class CAServer:
     health: str
 
 
-def ca_server(spec: Spec, layout: Layout, org: Org) -> CAServer:
+def ca_server(spec: Spec, layout: Layout, org: Org, server_bin: Path) -> CAServer:
+    """server_bin: the fabric-ca-server binary (peers.binaries finds it; network/ does not depend on peers/)."""
     node = ca_node(spec, org.name)
     home = layout.ca_home(org.name)
     home.mkdir(parents=True, exist_ok=True)
     boot = _load_secrets(layout, org.name)["bootstrap-admin"]
     argv = [
-        str(fabric_ca_binary("fabric-ca-server")), "start",
+        str(server_bin), "start",
         "--home", str(home),
         "--boot", f"registrar:{boot}",  # not "admin": that name is the org admin user
         "--address", "127.0.0.1",
@@ -101,15 +101,15 @@ def ca_server(spec: Spec, layout: Layout, org: Org) -> CAServer:
 class CAClient:
     """Runs fabric-ca-client against one org's CA, as that CA's bootstrap admin (the registrar)."""
 
-    def __init__(self, spec: Spec, layout: Layout, org: str):
-        self.spec, self.layout, self.org = spec, layout, org
+    def __init__(self, spec: Spec, layout: Layout, org: str, client_bin: Path):
+        self.spec, self.layout, self.org, self.client_bin = spec, layout, org, client_bin
         self.url = ca_url(spec, org)
         self.tls_root = layout.ca_home(org) / "ca-cert.pem"  # the server's TLS cert is signed by this root
         self.registrar_home = layout.ca_client_home(org) / "registrar"
 
     def _run(self, *args: str, home: Path) -> str:
         home.mkdir(parents=True, exist_ok=True)
-        cmd = [str(fabric_ca_binary("fabric-ca-client")), *args, "--home", str(home),
+        cmd = [str(self.client_bin), *args, "--home", str(home),
                "--tls.certfiles", str(self.tls_root), "--caname", f"ca-{self.org}"]
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
         if r.returncode != 0:
@@ -172,10 +172,10 @@ def _tls_to_server_files(tls_msp: Path, dest: Path) -> None:
     shutil.copy(next((tls_msp / "tlscacerts").iterdir()), dest / "ca.crt")
 
 
-def enrol_org(spec: Spec, layout: Layout, org: Org) -> list[str]:
+def enrol_org(spec: Spec, layout: Layout, org: Org, client_bin: Path) -> list[str]:
     """Register and enrol every identity of an org; skips what already exists. Returns what was done."""
     done: list[str] = []
-    client = CAClient(spec, layout, org.name)
+    client = CAClient(spec, layout, org.name, client_bin)
     ca_cert = layout.ca_cert(org.name)
 
     # The org's verifying MSP, used in the channel configuration.

@@ -50,7 +50,7 @@ def prepare_home(home: Path, spec_file: Path | None, port_base: int | None) -> t
 def ca_processes(spec: Spec, layout: Layout) -> list[ProcSpec]:
     procs = []
     for org in spec.orgs:
-        s = ca_server(spec, layout, org)
+        s = ca_server(spec, layout, org, fabric_ca_binary("fabric-ca-server"))
         procs.append(ProcSpec(f"ca.{org.name}", org.name, "ca", s.argv, s.env, health=s.health))
     return procs
 
@@ -61,7 +61,7 @@ def up(home: Path, spec_file: Path | None = None, port_base: int | None = None,
     spec, layout = prepare_home(home, spec_file, port_base)
     lo, hi = spec.port_range
     progress(f"network {spec.name} in {home} (ports {lo}-{hi} on 127.0.0.1)")
-    fabric_ca_binary("fabric-ca-server")  # fail early with the setup hint
+    client_bin = fabric_ca_binary("fabric-ca-client")  # fails early with the setup hint
 
     cas = ca_processes(spec, layout)
     upsert_processes(layout.run, cas)
@@ -70,7 +70,7 @@ def up(home: Path, spec_file: Path | None = None, port_base: int | None = None,
 
     # Enrolment talks to five independent CAs: do them side by side.
     with ThreadPoolExecutor(max_workers=len(spec.orgs)) as pool:
-        for org, done in zip(spec.orgs, pool.map(lambda o: enrol_org(spec, layout, o), spec.orgs)):
+        for org, done in zip(spec.orgs, pool.map(lambda o: enrol_org(spec, layout, o, client_bin), spec.orgs)):
             progress(f"  identities {org.name}: " + (", ".join(done) if done else "already enrolled"))
 
     reason = fabric_available()
