@@ -1,0 +1,157 @@
+import asyncio
+import json
+import sqlite3
+
+import pytest
+
+from twins.anchoring import (
+    AnchorConflict, Batcher, BatchRecord, FileAnchorer, MemoryAnchorer, ReadingStore, VerificationError, verify_reading,
+)
+from twins.anchoring.anchorer import FabricAnchorer, resubmit_pending
+from twins.readings import Reading
+
+
+def _readings(org, asset, n, start=1):
+    out = []
+    for i in range(start, start + n):
+        out.append(Reading(org, asset, "Torque", i, 1_700_000_000_000_000 + i * 1000, 40.0 + i / 10))
+        out.append(Reading(org, asset, "ToolWear", i, 1_700_000_000_000_000 + i * 1000, float(2 * i)))
+    return out
+
+
+def _seal(store, anchorer, readings):
+    b = Batcher(store, lambda org: {"plant1.m1": ('{"x":1}', "ab" * 32)} if org == "plant1" else {})
+    for r in readings:
+        b.add(r)
+    sealed = b.seal_all()
+    for rec, _ in sealed:
+        store.record_anchor(rec.batch_id, asyncio.run(anchorer.submit_anchor(rec)), 1)
+    return sealed
+
+
+def test_batches_per_org_verify_and_chain(tmp_path):
+    store = ReadingStore(tmp_path / "r.sqlite")
+    anchorer = FileAnchorer(tmp_path / "anchors.jsonl")
+    s1 = _seal(store, anchorer, _readings("plant1", "plant1.m1", 5) + _readings("hospital1", "hospital1.bed1", 3))
+    assert [rec.org for rec, _ in s1] == ["hospital1", "plant1"]
+    rec = s1[1][0]
+    assert rec.count == 10 and rec.seq_ranges == {"plant1.m1/Torque": [1, 5], "plant1.m1/ToolWear": [1, 5]}
+    assert rec.twin_state_hashes == {"plant1.m1": "ab" * 32} and rec.prev_record_hash == ""
+    s2 = _seal(store, anchorer, _readings("plant1", "plant1.m1", 4, start=6))
+    rec2 = s2[0][0]
+    assert rec2.batch_no == 2 and rec2.prev_record_hash == rec.record_hash()
+    res = asyncio.run(verify_reading(store, anchorer, "plant1.m1", 7))
+    assert {v.reading.prop for v in res} == {"Torque", "ToolWear"}
+    v = asyncio.run(verify_reading(store, anchorer, "plant1.m1", 3, "Torque"))[0]
+    assert v.reading.value == pytest.approx(40.3) and v.batch_id == "plant1:0000000001"
+    assert v.anchor["tx_id"].startswith("file-") and v.merkle_root == rec.merkle_root
+    assert store.last_positions()[("plant1.m1", "Torque")] == (9, 1_700_000_000_000_000 + 9000)
+    with pytest.raises(VerificationError, match="no stored reading"):
+        asyncio.run(verify_reading(store, anchorer, "plant1.m1", 99))
+    # a fresh anchorer instance (another process) reads the same file
+    assert asyncio.run(FileAnchorer(tmp_path / "anchors.jsonl").get_anchor(rec.batch_id))["record_hash"] == rec.record_hash()
+
+
+def test_store_is_append_only_and_tamper_is_detected(tmp_path):
+    store = ReadingStore(tmp_path / "r.sqlite")
+    anchorer = MemoryAnchorer()
+    _seal(store, anchorer, _readings("plant1", "plant1.m1", 9))
+    db = sqlite3.connect(tmp_path / "r.sqlite")
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        db.execute("UPDATE readings SET value = 0 WHERE seq = 4")
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        db.execute("DELETE FROM readings WHERE seq = 4")
+    # an attacker with file access drops the trigger and edits one value
+    db.execute("DROP TRIGGER readings_no_update")
+    db.execute("UPDATE readings SET value = value + 0.01 WHERE asset='plant1.m1' AND prop='Torque' AND seq = 4")
+    db.commit()
+    asyncio.run(verify_reading(store, anchorer, "plant1.m1", 5))  # others still verify
+    with pytest.raises(VerificationError, match="altered"):
+        asyncio.run(verify_reading(store, anchorer, "plant1.m1", 4))
+    # ... and rewriting the local root too is caught by the anchored record
+    levels_attack = tmp_path / "r.sqlite"
+    db.execute("DROP TRIGGER batches_no_update")
+    db.execute("UPDATE batches SET root = X'" + "00" * 32 + "'")
+    db.commit()
+    with pytest.raises(VerificationError):
+        asyncio.run(verify_reading(store, anchorer, "plant1.m1", 5))
+    assert levels_attack.exists()
+
+
+def test_anchored_record_mismatch_and_missing_anchor(tmp_path):
+    store = ReadingStore(tmp_path / "r.sqlite")
+    anchorer = MemoryAnchorer()
+    (rec, _), = _seal(store, anchorer, _readings("plant1", "plant1.m1", 3))
+    anchorer.entries[rec.batch_id]["record"]["merkle_root"] = "00" * 32
+    with pytest.raises(VerificationError, match="anchored root"):
+        asyncio.run(verify_reading(store, anchorer, "plant1.m1", 2))
+    with pytest.raises(VerificationError, match="no anchor"):
+        asyncio.run(verify_reading(store, MemoryAnchorer(), "plant1.m1", 2))
+
+
+def test_anchorers_are_idempotent_and_refuse_conflicts(tmp_path):
+    rec = BatchRecord("plant1", 1, "aa" * 32, 2, {"a/p": [1, 2]}, 1, 2, {}, "", 3)
+    other = BatchRecord("plant1", 1, "bb" * 32, 2, {"a/p": [1, 2]}, 1, 2, {}, "", 3)
+    for a in (MemoryAnchorer(), FileAnchorer(tmp_path / "a.jsonl")):
+        tx = asyncio.run(a.submit_anchor(rec))
+        assert asyncio.run(a.submit_anchor(rec)) == tx
+        with pytest.raises(AnchorConflict):
+            asyncio.run(a.submit_anchor(other))
+    # a torn last line (writer killed mid-append) is ignored
+    with open(tmp_path / "a.jsonl", "ab") as f:
+        f.write(b'{"batch_id": "plant1:00')
+    assert asyncio.run(FileAnchorer(tmp_path / "a.jsonl").get_anchor(rec.batch_id)) is not None
+
+
+def test_pending_batches_are_resubmitted(tmp_path):
+    store = ReadingStore(tmp_path / "r.sqlite")
+    b = Batcher(store)
+    for r in _readings("plant1", "plant1.m1", 3):
+        b.add(r)
+    b.seal_all()
+    assert len(store.pending_batches()) == 1
+    anchorer = MemoryAnchorer()
+    assert asyncio.run(resubmit_pending(store, anchorer, 5)) == 1
+    assert store.pending_batches() == []
+    asyncio.run(verify_reading(store, anchorer, "plant1.m1", 1))
+
+
+def test_fabric_anchorer_uses_the_gateway_contract_shape():
+    calls = []
+
+    class Status:
+        successful, code_name, transaction_id, block_number = True, "VALID", "tx1", 7
+
+    class Commit:
+        async def status(self):
+            return Status()
+
+    class Tx:
+        async def submit(self):
+            return Commit()
+
+    class Proposal:
+        transaction_id = "tx1"
+
+        async def endorse(self):
+            return Tx()
+
+    class Contract:
+        stored = {}
+
+        def new_proposal(self, fn, *args):
+            calls.append((fn, args))
+            rec = json.loads(args[0])
+            self.stored[rec["batch_id"]] = args[0]
+            return Proposal()
+
+        async def evaluate(self, fn, batch_id):
+            calls.append((fn, (batch_id,)))
+            return self.stored.get(batch_id, b"")
+
+    a = FabricAnchorer(Contract())
+    rec = BatchRecord("plant1", 1, "aa" * 32, 2, {"a/p": [1, 2]}, 1, 2, {}, "", 3)
+    assert asyncio.run(a.submit_anchor(rec)) == "tx1"
+    got = asyncio.run(a.get_anchor(rec.batch_id))
+    assert got["record_hash"] == rec.record_hash()
+    assert calls[0][0] == "TwinsContract:AnchorSensorBatch" and calls[1][0] == "TwinsContract:ReadSensorBatch"

@@ -1,0 +1,199 @@
+"""Append-only local store of readings, sealed batches (with their Merkle trees), twin states and anchors.
+
+SQLite in WAL mode (readers never block the writer; a crash loses at most the transaction in flight).
+Append-only is enforced by the database itself: triggers abort every UPDATE and DELETE. Editing the file
+by other means (or dropping the triggers) is what ``verify_reading`` exists to detect.
+
+A batch is written in ONE transaction with all of its readings, its tree and the twin states it
+anchors, so the store never holds a reading that is not in a sealed batch. The anchor (ledger tx id)
+is inserted afterwards into ``anchors``; a batch without an anchors row is "pending" and is resubmitted
+on the next start (outbox pattern).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from twins.anchoring.merkle import pack_levels
+from twins.anchoring.record import BatchRecord
+from twins.readings import Reading
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS batches (
+    batch_id TEXT PRIMARY KEY, org TEXT NOT NULL, batch_no INTEGER NOT NULL,
+    record_json TEXT NOT NULL, record_hash TEXT NOT NULL, root BLOB NOT NULL, count INTEGER NOT NULL,
+    tree BLOB NOT NULL, UNIQUE (org, batch_no));
+CREATE TABLE IF NOT EXISTS readings (
+    asset TEXT NOT NULL, prop TEXT NOT NULL, seq INTEGER NOT NULL, org TEXT NOT NULL,
+    source_ts_us INTEGER NOT NULL, value REAL NOT NULL, batch_id TEXT NOT NULL, leaf_index INTEGER NOT NULL,
+    PRIMARY KEY (asset, prop, seq));
+CREATE INDEX IF NOT EXISTS readings_by_asset_seq ON readings (asset, seq);
+CREATE TABLE IF NOT EXISTS twin_states (
+    batch_id TEXT NOT NULL, asset TEXT NOT NULL, state_json TEXT NOT NULL, state_hash TEXT NOT NULL,
+    PRIMARY KEY (batch_id, asset));
+CREATE TABLE IF NOT EXISTS anchors (
+    batch_id TEXT PRIMARY KEY, tx_id TEXT NOT NULL, anchored_at_us INTEGER NOT NULL);
+"""
+_TABLES = ("batches", "readings", "twin_states", "anchors")
+
+
+def _triggers() -> str:
+    out = []
+    for t in _TABLES:
+        for op in ("UPDATE", "DELETE"):
+            out.append(
+                f"CREATE TRIGGER IF NOT EXISTS {t}_no_{op.lower()} BEFORE {op} ON {t} "
+                f"BEGIN SELECT RAISE(ABORT, '{t} is append-only'); END;"
+            )
+    return "\n".join(out)
+
+
+@dataclass(frozen=True)
+class StoredReading:
+    reading: Reading
+    batch_id: str
+    leaf_index: int
+
+
+@dataclass(frozen=True)
+class StoredBatch:
+    record: BatchRecord
+    record_hash: str
+    root: bytes
+    count: int
+    tree: bytes
+
+
+class ReadingStore:
+    """Thread-safe (one connection guarded by a lock); open one per process."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA + _triggers())
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # --- writing -------------------------------------------------------------------------------
+    def append_batch(
+        self,
+        record: BatchRecord,
+        readings: Sequence[Reading],
+        levels: Sequence[Sequence[bytes]],
+        twin_states: dict[str, tuple[str, str]],
+    ) -> None:
+        """Write a sealed batch atomically. ``twin_states``: asset → (state_json, state_hash)."""
+        bid = record.batch_id
+        rows = [(r.asset, r.prop, r.seq, r.org, r.source_ts_us, r.value, bid, i) for i, r in enumerate(readings)]
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute(
+                    "INSERT INTO batches VALUES (?,?,?,?,?,?,?,?)",
+                    (bid, record.org, record.batch_no, record.canonical().decode(), record.record_hash(),
+                     levels[-1][0], record.count, pack_levels(levels)),
+                )
+                db.executemany("INSERT INTO readings VALUES (?,?,?,?,?,?,?,?)", rows)
+                db.executemany(
+                    "INSERT INTO twin_states VALUES (?,?,?,?)",
+                    [(bid, a, sj, sh) for a, (sj, sh) in sorted(twin_states.items())],
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def record_anchor(self, batch_id: str, tx_id: str, anchored_at_us: int) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR IGNORE INTO anchors VALUES (?,?,?)", (batch_id, tx_id, anchored_at_us))
+
+    # --- reading -------------------------------------------------------------------------------
+    def last_positions(self) -> dict[tuple[str, str], tuple[int, int]]:
+        """(asset, prop) → (last stored seq, its source_ts_us): where a restarted bridge resumes."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT asset, prop, MAX(seq), source_ts_us FROM readings GROUP BY asset, prop"
+            ).fetchall()
+        return {(a, p): (int(s), int(t)) for a, p, s, t in rows}
+
+    def last_batch(self, org: str) -> tuple[int, str] | None:
+        """(batch_no, record_hash) of the org's latest batch."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT batch_no, record_hash FROM batches WHERE org=? ORDER BY batch_no DESC LIMIT 1", (org,)
+            ).fetchone()
+        return (int(row[0]), row[1]) if row else None
+
+    def pending_batches(self) -> list[BatchRecord]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT record_json FROM batches b WHERE NOT EXISTS "
+                "(SELECT 1 FROM anchors a WHERE a.batch_id = b.batch_id) ORDER BY org, batch_no"
+            ).fetchall()
+        return [BatchRecord.from_dict(json.loads(r[0])) for r in rows]
+
+    def anchor_of(self, batch_id: str) -> tuple[str, int] | None:
+        with self._lock:
+            row = self._db.execute("SELECT tx_id, anchored_at_us FROM anchors WHERE batch_id=?", (batch_id,)).fetchone()
+        return (row[0], int(row[1])) if row else None
+
+    def latest_twin_states(self) -> dict[str, str]:
+        """asset → state JSON of its most recent sealed batch."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT t.asset, t.state_json FROM twin_states t JOIN batches b ON b.batch_id = t.batch_id "
+                "ORDER BY b.org, b.batch_no"
+            ).fetchall()
+        out: dict[str, str] = {}
+        for asset, sj in rows:
+            out[asset] = sj
+        return out
+
+    def find_readings(self, asset: str, seq: int, prop: str | None = None) -> list[StoredReading]:
+        q = "SELECT org, asset, prop, seq, source_ts_us, value, batch_id, leaf_index FROM readings WHERE asset=? AND seq=?"
+        args: tuple = (asset, seq)
+        if prop is not None:
+            q += " AND prop=?"
+            args += (prop,)
+        with self._lock:
+            rows = self._db.execute(q + " ORDER BY prop", args).fetchall()
+        return [
+            StoredReading(Reading(o, a, p, int(s), int(t), float(v)), b, int(i)) for o, a, p, s, t, v, b, i in rows
+        ]
+
+    def batch(self, batch_id: str) -> StoredBatch | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT record_json, record_hash, root, count, tree FROM batches WHERE batch_id=?", (batch_id,)
+            ).fetchone()
+        if row is None:
+            return None
+        return StoredBatch(BatchRecord.from_dict(json.loads(row[0])), row[1], bytes(row[2]), int(row[3]), bytes(row[4]))
+
+    def iter_readings(self, asset: str | None = None) -> Iterable[Reading]:
+        q = "SELECT org, asset, prop, seq, source_ts_us, value FROM readings"
+        args: tuple = ()
+        if asset is not None:
+            q += " WHERE asset=?"
+            args = (asset,)
+        with self._lock:
+            rows = self._db.execute(q + " ORDER BY asset, prop, seq", args).fetchall()
+        return [Reading(o, a, p, int(s), int(t), float(v)) for o, a, p, s, t, v in rows]
+
+    def count(self, table: str = "readings") -> int:
+        if table not in _TABLES:
+            raise ValueError(table)
+        with self._lock:
+            return int(self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])

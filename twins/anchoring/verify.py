@@ -1,0 +1,97 @@
+"""Verify one stored reading end to end: reading → leaf → Merkle proof → stored root → anchored record.
+
+``verify_reading(store, anchorer, asset, seq, prop=None)`` returns one ``VerifiedReading`` per matching
+reading (sequence numbers are per variable, so ``(asset, seq)`` names one reading per property: for a machine,
+all the values of product ``seq``). Any mismatch raises ``VerificationError`` naming what disagrees:
+
+- the reading's leaf does not lead, through its proof, to the batch root stored locally (reading altered);
+- the stored tree is inconsistent with the stored root / count;
+- the batch record stored locally differs from the anchored one (root, count, record hash);
+- the reading lies outside the anchored sequence or time range;
+- the batch was never anchored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from twins.anchoring.anchorer import Anchorer
+from twins.anchoring.merkle import leaf_hash, proof_from_levels, root_from_proof, unpack_levels
+from twins.anchoring.record import BatchRecord
+from twins.anchoring.store import ReadingStore
+from twins.readings import Reading
+
+
+class VerificationError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class VerifiedReading:
+    reading: Reading
+    batch_id: str
+    leaf_index: int
+    proof: list[str]  # sibling hashes, hex, leaf to root
+    merkle_root: str
+    anchor: dict[str, Any]  # as returned by the anchorer: record, record_hash, tx_id
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "reading": self.reading.to_dict(), "batch_id": self.batch_id, "leaf_index": self.leaf_index,
+            "proof": self.proof, "merkle_root": self.merkle_root, "anchor": self.anchor,
+        }
+
+
+async def verify_reading(
+    store: ReadingStore, anchorer: Anchorer, asset: str, seq: int, prop: str | None = None
+) -> list[VerifiedReading]:
+    found = store.find_readings(asset, seq, prop)
+    if not found:
+        what = f"{asset}/{prop}" if prop else asset
+        raise VerificationError(f"no stored reading {what} seq {seq}")
+    out = []
+    for sr in found:
+        r = sr.reading
+        name = f"{r.asset}/{r.prop}#{r.seq}"
+        b = store.batch(sr.batch_id)
+        if b is None:
+            raise VerificationError(f"{name}: its batch {sr.batch_id} is missing from the store")
+        try:
+            levels = unpack_levels(b.tree, b.count)
+        except ValueError as exc:
+            raise VerificationError(f"{name}: stored tree of {sr.batch_id} is corrupt: {exc}") from None
+        if levels[-1][0] != b.root or b.record.merkle_root != b.root.hex() or b.record.count != b.count:
+            raise VerificationError(f"{name}: stored tree, root and record of {sr.batch_id} disagree")
+        if b.record.record_hash() != b.record_hash:
+            raise VerificationError(f"{name}: stored record of {sr.batch_id} does not match its hash")
+        proof = proof_from_levels(levels, sr.leaf_index)
+        computed = root_from_proof(leaf_hash(r.leaf_bytes()), sr.leaf_index, b.count, proof)
+        if computed != b.root:
+            raise VerificationError(
+                f"{name}: reading does not match batch {sr.batch_id} (Merkle root {computed.hex()[:16]}… "
+                f"≠ stored {b.root.hex()[:16]}…): the stored reading was altered"
+            )
+        anchor = await anchorer.get_anchor(sr.batch_id)
+        if anchor is None:
+            raise VerificationError(f"{name}: batch {sr.batch_id} has no anchor on {anchorer.name}")
+        anchored = BatchRecord.from_dict(anchor["record"])
+        if anchored.merkle_root != b.root.hex() or anchored.count != b.count:
+            raise VerificationError(
+                f"{name}: anchored root/count of {sr.batch_id} ({anchored.merkle_root[:16]}…, {anchored.count}) "
+                f"≠ local ({b.root.hex()[:16]}…, {b.count})"
+            )
+        if anchored.record_hash() != b.record_hash or anchor.get("record_hash", b.record_hash) != b.record_hash:
+            raise VerificationError(f"{name}: anchored record of {sr.batch_id} differs from the local one")
+        rng = anchored.seq_ranges.get(f"{r.asset}/{r.prop}")
+        if rng is None or not rng[0] <= r.seq <= rng[1]:
+            raise VerificationError(f"{name}: outside the anchored sequence range {rng}")
+        if not anchored.first_ts_us <= r.source_ts_us <= anchored.last_ts_us:
+            raise VerificationError(f"{name}: source time outside the anchored time range")
+        out.append(VerifiedReading(r, sr.batch_id, sr.leaf_index, [p.hex() for p in proof], b.root.hex(), anchor))
+    return out
+
+
+def verify_reading_sync(store: ReadingStore, anchorer: Anchorer, asset: str, seq: int, prop: str | None = None) -> list[VerifiedReading]:
+    return asyncio.run(verify_reading(store, anchorer, asset, seq, prop))

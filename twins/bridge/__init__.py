@@ -1,0 +1,1 @@
+"""OPC-UA bridge: mapping file, subscriptions, reconnect with backoff, history replay (``python -m twins.bridge``)."""

@@ -1,0 +1,161 @@
+"""``python -m twins.bridge``: run the bridge + twins + anchoring, verify a reading, or run a what-if.
+
+::
+
+    # run: subscribe per the mapping, keep twins current, seal a batch per org every second
+    python -m twins.bridge run --mapping sim/mapping.yaml --home .twinledger/twins
+    #   (--anchor-file F: file anchorer, default HOME/anchors.jsonl; --cert/--key/--server-cert: Basic256Sha256
+    #    SignAndEncrypt; --status-file: JSON status rewritten every interval)
+
+    python -m twins.bridge verify --home .twinledger/twins plant1.m1 42 [--prop Torque]
+    python -m twins.bridge whatif --home .twinledger/twins --mapping sim/mapping.yaml plant1.m1 --speed 0.9 --hours 8
+
+The store is ``HOME/readings.sqlite``. SIGTERM/SIGINT seal what is pending and stop; after a SIGKILL the next
+start resumes after the last sealed reading of every variable (the rest comes back from the server's history).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+from twins.anchoring.anchorer import FileAnchorer
+from twins.anchoring.store import ReadingStore
+from twins.anchoring.verify import VerificationError, verify_reading
+from twins.bridge.client import OpcUaBridge
+from twins.bridge.mapping import MappingError, load_mapping
+from twins.model.twin import MachineTwin
+from twins.model.whatif import whatif_speed
+from twins.runtime import TwinRuntime
+from twins.security import ClientSecurity
+
+
+def _write_json_atomic(path: Path, data: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=1, sort_keys=True, default=str)
+    os.replace(tmp, path)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m twins.bridge", description="OPC-UA bridge, twins and anchoring")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="run the bridge until signalled")
+    r.add_argument("--mapping", type=Path, required=True)
+    r.add_argument("--home", type=Path, required=True, help="state folder (readings.sqlite, anchors.jsonl, status.json)")
+    r.add_argument("--url", help="OPC-UA endpoint (default: 'server' in the mapping)")
+    r.add_argument("--anchor-file", type=Path, help="file anchorer path (default HOME/anchors.jsonl)")
+    r.add_argument("--interval", type=float, default=1.0, help="anchoring interval in seconds (default 1)")
+    r.add_argument("--publish-ms", type=float, default=20.0, help="OPC-UA publishing interval (default 20 ms)")
+    r.add_argument("--start-from", choices=("live", "history"), default="live",
+                   help="for variables never seen before: from the first live value, or from the start of history")
+    r.add_argument("--cert", type=Path, help="client certificate (PEM): Basic256Sha256 SignAndEncrypt")
+    r.add_argument("--key", type=Path, help="client private key (PEM)")
+    r.add_argument("--server-cert", type=Path, help="pin the server certificate (PEM)")
+    r.add_argument("--status-file", type=Path, help="JSON status rewritten every interval (default HOME/status.json)")
+    r.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0 = until signalled)")
+    r.add_argument("--log-level", default="WARNING")
+    v = sub.add_parser("verify", help="verify a stored reading against its anchor")
+    v.add_argument("--home", type=Path, required=True)
+    v.add_argument("--anchor-file", type=Path)
+    v.add_argument("asset")
+    v.add_argument("seq", type=int)
+    v.add_argument("--prop")
+    w = sub.add_parser("whatif", help="what-if on a machine twin's latest sealed state")
+    w.add_argument("--home", type=Path, required=True)
+    w.add_argument("--mapping", type=Path, required=True)
+    w.add_argument("asset")
+    w.add_argument("--speed", type=float, default=0.9, help="speed factor (0.9 = −10 %%)")
+    w.add_argument("--hours", type=float, default=8.0)
+    return p
+
+
+async def run(args: argparse.Namespace) -> None:
+    mapping = load_mapping(args.mapping)
+    home: Path = args.home
+    home.mkdir(parents=True, exist_ok=True)
+    anchorer = FileAnchorer(args.anchor_file or home / "anchors.jsonl")
+    rt = TwinRuntime(mapping, home / "readings.sqlite", anchorer, interval=args.interval)
+    security = None
+    if args.cert or args.key:
+        if not (args.cert and args.key):
+            raise SystemExit("error: --cert and --key go together")
+        security = ClientSecurity(args.cert, args.key, args.server_cert)
+    bridge = OpcUaBridge(mapping, rt.on_reading, url=args.url, positions=rt.positions(), security=security,
+                         publish_ms=args.publish_ms, start_from=args.start_from)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if args.duration > 0:
+        loop.call_later(args.duration, stop.set)
+    status_path = args.status_file or home / "status.json"
+
+    async def status_loop() -> None:
+        while not stop.is_set():
+            st = rt.status()
+            st["bridge"] = {"connected": bridge.connected, "connects": bridge.connects, "delivered": bridge.seq.delivered,
+                            "duplicates": bridge.seq.duplicates, "gaps": bridge.seq.gaps, "replayed": bridge.seq.replayed,
+                            "lost": bridge.seq.lost, "last_error": bridge.last_error}
+            _write_json_atomic(status_path, st)
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=args.interval)
+            except asyncio.TimeoutError:
+                pass
+
+    print(json.dumps({"event": "ready", "home": str(home), "variables": len(mapping.nodes)}), flush=True)
+    tasks = [asyncio.create_task(bridge.run(stop)), asyncio.create_task(status_loop())]
+    try:
+        await rt.run_anchoring(stop)
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        rt.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.cmd == "run":
+        logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        try:
+            asyncio.run(run(args))
+        except MappingError as exc:
+            raise SystemExit(f"error: {exc}") from None
+        return
+    store = ReadingStore(args.home / "readings.sqlite")
+    try:
+        if args.cmd == "verify":
+            anchorer = FileAnchorer(args.anchor_file or args.home / "anchors.jsonl")
+            try:
+                res = asyncio.run(verify_reading(store, anchorer, args.asset, args.seq, args.prop))
+            except VerificationError as exc:
+                raise SystemExit(f"verification FAILED: {exc}") from None
+            print(json.dumps([v.to_dict() for v in res], indent=1))
+        elif args.cmd == "whatif":
+            mapping = load_mapping(args.mapping)
+            info = mapping.assets.get(args.asset)
+            if info is None or info.kind != "machine":
+                raise SystemExit(f"error: {args.asset} is not a machine of the mapping")
+            twin = MachineTwin(args.asset, info.org)
+            sj = store.latest_twin_states().get(args.asset)
+            if sj is None:
+                raise SystemExit(f"error: no sealed state of {args.asset} yet in {args.home}")
+            twin.load_state(json.loads(sj))
+            try:
+                print(json.dumps(whatif_speed(twin, args.speed, args.hours), indent=1))
+            except ValueError as exc:
+                raise SystemExit(f"error: {exc}") from None
+    finally:
+        store.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,228 @@
+"""The OPC-UA side of the bridge: connect (optionally Basic256Sha256 SignAndEncrypt), subscribe, reconnect.
+
+One asyncua ``Client`` per connection attempt. On loss (asyncua's watchdog fires ``connection_lost_callback``,
+or the subscription reports a bad status) the session is torn down and a new one is attempted after an
+exponential backoff with jitter (``backoff_initial`` doubling up to ``backoff_max``). Every (re)connect
+re-resolves the namespace index, re-creates the subscription and asks the sequencer to catch up from
+history, so values published while we were away are replayed in order (see ``twins.bridge.sequencer``).
+
+Subscription parameters: publishing interval ``publish_ms`` (default 20 ms), queue size 10 000 per monitored
+item and sampling interval 0 on the server (every write is queued), an iterator-mode client queue of
+200 000 notifications that drops the oldest on overflow — a drop shows up as a sequence gap and is read
+back from history, so even client overload does not lose readings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+from asyncua import Client, ua
+from asyncua.common.subscription import DataChangeEvent, OverflowPolicy, StatusChangeEvent
+from asyncua.crypto import security_policies, uacrypto
+
+from twins.bridge.mapping import Mapping, NodeMap
+from twins.bridge.sequencer import Sample, Sequencer
+from twins.readings import Reading, dt_to_us, us_to_dt
+from twins.security import ClientSecurity, file_format
+
+log = logging.getLogger("twins.bridge")
+_NS = re.compile(r"^ns=(\d+);")
+
+
+class OpcUaBridge:
+    def __init__(
+        self, mapping: Mapping, deliver: Callable[[Reading], None], *, url: str | None = None,
+        positions: dict[tuple[str, str], tuple[int, int]] | None = None, security: ClientSecurity | None = None,
+        publish_ms: float = 20.0, backoff_initial: float = 0.2, backoff_max: float = 5.0, start_from: str = "live",
+        timeout: float = 4.0, watchdog_s: float = 3.0,
+    ) -> None:
+        self.mapping = mapping
+        self.url = url or mapping.server
+        if not self.url:
+            raise ValueError("no server URL: give --url or 'server:' in the mapping file")
+        self.security = security
+        self.publish_ms = publish_ms
+        self.backoff_initial, self.backoff_max = backoff_initial, backoff_max
+        self.timeout = timeout
+        self.watchdog_s = watchdog_s
+        self.seq = Sequencer(mapping.nodes, deliver, start_from)
+        if positions:
+            self.seq.resume(positions)
+        self.connected = False
+        self.connects = 0
+        self.disconnects = 0
+        self.last_error: str | None = None
+        self._client: Client | None = None
+        self._node_by_key: dict[tuple[str, str], Any] = {}
+
+    # --- history ---------------------------------------------------------------------------------
+    async def _fetch(self, node: NodeMap, from_ts_us: int, to_ts_us: int | None) -> list[Sample]:
+        ua_node = self._node_by_key[(node.asset, node.prop)]
+        start = us_to_dt(max(from_ts_us, 1))
+        end = us_to_dt(to_ts_us if to_ts_us is not None else now_us() + 3_600_000_000)  # None: up to now (+1 h of clock skew)
+        details = ua.ReadRawModifiedDetails(IsReadModified=False, StartTime=start, EndTime=end, NumValuesPerNode=0, ReturnBounds=False)
+        out: list[Sample] = []
+        cont = None
+        while True:
+            res = await ua_node.history_read(details, cont)
+            res.StatusCode.check()
+            for dv in res.HistoryData.DataValues or []:
+                v = dv.Value.Value if dv.Value is not None else None
+                if isinstance(v, list) and len(v) == 2 and dv.SourceTimestamp is not None:
+                    out.append((int(v[0]), dt_to_us(dv.SourceTimestamp), float(v[1])))
+            if not res.ContinuationPoint or res.ContinuationPoint == cont:
+                break
+            cont = res.ContinuationPoint
+        out.sort()
+        return out
+
+    # --- connection ------------------------------------------------------------------------------
+    async def _connect(self) -> Client:
+        # asyncua probes the server every watchdog interval and gives the probe that long to answer: a loaded server
+        # (10k values/s) needs more than 0.5 s. A killed server is noticed at once anyway (socket closed).
+        client = Client(self.url, timeout=self.timeout, watchdog_intervall=self.watchdog_s)
+        client.name = client.description = "TwinLedger bridge"
+        if self.security is not None:
+            client.application_uri = self.security.application_uri
+            sec = self.security
+            props = lambda p: uacrypto.CertProperties(str(p), extension=file_format(p))  # noqa: E731
+            await client.set_security(
+                security_policies.SecurityPolicyBasic256Sha256, props(sec.cert), props(sec.key),
+                server_certificate=props(sec.server_cert) if sec.server_cert else None,
+                mode=ua.MessageSecurityMode.SignAndEncrypt,
+            )
+        await client.connect()
+        return client
+
+    async def _resolve(self, client: Client) -> None:
+        idx = None
+        if self.mapping.namespace:
+            ns_array = await client.get_namespace_array()
+            if self.mapping.namespace not in ns_array:
+                raise RuntimeError(f"server has no namespace {self.mapping.namespace}")
+            idx = ns_array.index(self.mapping.namespace)
+        self._node_by_key = {}
+        for n in self.mapping.nodes:
+            nid = _NS.sub(f"ns={idx};", n.node_id) if idx is not None else n.node_id
+            self._node_by_key[(n.asset, n.prop)] = client.get_node(nid)
+
+    async def _session(self, client: Client, stop: asyncio.Event) -> None:
+        lost = asyncio.Event()
+
+        async def on_lost(exc: Exception) -> None:
+            self.last_error = repr(exc)
+            lost.set()
+
+        client.connection_lost_callback = on_lost
+        await self._resolve(client)
+        sub = await client.create_subscription(self.publish_ms, handler=None, queue_maxsize=200_000, overflow=OverflowPolicy.DROP_OLDEST)
+        key_of = {}
+        nodes = list(self._node_by_key.items())
+        for i in range(0, len(nodes), 500):
+            chunk = nodes[i:i + 500]
+            handles = await sub.subscribe_data_change([n for _, n in chunk], queuesize=10000, sampling_interval=0)
+            for (key, node), h in zip(chunk, handles):
+                if isinstance(h, ua.StatusCode):
+                    raise RuntimeError(f"cannot monitor {node}: {h}")
+                key_of[node.nodeid] = key
+        self.connected = True
+        self.connects += 1
+        log.info("connected to %s, %d variables", self.url, len(key_of))
+        self.seq.fetch = self._fetch
+        self.seq.request_catch_up()
+        filler = asyncio.create_task(self.seq.run_filler(lambda: self.connected))
+        queue: asyncio.Queue = sub._event_queue  # type: ignore[assignment]  # asyncua 2.1 iterator-mode queue
+        offer = self.seq.offer
+        get_lost = asyncio.create_task(lost.wait())
+        get_stop = asyncio.create_task(stop.wait())
+        try:
+            while True:
+                getter = asyncio.ensure_future(queue.get())
+                done, _ = await asyncio.wait({getter, get_lost, get_stop}, return_when=asyncio.FIRST_COMPLETED)
+                if getter not in done:
+                    getter.cancel()
+                    break
+                batch = [getter.result()]
+                while True:
+                    try:
+                        batch.append(queue.get_nowait())
+                    except asyncio.QueueEmpty:
+                        break
+                for ev in batch:
+                    if isinstance(ev, DataChangeEvent):
+                        v = ev.value
+                        if isinstance(v, list) and len(v) == 2:
+                            dv = ev.data.monitored_item.Value
+                            offer(key_of[ev.node.nodeid], int(v[0]), dt_to_us(dv.SourceTimestamp), float(v[1]))
+                    elif isinstance(ev, StatusChangeEvent) or ev is None:
+                        self.last_error = f"subscription status {getattr(ev, 'notification', None)}"
+                        lost.set()
+                if filler.done() and not lost.is_set() and not stop.is_set():
+                    filler = asyncio.create_task(self.seq.run_filler(lambda: self.connected))
+        finally:
+            self.connected = False
+            for t in (filler, get_lost, get_stop):
+                t.cancel()
+            await asyncio.gather(filler, get_lost, get_stop, return_exceptions=True)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        attempt = 0
+        while not stop.is_set():
+            client = None
+            try:
+                client = await self._connect()
+                attempt = 0
+                await self._session(client, stop)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # any connect/session failure: back off and retry
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("bridge connection to %s failed: %s", self.url, self.last_error)
+            finally:
+                if client is not None:
+                    self.disconnects += 1
+                    await _close_quietly(client, graceful=stop.is_set())
+            if stop.is_set():
+                break
+            delay = min(self.backoff_max, self.backoff_initial * (2 ** attempt)) * (0.5 + random.random() / 2)
+            attempt += 1
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+            except asyncio.TimeoutError:
+                pass
+
+
+async def _close_quietly(client: Client, graceful: bool) -> None:
+    try:
+        if graceful:
+            await asyncio.wait_for(client.disconnect(), timeout=2.0)
+        else:
+            raise RuntimeError
+    except Exception:
+        try:
+            client.uaclient.request_disconnect()
+        except Exception:
+            pass
+        try:
+            publish = getattr(client.uaclient.session, "_publish_task", None)
+            if publish is not None:
+                publish.cancel()
+            if client._supervisor_task:
+                client._supervisor_task.cancel()
+            if client._stale_watchdog_task:
+                client._stale_watchdog_task.cancel()
+            if client._renew_channel_task:
+                client._renew_channel_task.cancel()
+        except Exception:
+            pass
+        client.disconnect_socket()
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000

@@ -1,0 +1,96 @@
+"""The bridge's mapping file (YAML): which OPC-UA node feeds which property of which asset, of which org.
+
+::
+
+    server: opc.tcp://127.0.0.1:4840/twinledger/sim     # optional; --url overrides
+    namespace: urn:twinledger:simulators                 # optional: node ids' ns= index is re-resolved from it
+    sustainability:                                      # optional, see twins.model.sustainability
+      grid_kg_co2_per_kwh: 0.4
+      water_l_per_product: {L: 0.8, M: 1.2, H: 2.0}
+    assets:
+      plant1.m1: {org: plant1, kind: machine}            # kind: machine | patient
+      hospital1.bed1: {org: hospital1, kind: patient}
+    nodes:
+      "ns=2;s=plant1.m1.Torque": {asset: plant1.m1, property: Torque}
+
+``python -m twins.simulators --write-mapping FILE`` writes one for its address space.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class MappingError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class NodeMap:
+    node_id: str
+    asset: str
+    prop: str
+    org: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class AssetInfo:
+    org: str
+    kind: str
+
+
+@dataclass
+class Mapping:
+    nodes: list[NodeMap]
+    assets: dict[str, AssetInfo]
+    server: str | None = None
+    namespace: str | None = None
+    sustainability: dict[str, Any] = field(default_factory=dict)
+
+    def orgs(self) -> list[str]:
+        return sorted({a.org for a in self.assets.values()})
+
+
+def parse_mapping(data: Any, source: str = "mapping") -> Mapping:
+    if not isinstance(data, dict):
+        raise MappingError(f"{source}: expected a mapping with 'assets' and 'nodes'")
+    assets_raw = data.get("assets") or {}
+    nodes_raw = data.get("nodes") or {}
+    if not isinstance(assets_raw, dict) or not isinstance(nodes_raw, dict) or not nodes_raw:
+        raise MappingError(f"{source}: 'assets' and 'nodes' must be non-empty mappings")
+    assets: dict[str, AssetInfo] = {}
+    for name, a in assets_raw.items():
+        if not isinstance(a, dict) or not a.get("org"):
+            raise MappingError(f"{source}: asset {name!r} needs an 'org'")
+        kind = str(a.get("kind", "generic"))
+        if kind not in ("machine", "patient", "generic"):
+            raise MappingError(f"{source}: asset {name!r} has unknown kind {kind!r} (machine | patient | generic)")
+        assets[str(name)] = AssetInfo(str(a["org"]), kind)
+    nodes, seen = [], set()
+    for nid, n in nodes_raw.items():
+        if not isinstance(n, dict) or "asset" not in n or "property" not in n:
+            raise MappingError(f"{source}: node {nid!r} needs 'asset' and 'property'")
+        asset, prop = str(n["asset"]), str(n["property"])
+        if asset not in assets:
+            raise MappingError(f"{source}: node {nid!r} names asset {asset!r}, which is not under 'assets'")
+        if (asset, prop) in seen:
+            raise MappingError(f"{source}: {asset}/{prop} is mapped twice")
+        seen.add((asset, prop))
+        nodes.append(NodeMap(str(nid), asset, prop, assets[asset].org, assets[asset].kind))
+    return Mapping(nodes, assets, data.get("server"), data.get("namespace"), dict(data.get("sustainability") or {}))
+
+
+def load_mapping(path: str | Path) -> Mapping:
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text())
+    except FileNotFoundError:
+        raise MappingError(f"mapping file {p} not found (write one with python -m twins.simulators --write-mapping)") from None
+    except yaml.YAMLError as exc:
+        raise MappingError(f"{p}: not valid YAML: {exc}") from None
+    return parse_mapping(data, str(p))

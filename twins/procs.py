@@ -1,0 +1,126 @@
+"""Command lines of the twins processes, and a small launcher used by tests and the benchmark.
+
+The supervisor (``orchestrator.procspec.ProcSpec``) takes an ``argv``; ``simulator_argv`` / ``bridge_argv``
+build them, e.g.::
+
+    ProcSpec(name="twins-sim", org="plant1", type="twins", argv=simulator_argv(port=4840, data_dir=...),
+             health="tcp://127.0.0.1:4840")
+
+``Proc`` starts one with ``subprocess.Popen`` (own process group), waits for its JSON ``ready`` line and
+stops it (SIGTERM, then SIGKILL) — always by its own pid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def simulator_argv(*, port: int, data_dir: Path, machines: list[str] = (), monitors: list[str] = (),  # type: ignore[assignment]
+                   machine_rate: float = 5.0, monitor_rate: float = 1.0, mapping_out: Path | None = None,
+                   seed: int = 2020, tick: float = 0.02, cert: Path | None = None, key: Path | None = None,
+                   trust: list[Path] = (), extra: list[str] = ()) -> list[str]:  # type: ignore[assignment]
+    argv = [sys.executable, "-m", "twins.simulators", "--port", str(port), "--data-dir", str(data_dir),
+            "--machine-rate", str(machine_rate), "--monitor-rate", str(monitor_rate), "--seed", str(seed), "--tick", str(tick)]
+    for m in machines:
+        argv += ["--machines", m]
+    for m in monitors:
+        argv += ["--monitors", m]
+    if mapping_out:
+        argv += ["--write-mapping", str(mapping_out)]
+    if cert and key:
+        argv += ["--cert", str(cert), "--key", str(key)]
+    for t in trust:
+        argv += ["--trust", str(t)]
+    return argv + list(extra)
+
+
+def bridge_argv(*, mapping: Path, home: Path, interval: float = 1.0, start_from: str = "live",
+                anchor_file: Path | None = None, extra: list[str] = ()) -> list[str]:  # type: ignore[assignment]
+    argv = [sys.executable, "-m", "twins.bridge", "run", "--mapping", str(mapping), "--home", str(home),
+            "--interval", str(interval), "--start-from", start_from]
+    if anchor_file:
+        argv += ["--anchor-file", str(anchor_file)]
+    return argv + list(extra)
+
+
+class Proc:
+    def __init__(self, argv: list[str], *, cwd: Path | None = None, log: Path | None = None, env: dict[str, str] | None = None) -> None:
+        self.argv = argv
+        self.log_path = log
+        self._log = open(log, "ab") if log else subprocess.DEVNULL
+        e = dict(os.environ)
+        root = str(Path(__file__).resolve().parents[1])
+        e["PYTHONPATH"] = root + os.pathsep + e.get("PYTHONPATH", "") if e.get("PYTHONPATH") else root
+        e.update(env or {})
+        self.p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self._log, cwd=cwd, env=e, start_new_session=True)
+        self.ready: dict[str, Any] | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.p.pid
+
+    def wait_ready(self, timeout: float = 30.0) -> dict[str, Any]:
+        assert self.p.stdout is not None
+        sel = selectors.DefaultSelector()
+        sel.register(self.p.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + timeout
+        buf = b""
+        try:
+            while time.monotonic() < deadline:
+                if not sel.select(timeout=max(0.0, deadline - time.monotonic())):
+                    continue
+                chunk = os.read(self.p.stdout.fileno(), 4096)
+                if not chunk:
+                    raise RuntimeError(f"{self.argv[2]} exited with {self.p.wait()} before it was ready (log: {self.log_path})")
+                buf += chunk
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    try:
+                        d = json.loads(line)
+                    except ValueError:
+                        continue
+                    if d.get("event") == "ready":
+                        self.ready = d
+                        return d
+        finally:
+            sel.close()
+        raise TimeoutError(f"{self.argv[2]} not ready after {timeout} s (log: {self.log_path})")
+
+    def signal(self, sig: int) -> None:
+        if self.p.poll() is None:
+            os.kill(self.p.pid, sig)
+
+    def kill(self) -> None:
+        """SIGKILL (a crash)."""
+        if self.p.poll() is None:
+            os.kill(self.p.pid, signal.SIGKILL)
+        self.p.wait(10)
+
+    def stop(self, timeout: float = 10.0) -> int:
+        if self.p.poll() is None:
+            os.kill(self.p.pid, signal.SIGTERM)
+            try:
+                self.p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        if self.p.stdout:
+            self.p.stdout.close()
+        if self._log is not subprocess.DEVNULL:
+            self._log.close()  # type: ignore[union-attr]
+        return int(self.p.returncode)
+
+    def cpu_seconds(self) -> float:
+        """utime + stime of the process (Linux /proc)."""
+        try:
+            fields = Path(f"/proc/{self.p.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            return 0.0

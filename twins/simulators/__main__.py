@@ -1,0 +1,123 @@
+"""``python -m twins.simulators``: run plant-machine and bedside-monitor OPC-UA simulators on 127.0.0.1.
+
+Examples::
+
+    python -m twins.simulators --port 4840 --data-dir .twinledger/sim \\
+        --machines plant1:3 --machines plant2:2 --machine-rate 5 \\
+        --monitors hospital1:2 --monitor-rate 1 --write-mapping .twinledger/sim/mapping.yaml
+
+    # Basic256Sha256 SignAndEncrypt only, accepting only the bridge's certificate:
+    python -m twins.simulators ... --cert sim.pem --key sim.key --trust bridge.pem
+
+Prints one JSON line ``{"event": "ready", "endpoint": ...}`` on stdout once it accepts connections.
+SIGTERM/SIGINT stop it cleanly; SIGKILL loses nothing that was published (history is written first).
+SIGUSR1 pauses production (the server keeps serving subscriptions and HistoryRead), SIGUSR2 resumes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import yaml
+
+from twins.simulators.machine import MachineSource
+from twins.simulators.patient import PatientSource, default_sepsis_dir, load_patients, pick_patients
+from twins.simulators.server import ServerSecurity, SimulatorServer, ready_line
+
+
+def _org_count(text: str) -> tuple[str, int]:
+    org, _, n = text.partition(":")
+    if not org or not n.isdigit() or int(n) < 1:
+        raise argparse.ArgumentTypeError(f"expected ORG:COUNT (e.g. plant1:2), got {text!r}")
+    return org, int(n)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m twins.simulators", description=__doc__.split("\n\n")[0])
+    p.add_argument("--port", type=int, default=4840, help="TCP port on 127.0.0.1 (default 4840)")
+    p.add_argument("--data-dir", type=Path, required=True, help="folder for history.sqlite (persists across restarts)")
+    p.add_argument("--machines", type=_org_count, action="append", default=[], metavar="ORG:N", help="N AI4I machines of plant ORG (repeatable)")
+    p.add_argument("--monitors", type=_org_count, action="append", default=[], metavar="ORG:N", help="N bedside monitors of hospital ORG (repeatable)")
+    p.add_argument("--machine-rate", type=float, default=5.0, help="products per second per machine (14 values each; default 5)")
+    p.add_argument("--monitor-rate", type=float, default=1.0, help="chart hours replayed per second per monitor (default 1)")
+    p.add_argument("--patients", default="", help="comma-separated patient ids (default: alternate septic / non-septic from MANIFEST.csv)")
+    p.add_argument("--sepsis-dir", type=Path, default=None, help="PhysioNet 2019 subset folder (default: shared/data/…, or $TL_SEPSIS_DIR)")
+    p.add_argument("--seed", type=int, default=2020)
+    p.add_argument("--tick", type=float, default=0.02, help="publishing tick in seconds (default 0.02)")
+    p.add_argument("--retention", type=float, default=86400.0, help="history retention in seconds (default 86400)")
+    p.add_argument("--write-mapping", type=Path, default=None, help="write the bridge's mapping YAML here")
+    p.add_argument("--cert", type=Path, help="server certificate (PEM); enables Basic256Sha256 SignAndEncrypt")
+    p.add_argument("--key", type=Path, help="server private key (PEM)")
+    p.add_argument("--trust", type=Path, action="append", default=[], help="trusted client certificate file or folder (repeatable)")
+    p.add_argument("--allow-insecure", action="store_true", help="with --cert, also offer the None security policy")
+    p.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0 = run until signalled)")
+    p.add_argument("--log-level", default="WARNING")
+    return p
+
+
+def make_sources(args: argparse.Namespace) -> list:
+    sources: list = []
+    for org, n in args.machines:
+        for i in range(1, n + 1):
+            sources.append(MachineSource(f"{org}.m{i}", org, args.seed, args.machine_rate))
+    n_beds = sum(n for _, n in args.monitors)
+    if n_beds:
+        data_dir = args.sepsis_dir or default_sepsis_dir()
+        ids = [x.strip() for x in args.patients.split(",") if x.strip()] or pick_patients(data_dir, n_beds)
+        if len(ids) < n_beds:
+            raise SystemExit(f"error: {n_beds} monitors but only {len(ids)} patients given; add ids to --patients")
+        rows = load_patients(data_dir, ids[:n_beds])
+        k = 0
+        for org, n in args.monitors:
+            for i in range(1, n + 1):
+                pid = ids[k]
+                sources.append(PatientSource(f"{org}.bed{i}", org, pid, rows[pid], args.monitor_rate))
+                k += 1
+    return sources
+
+
+async def amain(args: argparse.Namespace) -> None:
+    if (args.cert is None) != (args.key is None):
+        raise SystemExit("error: --cert and --key go together")
+    sources = make_sources(args)
+    if not sources:
+        raise SystemExit("error: nothing to simulate: give --machines ORG:N and/or --monitors ORG:N")
+    security = ServerSecurity(args.cert, args.key, list(args.trust), args.allow_insecure) if args.cert else None
+    args.data_dir.mkdir(parents=True, exist_ok=True)
+    sim = SimulatorServer(sources, args.data_dir / "history.sqlite", port=args.port, tick_s=args.tick,
+                          security=security, retention_s=args.retention)
+    await sim.setup()
+    if args.write_mapping:
+        args.write_mapping.parent.mkdir(parents=True, exist_ok=True)
+        args.write_mapping.write_text(yaml.safe_dump(sim.mapping(), sort_keys=True))
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, sim.stop)
+    loop.add_signal_handler(signal.SIGUSR1, lambda: setattr(sim, "paused", True))
+    loop.add_signal_handler(signal.SIGUSR2, lambda: setattr(sim, "paused", False))
+    if args.duration > 0:
+        loop.call_later(args.duration, sim.stop)
+    await sim.server.start()
+    print(ready_line(sim), flush=True)
+    try:
+        await sim._loop()
+    finally:
+        await sim.server.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        asyncio.run(amain(args))
+    except (OSError, ValueError) as exc:  # port in use, unreadable data, unknown patient …
+        raise SystemExit(f"error: {exc}") from None
+
+
+if __name__ == "__main__":
+    main()

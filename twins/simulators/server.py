@@ -1,0 +1,205 @@
+"""The simulator OPC-UA server: machines and monitors as asyncua variables, with history and sequence numbers.
+
+Address space: namespace ``urn:twinledger:simulators`` (index 2); one object per asset; one variable per
+property with the string node id ``<asset>.<prop>``, e.g. ``ns=2;s=plant1.m1.Torque``.
+
+Value design — ``Double[2] = [seq, value]`` with the sample time as SourceTimestamp:
+the sequence number travels *inside* the value, so a subscription notification and a history record
+always carry value and sequence together (a companion ``Seq`` variable could be seen out of step with its
+value), and consecutive equal values still differ (asyncua only notifies on a changed value). ``seq``
+starts at 1 per variable and grows by 1 per published value; a client that sees seq jump knows exactly what it
+missed. Doubles hold integers exactly up to 2⁵³. An unwritten variable holds ``[0, NaN]`` (seq 0 = no data).
+
+Each tick: generate the due samples → append them to the SQLite history and commit → write them to the
+address space. Source timestamps are the scheduled sample times (wall clock), strictly increasing per
+variable; if the server falls more than a second behind schedule it skips ahead (logged), since samples
+that were never generated are not lost readings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from asyncua import Server, ua
+from asyncua.crypto.permission_rules import SimpleRoleRuleset
+from asyncua.server.user_managers import UserManager
+from cryptography import x509
+
+from twins.security import file_format, fingerprint, load_fingerprints
+from twins.readings import us_to_dt
+from twins.simulators.history import SeqHistoryStore, sample_datavalue
+
+NAMESPACE = "urn:twinledger:simulators"
+APP_URI = "urn:twinledger:simulators:server"
+log = logging.getLogger("twins.simulators")
+
+
+class _AllowAll(UserManager):
+    """Anonymous sessions get the User role (read, subscribe, HistoryRead); admin operations stay closed."""
+
+    def get_user(self, iserver, username=None, password=None, certificate=None):  # type: ignore[no-untyped-def]
+        from asyncua.crypto.permission_rules import User, UserRole
+
+        return User(role=UserRole.User)
+
+
+@dataclass
+class ServerSecurity:
+    cert: Path
+    key: Path
+    trusted: list[Path] = field(default_factory=list)  # client certs (files or folders); empty = any client cert
+    allow_insecure: bool = False
+
+
+class SimulatorServer:
+    def __init__(self, sources: list[Any], history_path: Path, host: str = "127.0.0.1", port: int = 4840,
+                 tick_s: float = 0.02, security: ServerSecurity | None = None, retention_s: float = 86400.0) -> None:
+        if host not in ("127.0.0.1", "localhost"):
+            raise ValueError("simulators bind 127.0.0.1 only")
+        self.sources = sources
+        self.url = f"opc.tcp://127.0.0.1:{port}/twinledger/sim"
+        self.port = port
+        self.tick_s = tick_s
+        self.security = security
+        self.history = SeqHistoryStore(history_path, retention_s=retention_s)
+        self.server = Server(user_manager=_AllowAll())
+        self.ns = 2
+        self.nodeids: dict[tuple[str, str], ua.NodeId] = {}
+        self.last: dict[str, tuple[int, int]] = {}  # "asset.prop" -> (seq, ts_us)
+        self.published = 0
+        self.overloads = 0
+        self.paused = False
+        self._stop = asyncio.Event()
+
+    def var(self, asset: str, prop: str) -> str:
+        return f"ns={self.ns};s={asset}.{prop}"
+
+    async def setup(self) -> None:
+        s = self.server
+        await s.init()
+        s.set_endpoint(self.url)
+        s.set_server_name("TwinLedger simulators")
+        await s.set_application_uri(APP_URI)
+        if self.security:
+            await s.load_certificate(str(self.security.cert), format=file_format(self.security.cert))
+            await s.load_private_key(str(self.security.key), format=file_format(self.security.key))
+            policies = [ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt]
+            if self.security.allow_insecure:
+                policies.append(ua.SecurityPolicyType.NoSecurity)
+            s.set_security_policy(policies, permission_ruleset=SimpleRoleRuleset())
+            if self.security.trusted:
+                allowed = load_fingerprints(self.security.trusted)
+
+                async def validate(cert: x509.Certificate, app: ua.ApplicationDescription) -> None:
+                    if fingerprint(cert) not in allowed:
+                        from asyncua.common.utils import ServiceError
+
+                        log.warning("rejected untrusted client certificate %s", cert.subject.rfc4514_string())
+                        raise ServiceError(ua.StatusCodes.BadCertificateUntrusted)
+
+                s.set_certificate_validator(validate)
+        else:
+            s.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        self.ns = await s.register_namespace(NAMESPACE)
+        s.iserver.history_manager.set_storage(self.history)
+        last = self.history.last_positions()
+        states = self.history.states()
+        objects = s.nodes.objects
+        for src in self.sources:
+            if src.asset in states:
+                src.restore(states[src.asset])
+            obj = await objects.add_object(ua.NodeId(src.asset, self.ns), ua.QualifiedName(src.asset, self.ns))
+            for prop in src.props:
+                nid = ua.NodeId(f"{src.asset}.{prop}", self.ns)
+                key = f"{src.asset}.{prop}"
+                seq, ts, val = last.get(key, (0, 0, math.nan))
+                init = sample_datavalue(seq, val, ts if ts else time.time_ns() // 1000)
+                v = await obj.add_variable(nid, ua.QualifiedName(prop, self.ns), init.Value)
+                await s.write_attribute_value(nid, init)
+                await v.write_attribute(ua.AttributeIds.Historizing, ua.DataValue(ua.Variant(True, ua.VariantType.Boolean)))
+                al = ua.AccessLevel.CurrentRead.mask | ua.AccessLevel.HistoryRead.mask
+                await v.write_attribute(ua.AttributeIds.AccessLevel, ua.DataValue(ua.Variant(al, ua.VariantType.Byte)))
+                await v.write_attribute(ua.AttributeIds.UserAccessLevel, ua.DataValue(ua.Variant(al, ua.VariantType.Byte)))
+                self.nodeids[(src.asset, prop)] = nid
+                self.last[key] = (seq, ts)
+
+    def mapping(self) -> dict[str, Any]:
+        """The bridge's mapping file for this server (node id → asset and property)."""
+        return {
+            "server": self.url,
+            "namespace": NAMESPACE,
+            "assets": {src.asset: {"org": src.org, "kind": src.kind} for src in self.sources},
+            "nodes": {nid.to_string(): {"asset": a, "property": p} for (a, p), nid in self.nodeids.items()},
+        }
+
+    async def run(self) -> None:
+        await self.server.start()
+        try:
+            await self._loop()
+        finally:
+            await self.server.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def _loop(self) -> None:
+        t0 = time.monotonic()
+        wall0 = time.time()
+        emitted = {src.asset: 0 for src in self.sources}
+        # stagger the assets' sampling phases (real sensors are not synchronised): asset i of n starts i/n of a
+        # sample period late, so a plant's values spread over time instead of arriving in lock-step bursts
+        n = len(self.sources)
+        base = {src.asset: t0 + (i / n) / src.rate for i, src in enumerate(self.sources)}
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if self.paused:  # keep serving (subscriptions, HistoryRead) without producing; resume re-bases
+                for src in self.sources:
+                    base[src.asset] = now - emitted[src.asset] / src.rate
+                await asyncio.sleep(self.tick_s)
+                continue
+            rows: list[tuple[str, int, int, float, int]] = []
+            writes: list[tuple[ua.NodeId, int, float, int, datetime]] = []
+            server_ts = time.time_ns() // 1000
+            server_dt = us_to_dt(server_ts)
+            for src in self.sources:
+                due = int((now - base[src.asset]) * src.rate) - emitted[src.asset]
+                if due > src.rate + 1:  # more than 1 s behind: skip ahead
+                    self.overloads += 1
+                    log.warning("%s: %d samples behind schedule, skipping ahead", src.asset, due)
+                    base[src.asset] = now - (emitted[src.asset] + 1) / src.rate
+                    due = 1
+                for _ in range(max(due, 0)):
+                    emitted[src.asset] += 1
+                    t_sched = wall0 + (base[src.asset] - t0) + emitted[src.asset] / src.rate
+                    ts_us = int(t_sched * 1e6)
+                    ts_dt = us_to_dt(ts_us)
+                    for prop, value in src.step().items():
+                        nid = self.nodeids[(src.asset, prop)]
+                        key = nid.Identifier
+                        seq, last_ts = self.last[key]
+                        ts = ts_us if ts_us > last_ts else last_ts + 1
+                        self.last[key] = (seq + 1, ts)
+                        rows.append((key, seq + 1, ts, value, server_ts))
+                        writes.append((nid, seq + 1, value, ts, ts_dt if ts == ts_us else us_to_dt(ts)))
+            if rows:
+                self.history.append(rows, {src.asset: src.state() for src in self.sources})  # durable first
+                write = self.server.write_attribute_value
+                for nid, seq, value, ts, ts_dt in writes:
+                    await write(nid, sample_datavalue(seq, value, ts, server_ts, ts_dt, server_dt))
+                self.published += len(writes)
+            try:
+                await asyncio.wait_for(self._stop.wait(), timeout=max(0.0, self.tick_s - (time.monotonic() - now)))
+            except asyncio.TimeoutError:
+                pass
+
+
+def ready_line(server: SimulatorServer) -> str:
+    return json.dumps({"event": "ready", "endpoint": server.url, "assets": len(server.sources), "variables": len(server.nodeids)})
