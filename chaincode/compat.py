@@ -1,7 +1,8 @@
 """Workarounds for measured defects of fabric-chaincode-python 2.5.4, applied by one call: ``apply()``.
 
-Each patch replaces one attribute of the shim and records the original so that ``revert()`` can put it
-back (the tests use that to show each defect on the unpatched code). The version is pinned because
+Each patch replaces (or, for i-k, defines on ChaincodeStub over the interface's placeholder) one
+attribute of the shim and records the original so that ``revert()`` can put it back (the tests use
+that to show each defect on the unpatched code). The version is pinned because
 these patches reach into the shim's internals; a new shim version must be re-checked patch by patch.
 
 a. Stream writes are not serialized. The handler runs every peer message in its own asyncio task and
@@ -27,6 +28,16 @@ g. A peer ERROR reply to GET_STATE/PUT_STATE/... is handed back as if it were a 
    returns the error text, put_state "succeeds"). Fix: the pending request fails with PeerRequestError.
 h. Extra transaction arguments are silently dropped (only "too few" is checked). Fix: the count must
    match exactly, as in fabric-contract-api-go.
+i. ``stub.get_transient()`` always returns None: the stub decodes the proposal payload but only the
+   interface's empty placeholder answers. Fix: return the payload's TransientMap (private inputs, such
+   as consent records, that must not travel as arguments, because arguments land on the channel).
+j. The private data calls (``get_private_data``, ``put_private_data``, ``get_private_data_hash``) are
+   the interface's argument-less placeholders: any call raises TypeError and nothing is sent.
+   Fix: GET_STATE / PUT_STATE with the collection set (the handler already sends the field) and a
+   GET_PRIVATE_DATA_HASH request, as the Go shim does.
+k. ``set_state_validation_parameter`` / ``get_state_validation_parameter`` are argument-less
+   placeholders too: key-level endorsement is impossible. Fix: PUT_STATE_METADATA /
+   GET_STATE_METADATA with the VALIDATION_PARAMETER metakey, as the Go shim does.
 """
 
 from __future__ import annotations
@@ -45,7 +56,7 @@ from fabric_chaincode_python.fabric_shim import handler as shim_handler
 from fabric_chaincode_python.fabric_shim import msg_queue_handler
 from fabric_chaincode_python.fabric_shim.logging import LOGGER as SHIM_LOGGER
 from fabric_chaincode_python.fabric_shim.response import ResponseCode
-from fabric_chaincode_python.fabric_shim.stub import ChaincodeStub
+from fabric_chaincode_python.fabric_shim.stub import VALIDATION_PARAMETER, ChaincodeStub
 from fabric_protos.peer import chaincode_pb2, chaincode_shim_pb2, proposal_response_pb2
 
 from chaincode.identity import IdentityError, certificate_attributes
@@ -195,6 +206,87 @@ def _format_args(self: Any, ctx: Any, supplementary_metadata: Any, components: A
     return _original_format_args(self, ctx, supplementary_metadata, components, params, serializer)
 
 
+# --- i. transient map ---------------------------------------------------------------------------
+
+
+def _get_transient(self: Any) -> dict[str, bytes]:
+    """The proposal's transient map; empty when the transaction has no (decodable) proposal."""
+    # Once decoded, the shim keeps the proposal as a dict whose "payload" is the ChaincodeProposalPayload.
+    decoded = self.signed_proposal_pb
+    if not isinstance(decoded, dict):
+        return {}
+    payload = decoded.get("proposal", {}).get("payload")
+    if payload is None:
+        return {}
+    return {key: bytes(value) for key, value in payload.TransientMap.items()}
+
+
+# --- j + k. requests the shim has no handler call for ---------------------------------------------
+
+
+async def _ask_peer(stub: Any, kind: int, request: Any, method: str) -> Any:
+    """Send one request for the stub's transaction and wait for the peer's RESPONSE message.
+
+    Goes through the handler's per-transaction queue like the shim's own calls (one request in
+    flight per transaction), so an ERROR reply raises PeerRequestError (g) here too.
+    """
+    handler = stub.client
+    message = Message(type=kind, payload=request.SerializeToString(), txid=stub.tx_id, channel_id=stub.channel_id)
+    future = asyncio.get_running_loop().create_future()
+    await handler.msg_queue_handler.queue_msg(msg_queue_handler.QueueMessage(message, method, future))
+    return await future
+
+
+def _collection(collection: Any) -> str:
+    # The Go shim's check: an empty collection would silently address the public world state.
+    if not isinstance(collection, str) or not collection:
+        raise ValueError("collection must not be an empty string")
+    return collection
+
+
+def _key(key: Any) -> str:
+    if not isinstance(key, str) or not key:
+        raise ValueError("key must not be an empty string")
+    return key
+
+
+async def _get_private_data(self: Any, collection: str, key: str) -> bytes:
+    """The committed value of key in collection (empty bytes when absent); needs the data on this peer."""
+    return bytes(await self.client.handle_get_state(_collection(collection), _key(key), self.channel_id, self.tx_id))
+
+
+async def _put_private_data(self: Any, collection: str, key: str, value: bytes | str) -> None:
+    """Write key in collection: the value goes to the collection's members, its hash to the channel."""
+    data = value.encode("utf-8") if isinstance(value, str) else bytes(value)
+    await self.client.handle_put_state(_collection(collection), _key(key), data, self.channel_id, self.tx_id)
+
+
+async def _get_private_data_hash(self: Any, collection: str, key: str) -> bytes:
+    """SHA-256 of the committed private value (empty when absent); every peer of the channel has it."""
+    request = chaincode_shim_pb2.GetState(key=_key(key), collection=_collection(collection))
+    reply = await _ask_peer(self, Message.GET_PRIVATE_DATA_HASH, request, "GetPrivateDataHash")
+    return bytes(reply.payload)
+
+
+async def _set_state_validation_parameter(self: Any, key: str, policy: bytes) -> None:
+    """Attach a key-level endorsement policy (e.g. chaincode.endorsement.peers_of) to a public key."""
+    request = chaincode_shim_pb2.PutStateMetadata(
+        key=_key(key), collection="",
+        metadata=chaincode_shim_pb2.StateMetadata(metakey=VALIDATION_PARAMETER, value=bytes(policy)),
+    )
+    await _ask_peer(self, Message.PUT_STATE_METADATA, request, "PutStateMetadata")
+
+
+async def _get_state_validation_parameter(self: Any, key: str) -> bytes:
+    """The committed key-level endorsement policy of a public key (empty when it has none)."""
+    request = chaincode_shim_pb2.GetStateMetadata(key=_key(key), collection="")
+    reply = await _ask_peer(self, Message.GET_STATE_METADATA, request, "GetStateMetadata")
+    for entry in chaincode_shim_pb2.StateMetadataResult.FromString(reply.payload).entries:
+        if entry.metakey == VALIDATION_PARAMETER:
+            return bytes(entry.value)
+    return b""
+
+
 # --- f. logging ---------------------------------------------------------------------------------
 
 
@@ -252,7 +344,15 @@ _PATCHES = (
     _Patch(transaction_context.ClientIdentity, "_ensure_loaded", _ensure_loaded),
     _Patch(msg_queue_handler.QueueMessage, "success", _queue_message_success),
     _Patch(contract_function.ContractFunction, "_format_args", _format_args),
+    _Patch(ChaincodeStub, "get_transient", _get_transient),
+    _Patch(ChaincodeStub, "get_private_data", _get_private_data),
+    _Patch(ChaincodeStub, "put_private_data", _put_private_data),
+    _Patch(ChaincodeStub, "get_private_data_hash", _get_private_data_hash),
+    _Patch(ChaincodeStub, "set_state_validation_parameter", _set_state_validation_parameter),
+    _Patch(ChaincodeStub, "get_state_validation_parameter", _get_state_validation_parameter),
 )
+#: Stands for "the class did not define the attribute itself" (i, j, k fill in inherited placeholders).
+_ABSENT = object()
 _originals: dict[tuple[int, str], Any] = {}
 _saved_levels: tuple[int, int] | None = None
 
@@ -281,7 +381,7 @@ def apply(environ: Mapping[str, str] | None = None) -> None:
     if _originals:
         return
     for patch in _PATCHES:
-        _originals[(id(patch.owner), patch.name)] = patch.owner.__dict__[patch.name]
+        _originals[(id(patch.owner), patch.name)] = patch.owner.__dict__.get(patch.name, _ABSENT)
         setattr(patch.owner, patch.name, patch.replacement)
 
 
@@ -291,7 +391,11 @@ def revert() -> None:
     for patch in _PATCHES:
         key = (id(patch.owner), patch.name)
         if key in _originals:
-            setattr(patch.owner, patch.name, _originals.pop(key))
+            original = _originals.pop(key)
+            if original is _ABSENT:
+                delattr(patch.owner, patch.name)  # the inherited placeholder answers again
+            else:
+                setattr(patch.owner, patch.name, original)
     if _saved_levels is not None:
         logging.getLogger().setLevel(_saved_levels[0])
         SHIM_LOGGER.setLevel(_saved_levels[1])

@@ -3,10 +3,13 @@
 The test is the peer: it dials the chaincode over mutual TLS and opens ``protos.Chaincode/Connect``;
 the chaincode sends REGISTER with its package ID; the peer answers REGISTERED then READY; then it sends
 TRANSACTION messages carrying a ChaincodeInput and a SignedProposal built like a Fabric client builds
-one (SerializedIdentity creator whose certificate carries the Fabric CA role attribute), answers the
-chaincode's GET_STATE / PUT_STATE / range-query requests from a dict (reads see committed state only,
-writes are kept per transaction and committed only for a successful submit), and waits for COMPLETED
-or ERROR — the message flow of Fabric's core/chaincode handler.
+one (SerializedIdentity creator whose certificate carries the Fabric CA role attribute, and a transient
+map when given), answers the chaincode's GET_STATE / PUT_STATE / range-query requests from a dict
+(reads see committed state only, writes are kept per transaction and committed only for a successful
+submit), and waits for COMPLETED or ERROR — the message flow of Fabric's core/chaincode handler.
+For the data-governance contracts it also answers private data requests (GET_STATE / PUT_STATE with a
+collection, GET_PRIVATE_DATA_HASH), key metadata (PUT_STATE_METADATA / GET_STATE_METADATA) and
+GET_HISTORY_FOR_KEY, paged with QUERY_STATE_NEXT as the peer pages large results.
 """
 
 from __future__ import annotations
@@ -36,8 +39,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from fabric_protos.common import common_pb2
+from fabric_protos.common import policies_pb2
 from fabric_protos.ledger.queryresult import kv_query_result_pb2
-from fabric_protos.msp import identities_pb2
+from fabric_protos.msp import identities_pb2, msp_principal_pb2
 from fabric_protos.peer import (
     chaincode_pb2,
     chaincode_shim_pb2,
@@ -45,6 +49,7 @@ from fabric_protos.peer import (
     proposal_pb2,
     proposal_response_pb2,
 )
+from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 
 pytestmark = pytest.mark.integration
@@ -232,7 +237,8 @@ def tls_server(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
 # --- the peer --------------------------------------------------------------------------------------
 
 
-def signed_proposal(identity: Identity, args: list[bytes]) -> tuple[str, proposal_pb2.SignedProposal]:
+def signed_proposal(identity: Identity, args: list[bytes], transient: dict[str, bytes] | None = None
+                    ) -> tuple[str, proposal_pb2.SignedProposal]:
     """A proposal as a Fabric client builds it (protoutil.CreateChaincodeProposalWithTxIDNonceAndTransient)."""
     creator = identity.serialized()
     nonce = os.urandom(24)
@@ -250,7 +256,7 @@ def signed_proposal(identity: Identity, args: list[bytes]) -> tuple[str, proposa
     )
     invocation = chaincode_pb2.ChaincodeInvocationSpec(chaincode_spec=chaincode_pb2.ChaincodeSpec(
         chaincode_id=cc_id, input=chaincode_pb2.ChaincodeInput(args=args)))
-    payload = proposal_pb2.ChaincodeProposalPayload(input=invocation.SerializeToString())
+    payload = proposal_pb2.ChaincodeProposalPayload(input=invocation.SerializeToString(), TransientMap=transient or {})
     proposal_bytes = proposal_pb2.Proposal(header=header.SerializeToString(), payload=payload.SerializeToString()).SerializeToString()
     return tx_id, proposal_pb2.SignedProposal(proposal_bytes=proposal_bytes, signature=identity.sign(proposal_bytes))
 
@@ -259,6 +265,22 @@ def signed_proposal(identity: Identity, args: list[bytes]) -> tuple[str, proposa
 class _TxContext:
     done: asyncio.Future[Any]
     writes: dict[str, bytes | None] = field(default_factory=dict)
+    private_writes: dict[tuple[str, str], bytes] = field(default_factory=dict)
+    metadata_writes: dict[tuple[str, str], bytes] = field(default_factory=dict)
+    timestamp: Timestamp = field(default_factory=Timestamp)
+
+
+def proposal_timestamp(signed: proposal_pb2.SignedProposal) -> Timestamp:
+    """The client's timestamp in the proposal (what the key history records), or zero if it has none."""
+    try:
+        header = common_pb2.Header.FromString(proposal_pb2.Proposal.FromString(signed.proposal_bytes).header)
+        return common_pb2.ChannelHeader.FromString(header.channel_header).timestamp
+    except DecodeError:  # test_failing_invoke_gets_an_immediate_error sends an undecodable proposal
+        return Timestamp()
+
+
+#: Results per page of a history query; small, so that a few versions already need QUERY_STATE_NEXT.
+HISTORY_PAGE = 2
 
 
 class FakePeer:
@@ -267,6 +289,11 @@ class FakePeer:
     def __init__(self, channel: grpc.aio.Channel) -> None:
         self.channel = channel
         self.state: dict[str, bytes] = {}
+        self.private: dict[str, dict[str, bytes]] = {}
+        self.metadata: dict[tuple[str, str], bytes] = {}
+        self.history: dict[str, list[kv_query_result_pb2.KeyModification]] = {}
+        self.requests: list[int] = []  # message types the chaincode sent, in order
+        self._pages: dict[str, list[list[bytes]]] = {}
         self.registered_id = ""
         self._call: Any = None
         self._send_lock = asyncio.Lock()
@@ -293,15 +320,16 @@ class FakePeer:
         async with self._send_lock:  # serialSend: one write on the stream at a time
             await self._call.write(message)
 
-    async def execute(self, identity: Identity, function: str, *args: str, timeout: float = 10.0) -> tuple[Any, _TxContext]:
+    async def execute(self, identity: Identity, function: str, *args: str, timeout: float = 10.0,
+                      transient: dict[str, bytes] | None = None) -> tuple[Any, _TxContext]:
         raw_args = [function.encode()] + [a.encode() for a in args]
-        tx_id, proposal = signed_proposal(identity, raw_args)
+        tx_id, proposal = signed_proposal(identity, raw_args, transient)
         message = Message(type=Message.TRANSACTION, txid=tx_id, channel_id=CHANNEL, proposal=proposal,
                           payload=chaincode_pb2.ChaincodeInput(args=raw_args).SerializeToString())
         return await self.send_transaction(message, timeout)
 
     async def send_transaction(self, message: Any, timeout: float = 10.0) -> tuple[Any, _TxContext]:
-        context = _TxContext(asyncio.get_running_loop().create_future())
+        context = _TxContext(asyncio.get_running_loop().create_future(), timestamp=proposal_timestamp(message.proposal))
         self._txs[(message.channel_id, message.txid)] = context
         await self._send(message)
         try:
@@ -309,9 +337,10 @@ class FakePeer:
         finally:
             del self._txs[(message.channel_id, message.txid)]
 
-    async def submit(self, identity: Identity, function: str, *args: str) -> tuple[Any, Any]:
+    async def submit(self, identity: Identity, function: str, *args: str,
+                     transient: dict[str, bytes] | None = None) -> tuple[Any, Any]:
         """Endorse, then commit the write set when the chaincode's response is a success."""
-        reply, context = await self.execute(identity, function, *args)
+        reply, context = await self.execute(identity, function, *args, transient=transient)
         response = completed_response(reply)
         if response.status < 400:
             for key, value in context.writes.items():
@@ -319,6 +348,11 @@ class FakePeer:
                     self.state.pop(key, None)
                 else:
                     self.state[key] = value
+                self.history.setdefault(key, []).append(kv_query_result_pb2.KeyModification(
+                    tx_id=reply.txid, value=value or b"", timestamp=context.timestamp, is_delete=value is None))
+            for (collection, key), value in context.private_writes.items():
+                self.private.setdefault(collection, {})[key] = value
+            self.metadata.update(context.metadata_writes)
         return reply, response
 
     async def _read_loop(self) -> None:
@@ -340,13 +374,49 @@ class FakePeer:
         await self._send(Message(type=kind, payload=payload, txid=request.txid, channel_id=request.channel_id))
 
     async def _handle_request(self, message: Any, context: _TxContext) -> None:
+        self.requests.append(message.type)
         if message.type == Message.GET_STATE:
             request = chaincode_shim_pb2.GetState.FromString(message.payload)
-            await self._reply(message, Message.RESPONSE, self.state.get(request.key, b""))
+            if request.collection:
+                await self._reply(message, Message.RESPONSE, self.private.get(request.collection, {}).get(request.key, b""))
+            else:
+                await self._reply(message, Message.RESPONSE, self.state.get(request.key, b""))
         elif message.type == Message.PUT_STATE:
             request = chaincode_shim_pb2.PutState.FromString(message.payload)
-            context.writes[request.key] = request.value
+            if request.collection:
+                context.private_writes[(request.collection, request.key)] = request.value
+            else:
+                context.writes[request.key] = request.value
             await self._reply(message, Message.RESPONSE)
+        elif message.type == Message.GET_PRIVATE_DATA_HASH:
+            request = chaincode_shim_pb2.GetState.FromString(message.payload)
+            value = self.private.get(request.collection, {}).get(request.key)
+            await self._reply(message, Message.RESPONSE, hashlib.sha256(value).digest() if value is not None else b"")
+        elif message.type == Message.PUT_STATE_METADATA:
+            request = chaincode_shim_pb2.PutStateMetadata.FromString(message.payload)
+            context.metadata_writes[(request.collection, request.key)] = request.metadata.value
+            await self._reply(message, Message.RESPONSE)
+        elif message.type == Message.GET_STATE_METADATA:
+            request = chaincode_shim_pb2.GetStateMetadata.FromString(message.payload)
+            value = self.metadata.get((request.collection, request.key))
+            entries = [chaincode_shim_pb2.StateMetadata(metakey="VALIDATION_PARAMETER", value=value)] if value else []
+            await self._reply(message, Message.RESPONSE,
+                              chaincode_shim_pb2.StateMetadataResult(entries=entries).SerializeToString())
+        elif message.type == Message.GET_HISTORY_FOR_KEY:
+            key = chaincode_shim_pb2.GetHistoryForKey.FromString(message.payload).key
+            # Newest first, as Fabric 2.x returns a key's history.
+            results = [m.SerializeToString() for m in reversed(self.history.get(key, []))]
+            pages = [results[i:i + HISTORY_PAGE] for i in range(0, len(results), HISTORY_PAGE)] or [[]]
+            query_id = str(uuid.uuid4())
+            self._pages[query_id] = pages[1:]
+            await self._reply(message, Message.RESPONSE, self._page(query_id, pages[0]))
+        elif message.type == Message.QUERY_STATE_NEXT:
+            query_id = chaincode_shim_pb2.QueryStateNext.FromString(message.payload).id
+            remaining = self._pages.get(query_id)
+            if not remaining:
+                await self._reply(message, Message.ERROR, f"query {query_id} has no more results".encode())
+                return
+            await self._reply(message, Message.RESPONSE, self._page(query_id, remaining.pop(0)))
         elif message.type == Message.DEL_STATE:
             context.writes[chaincode_shim_pb2.DelState.FromString(message.payload).key] = None
             await self._reply(message, Message.RESPONSE)
@@ -361,10 +431,17 @@ class FakePeer:
             await self._reply(message, Message.RESPONSE, response.SerializeToString())
         elif message.type == Message.QUERY_STATE_CLOSE:
             query_id = chaincode_shim_pb2.QueryStateClose.FromString(message.payload).id
+            self._pages.pop(query_id, None)
             await self._reply(message, Message.RESPONSE,
                               chaincode_shim_pb2.QueryResponse(has_more=False, id=query_id).SerializeToString())
         else:
             await self._reply(message, Message.ERROR, f"peer cannot handle message {message.type}".encode())
+
+    def _page(self, query_id: str, results: list[bytes]) -> bytes:
+        return chaincode_shim_pb2.QueryResponse(
+            results=[chaincode_shim_pb2.QueryResultBytes(resultBytes=r) for r in results],
+            has_more=bool(self._pages.get(query_id)), id=query_id,
+        ).SerializeToString()
 
 
 def completed_response(reply: Any) -> Any:
@@ -444,6 +521,73 @@ def test_who_am_i_reads_the_certificate(tls_server: ServerProcess, pki: Pki) -> 
 
     who = asyncio.run(with_peer(tls_server, pki, scenario))
     assert (who["msp_id"], who["role"], who["common_name"]) == ("Hospital1MSP", "steward", "steward1")
+
+
+def peer_policy_orgs(policy: bytes) -> dict[str, int]:
+    """The MSP IDs (and roles) of a state-based endorsement policy, decoded as the peer's validator does."""
+    envelope = policies_pb2.SignaturePolicyEnvelope.FromString(policy)
+    roles = [msp_principal_pb2.MSPRole.FromString(i.principal) for i in envelope.identities]
+    assert envelope.rule.n_out_of.n == len(roles)
+    return {role.msp_identifier: role.role for role in roles}
+
+
+def test_data_governance_uses_private_data_metadata_and_history(tls_server: ServerProcess, pki: Pki) -> None:
+    """Data sets, grants, checks, audit and consent through the real shim: every new message type on the wire."""
+    consent = {"pseudonym": "pt-42", "scope": "train:cardiac-v1", "status": "given", "salt": "9c" * 16}
+
+    async def scenario(peer: FakePeer) -> None:
+        async def ok(identity: Identity, function: str, *args: str, transient: dict[str, bytes] | None = None) -> Any:
+            reply, response = await peer.submit(identity, function, *args, transient=transient)
+            assert response.status == 200, f"{function}: {response.message}"
+            return reply, json.loads(response.payload)
+
+        await ok(pki.admin, "RegisterOrg", "hospital1", "hospital")
+        await ok(pki.plant_admin, "RegisterOrg", "plant1", "plant")
+        manifest = hashlib.sha256(b"uci heart disease manifest").hexdigest()
+        await ok(pki.steward, "data:RegisterDataset", "uci-heart", "tabular", '{"rows":303}', manifest, "restricted")
+        peer_role = msp_principal_pb2.MSPRole.PEER
+        assert peer_policy_orgs(peer.metadata[("", "\x00dataset\x00uci-heart\x00")]) == {"Hospital1MSP": peer_role}
+
+        await ok(pki.steward, "data:Grant", "uci-heart", "plant1", "read:aggregates", "2099-01-01T00:00:00Z")
+        grant_key = "\x00grant\x00uci-heart\x00plant1\x00read:aggregates\x00"
+        assert peer_policy_orgs(peer.metadata[("", grant_key)]) == {"Hospital1MSP": peer_role}
+        reply, allowed = await ok(pki.plant_admin, "data:Check", "uci-heart", "read:aggregates")
+        assert (allowed["allowed"], allowed["reason"], allowed["tx_id"]) == (True, "granted", reply.txid)
+        assert reply.chaincode_event.event_name == "AccessChecked"
+        await ok(pki.steward, "data:Revoke", "uci-heart", "plant1", "read:aggregates")
+        _, denied = await ok(pki.plant_admin, "data:Check", "uci-heart", "read:aggregates")
+        assert (denied["allowed"], denied["reason"]) == (False, "revoked")
+        await ok(pki.steward, "data:Grant", "uci-heart", "plant1", "read:aggregates", "")
+
+        # Audit reads the key history: the grant's three versions take two pages (QUERY_STATE_NEXT).
+        audit = completed_response((await peer.execute(pki.plant_admin, "data:Audit", "uci-heart"))[0])
+        assert audit.status == 200, audit.message
+        entries = json.loads(audit.payload)["entries"]
+        assert [(e["action"], e.get("reason")) for e in entries] == [
+            ("registered", None), ("granted", None), ("access", "granted"), ("revoked", None),
+            ("access", "revoked"), ("granted", None)]
+        assert Message.GET_HISTORY_FOR_KEY in peer.requests and Message.QUERY_STATE_NEXT in peer.requests
+
+        # Consent: the record travels in the transient map, lands in the implicit collection, and only
+        # its hash can be checked by another org.
+        reply, recorded = await ok(pki.steward, "consent:RecordConsent",
+                                   transient={"consent": json.dumps(consent).encode()})
+        stored = peer.private["_implicit_org_Hospital1MSP"]["\x00consent\x00pt-42\x00train:cardiac-v1\x00"]
+        assert json.loads(stored)["status"] == "given"
+        assert recorded["sha256"] == hashlib.sha256(stored).hexdigest()
+        for public in (reply.payload, reply.chaincode_event.payload):
+            assert b"pt-42" not in public and b"cardiac" not in public
+        verify = completed_response((await peer.execute(pki.plant_admin, "consent:VerifyConsent", "hospital1", "pt-42",
+                                                         "train:cardiac-v1", recorded["sha256"]))[0])
+        assert json.loads(verify.payload) == {"hospital": "hospital1", "recorded": True, "match": True}
+        assert Message.GET_PRIVATE_DATA_HASH in peer.requests
+        read = completed_response((await peer.execute(pki.steward, "consent:ReadConsent", "pt-42", "train:cardiac-v1"))[0])
+        assert json.loads(read.payload)["record"] == stored.decode()
+        refused = completed_response((await peer.execute(pki.plant_admin, "consent:ReadConsent", "pt-42",
+                                                          "train:cardiac-v1"))[0])
+        assert refused.status == 500 and "ReadConsent is for hospitals" in refused.message
+
+    asyncio.run(with_peer(tls_server, pki, scenario))
 
 
 # 32 is the brief's figure; a 300-transaction burst is what reliably makes unserialized stream writes
