@@ -1,0 +1,1 @@
+"""TwinLedger's Flower App: the components live in the installed ``federated`` package."""

@@ -1,0 +1,248 @@
+"""The Flower ClientApp every org runs on its own SuperNode (Message API, flwr 1.41).
+
+The org and task come from the SuperNode's node config, e.g.
+``flower-supernode ... --node-config "org='plant1' task='maintenance' ledger='file:/x/ledger.json'"``.
+Keys: ``org`` and ``task`` (required); ``site`` (override the org's default site), ``data-root``,
+``ledger`` (``memory:``/``file:PATH``/``fabric:CONFIG.json``; without it only the server's announced hash
+is checked, and an ungoverned plain-Flower run is accepted -- the baseline of ``bench/fl.py``), ``split-seed`` (default 0), ``threads`` (torch threads, default 1).
+
+Before it touches a global model the client checks (``federated.governance.verify_global_model``):
+SHA-256 of the received arrays == the hash the ServerApp announced == the hash the ledger committed for
+that round (its start model for ``train``, its result for ``evaluate``). Otherwise it replies with an
+error ("refusing the global model ...") and trains on nothing. It only ever loads its own org's data.
+
+Replies carry the arrays, a MetricRecord (``num-examples`` is the sample count FedAvg weights by) and a
+ConfigRecord ``update`` with the update's SHA-256, the org and the base model's SHA-256.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import os
+import time
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from flwr.app import ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.common.constant import ErrorCode
+
+from federated.data import DataError, SiteData, load_site, task_spec
+from federated.governance import GlobalModelRefused, GovernanceError, RoundLedger, open_ledger, verify_global_model
+from federated.hashing import arrays_sha256, arrays_to_record, record_to_arrays
+from federated.metrics import best_f1_threshold, roc_auc, summarize
+from federated.model import FeatureStats, Scaler, TrainConfig, model_arrays, model_from_arrays, predict_proba, train_local
+
+log = logging.getLogger("federated.clientapp")
+
+PHASE_TRAIN = "train"
+PHASE_EVALUATE = "evaluate"
+PHASE_STATS = "stats"
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    org: str
+    task: str
+    site: str | None
+    data_root: str | None
+    ledger: str | None
+    split_seed: int
+    threads: int
+
+    @staticmethod
+    def from_context(context: Context) -> ClientSettings:
+        nc = dict(context.node_config)
+        missing = [k for k in ("org", "task") if not nc.get(k)]
+        if missing:
+            raise DataError(
+                f"SuperNode node config lacks {', '.join(missing)}; start it with "
+                "--node-config \"org='plant1' task='maintenance'\""
+            )
+        return ClientSettings(
+            org=str(nc["org"]), task=str(nc["task"]), site=(str(nc["site"]) if nc.get("site") else None),
+            data_root=(str(nc["data-root"]) if nc.get("data-root") else None),
+            ledger=(str(nc["ledger"]) if nc.get("ledger") else None),
+            split_seed=int(nc.get("split-seed", 0)), threads=int(nc.get("threads", 1)),
+        )  # fmt: skip
+
+
+@functools.lru_cache(maxsize=16)
+def _site(task: str, org: str, site: str | None, root: str | None, split_seed: int) -> SiteData:
+    return load_site(task, org, site=site, root=root, seed=split_seed)
+
+
+@functools.lru_cache(maxsize=8)
+def _ledger(spec: str) -> RoundLedger:
+    return open_ledger(spec)
+
+
+def _trace(phase: str, context: Context, t0: float, **extra: object) -> None:
+    """Append one JSON line per handled message to $TL_FL_TRACE (latency analysis in bench/fl.py)."""
+    path = os.environ.get("TL_FL_TRACE")
+    if not path:
+        return
+    rec = {"phase": phase, "org": context.node_config.get("org"), "pid": os.getpid(), "t0": t0, "t1": time.time(), **extra}
+    with open(path, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+
+
+def _error_reply(msg: Message, reason: str) -> Message:
+    log.error("%s", reason)
+    return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason), reply_to=msg)
+
+
+def _accept_global(msg: Message, s: ClientSettings, phase: str) -> tuple[dict[str, np.ndarray], str, ConfigRecord]:
+    """The received arrays and their hash, after the governance checks; raises GlobalModelRefused."""
+    cfg = msg.content["config"]
+    task = str(cfg.get("task", ""))
+    if task != s.task:
+        raise GlobalModelRefused(f"this SuperNode serves task {s.task!r}, the server sent task {task!r}")
+    rnd = int(cfg["server-round"])
+    arrays = record_to_arrays(msg.content["arrays"])
+    received = arrays_sha256(arrays)
+    if "global-sha256" not in cfg:
+        if s.ledger:
+            raise GlobalModelRefused(
+                f"refusing an ungoverned {s.task} round {rnd}: the server announced no model hash"
+            )
+        return arrays, received, cfg  # plain Flower (baseline): a node without a ledger accepts it
+    committed = None
+    if s.ledger:
+        ledger_task = str(cfg.get("ledger-task", ""))
+        if not ledger_task.startswith(f"{s.task}/"):
+            raise GlobalModelRefused(f"ledger key {ledger_task!r} does not belong to task {s.task!r}")
+        committed = _ledger(s.ledger).get_round(ledger_task, rnd)
+        if committed is None:
+            raise GlobalModelRefused(
+                f"refusing the global model of {s.task} round {rnd}: the ledger has no such round ({ledger_task})"
+            )
+    verify_global_model(
+        received_sha256=received, announced_sha256=str(cfg.get("global-sha256", "")), committed=committed,
+        phase=phase, task=s.task, round=rnd,
+    )  # fmt: skip
+    return arrays, received, cfg
+
+
+def _seed(cfg: ConfigRecord, org: str, rnd: int) -> int:
+    return (int(cfg.get("seed", 0)) * 1_000_003 + rnd * 7919 + zlib.crc32(org.encode())) % (2**31 - 1)
+
+
+def _train_config(cfg: ConfigRecord) -> TrainConfig:
+    d = TrainConfig()
+    return TrainConfig(
+        epochs=int(cfg.get("local-epochs", d.epochs)), batch_size=int(cfg.get("batch-size", d.batch_size)),
+        lr=float(cfg.get("lr", d.lr)), weight_decay=float(cfg.get("weight-decay", d.weight_decay)),
+        pos_weight=float(cfg.get("pos-weight", d.pos_weight)), prox_mu=float(cfg.get("proximal-mu", cfg.get("prox-mu", d.prox_mu))),
+    )  # fmt: skip
+
+
+def _scaler(arrays: dict[str, np.ndarray], site: SiteData) -> Scaler:
+    """The federation's scaler when the model carries one, else this site's own (local standardization)."""
+    return Scaler.from_arrays(arrays) or Scaler.fit(site.x_train)
+
+
+def _session(context: Context) -> tuple[ClientSettings, SiteData]:
+    s = ClientSettings.from_context(context)
+    task_spec(s.task)
+    torch.set_num_threads(max(1, s.threads))
+    return s, _site(s.task, s.org, s.site, s.data_root, s.split_seed)
+
+
+def handle_train(msg: Message, context: Context) -> Message:
+    try:
+        s, site = _session(context)
+        arrays, base_sha, cfg = _accept_global(msg, s, PHASE_TRAIN)
+    except (GovernanceError, DataError, KeyError, ValueError) as exc:
+        return _error_reply(msg, str(exc))
+    rnd = int(cfg["server-round"])
+    scaler = _scaler(arrays, site)
+    model = model_from_arrays(arrays, dropout=float(cfg.get("dropout", 0.1)))
+    loss = train_local(model, scaler.transform(site.x_train), site.y_train, _train_config(cfg), _seed(cfg, s.org, rnd))
+    new = model_arrays(model)
+    for k, v in arrays.items():  # carry non-trainable arrays (the federation's scaler) unchanged
+        new.setdefault(k, v)
+    update_sha = arrays_sha256(new)
+    val_auroc = roc_auc(site.y_val, predict_proba(model, scaler.transform(site.x_val)))
+    metrics = MetricRecord(
+        {"num-examples": site.n_train, "train-loss": float(loss), "val-auroc": float(val_auroc)}
+    )
+    update = ConfigRecord({"sha256": update_sha, "org": s.org, "base-sha256": base_sha})
+    log.info("%s: round %s trained on %d rows, update %s", s.org, rnd, site.n_train, update_sha[:12])
+    return Message(RecordDict({"arrays": arrays_to_record(new), "metrics": metrics, "update": update}), reply_to=msg)
+
+
+def evaluate_site(model_arrays_: dict[str, np.ndarray], site: SiteData, min_precision: float = 0.6) -> dict[str, float]:
+    """Test-split figures of a model at one site; the F1 threshold is chosen on the site's validation split."""
+    scaler = _scaler(model_arrays_, site)
+    model = model_from_arrays(model_arrays_)
+    p_val = predict_proba(model, scaler.transform(site.x_val))
+    p_test = predict_proba(model, scaler.transform(site.x_test))
+    thr = best_f1_threshold(site.y_val, p_val)
+    out = summarize(site.y_test, p_test, thr, min_precision)
+    out["val_auroc"] = roc_auc(site.y_val, p_val)
+    return out
+
+
+def handle_evaluate(msg: Message, context: Context) -> Message:
+    try:
+        s, site = _session(context)
+        arrays, sha, cfg = _accept_global(msg, s, PHASE_EVALUATE)
+    except (GovernanceError, DataError, KeyError, ValueError) as exc:
+        return _error_reply(msg, str(exc))
+    m = evaluate_site(arrays, site, float(cfg.get("min-precision", 0.6)))
+    metrics = MetricRecord(
+        {"num-examples": int(m["n"]), **{k.replace("_", "-"): float(v) for k, v in m.items() if k != "n"}}
+    )
+    update = ConfigRecord({"org": s.org, "base-sha256": sha})
+    log.info("%s: evaluated %s: auroc %.3f", s.org, sha[:12], m["auroc"])
+    return Message(RecordDict({"metrics": metrics, "update": update}), reply_to=msg)
+
+
+def handle_stats(msg: Message, context: Context) -> Message:
+    """Per-feature count / sum / sum of squares of this site's training split (federated standardization)."""
+    try:
+        s, site = _session(context)
+        cfg = msg.content["config"]
+        if str(cfg.get("task", "")) != s.task:
+            raise GlobalModelRefused(f"this SuperNode serves task {s.task!r}, the server asked about {cfg.get('task')!r}")
+    except (GovernanceError, DataError, KeyError, ValueError) as exc:
+        return _error_reply(msg, str(exc))
+    st = FeatureStats.of(site.x_train)
+    clean = lambda a: [float(v) if math.isfinite(v) else 0.0 for v in a]  # noqa: E731
+    metrics = MetricRecord(
+        {"num-examples": site.n_train, "count": clean(st.count), "sum": clean(st.total), "sumsq": clean(st.total_sq)}
+    )
+    return Message(RecordDict({"metrics": metrics, "update": ConfigRecord({"org": s.org})}), reply_to=msg)
+
+
+app = ClientApp()
+
+
+@app.train()
+def _train(msg: Message, context: Context) -> Message:
+    t0 = time.time()
+    reply = handle_train(msg, context)
+    _trace("train", context, t0, created=msg.metadata.created_at)
+    return reply
+
+
+@app.evaluate()
+def _evaluate(msg: Message, context: Context) -> Message:
+    t0 = time.time()
+    reply = handle_evaluate(msg, context)
+    _trace("evaluate", context, t0, created=msg.metadata.created_at)
+    return reply
+
+
+@app.query()
+def _query(msg: Message, context: Context) -> Message:
+    t0 = time.time()
+    reply = handle_stats(msg, context)
+    _trace("stats", context, t0, created=msg.metadata.created_at)
+    return reply

@@ -1,0 +1,141 @@
+"""The RoundLedger on Hyperledger Fabric, through ``network.gateway`` (not runnable here yet: no peers).
+
+Chaincode names and functions are PLACEHOLDERS, to be matched with the model-registry and data-access
+contracts when they exist (``chaincode/``). Arguments are strings; structured ones are canonical JSON.
+
+=====================  ==========  ===============================================================
+call                   how         chaincode function (placeholder) and arguments
+=====================  ==========  ===============================================================
+check_grant            evaluate    dataaccess ``CheckGrant(dataset, org, purpose)`` -> {"granted": bool}
+commit_round_start     submit      modelregistry ``StartRound(task, round, global_sha256, participants[])``
+commit_round_result    submit      modelregistry ``CommitRound(task, round, new_sha256, updates[], metrics{})``
+                                   updates = [{"org", "sha256", "num_examples"}]
+commit_evaluation      submit      modelregistry ``RecordEvaluation(task, round, sha256, {org: metrics})``
+get_round              evaluate    modelregistry ``ReadRound(task, round)`` -> RoundRecord JSON (not found -> None)
+list_rounds            evaluate    modelregistry ``ListRounds(task)`` -> [RoundRecord JSON]
+=====================  ==========  ===============================================================
+
+The contract must enforce what ``InMemoryLedger`` enforces (rounds in order, each starting from the
+previous result, updates only from participants) and take the caller's org from its certificate. Per
+DESIGN.md, "a grant check is recorded": the real ``CheckGrant`` may need to be a submit.
+
+``fabric:CONFIG.json`` (see ``open_ledger``) names the connection::
+
+    {"endpoint": "127.0.0.1:17051", "msp_id": "Plant1MSP", "msp_dir": ".../users/operator/msp",
+     "tls_ca": ".../ca-cert.pem", "channel": "twinledger", "server_name": "peer0.plant1",
+     "registry_chaincode": "modelregistry", "dataaccess_chaincode": "dataaccess"}
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from federated.governance import GovernanceError, RoundRecord, UpdateRecord
+
+FN_CHECK_GRANT = "CheckGrant"
+FN_START_ROUND = "StartRound"
+FN_COMMIT_ROUND = "CommitRound"
+FN_RECORD_EVALUATION = "RecordEvaluation"
+FN_READ_ROUND = "ReadRound"
+FN_LIST_ROUNDS = "ListRounds"
+
+
+class ContractLike(Protocol):
+    """What we need of ``network.gateway_sync.SyncContract``."""
+
+    def evaluate(self, function: str, *args: Any) -> bytes: ...
+
+    def submit(self, function: str, *args: Any) -> bytes: ...
+
+
+def _json(value: object) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+class FabricRoundLedger:
+    def __init__(self, registry: ContractLike, dataaccess: ContractLike, closer: Any = None) -> None:
+        self.registry = registry
+        self.dataaccess = dataaccess
+        self._closer = closer
+
+    def check_grant(self, org: str, dataset: str, purpose: str) -> bool:
+        out = json.loads(self.dataaccess.evaluate(FN_CHECK_GRANT, dataset, org, purpose) or b"{}")
+        return bool(out.get("granted", False))
+
+    def commit_round_start(self, task: str, round: int, global_sha256: str, participants: Sequence[str]) -> None:
+        self.registry.submit(FN_START_ROUND, task, str(round), global_sha256, _json(sorted(participants)))
+
+    def commit_round_result(
+        self,
+        task: str,
+        round: int,
+        new_global_sha256: str,
+        updates: Sequence[UpdateRecord | tuple[str, str, int]],
+        metrics: Mapping[str, float],
+    ) -> None:
+        ups = []
+        for u in updates:
+            org, sha, n = (u.org, u.sha256, u.num_examples) if isinstance(u, UpdateRecord) else u
+            ups.append({"org": org, "sha256": sha, "num_examples": int(n)})
+        self.registry.submit(FN_COMMIT_ROUND, task, str(round), new_global_sha256, _json(ups), _json(dict(metrics)))
+
+    def commit_evaluation(
+        self, task: str, round: int, global_sha256: str, metrics: Mapping[str, Mapping[str, float]]
+    ) -> None:
+        self.registry.submit(FN_RECORD_EVALUATION, task, str(round), global_sha256,
+                             _json({o: dict(m) for o, m in metrics.items()}))  # fmt: skip
+
+    def get_round(self, task: str, round: int) -> RoundRecord | None:
+        try:
+            raw = self.registry.evaluate(FN_READ_ROUND, task, str(round))
+        except Exception as exc:  # the gateway raises EvaluateError with the contract's message
+            if "not found" in str(exc).lower():
+                return None
+            raise
+        return RoundRecord.from_dict(json.loads(raw)) if raw else None
+
+    def list_rounds(self, task: str) -> list[RoundRecord]:
+        raw = self.registry.evaluate(FN_LIST_ROUNDS, task)
+        return [RoundRecord.from_dict(d) for d in json.loads(raw or b"[]")]
+
+    def close(self) -> None:
+        if self._closer is not None:
+            self._closer.close()
+
+    # -- connection ---------------------------------------------------------------------------------------
+    @classmethod
+    def from_config_file(cls, path: str | Path) -> FabricRoundLedger:
+        try:
+            cfg = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise GovernanceError(f"cannot read the Fabric ledger config {path}: {exc}") from None
+        return cls.connect(FabricLedgerConfig(**cfg))
+
+    @classmethod
+    def connect(cls, cfg: FabricLedgerConfig) -> FabricRoundLedger:
+        from network.gateway_sync import SyncGateway
+        from network.identity import load_msp_identity
+
+        identity, signer = load_msp_identity(cfg.msp_dir, cfg.msp_id)
+        gateway = SyncGateway.connect(
+            cfg.endpoint, identity=identity, signer=signer, tls_root_cert_pem=Path(cfg.tls_ca),
+            server_name_override=cfg.server_name,
+        )  # fmt: skip
+        network = gateway.network(cfg.channel)
+        return cls(network.contract(cfg.registry_chaincode), network.contract(cfg.dataaccess_chaincode), gateway)
+
+
+@dataclass(frozen=True)
+class FabricLedgerConfig:
+    endpoint: str
+    msp_id: str
+    msp_dir: str
+    tls_ca: str
+    channel: str = "twinledger"
+    server_name: str | None = None
+    registry_chaincode: str = "modelregistry"
+    dataaccess_chaincode: str = "dataaccess"

@@ -1,0 +1,185 @@
+"""The Flower ServerApp: a ledger-governed run of one task with a Flower strategy inside.
+
+Run-config keys (defaults in ``federated/app/pyproject.toml``; override with ``flwr run -c 'k=v ...'``):
+
+=================  ===========================================================================
+task               ``maintenance`` | ``cardiac``
+num-server-rounds  training rounds
+strategy           ``fedavg`` | ``fedprox`` | ``fedmedian`` | ``fedtrimmedavg`` | ``krum`` (Flower's own)
+orgs               comma-separated orgs of the federation (default: the task's default consortium)
+min-nodes          fewest granted, connected orgs a round may run with
+local-epochs, batch-size, lr, weight-decay, pos-weight, dropout, hidden ("64,32"), standardize
+                   ("local" | "federated", see ``federated.model``): "" = the task's tuned value (``TUNED``)
+prox-mu, seed      FedProx's mu (strategy fedprox), the seed of the initial model and of local training
+ledger             ``memory:`` | ``file:PATH`` | ``fabric:CONFIG.json``
+store              folder of the content-addressed model store ("" = do not store)
+members            JSON file {org: public-key fingerprint}; nodes are mapped to orgs by the key they
+                   authenticated with ("" = by the name they were registered under)
+ledger-task        ledger key of this run (default ``<task>/run-<run id>``)
+poll-interval      seconds between reply polls (Flower's Grid.send_and_receive sleeps 3 s)
+round-timeout      seconds to wait for replies in one round
+wait-for-nodes     seconds to wait for the SuperNodes of all orgs to connect before a round
+governed           false = plain Flower baseline: the strategy's own ``start`` loop (federated
+                   evaluation every round, Grid polling every 3 s), no ledger, no hashes, no grants
+report             JSON file to write a run summary to ("" = none)
+=================  ===========================================================================
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from flwr.app import ConfigRecord, Context
+from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import FedAvg, FedMedian, FedProx, FedTrimmedAvg, Krum, Strategy
+
+from federated.data import task_spec
+from federated.governance import RoundLedger, open_ledger
+from federated.hashing import arrays_to_record
+from federated.model import model_arrays, new_model
+from federated.store import ModelStore
+from federated.strategy import GovernedRun, GovernedStrategy, OrgResolver
+
+log = logging.getLogger("federated.serverapp")
+
+#: Per-task training settings, chosen on validation splits (see bench/quality.py); a run-config value of ""
+#: (the app's default) means "the task's value from here". ``rounds`` is what bench/quality.py trains for.
+TUNED: dict[str, dict[str, object]] = {
+    "maintenance": {"local-epochs": 2, "batch-size": 64, "lr": 0.01, "weight-decay": 0.0001, "pos-weight": 1.0,
+                    "dropout": 0.1, "hidden": "64,32", "standardize": "federated", "rounds": 30},
+    "cardiac": {"local-epochs": 1, "batch-size": 16, "lr": 0.003, "weight-decay": 0.01, "pos-weight": 1.0,
+                "dropout": 0.2, "hidden": "16", "standardize": "federated", "rounds": 10},
+}  # fmt: skip
+_TUNED_KEYS = ("local-epochs", "batch-size", "lr", "weight-decay", "pos-weight", "dropout", "hidden", "standardize")
+
+DEFAULTS: dict[str, object] = {
+    "task": "maintenance", "num-server-rounds": 3, "strategy": "fedavg", "orgs": "", "min-nodes": 2,
+    **{k: "" for k in _TUNED_KEYS}, "prox-mu": 0.0, "seed": 0,
+    "ledger": "memory:", "store": "", "members": "", "ledger-task": "", "poll-interval": 0.2,
+    "round-timeout": 600.0, "report": "", "min-precision": 0.6, "wait-for-nodes": 30.0, "governed": True,
+}  # fmt: skip
+
+
+def make_strategy(name: str, n_orgs: int, prox_mu: float = 0.0) -> Strategy:
+    """Flower's strategy by name, sized for n_orgs granted orgs (every org trains every round)."""
+    common = dict(
+        fraction_train=1.0, fraction_evaluate=1.0, min_train_nodes=n_orgs, min_evaluate_nodes=n_orgs,
+        min_available_nodes=n_orgs,
+    )
+    name = name.lower()
+    if name == "fedavg":
+        return FedAvg(**common)
+    if name == "fedprox":
+        return FedProx(proximal_mu=prox_mu, **common)
+    if name == "fedmedian":
+        return FedMedian(**common)
+    if name == "fedtrimmedavg":
+        return FedTrimmedAvg(beta=0.2, **common)
+    if name == "krum":
+        return Krum(num_malicious_nodes=0, **common)
+    raise ValueError(f"unknown strategy {name!r}; use fedavg, fedprox, fedmedian, fedtrimmedavg or krum")
+
+
+def initial_arrays(task: str, hidden: str, seed: int, dropout: float = 0.1) -> dict:
+    spec = task_spec(task)
+    sizes = [int(h) for h in str(hidden).split(",") if h.strip()]
+    return model_arrays(new_model(len(spec.feature_names), sizes, seed, dropout))
+
+
+def _write_json(path: str, data: object) -> None:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=p.name, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=1, sort_keys=True)
+    os.replace(tmp, p)
+
+
+def run_governed(
+    grid: Grid, run_config: Mapping[str, object], run_id: int | str = 0, ledger: RoundLedger | None = None
+) -> tuple[object, GovernedRun]:
+    """One governed training run on ``grid`` (a deployment Grid or ``federated.local_grid.LocalGrid``).
+
+    ``ledger`` overrides the run config's ``ledger`` (in-process callers pass their own)."""
+    cfg = {**DEFAULTS, **dict(run_config)}
+    spec = task_spec(str(cfg["task"]))
+    for k in _TUNED_KEYS:
+        if cfg[k] == "":
+            cfg[k] = TUNED[spec.name][k]
+    orgs = [o.strip() for o in str(cfg["orgs"]).split(",") if o.strip()] or list(spec.default_orgs)
+    members = None
+    if cfg["members"]:
+        members = json.loads(Path(str(cfg["members"])).read_text())
+    ledger = ledger if ledger is not None else open_ledger(str(cfg["ledger"]))
+    store = ModelStore(str(cfg["store"])) if cfg["store"] else None
+    ledger_task = str(cfg["ledger-task"]) or f"{spec.name}/run-{run_id}"
+    min_nodes = int(cfg["min-nodes"])
+    inner = make_strategy(str(cfg["strategy"]), min(len(orgs), max(min_nodes, 1)), float(cfg["prox-mu"]))
+    governed = GovernedStrategy(
+        inner, task=spec.name, ledger_task=ledger_task, ledger=ledger, orgs=orgs,
+        dataset_of=spec.dataset_id, purpose=spec.purpose, store=store, node_org=OrgResolver(members),
+        min_nodes=min_nodes, poll_interval=float(cfg["poll-interval"]), wait_for_nodes=float(cfg["wait-for-nodes"]),
+    )  # fmt: skip
+    train_keys = ("local-epochs", "batch-size", "lr", "weight-decay", "pos-weight", "prox-mu", "dropout", "seed")
+    train_config = ConfigRecord({k: cfg[k] for k in train_keys})  # type: ignore[misc]
+    eval_config = ConfigRecord({"min-precision": cfg["min-precision"], "dropout": cfg["dropout"]})  # type: ignore[misc]
+    init = initial_arrays(spec.name, str(cfg["hidden"]), int(cfg["seed"]), float(cfg["dropout"]))
+    if not _truthy(cfg["governed"]):
+        return _run_plain(grid, inner, cfg, spec.name, init, train_config, eval_config, ledger_task)
+    result = governed.start(
+        grid, arrays_to_record(init), num_rounds=int(cfg["num-server-rounds"]),  # type: ignore[arg-type]
+        timeout=float(cfg["round-timeout"]), train_config=train_config, evaluate_config=eval_config,
+        standardize=str(cfg["standardize"]),
+    )  # fmt: skip
+    info = governed.run_info
+    if cfg["report"]:
+        _write_json(str(cfg["report"]), {
+            "task": spec.name, "ledger_task": ledger_task, "rounds": int(cfg["num-server-rounds"]),
+            "participants": {str(k): v for k, v in info.participants.items()},
+            "rejected": {str(k): v for k, v in info.rejected.items()},
+            "round_seconds": [t.seconds for t in info.timings],
+            "round_times": [[t.started, t.finished] for t in info.timings],
+            "global_hashes": info.global_hashes, "final_sha256": info.final_sha256,
+            "evaluation": info.evaluation,
+        })  # fmt: skip
+    return result, info
+
+
+def _truthy(v: object) -> bool:
+    return v if isinstance(v, bool) else str(v).strip().lower() in ("1", "true", "yes", "on")
+
+
+def _run_plain(grid, inner, cfg, task, init, train_config, eval_config, ledger_task):  # noqa: ANN001,ANN202
+    """Flower's own loop, untouched: the plain-Flower baseline (no ledger, no hashes, no grant checks)."""
+    import time
+
+    from federated.strategy import GovernedRun, RoundTiming
+
+    train_config["task"] = task
+    eval_config["task"] = task
+    t0 = time.time()
+    result = inner.start(grid=grid, initial_arrays=arrays_to_record(init), num_rounds=int(cfg["num-server-rounds"]),
+                         timeout=float(cfg["round-timeout"]), train_config=train_config, evaluate_config=eval_config)  # fmt: skip
+    t1 = time.time()
+    n = int(cfg["num-server-rounds"])
+    info = GovernedRun(ledger_task)
+    info.timings = [RoundTiming(r, t0 + (t1 - t0) * (r - 1) / n, t0 + (t1 - t0) * r / n) for r in range(1, n + 1)]
+    if cfg["report"]:
+        _write_json(str(cfg["report"]), {"task": task, "governed": False, "rounds": n, "seconds": t1 - t0,
+                                         "round_seconds": [t.seconds for t in info.timings]})  # fmt: skip
+    return result, info
+
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    _, info = run_governed(grid, dict(context.run_config), context.run_id)
+    log.info("run %s finished: %d rounds, final model %s", info.ledger_task, len(info.timings), info.final_sha256)

@@ -1,0 +1,422 @@
+"""The ledger-governed strategy: a wrapper around any Flower message-based strategy (FedAvg, FedMedian,
+FedTrimmedAvg, Krum, ... from ``flwr.serverapp.strategy``).
+
+Per round, ``GovernedStrategy.start`` does:
+
+1. resolve each connected SuperNode to an org -- by the fingerprint of the public key it authenticated
+   with (SuperNode authentication) or, without a members map, by the name it was registered under;
+2. keep only orgs that belong to the task and hold a live grant for their data set and the task's purpose
+   (``ledger.check_grant``); refuse to run with fewer than ``min_nodes``;
+3. hash the global model, store it (content-addressed), ``commit_round_start``, and announce the hash in
+   the train config -- clients refuse a model that does not match the committed hash;
+4. let the wrapped strategy configure the round on a grid that only shows the granted nodes, send, and
+   collect replies (polling every ``poll_interval`` s instead of the 3 s of ``Grid.send_and_receive``);
+5. accept an update only from a selected node, computed on this round's model, whose arrays hash to the
+   SHA-256 it declares; store it; let the wrapped strategy aggregate; store the new global model and
+   ``commit_round_result`` with every accepted (org, update hash, sample count).
+
+After the last round the final (committed) model is evaluated at every granted org and the per-org
+figures are committed with ``commit_evaluation``. With ``standardize="federated"`` a first query round
+pools per-feature count/sum/sum of squares into one scaler shipped inside the initial global model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from cryptography.hazmat.primitives import serialization
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.proto.node_pb2 import NodeInfo  # pylint: disable=no-name-in-module
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Result, Strategy
+
+from federated.governance import GovernanceError, RoundLedger, UpdateRecord
+from federated.hashing import arrays_sha256, arrays_to_record, record_to_arrays
+from federated.model import FeatureStats, Scaler
+from federated.store import ModelStore
+
+log = logging.getLogger("federated.strategy")
+
+
+def key_fingerprint(public_key: bytes) -> str:
+    """SHA-256 of a public key's DER SubjectPublicKeyInfo (accepts PEM, OpenSSH or DER input)."""
+    data = public_key.strip()
+    if data.startswith(b"-----BEGIN"):
+        key = serialization.load_pem_public_key(data)
+    elif data.startswith((b"ecdsa-", b"ssh-")):
+        key = serialization.load_ssh_public_key(data)
+    else:
+        key = serialization.load_der_public_key(data)
+    der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(der).hexdigest()
+
+
+@dataclass
+class OrgResolver:
+    """Node -> org: by public-key fingerprint when ``members`` (org -> fingerprint) is given, else by name."""
+
+    members: Mapping[str, str] | None = None
+
+    def __call__(self, node: NodeInfo) -> str | None:
+        if self.members:
+            if not node.public_key:
+                return None
+            try:
+                fp = key_fingerprint(bytes(node.public_key))
+            except ValueError:
+                return None
+            for org, want in self.members.items():
+                if want == fp:
+                    return org
+            return None
+        return node.name or None
+
+
+class _GrantedGrid(Grid):
+    """A view of a grid that only shows the granted nodes (so the wrapped strategy samples among them)."""
+
+    def __init__(self, grid: Grid, node_ids: Iterable[int]) -> None:
+        self._grid = grid
+        self._ids = list(node_ids)
+
+    def set_run(self, run) -> None:  # noqa: ANN001
+        self._grid.set_run(run)
+
+    @property
+    def run(self):  # noqa: ANN201
+        return self._grid.run
+
+    def create_message(self, content, message_type, dst_node_id, group_id, ttl=None):  # noqa: ANN001,ANN201
+        return self._grid.create_message(content, message_type, dst_node_id, group_id, ttl)
+
+    def get_node_ids(self) -> Iterable[int]:
+        return list(self._ids)
+
+    def get_nodes(self) -> Iterable[NodeInfo]:
+        return [n for n in self._grid.get_nodes() if n.node_id in self._ids]
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        return self._grid.push_messages(messages)
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        return self._grid.pull_messages(message_ids)
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+        return self._grid.send_and_receive(messages, timeout=timeout)
+
+
+@dataclass
+class RoundTiming:
+    round: int
+    started: float
+    finished: float
+
+    @property
+    def seconds(self) -> float:
+        return self.finished - self.started
+
+
+@dataclass
+class GovernedRun:
+    """What a governed run produced, besides Flower's Result."""
+
+    ledger_task: str
+    global_hashes: list[str] = field(default_factory=list)  # round 1 start, then each round's result
+    participants: dict[int, list[str]] = field(default_factory=dict)
+    rejected: dict[int, list[str]] = field(default_factory=dict)  # reasons, per round
+    timings: list[RoundTiming] = field(default_factory=list)
+    evaluation: dict[str, dict[str, float]] = field(default_factory=dict)
+    final_sha256: str | None = None
+
+
+def _reply_org(msg: Message) -> str | None:
+    try:
+        return str(msg.content["update"]["org"])
+    except (KeyError, TypeError):
+        return None
+
+
+class GovernedStrategy(Strategy):
+    def __init__(
+        self,
+        inner: Strategy,
+        *,
+        task: str,
+        ledger_task: str,
+        ledger: RoundLedger,
+        orgs: Sequence[str],
+        dataset_of: Callable[[str], str],
+        purpose: str,
+        store: ModelStore | None = None,
+        node_org: Callable[[NodeInfo], str | None] | None = None,
+        min_nodes: int = 2,
+        poll_interval: float = 0.2,
+        wait_for_nodes: float = 60.0,
+    ) -> None:
+        self.inner = inner
+        self.task = task
+        self.ledger_task = ledger_task
+        self.ledger = ledger
+        self.orgs = list(orgs)
+        self.dataset_of = dataset_of
+        self.purpose = purpose
+        self.store = store
+        self.node_org = node_org or OrgResolver()
+        self.min_nodes = min_nodes
+        self.poll_interval = poll_interval
+        self.wait_for_nodes = wait_for_nodes
+        self.run_info = GovernedRun(ledger_task)
+
+    # -- delegation (Strategy's abstract API) ---------------------------------------------------------
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid):  # noqa: ANN201
+        return self.inner.configure_train(server_round, arrays, config, grid)
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]):  # noqa: ANN201
+        return self.inner.aggregate_train(server_round, replies)
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid):  # noqa: ANN201
+        return self.inner.configure_evaluate(server_round, arrays, config, grid)
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        return self.inner.aggregate_evaluate(server_round, replies)
+
+    def summary(self) -> None:
+        log.info("GovernedStrategy(task=%s, orgs=%s) wrapping %s", self.task, self.orgs, type(self.inner).__name__)
+        self.inner.summary()
+
+    # -- governance -------------------------------------------------------------------------------------
+    def select(self, grid: Grid) -> dict[int, str]:
+        """node id -> org of the connected nodes allowed to take part now (waits up to wait_for_nodes)."""
+        deadline = time.monotonic() + self.wait_for_nodes
+        while True:
+            chosen: dict[int, str] = {}
+            notes: list[str] = []
+            connected: set[str] = set()  # orgs of the task with a connected node (granted or not)
+            for node in grid.get_nodes():
+                org = self.node_org(node)
+                if org is None:
+                    notes.append(f"node {node.node_id}: no org (unregistered key or name)")
+                    continue
+                if org not in self.orgs:
+                    notes.append(f"node {node.node_id}: org {org} is not in task {self.task}")
+                    continue
+                if org in connected:
+                    notes.append(f"node {node.node_id}: org {org} already has a node in this round")
+                    continue
+                connected.add(org)
+                if not self.ledger.check_grant(org, self.dataset_of(org), self.purpose):
+                    notes.append(f"{org}: no live grant on {self.dataset_of(org)} for {self.purpose}")
+                    continue
+                chosen[node.node_id] = org
+            # wait only for orgs whose SuperNode has not connected yet
+            if connected >= set(self.orgs) or time.monotonic() >= deadline:
+                break
+            time.sleep(min(1.0, self.poll_interval * 5))
+        for n in notes:
+            log.warning("excluded %s", n)
+        if len(chosen) < self.min_nodes:
+            detail = "; ".join(notes) or "no SuperNode connected"
+            raise GovernanceError(
+                f"{self.task}: only {len(chosen)} granted org(s) {sorted(chosen.values())} are connected, "
+                f"{self.min_nodes} needed ({detail})"
+            )
+        return chosen
+
+    def _send_and_receive(self, grid: Grid, messages: Iterable[Message], timeout: float) -> list[Message]:
+        ids = set(grid.push_messages(list(messages)))
+        deadline = time.monotonic() + timeout
+        replies: list[Message] = []
+        while ids:
+            got = list(grid.pull_messages(ids))
+            replies.extend(got)
+            ids.difference_update(m.metadata.reply_to_message_id for m in got)
+            if not ids or time.monotonic() >= deadline:
+                break
+            time.sleep(self.poll_interval)
+        return replies
+
+    def _put(self, arrays: Mapping[str, np.ndarray]) -> str:
+        return self.store.put_arrays(arrays) if self.store else arrays_sha256(arrays)
+
+    def _check_train_replies(
+        self, rnd: int, replies: list[Message], chosen: Mapping[int, str], base_sha: str
+    ) -> tuple[list[Message], list[UpdateRecord]]:
+        accepted: list[Message] = []
+        updates: list[UpdateRecord] = []
+        rejected: list[str] = []
+        done: set[int] = set()
+        for msg in replies:
+            src = msg.metadata.src_node_id
+            org = chosen.get(src)
+            if org is None:
+                rejected.append(f"reply from unselected node {src}")
+                continue
+            if msg.has_error():
+                rejected.append(f"{org}: {msg.error.reason}")
+                continue
+            if src in done:
+                rejected.append(f"{org}: second reply")
+                continue
+            try:
+                declared = str(msg.content["update"]["sha256"])
+                base = str(msg.content["update"]["base-sha256"])
+                arrays = record_to_arrays(next(iter(msg.content.array_records.values())))
+                n = int(next(iter(msg.content.metric_records.values()))["num-examples"])
+            except (KeyError, StopIteration, TypeError, ValueError) as exc:
+                rejected.append(f"{org}: malformed reply ({exc})")
+                continue
+            if _reply_org(msg) != org:
+                rejected.append(f"{org}: reply claims org {_reply_org(msg)!r}")
+                continue
+            if base != base_sha:
+                rejected.append(f"{org}: update was computed on {base}, not on this round's model")
+                continue
+            actual = arrays_sha256(arrays)
+            if actual != declared:
+                rejected.append(f"{org}: update hashes to {actual}, declared {declared}")
+                continue
+            if n <= 0:
+                rejected.append(f"{org}: reports {n} examples")
+                continue
+            self._put(arrays)
+            done.add(src)
+            accepted.append(msg)
+            updates.append(UpdateRecord(org, actual, n))
+        for r in rejected:
+            log.warning("round %s: rejected %s", rnd, r)
+        self.run_info.rejected[rnd] = rejected
+        return accepted, updates
+
+    def _federated_scaler(self, grid: Grid, chosen: Mapping[int, str], timeout: float) -> Scaler:
+        cfg = ConfigRecord({"task": self.task, "phase": "stats"})
+        msgs = [
+            Message(RecordDict({"config": cfg}), dst_node_id=nid, message_type=MessageType.QUERY) for nid in chosen
+        ]
+        parts = []
+        for msg in self._send_and_receive(grid, msgs, timeout):
+            org = chosen.get(msg.metadata.src_node_id)
+            if org is None or msg.has_error():
+                continue
+            m = next(iter(msg.content.metric_records.values()))
+            parts.append(FeatureStats(np.array(m["count"]), np.array(m["sum"]), np.array(m["sumsq"])))
+        if len(parts) < self.min_nodes:
+            raise GovernanceError(f"{self.task}: feature statistics from only {len(parts)} org(s)")
+        return Scaler.from_stats(FeatureStats.pooled(parts))
+
+    # -- the governed loop ------------------------------------------------------------------------------
+    def start(  # type: ignore[override]
+        self,
+        grid: Grid,
+        initial_arrays: ArrayRecord,
+        num_rounds: int = 3,
+        timeout: float = 3600,
+        train_config: ConfigRecord | None = None,
+        evaluate_config: ConfigRecord | None = None,
+        evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None,
+        standardize: str = "local",
+        final_evaluation: bool = True,
+    ) -> Result:
+        self.summary()
+        train_config = ConfigRecord() if train_config is None else train_config
+        evaluate_config = ConfigRecord() if evaluate_config is None else evaluate_config
+        common = {"task": self.task, "ledger-task": self.ledger_task}
+        result = Result()
+        arrays = record_to_arrays(initial_arrays)
+        chosen = self.select(grid)
+        if standardize == "federated":
+            arrays.update(self._federated_scaler(grid, chosen, timeout).arrays())
+        elif standardize != "local":
+            raise GovernanceError(f"standardize must be 'local' or 'federated', not {standardize!r}")
+        global_sha = self._put(arrays)
+        self.run_info.global_hashes.append(global_sha)
+
+        for rnd in range(1, num_rounds + 1):
+            t0 = time.time()
+            if rnd > 1:
+                chosen = self.select(grid)
+            participants = sorted(chosen.values())
+            self.run_info.participants[rnd] = participants
+            self.ledger.commit_round_start(self.ledger_task, rnd, global_sha, participants)
+            log.info("[ROUND %s/%s] %s from %s", rnd, num_rounds, participants, global_sha[:12])
+
+            cfg = ConfigRecord(dict(train_config))
+            cfg.update({**common, "global-sha256": global_sha, "phase": "train"})
+            view = _GrantedGrid(grid, chosen)
+            needed = int(getattr(self.inner, "min_train_nodes", 1))
+            if needed > len(chosen):
+                raise GovernanceError(f"the wrapped strategy needs {needed} nodes, {len(chosen)} are granted")
+            msgs = list(self.inner.configure_train(rnd, arrays_to_record(arrays), cfg, view))  # type: ignore[arg-type]
+            replies = self._send_and_receive(grid, msgs, timeout)
+            accepted, updates = self._check_train_replies(rnd, replies, chosen, global_sha)
+            if len(accepted) < self.min_nodes:
+                raise GovernanceError(
+                    f"{self.task} round {rnd}: {len(accepted)} valid update(s), {self.min_nodes} needed; "
+                    f"rejected: {'; '.join(self.run_info.rejected.get(rnd, [])) or 'none (timeout)'}"
+                )
+            agg, agg_metrics = self.inner.aggregate_train(rnd, accepted)
+            if agg is None:
+                raise GovernanceError(f"{self.task} round {rnd}: the strategy produced no model")
+            new_arrays = record_to_arrays(agg)
+            for k, v in arrays.items():
+                new_arrays.setdefault(k, v)
+            new_sha = self._put(new_arrays)
+            metrics = {k: float(v) for k, v in (agg_metrics or {}).items() if isinstance(v, (int, float))}
+            self.ledger.commit_round_result(self.ledger_task, rnd, new_sha, updates, metrics)
+            if agg_metrics is not None:
+                result.train_metrics_clientapp[rnd] = agg_metrics
+            arrays, global_sha = new_arrays, new_sha
+            self.run_info.global_hashes.append(global_sha)
+            self.run_info.timings.append(RoundTiming(rnd, t0, time.time()))
+            log.info("[ROUND %s/%s] committed %s (%.2f s)", rnd, num_rounds, new_sha[:12], time.time() - t0)
+            if evaluate_fn:
+                res = evaluate_fn(rnd, arrays_to_record(arrays))  # type: ignore[arg-type]
+                if res is not None:
+                    result.evaluate_metrics_serverapp[rnd] = res
+
+        result.arrays = arrays_to_record(arrays)  # type: ignore[assignment]
+        self.run_info.final_sha256 = global_sha
+        if final_evaluation and num_rounds > 0:
+            self._evaluate_final(grid, num_rounds, arrays, global_sha, evaluate_config, common, timeout, result)
+        return result
+
+    def _evaluate_final(
+        self,
+        grid: Grid,
+        rnd: int,
+        arrays: dict[str, np.ndarray],
+        sha: str,
+        evaluate_config: ConfigRecord,
+        common: Mapping[str, str],
+        timeout: float,
+        result: Result,
+    ) -> None:
+        chosen = self.select(grid)
+        cfg = ConfigRecord(dict(evaluate_config))
+        cfg.update({**common, "global-sha256": sha, "phase": "evaluate", "server-round": rnd})
+        msgs = [
+            Message(RecordDict({"arrays": arrays_to_record(arrays), "config": cfg}), dst_node_id=nid,
+                    message_type=MessageType.EVALUATE)
+            for nid in chosen
+        ]  # fmt: skip
+        per_org: dict[str, dict[str, float]] = {}
+        good: list[Message] = []
+        for msg in self._send_and_receive(grid, msgs, timeout):
+            org = chosen.get(msg.metadata.src_node_id)
+            if org is None or msg.has_error() or _reply_org(msg) != org:
+                log.warning("evaluation reply rejected from %s: %s", org, msg.error.reason if msg.has_error() else "")
+                continue
+            m = next(iter(msg.content.metric_records.values()))
+            per_org[org] = {k: float(v) for k, v in m.items() if isinstance(v, (int, float)) and not math.isnan(float(v))}
+            good.append(msg)
+        if per_org:
+            self.ledger.commit_evaluation(self.ledger_task, rnd, sha, per_org)
+            agg = self.inner.aggregate_evaluate(rnd, good)
+            if agg is not None:
+                result.evaluate_metrics_clientapp[rnd] = agg
+        self.run_info.evaluation = per_org

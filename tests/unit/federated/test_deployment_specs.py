@@ -1,0 +1,75 @@
+"""Launch commands for the deployment engine (as supervisor ProcSpecs) and the key material, without processes."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import time
+
+from cryptography import x509
+
+from federated.deployment import FlowerDeployment, config_args
+from federated.supernode_launch import _CappedTime
+
+
+def test_process_specs_bind_loopback_with_tls_and_node_auth(tmp_path):
+    d = FlowerDeployment(home=tmp_path, task="maintenance", port_base=23000)
+    d.prepare()
+    specs = {s.name: s for s in d.process_specs()}
+    assert set(specs) == {"superlink", "supernode.plant1", "superexec.plant1", "supernode.plant2", "superexec.plant2"}
+    sl = specs["superlink"].argv
+    assert "--insecure" not in sl and "--enable-supernode-auth" in sl
+    assert sl[sl.index("--ssl-certfile") + 1] == str(d.tls.cert) and sl[sl.index("--host") + 1] == "127.0.0.1"
+    assert specs["superlink"].health == "tcp://127.0.0.1:23000"
+    sn = specs["supernode.plant2"].argv
+    assert sn[sn.index("--superlink") + 1] == "127.0.0.1:23000"
+    assert sn[sn.index("--root-certificates") + 1] == str(d.tls.ca_cert)
+    assert sn[sn.index("--auth-supernode-private-key") + 1] == str(tmp_path / "keys" / "plant2")
+    assert sn[sn.index("--isolation") + 1] == "process" and sn[sn.index("--port") + 1] == "23002"
+    node_config = sn[sn.index("--node-config") + 1]
+    assert node_config.startswith('org="plant2" task="maintenance" ledger="file:')
+    assert specs["superexec.plant2"].argv[-1] == "127.0.0.1:23002"
+    for s in specs.values():
+        assert s.env["FLWR_HOME"].startswith(str(tmp_path)) and s.env["FLWR_TELEMETRY_ENABLED"] == "0"
+
+    plain = FlowerDeployment(home=tmp_path / "p", port_base=23100, warm=False, node_poll=None)
+    names = [s.name for s in plain.process_specs()]
+    assert names == ["superlink", "supernode.plant1", "supernode.plant2"]
+    assert plain.supernode_argv("plant1")[0].endswith("flower-supernode")
+    assert "subprocess" in plain.supernode_argv("plant1")
+
+
+def test_key_material(tmp_path):
+    d = FlowerDeployment(home=tmp_path, task="cardiac", port_base=23200)
+    d.prepare()
+    cert = x509.load_pem_x509_certificate(d.tls.cert.read_bytes())
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert ipaddress.ip_address("127.0.0.1") in sans.get_values_for_type(x509.IPAddress)
+    assert "localhost" in sans.get_values_for_type(x509.DNSName)
+    members = json.loads(d.members_file.read_text())
+    assert set(members) == {"hospital1", "hospital2"}
+    assert members["hospital1"] == d.node_key("hospital1").fingerprint != members["hospital2"]
+    assert d.node_key("hospital1").public.read_text().startswith("ecdsa-sha2-nistp384 ")
+    assert (tmp_path / "keys" / "hospital1").stat().st_mode & 0o077 == 0
+    before = members
+    d.prepare()  # idempotent: keys are kept
+    assert json.loads(d.members_file.read_text()) == before
+    plants = FlowerDeployment(home=tmp_path, task="maintenance", port_base=23200)
+    plants.prepare()  # a second task on the same SuperLink adds its orgs
+    assert set(json.loads(d.members_file.read_text())) == {"hospital1", "hospital2", "plant1", "plant2"}
+    conf = (d.cli_home / "config.toml").read_text()
+    assert 'address = "127.0.0.1:23200"' in conf and str(d.tls.ca_cert) in conf
+
+
+def test_config_args_are_toml_values():
+    assert config_args({"org": "plant1", "n": 2, "lr": 0.5, "on": True, "q": 'a"b'}) == (
+        'org="plant1" n=2 lr=0.5 on=true q="a\\"b"'
+    )
+
+
+def test_capped_time_shortens_only_long_sleeps():
+    t = _CappedTime(0.01)
+    start = time.monotonic()
+    t.sleep(3)
+    assert time.monotonic() - start < 1.0
+    assert t.monotonic() > 0  # everything else is the real time module

@@ -1,0 +1,182 @@
+"""The RoundLedger rules (in memory, JSON file, Fabric via a fake contract), the client-side hash check
+and the content-addressed store."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from federated.fabric_ledger import FabricRoundLedger
+from federated.governance import (
+    GlobalModelRefused,
+    GovernanceError,
+    InMemoryLedger,
+    JsonFileLedger,
+    RoundLedger,
+    UpdateRecord,
+    open_ledger,
+    verify_global_model,
+)
+from federated.hashing import arrays_sha256
+from federated.store import ModelStore, StoreError
+
+H = [f"{i:064x}" for i in range(1, 10)]
+
+
+def _two_rounds(led: InMemoryLedger, task: str = "maintenance/run-1") -> None:
+    led.commit_round_start(task, 1, H[0], ["plant2", "plant1"])
+    led.commit_round_result(task, 1, H[1], [("plant1", H[2], 10), UpdateRecord("plant2", H[3], 5)], {"loss": 0.5})
+    led.commit_round_start(task, 2, H[1], ["plant1", "plant2"])
+    led.commit_round_result(task, 2, H[4], [("plant1", H[5], 10), ("plant2", H[6], 5)], {})
+
+
+def test_in_memory_ledger_records_rounds_in_order():
+    led = InMemoryLedger()
+    assert isinstance(led, RoundLedger)
+    _two_rounds(led)
+    r1, r2 = led.list_rounds("maintenance/run-1")
+    assert r1.participants == ["plant1", "plant2"] and r1.result_sha256 == H[1] and r1.metrics == {"loss": 0.5}
+    assert [(u.org, u.sha256, u.num_examples) for u in r1.updates] == [("plant1", H[2], 10), ("plant2", H[3], 5)]
+    assert r2.global_sha256 == r1.result_sha256
+    assert led.get_round("maintenance/run-1", 3) is None
+    led.commit_evaluation("maintenance/run-1", 2, H[4], {"plant1": {"auroc": 0.9}})
+    assert led.get_round("maintenance/run-1", 2).evaluation == {"plant1": {"auroc": 0.9}}
+
+
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        (lambda l: l.commit_round_start("t/1", 2, H[0], ["a"]), "round 1 has no result"),
+        (lambda l: l.commit_round_start("t/1", 1, "abc", ["a"]), "64 lowercase hex"),
+        (lambda l: l.commit_round_start("t/1", 1, H[0], []), "no participants"),
+        (lambda l: l.commit_round_result("t/1", 1, H[1], [("a", H[2], 1)], {}), "never started"),
+    ],
+)
+def test_ledger_refuses_out_of_order_or_malformed_commits(bad, match):
+    with pytest.raises(GovernanceError, match=match):
+        bad(InMemoryLedger())
+
+
+def test_ledger_refuses_outsiders_duplicates_and_a_broken_chain():
+    led = InMemoryLedger()
+    led.commit_round_start("t/1", 1, H[0], ["a", "b"])
+    with pytest.raises(GovernanceError, match="non-participants"):
+        led.commit_round_result("t/1", 1, H[1], [("c", H[2], 1)], {})
+    with pytest.raises(GovernanceError, match="more than one update"):
+        led.commit_round_result("t/1", 1, H[1], [("a", H[2], 1), ("a", H[3], 1)], {})
+    with pytest.raises(GovernanceError, match="examples"):
+        led.commit_round_result("t/1", 1, H[1], [("a", H[2], 0)], {})
+    led.commit_round_result("t/1", 1, H[1], [("a", H[2], 1)], {})
+    with pytest.raises(GovernanceError, match="already has a result"):
+        led.commit_round_result("t/1", 1, H[1], [("a", H[2], 1)], {})
+    with pytest.raises(GovernanceError, match="must start from round 1's result"):
+        led.commit_round_start("t/1", 2, H[7], ["a"])
+    with pytest.raises(GovernanceError, match="already started"):
+        led.commit_round_start("t/1", 1, H[0], ["a"])
+    with pytest.raises(GovernanceError, match="not the committed result"):
+        led.commit_evaluation("t/1", 1, H[0], {})
+
+
+def test_grants_expire_and_are_revoked_and_checks_are_audited():
+    now = [1000.0]
+    led = InMemoryLedger(clock=lambda: now[0])
+    led.grant("plant1", "plant1/ai4i2020", "fl:maintenance", expires=2000.0)
+    assert led.check_grant("plant1", "plant1/ai4i2020", "fl:maintenance")
+    assert not led.check_grant("plant1", "plant1/ai4i2020", "fl:cardiac")  # other purpose
+    assert not led.check_grant("plant2", "plant1/ai4i2020", "fl:maintenance")  # other org
+    now[0] = 2500.0
+    assert not led.check_grant("plant1", "plant1/ai4i2020", "fl:maintenance")  # expired
+    led.grant("plant1", "plant1/ai4i2020", "fl:maintenance")
+    assert led.check_grant("plant1", "plant1/ai4i2020", "fl:maintenance")
+    led.revoke("plant1", "plant1/ai4i2020", "fl:maintenance")
+    assert not led.check_grant("plant1", "plant1/ai4i2020", "fl:maintenance")
+    assert [a["granted"] for a in led.audit] == [True, False, False, False, True, False]
+
+
+def test_json_file_ledger_is_shared_between_instances(tmp_path):
+    path = tmp_path / "ledger.json"
+    writer = JsonFileLedger(path)
+    reader = open_ledger(f"file:{path}")
+    writer.grant("plant1", "d", "p")
+    assert reader.check_grant("plant1", "d", "p")
+    _two_rounds(writer)
+    assert reader.get_round("maintenance/run-1", 2).result_sha256 == H[4]
+    assert json.loads(path.read_text())["rounds"]["maintenance/run-1"][0]["participants"] == ["plant1", "plant2"]
+    assert isinstance(open_ledger("memory:"), InMemoryLedger)
+    with pytest.raises(GovernanceError, match="bad ledger spec"):
+        open_ledger("etcd:x")
+
+
+def test_client_check_announced_and_committed_hash():
+    led = InMemoryLedger()
+    led.commit_round_start("t/1", 1, H[0], ["a"])
+    rec = led.get_round("t/1", 1)
+    verify_global_model(received_sha256=H[0], announced_sha256=H[0], committed=rec, phase="train", task="t", round=1)
+    with pytest.raises(GlobalModelRefused, match="server announced"):
+        verify_global_model(received_sha256=H[1], announced_sha256=H[0], committed=rec, phase="train", task="t", round=1)
+    with pytest.raises(GlobalModelRefused, match="ledger committed"):
+        verify_global_model(received_sha256=H[1], announced_sha256=H[1], committed=rec, phase="train", task="t", round=1)
+    with pytest.raises(GlobalModelRefused, match="no committed result"):
+        verify_global_model(received_sha256=H[0], announced_sha256=H[0], committed=rec, phase="evaluate", task="t", round=1)
+    # without a ledger only the announcement is checked
+    verify_global_model(received_sha256=H[5], announced_sha256=H[5], committed=None, phase="train", task="t", round=1)
+
+
+def test_store_is_content_addressed_and_verify_finds_missing_and_tampered(tmp_path):
+    store = ModelStore(tmp_path / "store")
+    a = {"w": np.arange(6, dtype=np.float32).reshape(2, 3)}
+    b = {"w": np.ones(3, dtype=np.float32)}
+    sa, sb = store.put_arrays(a), store.put_arrays(b)
+    assert sa == arrays_sha256(a) and store.path(sa).name == sa
+    assert store.put_arrays(a) == sa and store.list() == sorted([sa, sb])
+    np.testing.assert_array_equal(store.get_arrays(sa)["w"], a["w"])
+    store.path(sb).write_bytes(store.path(sb).read_bytes()[:-1] + b"\x01")  # tamper
+    rep = store.verify([sa, sb, H[0]])
+    assert rep.ok == [sa] and rep.mismatched == [sb] and rep.missing == [H[0]] and not rep.passed
+    with pytest.raises(StoreError, match="corrupt"):
+        store.get_arrays(sb)
+    led = InMemoryLedger()
+    led.commit_round_start("t/1", 1, sa, ["a"])
+    led.commit_round_result("t/1", 1, sa, [("a", sa, 1)], {})
+    assert store.verify_ledger(led, "t/1").passed
+
+
+class FakeContract:
+    def __init__(self, answers=None):
+        self.calls = []
+        self.answers = answers or {}
+
+    def evaluate(self, fn, *args):
+        self.calls.append(("evaluate", fn, args))
+        ans = self.answers.get(fn, b"")
+        if isinstance(ans, Exception):
+            raise ans
+        return ans
+
+    def submit(self, fn, *args):
+        self.calls.append(("submit", fn, args))
+        return b""
+
+
+def test_fabric_ledger_encodes_calls_for_the_contracts():
+    rec = {"task": "t/1", "round": 1, "global_sha256": H[0], "participants": ["a"], "started_at": 1.0}
+    registry = FakeContract({"ReadRound": json.dumps(rec).encode(), "ListRounds": json.dumps([rec]).encode()})
+    access = FakeContract({"CheckGrant": b'{"granted": true}'})
+    led = FabricRoundLedger(registry, access)
+    assert isinstance(led, RoundLedger)
+    assert led.check_grant("plant1", "plant1/ai4i2020", "fl:maintenance")
+    assert access.calls == [("evaluate", "CheckGrant", ("plant1/ai4i2020", "plant1", "fl:maintenance"))]
+    led.commit_round_start("t/1", 1, H[0], ["b", "a"])
+    led.commit_round_result("t/1", 1, H[1], [("a", H[2], 3)], {"loss": 0.25})
+    led.commit_evaluation("t/1", 1, H[1], {"a": {"auroc": 0.5}})
+    assert registry.calls == [
+        ("submit", "StartRound", ("t/1", "1", H[0], '["a","b"]')),
+        ("submit", "CommitRound", ("t/1", "1", H[1], f'[{{"num_examples":3,"org":"a","sha256":"{H[2]}"}}]', '{"loss":0.25}')),
+        ("submit", "RecordEvaluation", ("t/1", "1", H[1], '{"a":{"auroc":0.5}}')),
+    ]
+    assert led.get_round("t/1", 1).global_sha256 == H[0]
+    assert [r.round for r in led.list_rounds("t/1")] == [1]
+    missing = FabricRoundLedger(FakeContract({"ReadRound": RuntimeError("round 9 of t/1 not found")}), access)
+    assert missing.get_round("t/1", 9) is None

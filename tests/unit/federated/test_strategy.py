@@ -1,0 +1,201 @@
+"""The governed strategy and the ClientApp, in process (LocalGrid: our ServerApp logic, Flower's strategies,
+our ClientApp, no SuperLink)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from cryptography.hazmat.primitives import serialization
+from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.proto.node_pb2 import NodeInfo  # pylint: disable=no-name-in-module
+
+from federated import clientapp
+from federated.data import task_spec
+from federated.governance import GovernanceError, JsonFileLedger
+from federated.hashing import arrays_sha256, arrays_to_record, record_to_arrays
+from federated.local_grid import LocalGrid
+from federated.model import SCALER_MEAN, Scaler
+from federated.pki import make_node_key
+from federated.serverapp import initial_arrays, run_governed
+from federated.store import ModelStore
+from federated.strategy import OrgResolver
+
+FAST = {"local-epochs": 1, "num-server-rounds": 2, "hidden": "8", "wait-for-nodes": 0.0, "poll-interval": 0.0}
+CARDIAC = task_spec("cardiac")
+
+
+def _ledger(tmp_path, orgs, task=CARDIAC):
+    led = JsonFileLedger(tmp_path / "ledger.json")
+    for org in orgs:
+        led.grant(org, task.dataset_id(org), task.purpose)
+    return led
+
+
+def _grid(tmp_path, orgs, task="cardiac", **extra):
+    return LocalGrid({o: {"task": task, "ledger": f"file:{tmp_path / 'ledger.json'}", **extra.get(o, {})} for o in orgs})
+
+
+def test_only_granted_orgs_take_part_and_rounds_are_committed(tmp_path):
+    orgs = ["hospital1", "hospital2", "hospital3"]
+    led = _ledger(tmp_path, ["hospital1", "hospital2"])  # hospital3 has no grant
+    grid = _grid(tmp_path, orgs)
+    cfg = {**FAST, "task": "cardiac", "orgs": ",".join(orgs), "ledger": f"file:{led.path}",
+           "store": str(tmp_path / "store"), "ledger-task": "cardiac/run-t"}  # fmt: skip
+    _, info = run_governed(grid, cfg)
+
+    h3 = grid.node_id_of("hospital3")
+    assert all(m.metadata.dst_node_id != h3 for m in grid.sent)  # never sent anything to hospital3
+    rounds = led.list_rounds("cardiac/run-t")
+    assert [r.round for r in rounds] == [1, 2]
+    for r in rounds:
+        assert r.participants == ["hospital1", "hospital2"]
+        assert sorted(u.org for u in r.updates) == ["hospital1", "hospital2"]
+    assert rounds[0].global_sha256 == info.global_hashes[0]
+    assert rounds[1].global_sha256 == rounds[0].result_sha256 == info.global_hashes[1]
+    assert rounds[1].result_sha256 == info.final_sha256
+    assert set(rounds[1].evaluation) == {"hospital1", "hospital2"}
+    assert {(a["org"], a["granted"]) for a in led.audit} == {("hospital1", True), ("hospital2", True), ("hospital3", False)}
+    # the store holds every model the ledger names, under its hash
+    assert ModelStore(tmp_path / "store").verify_ledger(led, "cardiac/run-t").passed
+    # the update sample counts are each site's training rows
+    assert {u.org: u.num_examples for u in rounds[0].updates} == {
+        o: clientapp._site("cardiac", o, None, None, 0).n_train for o in ("hospital1", "hospital2")
+    }
+
+
+def test_too_few_granted_orgs_is_a_clear_error(tmp_path):
+    led = _ledger(tmp_path, ["hospital1"])
+    grid = _grid(tmp_path, ["hospital1", "hospital2"])
+    with pytest.raises(GovernanceError, match="only 1 granted org.*hospital2: no live grant"):
+        run_governed(grid, {**FAST, "task": "cardiac", "ledger": f"file:{led.path}"})
+    assert led.list_rounds("cardiac/run-0") == []  # nothing was committed
+
+
+def test_wrapper_works_around_other_flower_strategies(tmp_path):
+    led = _ledger(tmp_path, ["hospital1", "hospital2"])
+    for name in ("fedmedian", "fedtrimmedavg", "krum", "fedprox"):
+        grid = _grid(tmp_path, ["hospital1", "hospital2"])
+        _, info = run_governed(grid, {**FAST, "num-server-rounds": 1, "task": "cardiac", "strategy": name,
+                                      "ledger": f"file:{led.path}", "ledger-task": f"cardiac/{name}"})  # fmt: skip
+        assert led.get_round(f"cardiac/{name}", 1).result_sha256 == info.final_sha256
+
+
+class TamperingApp:
+    """plant2's ClientApp changes its update after hashing it (or a man in the middle does)."""
+
+    def __init__(self, victim: str):
+        self.victim = victim
+
+    def __call__(self, msg: Message, context: Context) -> Message:
+        reply = clientapp.app(msg, context)
+        if context.node_config["org"] == self.victim and msg.metadata.message_type == MessageType.TRAIN:
+            arrays = record_to_arrays(reply.content["arrays"])
+            k = next(iter(arrays))
+            arrays[k] = arrays[k] + 1.0
+            reply.content["arrays"] = arrays_to_record(arrays)
+        return reply
+
+
+def test_server_rejects_an_update_that_does_not_hash_to_its_declared_sha(tmp_path):
+    orgs = ["hospital1", "hospital2", "hospital3"]
+    led = _ledger(tmp_path, orgs)
+    grid = LocalGrid({o: {"task": "cardiac", "ledger": f"file:{led.path}"} for o in orgs}, app=TamperingApp("hospital2"))
+    _, info = run_governed(grid, {**FAST, "num-server-rounds": 1, "task": "cardiac", "orgs": ",".join(orgs),
+                                  "ledger": f"file:{led.path}", "ledger-task": "cardiac/x"})  # fmt: skip
+    assert any(r.startswith("hospital2: update hashes to") for r in info.rejected[1])
+    assert sorted(u.org for u in led.get_round("cardiac/x", 1).updates) == ["hospital1", "hospital3"]
+
+
+def test_federated_standardization_pools_feature_statistics(tmp_path):
+    led = _ledger(tmp_path, ["hospital1", "hospital2"])
+    grid = _grid(tmp_path, ["hospital1", "hospital2"])
+    store = ModelStore(tmp_path / "store")
+    _, info = run_governed(grid, {**FAST, "num-server-rounds": 1, "task": "cardiac", "standardize": "federated",
+                                  "ledger": f"file:{led.path}", "store": str(store.root)})  # fmt: skip
+    first = store.get_arrays(info.global_hashes[0])
+    pooled = np.concatenate([clientapp._site("cardiac", o, None, None, 0).x_train for o in ("hospital1", "hospital2")])
+    np.testing.assert_allclose(first[SCALER_MEAN], Scaler.fit(pooled).mean, rtol=1e-5, atol=1e-4)
+    assert [m.metadata.message_type for m in grid.sent[:2]] == [MessageType.QUERY] * 2
+
+
+# -- the ClientApp's checks ------------------------------------------------------------------------
+
+
+def _train_message(arrays, *, announced, ledger_task="cardiac/run-c", rnd=1, task="cardiac"):
+    cfg = ConfigRecord({"task": task, "ledger-task": ledger_task, "global-sha256": announced, "server-round": rnd,
+                        "local-epochs": 1, "phase": "train"})  # fmt: skip
+    msg = Message(RecordDict({"arrays": arrays_to_record(arrays), "config": cfg}), dst_node_id=7,
+                  message_type=MessageType.TRAIN)  # fmt: skip
+    msg.metadata.__dict__["_message_id"] = "m1"
+    return msg
+
+
+def _context(org, ledger_path=None):
+    nc = {"org": org, "task": "cardiac"}
+    if ledger_path:
+        nc["ledger"] = f"file:{ledger_path}"
+    return Context(run_id=1, node_id=7, node_config=nc, state=RecordDict(), run_config={})
+
+
+@pytest.fixture
+def global_model():
+    LocalGrid({})  # sets Flower's task identity, as the SuperNode runtime does
+    return initial_arrays("cardiac", "8", seed=0)
+
+
+def test_client_refuses_a_model_whose_hash_is_not_the_announced_one(global_model):
+    sha = arrays_sha256(global_model)
+    tampered = {k: v.copy() for k, v in global_model.items()}
+    tampered["net.0.bias"][0] += 0.01
+    reply = clientapp.handle_train(_train_message(tampered, announced=sha), _context("hospital1"))
+    assert reply.has_error()
+    assert "refusing the global model of cardiac round 1" in reply.error.reason
+    assert f"but the server announced {sha}" in reply.error.reason
+
+
+def test_client_refuses_a_model_that_is_not_the_committed_one(tmp_path, global_model):
+    path = tmp_path / "ledger.json"
+    led = JsonFileLedger(path)
+    committed = {k: v * 0 for k, v in global_model.items()}
+    led.commit_round_start("cardiac/run-c", 1, arrays_sha256(committed), ["hospital1"])
+    sha = arrays_sha256(global_model)  # announced and received agree, but the ledger committed another model
+    reply = clientapp.handle_train(_train_message(global_model, announced=sha), _context("hospital1", path))
+    assert reply.has_error() and "but the ledger committed" in reply.error.reason
+    # a round the ledger never saw, and a run without any announced hash, are refused too
+    reply = clientapp.handle_train(_train_message(global_model, announced=sha, rnd=5), _context("hospital1", path))
+    assert reply.has_error() and "ledger has no such round" in reply.error.reason
+    msg = _train_message(global_model, announced=sha)
+    del msg.content["config"]["global-sha256"]
+    reply = clientapp.handle_train(msg, _context("hospital1", path))
+    assert reply.has_error() and "ungoverned" in reply.error.reason
+    # a model for another task is refused before anything else
+    reply = clientapp.handle_train(_train_message(global_model, announced=sha, task="maintenance"), _context("hospital1"))
+    assert reply.has_error() and "serves task 'cardiac'" in reply.error.reason
+
+
+def test_client_trains_on_the_committed_model_and_declares_its_update_hash(tmp_path, global_model):
+    path = tmp_path / "ledger.json"
+    sha = arrays_sha256(global_model)
+    JsonFileLedger(path).commit_round_start("cardiac/run-c", 1, sha, ["hospital1"])
+    reply = clientapp.handle_train(_train_message(global_model, announced=sha), _context("hospital1", path))
+    assert not reply.has_error()
+    update = record_to_arrays(reply.content["arrays"])
+    assert reply.content["update"]["sha256"] == arrays_sha256(update) != sha
+    assert reply.content["update"]["base-sha256"] == sha and reply.content["update"]["org"] == "hospital1"
+    assert reply.content["metrics"]["num-examples"] == clientapp._site("cardiac", "hospital1", None, None, 0).n_train
+
+
+def _pem(key) -> bytes:
+    """The public key as the SuperLink reports it in NodeInfo (PEM SubjectPublicKeyInfo)."""
+    pub = serialization.load_ssh_public_key(key.public.read_bytes())
+    return pub.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def test_nodes_map_to_orgs_by_authenticated_key_fingerprint(tmp_path):
+    k1, k2, rogue = (make_node_key(tmp_path, n) for n in ("plant1", "plant2", "rogue"))
+    resolve = OrgResolver({"plant1": k1.fingerprint, "plant2": k2.fingerprint})
+    assert resolve(NodeInfo(node_id=1, public_key=_pem(k1), name="plant2")) == "plant1"  # the key decides, not the name
+    assert resolve(NodeInfo(node_id=2, public_key=_pem(k2))) == "plant2"
+    assert resolve(NodeInfo(node_id=3, public_key=_pem(rogue), name="plant1")) is None
+    assert resolve(NodeInfo(node_id=4, name="plant1")) is None
+    assert OrgResolver()(NodeInfo(node_id=5, name="plant1")) == "plant1"  # no members map: registered name
