@@ -29,15 +29,13 @@ PROPS = VITALS + ("ICULOS",)
 
 
 def default_sepsis_dir() -> Path:
+    """$TL_SEPSIS_DIR, else the subset under $TL_DATA_ROOT, else under <repo>/../shared/data (as federated/data.py)."""
     env = os.environ.get("TL_SEPSIS_DIR")
     if env:
         return Path(env)
-    here = Path(__file__).resolve()
-    for base in (here.parents[3], here.parents[2]):
-        p = base / "shared" / "data" / "physionet_sepsis2019_setB_subset"
-        if p.exists():
-            return p
-    return Path("/work/shared/data/physionet_sepsis2019_setB_subset")
+    root = os.environ.get("TL_DATA_ROOT")
+    base = Path(root) if root else Path(__file__).resolve().parents[3] / "shared" / "data"
+    return base / "physionet_sepsis2019_setB_subset"
 
 
 def read_manifest(data_dir: Path) -> list[dict[str, str]]:
