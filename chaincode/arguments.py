@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from chaincode.errors import ValidationError
-from chaincode.validation import require_str
+from chaincode.validation import require_pattern, require_str
 
 #: Longest identifier (data set IDs, kinds, patient pseudonyms).
 MAX_ID_LENGTH = 64
@@ -54,32 +54,14 @@ def _utf8_size(field: str, text: str) -> int:
 
 def require_id(field: str, value: Any) -> str:
     """1..64 characters of A-Z, a-z, 0-9, '.', '_' and '-', starting with a letter or digit."""
-    text = require_str(field, value)
-    if not text:
-        raise ValidationError(f"{field} must not be empty")
-    if len(text) > MAX_ID_LENGTH:
-        raise ValidationError(f"{field} is {len(text)} characters long; the limit is {MAX_ID_LENGTH}")
-    if not _ID_RE.fullmatch(text):
-        raise ValidationError(
-            f"{field} {shown(text)!r} is not valid: use letters, digits, '.', '_' and '-', "
-            "starting with a letter or digit"
-        )
-    return text
+    return require_pattern(field, value, pattern=_ID_RE, max_length=MAX_ID_LENGTH,
+                           rule="is not valid: use letters, digits, '.', '_' and '-', starting with a letter or digit")
 
 
 def require_purpose(field: str, value: Any) -> str:
     """A purpose of the form verb:object, e.g. 'train:maintenance-v1' or 'read:aggregates'."""
-    text = require_str(field, value)
-    if not text:
-        raise ValidationError(f"{field} must not be empty")
-    if len(text) > MAX_PURPOSE_LENGTH:
-        raise ValidationError(f"{field} is {len(text)} characters long; the limit is {MAX_PURPOSE_LENGTH}")
-    if not _PURPOSE_RE.fullmatch(text):
-        raise ValidationError(
-            f"{field} {shown(text)!r} is not of the form verb:object "
-            "(e.g. 'train:maintenance-v1' or 'read:aggregates')"
-        )
-    return text
+    return require_pattern(field, value, pattern=_PURPOSE_RE, max_length=MAX_PURPOSE_LENGTH,
+                           rule="is not of the form verb:object (e.g. 'train:maintenance-v1' or 'read:aggregates')")
 
 
 def require_sha256(field: str, value: Any) -> str:

@@ -25,18 +25,26 @@ def require_str(field: str, value: Any) -> str:
     return value
 
 
-def require_name(field: str, value: Any) -> str:
-    """An identifier: 1..64 chars of a-z, 0-9 and '-', starting with a letter, not ending with '-'."""
+def require_pattern(field: str, value: Any, *, pattern: re.Pattern[str], max_length: int, rule: str) -> str:
+    """Non-empty text of at most max_length characters that fully matches pattern.
+
+    The one shape of every identifier-like argument; ``rule`` finishes the error message
+    ("<field> '<value>' <rule>"), which stays one bounded line because the length is checked first.
+    """
     text = require_str(field, value)
     if not text:
         raise ValidationError(f"{field} must not be empty")
-    if len(text) > MAX_NAME_LENGTH:
-        raise ValidationError(f"{field} is {len(text)} characters long; the limit is {MAX_NAME_LENGTH}")
-    if not _NAME_RE.fullmatch(text):
-        raise ValidationError(
-            f"{field} {text!r} is not valid: use lower-case letters, digits and '-', starting with a letter"
-        )
+    if len(text) > max_length:
+        raise ValidationError(f"{field} is {len(text)} characters long; the limit is {max_length}")
+    if not pattern.fullmatch(text):
+        raise ValidationError(f"{field} {text!r} {rule}")
     return text
+
+
+def require_name(field: str, value: Any) -> str:
+    """An identifier: 1..64 chars of a-z, 0-9 and '-', starting with a letter, not ending with '-'."""
+    return require_pattern(field, value, pattern=_NAME_RE, max_length=MAX_NAME_LENGTH,
+                           rule="is not valid: use lower-case letters, digits and '-', starting with a letter")
 
 
 def require_choice(field: str, value: Any, choices: Collection[str]) -> str:
