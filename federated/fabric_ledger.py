@@ -1,29 +1,36 @@
 """The RoundLedger on Hyperledger Fabric, through ``network.gateway`` (not runnable here yet: no peers).
 
-Chaincode names and functions are PLACEHOLDERS, to be matched with the model-registry and data-access
-contracts when they exist (``chaincode/``). Arguments are strings; structured ones are canonical JSON.
+All TwinLedger contracts live in one chaincode (``chaincode/app.py``); this class talks to two of its
+contracts: ``registry`` is a Contract bound to the ``models`` contract and ``dataaccess`` one bound to the
+``data`` contract (``network.contract(chaincode, "models")``: the gateway sends "models:StartRound").
+Arguments are strings; structured ones are canonical JSON.
 
 =====================  ==========  ===============================================================
-call                   how         chaincode function (placeholder) and arguments
+call                   how         chaincode function and arguments
 =====================  ==========  ===============================================================
-check_grant            evaluate    dataaccess ``CheckGrant(dataset, org, purpose)`` -> {"granted": bool}
-commit_round_start     submit      modelregistry ``StartRound(task, round, global_sha256, participants[])``
-commit_round_result    submit      modelregistry ``CommitRound(task, round, new_sha256, updates[], metrics{})``
+check_grant            evaluate    ``data:CheckReadOnly(dataset, purpose)`` -> {"org", "allowed", ...}: the
+                                   decision for the *caller's* org (its certificate). For another org
+                                   (a server checking a client), ``data:ListGrants(dataset)`` + the
+                                   grant's state, and ``data:ReadDataset`` for ownership.
+commit_round_start     submit      ``models:StartRound(task, round, global_sha256, participants[])``
+commit_round_result    submit      ``models:CommitRound(task, round, new_sha256, updates[], metrics{})``
                                    updates = [{"org", "sha256", "num_examples"}]
-commit_evaluation      submit      modelregistry ``RecordEvaluation(task, round, sha256, {org: metrics})``
-get_round              evaluate    modelregistry ``ReadRound(task, round)`` -> RoundRecord JSON (not found -> None)
-list_rounds            evaluate    modelregistry ``ListRounds(task)`` -> [RoundRecord JSON]
+commit_evaluation      submit      ``models:RecordEvaluation(task, round, sha256, {org: metrics})``
+get_round              evaluate    ``models:ReadRound(task, round)`` -> round JSON (not found -> None)
+list_rounds            evaluate    ``models:ListRounds(task)`` -> [round JSON]
 =====================  ==========  ===============================================================
 
-The contract must enforce what ``InMemoryLedger`` enforces (rounds in order, each starting from the
-previous result, updates only from participants) and take the caller's org from its certificate. Per
-DESIGN.md, "a grant check is recorded": the real ``CheckGrant`` may need to be a submit.
+The contract enforces what ``InMemoryLedger`` enforces (rounds in order, each starting from the previous
+result, updates only from participants), takes the caller's org from its certificate and needs an
+operator (role attribute) of a participant org; the task must exist (``models:CreateTask``). The
+recorded check ``data:Check`` (a submit) is the one the audit trail shows; ``check_grant`` is the
+read-only one, as a pre-flight before each round.
 
 ``fabric:CONFIG.json`` (see ``open_ledger``) names the connection::
 
     {"endpoint": "127.0.0.1:17051", "msp_id": "Plant1MSP", "msp_dir": ".../users/operator/msp",
-     "tls_ca": ".../ca-cert.pem", "channel": "twinledger", "server_name": "peer0.plant1",
-     "registry_chaincode": "modelregistry", "dataaccess_chaincode": "dataaccess"}
+     "tls_ca": ".../ca-cert.pem", "channel": "consortium", "server_name": "peer0.plant1",
+     "registry_chaincode": "twinledger", "dataaccess_chaincode": "twinledger"}
 """
 
 from __future__ import annotations
@@ -36,7 +43,12 @@ from typing import Any, Protocol
 
 from federated.governance import GovernanceError, RoundRecord, UpdateRecord
 
-FN_CHECK_GRANT = "CheckGrant"
+#: Contract names inside the one TwinLedger chaincode (chaincode/models.py, chaincode/data_access.py).
+REGISTRY_CONTRACT = "models"
+DATAACCESS_CONTRACT = "data"
+FN_CHECK_GRANT = "CheckReadOnly"
+FN_LIST_GRANTS = "ListGrants"
+FN_READ_DATASET = "ReadDataset"
 FN_START_ROUND = "StartRound"
 FN_COMMIT_ROUND = "CommitRound"
 FN_RECORD_EVALUATION = "RecordEvaluation"
@@ -63,8 +75,17 @@ class FabricRoundLedger:
         self._closer = closer
 
     def check_grant(self, org: str, dataset: str, purpose: str) -> bool:
-        out = json.loads(self.dataaccess.evaluate(FN_CHECK_GRANT, dataset, org, purpose) or b"{}")
-        return bool(out.get("granted", False))
+        """May org use dataset for purpose now? The contract decides for the caller's own org."""
+        out = json.loads(self.dataaccess.evaluate(FN_CHECK_GRANT, dataset, purpose) or b"{}")
+        if out.get("org") == org:
+            return bool(out.get("allowed", False))
+        # Asked about another org: its grant's state at the transaction's time, or ownership.
+        owner = json.loads(self.dataaccess.evaluate(FN_READ_DATASET, dataset) or b"{}").get("owner")
+        if owner == org:
+            return True
+        grants = json.loads(self.dataaccess.evaluate(FN_LIST_GRANTS, dataset) or b"[]")
+        return any(g.get("grantee") == org and g.get("purpose") == purpose and g.get("state") == "active"
+                   for g in grants)
 
     def commit_round_start(self, task: str, round: int, global_sha256: str, participants: Sequence[str]) -> None:
         self.registry.submit(FN_START_ROUND, task, str(round), global_sha256, _json(sorted(participants)))
@@ -126,7 +147,8 @@ class FabricRoundLedger:
             server_name_override=cfg.server_name,
         )  # fmt: skip
         network = gateway.network(cfg.channel)
-        return cls(network.contract(cfg.registry_chaincode), network.contract(cfg.dataaccess_chaincode), gateway)
+        return cls(network.contract(cfg.registry_chaincode, cfg.registry_contract),
+                   network.contract(cfg.dataaccess_chaincode, cfg.dataaccess_contract), gateway)
 
 
 @dataclass(frozen=True)
@@ -135,7 +157,10 @@ class FabricLedgerConfig:
     msp_id: str
     msp_dir: str
     tls_ca: str
-    channel: str = "twinledger"
+    channel: str = "consortium"  # the default spec's channel (network/default_spec.yaml)
     server_name: str | None = None
-    registry_chaincode: str = "modelregistry"
-    dataaccess_chaincode: str = "dataaccess"
+    #: The deployed TwinLedger chaincode (one chaincode holds every contract).
+    registry_chaincode: str = "twinledger"
+    dataaccess_chaincode: str = "twinledger"
+    registry_contract: str = REGISTRY_CONTRACT
+    dataaccess_contract: str = DATAACCESS_CONTRACT

@@ -20,9 +20,10 @@ from orchestrator.fabric_stage import bring_up_fabric
 from orchestrator.lifecycle import deploy
 from peers.binaries import fabric_available, fabric_ca_binary
 
-# The first chaincode every network runs; `deploy` skips it when this version is already committed.
-REGISTRY_CHAINCODE = "registry"
-REGISTRY_VERSION = "1.0"
+# The one chaincode every network runs (contracts registry, data, consent, models, twins: chaincode/app.py);
+# `deploy` skips it when this version is already committed.
+CHAINCODE_NAME = "twinledger"
+CHAINCODE_VERSION = "1.0"
 
 Progress = Callable[[str], None]
 
@@ -79,6 +80,6 @@ def up(home: Path, spec_file: Path | None = None, port_base: int | None = None,
             f"CAs and identities are ready, but peers and orderers cannot start: {reason}"
         )
     bring_up_fabric(spec, layout, progress, timeout)
-    deploy(spec, layout, REGISTRY_CHAINCODE, REGISTRY_VERSION, progress)
+    deploy(spec, layout, CHAINCODE_NAME, CHAINCODE_VERSION, progress)
     progress(f"up in {time.monotonic() - t0:.1f} s")
     return spec

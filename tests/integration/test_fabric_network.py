@@ -48,12 +48,12 @@ def test_up_deploy_submit_restart_resume(home):
     spec, layout = load_spec(home / "spec.yaml"), Layout(home)
 
     with connect_sync(spec, layout, "hospital1", "admin") as gw:
-        reg = gw.network(spec.channel).contract("registry")
+        reg = gw.network(spec.channel).contract("twinledger")
         reg.submit("RegisterOrg", "hospital1", "hospital")
         me = json.loads(reg.evaluate("WhoAmI"))
         assert me["msp_id"] == "Hospital1MSP" and me["role"] == "admin"
     with connect_sync(spec, layout, "plant1", "steward") as gw:
-        reg = gw.network(spec.channel).contract("registry")
+        reg = gw.network(spec.channel).contract("twinledger")
         me = json.loads(reg.evaluate("WhoAmI"))
         assert me["msp_id"] == "Plant1MSP" and me["role"] == "steward"
         with pytest.raises(GatewayError, match="admin"):
@@ -70,10 +70,10 @@ def test_up_deploy_submit_restart_resume(home):
     tl("down", home=home)
     tl("up", home=home)
     with connect_sync(spec, layout, "plant2", "client") as gw:
-        assert json.loads(gw.network(spec.channel).contract("registry").evaluate("ReadOrg", "hospital1"))["kind"] == "hospital"
+        assert json.loads(gw.network(spec.channel).contract("twinledger").evaluate("ReadOrg", "hospital1"))["kind"] == "hospital"
 
     identity, signer = load_msp_identity(layout.user_msp("hospital2", "client"), "Hospital2MSP")
     peer = spec.node("peer0.hospital2")
     with SyncGateway.connect(f"127.0.0.1:{peer.ports.listen}", identity=identity, signer=signer, insecure=True) as gw:
         with pytest.raises(GatewayError):
-            gw.network(spec.channel).contract("registry").evaluate("ListOrgs")
+            gw.network(spec.channel).contract("twinledger").evaluate("ListOrgs")

@@ -3,9 +3,9 @@
 - ``MemoryAnchorer``  in-process dict (unit tests).
 - ``FileAnchorer``    one JSON line per anchored batch in an append-only file (integration tests, and local
                       runs until the Fabric peers exist). Several processes may share the file (flock).
-- ``FabricAnchorer``  submits the record to the twins chaincode through ``network.gateway`` and reads it back
-                      with an evaluate. The function names are PLACEHOLDERS until the twins contract exists in
-                      ``chaincode/`` — ``ANCHOR_FUNCTION`` / ``READ_FUNCTION`` below must be matched to it.
+- ``FabricAnchorer``  submits the record to the ``twins`` contract of the TwinLedger chaincode through
+                      ``network.gateway`` (``twins:AnchorSensorBatch(batch_id, record_json)``, chaincode/twins.py)
+                      and reads it back with ``twins:ReadSensorBatch(batch_id)``.
 
 Every implementation is idempotent per batch: submitting the same record twice returns the first tx id, and
 a different record under an already-anchored batch id is refused (``AnchorConflict``), as the chaincode will.
@@ -23,9 +23,10 @@ from typing import Any, Protocol, runtime_checkable
 
 from twins.anchoring.record import BatchRecord, canonical_json
 
-# Placeholder names, to be matched with the twins contract (chaincode/, owned by the chaincode team).
-ANCHOR_FUNCTION = "TwinsContract:AnchorSensorBatch"  # args: record canonical JSON; returns the stored record
-READ_FUNCTION = "TwinsContract:ReadSensorBatch"  # args: batch_id; returns the stored record JSON
+# The twins contract's functions (chaincode/twins.py). The caller must be an operator or admin of record.org.
+# args: batch_id, record canonical JSON; returns {"batch_id", "record", "record_hash", "tx_id", ...}.
+ANCHOR_FUNCTION = "twins:AnchorSensorBatch"
+READ_FUNCTION = "twins:ReadSensorBatch"  # args: batch_id; returns the same stored JSON
 
 
 class AnchorConflict(RuntimeError):
@@ -130,8 +131,10 @@ class FabricAnchorer:
 
     ``contract`` is a ``network.gateway.Contract`` for the twins chaincode (any object with ``new_proposal``
     and ``evaluate`` of the same shape works, which is how it is unit-tested). The record travels as its
-    canonical JSON; the chaincode is expected to store it under its batch id, refuse a second, different
-    record, and emit an event. Not run against real peers yet: the Fabric binaries are not built here.
+    canonical JSON; the chaincode stores it under its batch id, answers the same record again with the stored
+    anchor, refuses a different one ("already anchored with a different record"), and emits
+    ``SensorBatchAnchored``. ``contract`` must be bound to the chaincode without a contract name (the function
+    names above are qualified). Not run against real peers yet: the Fabric binaries are not built here.
     """
 
     name = "fabric"
@@ -155,8 +158,16 @@ class FabricAnchorer:
         return cls(gateway.network(channel).contract(chaincode)), gateway
 
     async def submit_anchor(self, record: BatchRecord) -> str:
-        proposal = self.contract.new_proposal(self.anchor_function, record.canonical())
-        transaction = await proposal.endorse()
+        proposal = self.contract.new_proposal(self.anchor_function, record.batch_id, record.canonical())
+        try:
+            transaction = await proposal.endorse()
+        except Exception as exc:  # the gateway's EndorseError carries the contract's one-line message
+            if "already anchored with a different record" in str(exc):
+                raise AnchorConflict(f"batch {record.batch_id} already anchored with another record") from exc
+            raise
+        first_tx = _stored_tx_id(getattr(transaction, "result", None))
+        if first_tx and first_tx != str(proposal.transaction_id):
+            return first_tx  # already anchored with this very record: the first tx id, nothing to order
         commit = await transaction.submit()
         status = await commit.status()
         if not status.successful:
@@ -174,6 +185,18 @@ class FabricAnchorer:
         record = d.get("record", d)
         rec = BatchRecord.from_dict(record)
         return {"batch_id": batch_id, "record": rec.to_dict(), "record_hash": rec.record_hash(), "tx_id": d.get("tx_id", "")}
+
+
+def _stored_tx_id(result: Any) -> str | None:
+    """The tx id in the contract's answer (the stored anchor), if the answer is one."""
+    if not isinstance(result, (bytes, bytearray, str)) or not result:
+        return None
+    try:
+        answer = json.loads(result)
+    except ValueError:
+        return None
+    tx_id = answer.get("tx_id") if isinstance(answer, dict) else None
+    return str(tx_id) if tx_id else None
 
 
 async def resubmit_pending(store: Any, anchorer: Anchorer, now_us: int) -> int:

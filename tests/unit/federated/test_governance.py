@@ -163,11 +163,11 @@ class FakeContract:
 def test_fabric_ledger_encodes_calls_for_the_contracts():
     rec = {"task": "t/1", "round": 1, "global_sha256": H[0], "participants": ["a"], "started_at": 1.0}
     registry = FakeContract({"ReadRound": json.dumps(rec).encode(), "ListRounds": json.dumps([rec]).encode()})
-    access = FakeContract({"CheckGrant": b'{"granted": true}'})
+    access = FakeContract({"CheckReadOnly": b'{"org": "plant1", "allowed": true}'})
     led = FabricRoundLedger(registry, access)
     assert isinstance(led, RoundLedger)
     assert led.check_grant("plant1", "plant1/ai4i2020", "fl:maintenance")
-    assert access.calls == [("evaluate", "CheckGrant", ("plant1/ai4i2020", "plant1", "fl:maintenance"))]
+    assert access.calls == [("evaluate", "CheckReadOnly", ("plant1/ai4i2020", "fl:maintenance"))]
     led.commit_round_start("t/1", 1, H[0], ["b", "a"])
     led.commit_round_result("t/1", 1, H[1], [("a", H[2], 3)], {"loss": 0.25})
     led.commit_evaluation("t/1", 1, H[1], {"a": {"auroc": 0.5}})

@@ -141,8 +141,9 @@ def test_fabric_anchorer_uses_the_gateway_contract_shape():
 
         def new_proposal(self, fn, *args):
             calls.append((fn, args))
-            rec = json.loads(args[0])
-            self.stored[rec["batch_id"]] = args[0]
+            rec = json.loads(args[1])
+            assert args[0] == rec["batch_id"]
+            self.stored[rec["batch_id"]] = args[1]
             return Proposal()
 
         async def evaluate(self, fn, batch_id):
@@ -154,4 +155,4 @@ def test_fabric_anchorer_uses_the_gateway_contract_shape():
     assert asyncio.run(a.submit_anchor(rec)) == "tx1"
     got = asyncio.run(a.get_anchor(rec.batch_id))
     assert got["record_hash"] == rec.record_hash()
-    assert calls[0][0] == "TwinsContract:AnchorSensorBatch" and calls[1][0] == "TwinsContract:ReadSensorBatch"
+    assert calls[0][0] == "twins:AnchorSensorBatch" and calls[1][0] == "twins:ReadSensorBatch"

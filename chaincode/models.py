@@ -1,0 +1,384 @@
+"""The model-registry contract ("models"): federated-learning tasks, rounds and SuperNode keys.
+
+Rules, applied in this order so that a rejected call writes nothing: arguments, then the caller's role
+(the certificate's ``role`` attribute), then the caller's org (the registry, via membership.member),
+then the records involved.
+
+* CreateTask: an operator of an org that owns at least one of the task's data sets (a participating
+  org); every data set must be registered with the data contract.
+* StartRound / CommitRound / RecordEvaluation: an operator of one of the round's participant orgs
+  (for StartRound, of one of the participants it names). Rounds are strictly consecutive from 1 up to
+  the task's round count; round r starts only after round r-1 was committed and from r-1's result hash;
+  a round is committed once, with updates only from its participants; it is evaluated once, against the
+  hash it committed.
+* RegisterNodeKey: an admin, for its own org only (org argument must be the caller's registered org).
+* Reads (ReadTask, ReadRound, ListRounds, ListNodeKeys): any member of a registered org with a role.
+
+Every round key carries a key-level endorsement policy requiring peers of a majority of the round's
+participant orgs (endorsement.majority_of_peers): once started, a round can only be committed or
+evaluated in a transaction most of its participants' peers endorsed.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from fabric_chaincode_python.fabric_contract_api.contractapi import Contract, TransactionContext
+
+from chaincode.arguments import limit_arguments, require_id, require_json_object, require_purpose, require_sha256
+from chaincode.datasets import load_dataset
+from chaincode.endorsement import majority_of_peers
+from chaincode.errors import AccessDenied, AlreadyExists, ContractError, NotFound, ValidationError
+from chaincode.fields import check_metrics, require_int_text, require_json_array, require_json_int, require_metrics
+from chaincode.membership import Member, caller, member, org_record, require_any_role, require_role
+from chaincode.state import canonical_json, get_record, list_records, put_record, tx_timestamp
+from chaincode.timestamps import NANOS_PER_SECOND, tx_nanos
+from chaincode.validation import require_choice, require_name, require_pattern
+
+CONTRACT_NAME = "models"
+OPERATOR_ROLE = "operator"
+ADMIN_ROLE = "admin"
+AGGREGATIONS = frozenset({"fedavg", "fedprox", "fedmedian", "fedtrimmedavg", "krum"})
+MAX_ROUNDS = 1000
+MAX_DATASETS = 32
+MAX_PARTICIPANTS = 64
+TASK_OBJECT = "fltask"
+ROUND_OBJECT = "flround"
+NODE_KEY_OBJECT = "nodekey"
+STARTED = "started"
+COMMITTED = "committed"
+EVENT_TASK_CREATED = "TaskCreated"
+EVENT_ROUND_STARTED = "RoundStarted"
+EVENT_ROUND_COMMITTED = "RoundCommitted"
+EVENT_ROUND_EVALUATED = "RoundEvaluated"
+EVENT_NODE_KEY_REGISTERED = "NodeKeyRegistered"
+
+
+#: Task IDs: ID segments joined by '/', so that a run of a task can be named "maintenance/run-7".
+_TASK_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(?:/[A-Za-z0-9][A-Za-z0-9._-]*)*")
+MAX_TASK_ID_LENGTH = 128
+
+
+def require_task_id(value: Any) -> str:
+    return require_pattern("task ID", value, pattern=_TASK_ID_RE, max_length=MAX_TASK_ID_LENGTH,
+                           rule="is not valid: use letters, digits, '.', '_' and '-' in segments joined by '/'")
+
+
+class RoundStateError(ContractError):
+    """The round's current state forbids the operation (out of order, already committed ...)."""
+
+
+def _json(value: Any) -> str:
+    return canonical_json(value).decode("utf-8")
+
+
+def task_key(stub: Any, task_id: str) -> str:
+    return stub.create_composite_key(TASK_OBJECT, [task_id])
+
+
+def round_key(stub: Any, task_id: str, round_no: int) -> str:
+    # Zero-padded so that a range query lists rounds in numeric order.
+    return stub.create_composite_key(ROUND_OBJECT, [task_id, f"{round_no:04d}"])
+
+
+async def _with_role(ctx: TransactionContext, function: str, role: str) -> Member:
+    identity = caller(ctx)
+    require_role(identity, function, role)
+    return await member(ctx.get_stub(), identity)
+
+
+async def _reader(ctx: TransactionContext, function: str) -> Member:
+    identity = caller(ctx)
+    require_any_role(identity, function)
+    return await member(ctx.get_stub(), identity)
+
+
+async def _load_task(stub: Any, task_id: str) -> dict[str, Any]:
+    record = await get_record(stub, task_key(stub, task_id))
+    if record is None:
+        raise NotFound(f"task {task_id!r} is not registered; create it with CreateTask")
+    return record
+
+
+async def _load_round(stub: Any, task_id: str, round_no: int) -> dict[str, Any]:
+    record = await get_record(stub, round_key(stub, task_id, round_no))
+    if record is None:
+        raise NotFound(f"round {round_no} of task {task_id!r} not found")
+    return record
+
+
+def _require_participant(who: Member, participants: list[str], function: str, round_no: int, task_id: str) -> None:
+    if who.org not in participants:
+        raise AccessDenied(
+            f"access denied: {function} is for operators of round {round_no}'s participants of task "
+            f"{task_id!r} ({', '.join(participants)}); the caller is an operator of org {who.org!r}"
+        )
+
+
+def _seconds(stub: Any) -> float:
+    return tx_nanos(stub) / NANOS_PER_SECOND
+
+
+class ModelRegistryContract(Contract):
+    """Clients call these as "models:CreateTask", "models:StartRound" and so on."""
+
+    Name = CONTRACT_NAME
+
+    def get_evaluate_transactions(self) -> list[str]:
+        return ["ReadTask", "ReadRound", "ListRounds", "ListNodeKeys"]
+
+    def BeforeTransaction(self, ctx: TransactionContext) -> None:  # noqa: N802
+        limit_arguments(ctx.get_stub().get_function_and_parameters()[1])
+
+    # --- tasks ------------------------------------------------------------------------------------
+
+    async def CreateTask(self, ctx: TransactionContext, task_id: str, architecture: str, purpose: str,  # noqa: N802
+                         datasets_json: str, rounds: str, aggregation: str, privacy_json: str) -> str:
+        """Register a federated task over registered data sets; returns the stored record."""
+        stub = ctx.get_stub()
+        task_id = require_task_id(task_id)
+        architecture = require_id("architecture", architecture)
+        purpose = require_purpose("purpose", purpose)
+        dataset_ids = require_json_array("data sets", datasets_json)
+        if not dataset_ids:
+            raise ValidationError("data sets must name at least one data set")
+        if len(dataset_ids) > MAX_DATASETS:
+            raise ValidationError(f"data sets has {len(dataset_ids)} entries; the limit is {MAX_DATASETS}")
+        dataset_ids = [require_id("data set ID", d) for d in dataset_ids]
+        if len(set(dataset_ids)) != len(dataset_ids):
+            raise ValidationError("data sets lists a data set more than once")
+        round_count = require_int_text("rounds", rounds, 1, MAX_ROUNDS)
+        aggregation = require_choice("aggregation", aggregation, AGGREGATIONS)
+        privacy = require_json_object("privacy", privacy_json)
+        creator = await _with_role(ctx, "CreateTask", OPERATOR_ROLE)
+
+        datasets = [await load_dataset(stub, d) for d in dataset_ids]
+        owners = sorted({str(d.get("owner")) for d in datasets})
+        if creator.org not in owners:
+            raise AccessDenied(
+                f"access denied: CreateTask is for operators of an org that owns one of the task's data sets "
+                f"({', '.join(owners)}); the caller is an operator of org {creator.org!r}"
+            )
+        key = task_key(stub, task_id)
+        if await get_record(stub, key) is not None:
+            raise AlreadyExists(f"task {task_id!r} already exists; use a new task ID for a new run")
+        record: dict[str, Any] = {
+            "id": task_id,
+            "architecture": architecture,
+            "purpose": purpose,
+            "datasets": dataset_ids,
+            "orgs": owners,
+            "rounds": round_count,
+            "aggregation": aggregation,
+            "privacy": privacy,
+            "created_by": creator.identity.id,
+            "created_by_org": creator.org,
+            "created_at": tx_timestamp(stub),
+            "tx_id": stub.get_txid(),
+        }
+        await put_record(stub, key, record)
+        stub.set_event(EVENT_TASK_CREATED, canonical_json({
+            "task": task_id, "purpose": purpose, "datasets": dataset_ids, "rounds": round_count,
+            "aggregation": aggregation,
+        }))
+        return _json(record)
+
+    async def ReadTask(self, ctx: TransactionContext, task_id: str) -> str:  # noqa: N802
+        task_id = require_task_id(task_id)
+        await _reader(ctx, "ReadTask")
+        return _json(await _load_task(ctx.get_stub(), task_id))
+
+    # --- rounds -----------------------------------------------------------------------------------
+
+    async def StartRound(self, ctx: TransactionContext, task_id: str, round: str,  # noqa: N802,A002
+                         global_sha256: str, participants_json: str) -> str:
+        """Start round `round` from the global model global_sha256 with the named participant orgs."""
+        stub = ctx.get_stub()
+        task_id = require_task_id(task_id)
+        round_no = require_int_text("round", round, 1, MAX_ROUNDS)
+        global_sha256 = require_sha256("global SHA-256", global_sha256)
+        participants = require_json_array("participants", participants_json)
+        if not participants:
+            raise ValidationError("participants must name at least one org")
+        if len(participants) > MAX_PARTICIPANTS:
+            raise ValidationError(f"participants has {len(participants)} entries; the limit is {MAX_PARTICIPANTS}")
+        participants = [require_name("participant org", p) for p in participants]
+        if len(set(participants)) != len(participants):
+            raise ValidationError("participants lists an org more than once")
+        participants = sorted(participants)
+        who = await _with_role(ctx, "StartRound", OPERATOR_ROLE)
+
+        task = await _load_task(stub, task_id)
+        msp_ids = [str((await org_record(stub, p))["msp_id"]) for p in participants]
+        _require_participant(who, participants, "StartRound", round_no, task_id)
+        if round_no > int(task["rounds"]):
+            raise RoundStateError(f"task {task_id!r} has {task['rounds']} rounds; round {round_no} is beyond it")
+        key = round_key(stub, task_id, round_no)
+        if await get_record(stub, key) is not None:
+            raise RoundStateError(f"round {round_no} of task {task_id!r} was already started")
+        if round_no > 1:
+            previous = await get_record(stub, round_key(stub, task_id, round_no - 1))
+            if previous is None:
+                raise RoundStateError(
+                    f"round {round_no} of task {task_id!r} cannot start: round {round_no - 1} was never started"
+                )
+            if previous.get("status") != COMMITTED:
+                raise RoundStateError(
+                    f"round {round_no} of task {task_id!r} cannot start: round {round_no - 1} has no result yet"
+                )
+            if previous.get("result_sha256") != global_sha256:
+                raise RoundStateError(
+                    f"round {round_no} of task {task_id!r} must start from round {round_no - 1}'s result "
+                    f"{previous.get('result_sha256')}, not {global_sha256}"
+                )
+        record: dict[str, Any] = {
+            "task": task_id,
+            "round": round_no,
+            "status": STARTED,
+            "global_sha256": global_sha256,
+            "participants": participants,
+            "participant_msps": sorted(set(msp_ids)),
+            "started_at": _seconds(stub),
+            "started_at_utc": tx_timestamp(stub),
+            "started_by": who.identity.id,
+            "started_by_org": who.org,
+            "start_tx_id": stub.get_txid(),
+            "result_sha256": None,
+            "updates": [],
+            "metrics": {},
+            "committed_at": None,
+            "evaluation": {},
+            "evaluated_sha256": None,
+        }
+        await put_record(stub, key, record)
+        await stub.set_state_validation_parameter(key, majority_of_peers(msp_ids))
+        stub.set_event(EVENT_ROUND_STARTED, canonical_json({
+            "task": task_id, "round": round_no, "global_sha256": global_sha256, "participants": participants,
+        }))
+        return _json(record)
+
+    async def CommitRound(self, ctx: TransactionContext, task_id: str, round: str,  # noqa: N802,A002
+                          new_global_sha256: str, updates_json: str, metrics_json: str) -> str:
+        """Record round `round`'s aggregated result, the participants' update hashes and its metrics."""
+        stub = ctx.get_stub()
+        task_id = require_task_id(task_id)
+        round_no = require_int_text("round", round, 1, MAX_ROUNDS)
+        new_global_sha256 = require_sha256("new global SHA-256", new_global_sha256)
+        raw_updates = require_json_array("updates", updates_json)
+        updates = []
+        for index, update in enumerate(raw_updates):
+            field = f"updates[{index}]"
+            if not isinstance(update, dict) or set(update) != {"org", "sha256", "num_examples"}:
+                raise ValidationError(f"{field} must be an object with exactly org, sha256 and num_examples")
+            updates.append({
+                "org": require_name(f"{field}.org", update["org"]),
+                "sha256": require_sha256(f"{field}.sha256", update["sha256"]),
+                "num_examples": require_json_int(f"{field}.num_examples", update["num_examples"], 1),
+            })
+        if not updates:
+            raise ValidationError("updates must list at least one participant's update")
+        orgs = [u["org"] for u in updates]
+        if len(set(orgs)) != len(orgs):
+            raise ValidationError("updates lists an org more than once")
+        metrics = require_metrics("metrics", metrics_json)
+        who = await _with_role(ctx, "CommitRound", OPERATOR_ROLE)
+
+        await _load_task(stub, task_id)
+        key = round_key(stub, task_id, round_no)
+        record = await get_record(stub, key)
+        if record is None:
+            raise RoundStateError(f"round {round_no} of task {task_id!r} was never started; call StartRound first")
+        participants = list(record.get("participants", []))
+        _require_participant(who, participants, "CommitRound", round_no, task_id)
+        if record.get("status") == COMMITTED:
+            raise RoundStateError(f"round {round_no} of task {task_id!r} already has a result "
+                                  f"{record.get('result_sha256')}")
+        outsiders = sorted(set(orgs) - set(participants))
+        if outsiders:
+            raise ValidationError(f"updates from {', '.join(outsiders)}, which are not participants of round "
+                                  f"{round_no} of task {task_id!r}")
+        record = dict(record, status=COMMITTED, result_sha256=new_global_sha256,
+                      updates=sorted(updates, key=lambda u: u["org"]), metrics=metrics,
+                      committed_at=_seconds(stub), committed_at_utc=tx_timestamp(stub),
+                      committed_by=who.identity.id, committed_by_org=who.org, commit_tx_id=stub.get_txid())
+        await put_record(stub, key, record)
+        stub.set_event(EVENT_ROUND_COMMITTED, canonical_json({
+            "task": task_id, "round": round_no, "global_sha256": record["global_sha256"],
+            "result_sha256": new_global_sha256, "updates": record["updates"],
+        }))
+        return _json(record)
+
+    async def RecordEvaluation(self, ctx: TransactionContext, task_id: str, round: str,  # noqa: N802,A002
+                               global_sha256: str, metrics_json: str) -> str:
+        """Record the participants' evaluation ({org: {metric: number}}) of round `round`'s result."""
+        stub = ctx.get_stub()
+        task_id = require_task_id(task_id)
+        round_no = require_int_text("round", round, 1, MAX_ROUNDS)
+        global_sha256 = require_sha256("global SHA-256", global_sha256)
+        document = require_json_object("evaluation", metrics_json, max_depth=2)
+        if not document:
+            raise ValidationError("evaluation must hold at least one org's metrics")
+        evaluation = {require_name("evaluation org", org): check_metrics(f"evaluation of {org}", m)
+                      for org, m in document.items()}
+        who = await _with_role(ctx, "RecordEvaluation", OPERATOR_ROLE)
+
+        key = round_key(stub, task_id, round_no)
+        record = await _load_round(stub, task_id, round_no)
+        participants = list(record.get("participants", []))
+        _require_participant(who, participants, "RecordEvaluation", round_no, task_id)
+        if record.get("status") != COMMITTED:
+            raise RoundStateError(f"round {round_no} of task {task_id!r} has no result to evaluate yet")
+        if record.get("result_sha256") != global_sha256:
+            raise RoundStateError(f"round {round_no} of task {task_id!r} committed {record.get('result_sha256')}, "
+                                  f"not {global_sha256}")
+        if record.get("evaluated_sha256"):
+            raise RoundStateError(f"round {round_no} of task {task_id!r} was already evaluated")
+        outsiders = sorted(set(evaluation) - set(participants))
+        if outsiders:
+            raise ValidationError(f"evaluation from {', '.join(outsiders)}, which are not participants of round "
+                                  f"{round_no} of task {task_id!r}")
+        record = dict(record, evaluation=evaluation, evaluated_sha256=global_sha256,
+                      evaluated_at_utc=tx_timestamp(stub), evaluation_tx_id=stub.get_txid())
+        await put_record(stub, key, record)
+        stub.set_event(EVENT_ROUND_EVALUATED, canonical_json({
+            "task": task_id, "round": round_no, "sha256": global_sha256, "orgs": sorted(evaluation),
+        }))
+        return _json(record)
+
+    async def ReadRound(self, ctx: TransactionContext, task_id: str, round: str) -> str:  # noqa: N802,A002
+        task_id = require_task_id(task_id)
+        round_no = require_int_text("round", round, 1, MAX_ROUNDS)
+        await _reader(ctx, "ReadRound")
+        return _json(await _load_round(ctx.get_stub(), task_id, round_no))
+
+    async def ListRounds(self, ctx: TransactionContext, task_id: str) -> str:  # noqa: N802
+        """Every round of the task, in round order (an empty list when it has none, or does not exist)."""
+        task_id = require_task_id(task_id)
+        await _reader(ctx, "ListRounds")
+        return _json(await list_records(ctx.get_stub(), ROUND_OBJECT, [task_id]))
+
+    # --- SuperNode keys ---------------------------------------------------------------------------
+
+    async def RegisterNodeKey(self, ctx: TransactionContext, org: str, public_key_sha256: str) -> str:  # noqa: N802
+        """Record the SHA-256 of the caller's org's SuperNode public key (an admin, own org only)."""
+        stub = ctx.get_stub()
+        org = require_name("org", org)
+        public_key_sha256 = require_sha256("public key SHA-256", public_key_sha256)
+        admin = await _with_role(ctx, "RegisterNodeKey", ADMIN_ROLE)
+        if org != admin.org:
+            raise AccessDenied(f"access denied: RegisterNodeKey records keys of the caller's own org "
+                               f"{admin.org!r}, not of {org!r}")
+        key = stub.create_composite_key(NODE_KEY_OBJECT, [org, public_key_sha256])
+        if await get_record(stub, key) is not None:
+            raise AlreadyExists(f"org {org!r} has already registered node key {public_key_sha256}")
+        record = {"org": org, "msp_id": admin.msp_id, "public_key_sha256": public_key_sha256,
+                  "registered_by": admin.identity.id, "registered_at": tx_timestamp(stub), "tx_id": stub.get_txid()}
+        await put_record(stub, key, record)
+        stub.set_event(EVENT_NODE_KEY_REGISTERED, canonical_json({"org": org, "public_key_sha256": public_key_sha256}))
+        return _json(record)
+
+    async def ListNodeKeys(self, ctx: TransactionContext) -> str:  # noqa: N802
+        """Every registered SuperNode key fingerprint, ordered by org then fingerprint."""
+        await _reader(ctx, "ListNodeKeys")
+        return _json(await list_records(ctx.get_stub(), NODE_KEY_OBJECT))
