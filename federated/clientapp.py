@@ -4,7 +4,8 @@ The org and task come from the SuperNode's node config, e.g.
 ``flower-supernode ... --node-config "org='plant1' task='maintenance' ledger='file:/x/ledger.json'"``.
 Keys: ``org`` and ``task`` (required); ``site`` (override the org's default site), ``data-root``,
 ``ledger`` (``memory:``/``file:PATH``/``fabric:CONFIG.json``; without it only the server's announced hash
-is checked, and an ungoverned plain-Flower run is accepted -- the baseline of ``bench/fl.py``), ``split-seed`` (default 0), ``threads`` (torch threads, default 1).
+is checked, and an ungoverned plain-Flower run is accepted -- the baseline of ``bench/fl.py``), ``split-seed`` (default 0), ``threads`` (torch threads, default 1), ``attack`` (TESTS ONLY: poison this
+org's updates, ``scale:K``/``signflip``, see ``federated.robustness``).
 
 Before it touches a global model the client checks (``federated.governance.verify_global_model``):
 SHA-256 of the received arrays == the hash the ServerApp announced == the hash the ledger committed for
@@ -36,6 +37,8 @@ from federated.data import DataError, SiteData, load_site, task_spec
 from federated.governance import GlobalModelRefused, GovernanceError, RoundLedger, open_ledger, verify_global_model
 from federated.hashing import arrays_sha256, arrays_to_record, record_to_arrays
 from federated.metrics import best_f1_threshold, roc_auc, summarize
+from federated.privacy import KEY_CLIPPING_NORM, clip_update
+from federated.robustness import poison_update
 from federated.model import FeatureStats, Scaler, TrainConfig, model_arrays, model_from_arrays, predict_proba, train_local
 
 log = logging.getLogger("federated.clientapp")
@@ -54,6 +57,7 @@ class ClientSettings:
     ledger: str | None
     split_seed: int
     threads: int
+    attack: str | None = None  # tests only: poison this org's updates (see federated.robustness)
 
     @staticmethod
     def from_context(context: Context) -> ClientSettings:
@@ -69,6 +73,7 @@ class ClientSettings:
             data_root=(str(nc["data-root"]) if nc.get("data-root") else None),
             ledger=(str(nc["ledger"]) if nc.get("ledger") else None),
             split_seed=int(nc.get("split-seed", 0)), threads=int(nc.get("threads", 1)),
+            attack=(str(nc["attack"]) if nc.get("attack") else None),
         )  # fmt: skip
 
 
@@ -167,6 +172,10 @@ def handle_train(msg: Message, context: Context) -> Message:
     new = model_arrays(model)
     for k, v in arrays.items():  # carry non-trainable arrays (the federation's scaler) unchanged
         new.setdefault(k, v)
+    if s.attack:  # tests only: a poisoned update, hashed like an honest one
+        new = poison_update(new, arrays, s.attack)
+    if KEY_CLIPPING_NORM in cfg:  # client-side DP clipping (federated.privacy), before hashing
+        new = clip_update(new, arrays, float(cfg[KEY_CLIPPING_NORM]))  # type: ignore[arg-type]
     update_sha = arrays_sha256(new)
     val_auroc = roc_auc(site.y_val, predict_proba(model, scaler.transform(site.x_val)))
     metrics = MetricRecord(

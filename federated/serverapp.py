@@ -5,12 +5,14 @@ Run-config keys (defaults in ``federated/app/pyproject.toml``; override with ``f
 =================  ===========================================================================
 task               ``maintenance`` | ``cardiac``
 num-server-rounds  training rounds
-strategy           ``fedavg`` | ``fedprox`` | ``fedmedian`` | ``fedtrimmedavg`` | ``krum`` (Flower's own)
+strategy           ``fedavg`` | ``fedprox`` | ``fedmedian`` | ``fedtrimmedavg`` | ``krum`` (Flower's own; the
+                   last three are robust to poisoned updates, see ``federated.robustness``)
 orgs               comma-separated orgs of the federation (default: the task's default consortium)
 min-nodes          fewest granted, connected orgs a round may run with
 local-epochs, batch-size, lr, weight-decay, pos-weight, dropout, hidden ("64,32"), standardize
                    ("local" | "federated", see ``federated.model``): "" = the task's tuned value (``TUNED``)
 prox-mu, seed      FedProx's mu (strategy fedprox), the seed of the initial model and of local training
+trim-beta          FedTrimmedAvg's beta: int(beta * n) updates are cut at each end (0.2 cuts none below 5 orgs)
 ledger             ``memory:`` | ``file:PATH`` | ``fabric:CONFIG.json``
 store              folder of the content-addressed model store ("" = do not store)
 members            JSON file {org: public-key fingerprint}; nodes are mapped to orgs by the key they
@@ -22,6 +24,9 @@ wait-for-nodes     seconds to wait for the SuperNodes of all orgs to connect bef
 governed           false = plain Flower baseline: the strategy's own ``start`` loop (federated
                    evaluation every round, Grid polling every 3 s), no ledger, no hashes, no grants
 report             JSON file to write a run summary to ("" = none)
+dp, dp-noise-multiplier, dp-clipping-norm
+                   Flower's differential-privacy wrappers (``federated.privacy``): "" (off) |
+                   ``server-fixed`` | ``client-fixed`` | ``server-adaptive``, noise multiplier z, clipping norm C
 =================  ===========================================================================
 """
 
@@ -42,6 +47,7 @@ from federated.data import task_spec
 from federated.governance import RoundLedger, open_ledger
 from federated.hashing import arrays_to_record
 from federated.model import model_arrays, new_model
+from federated.privacy import NOT_NOISED, DPSettings, dp_round_metrics, wrap_dp
 from federated.store import ModelStore
 from federated.strategy import GovernedRun, GovernedStrategy, OrgResolver
 
@@ -62,10 +68,11 @@ DEFAULTS: dict[str, object] = {
     **{k: "" for k in _TUNED_KEYS}, "prox-mu": 0.0, "seed": 0,
     "ledger": "memory:", "store": "", "members": "", "ledger-task": "", "poll-interval": 0.2,
     "round-timeout": 600.0, "report": "", "min-precision": 0.6, "wait-for-nodes": 30.0, "governed": True,
+    "trim-beta": 0.2, "dp": "", "dp-noise-multiplier": 0.0, "dp-clipping-norm": 0.0,
 }  # fmt: skip
 
 
-def make_strategy(name: str, n_orgs: int, prox_mu: float = 0.0) -> Strategy:
+def make_strategy(name: str, n_orgs: int, prox_mu: float = 0.0, trim_beta: float = 0.2) -> Strategy:
     """Flower's strategy by name, sized for n_orgs granted orgs (every org trains every round)."""
     common = dict(
         fraction_train=1.0, fraction_evaluate=1.0, min_train_nodes=n_orgs, min_evaluate_nodes=n_orgs,
@@ -79,7 +86,7 @@ def make_strategy(name: str, n_orgs: int, prox_mu: float = 0.0) -> Strategy:
     if name == "fedmedian":
         return FedMedian(**common)
     if name == "fedtrimmedavg":
-        return FedTrimmedAvg(beta=0.2, **common)
+        return FedTrimmedAvg(beta=trim_beta, **common)
     if name == "krum":
         return Krum(num_malicious_nodes=0, **common)
     raise ValueError(f"unknown strategy {name!r}; use fedavg, fedprox, fedmedian, fedtrimmedavg or krum")
@@ -119,11 +126,17 @@ def run_governed(
     store = ModelStore(str(cfg["store"])) if cfg["store"] else None
     ledger_task = str(cfg["ledger-task"]) or f"{spec.name}/run-{run_id}"
     min_nodes = int(cfg["min-nodes"])
-    inner = make_strategy(str(cfg["strategy"]), min(len(orgs), max(min_nodes, 1)), float(cfg["prox-mu"]))
+    n_sampled = min(len(orgs), max(min_nodes, 1))
+    inner = make_strategy(str(cfg["strategy"]), n_sampled, float(cfg["prox-mu"]), float(cfg["trim-beta"]))
+    dp = DPSettings.from_config(cfg)
+    if dp.enabled:
+        inner = wrap_dp(inner, dp, n_sampled)
+    dp_extra: dict = {"keep_global": NOT_NOISED, "round_metrics": lambda: dp_round_metrics(inner)} if dp.enabled else {}
     governed = GovernedStrategy(
         inner, task=spec.name, ledger_task=ledger_task, ledger=ledger, orgs=orgs,
         dataset_of=spec.dataset_id, purpose=spec.purpose, store=store, node_org=OrgResolver(members),
         min_nodes=min_nodes, poll_interval=float(cfg["poll-interval"]), wait_for_nodes=float(cfg["wait-for-nodes"]),
+        **dp_extra,
     )  # fmt: skip
     train_keys = ("local-epochs", "batch-size", "lr", "weight-decay", "pos-weight", "prox-mu", "dropout", "seed")
     train_config = ConfigRecord({k: cfg[k] for k in train_keys})  # type: ignore[misc]

@@ -158,7 +158,11 @@ class GovernedStrategy(Strategy):
         min_nodes: int = 2,
         poll_interval: float = 0.2,
         wait_for_nodes: float = 60.0,
+        keep_global: Sequence[str] = (),
+        round_metrics: Callable[[], Mapping[str, float]] | None = None,
     ) -> None:
+        """``keep_global``: name prefixes of arrays the aggregate must not change (e.g. the scaler under DP
+        noise); ``round_metrics``: extra figures committed with every round result (e.g. DP settings)."""
         self.inner = inner
         self.task = task
         self.ledger_task = ledger_task
@@ -171,6 +175,8 @@ class GovernedStrategy(Strategy):
         self.min_nodes = min_nodes
         self.poll_interval = poll_interval
         self.wait_for_nodes = wait_for_nodes
+        self.keep_global = tuple(keep_global)
+        self.round_metrics = round_metrics
         self.run_info = GovernedRun(ledger_task)
 
     # -- delegation (Strategy's abstract API) ---------------------------------------------------------
@@ -365,8 +371,12 @@ class GovernedStrategy(Strategy):
             new_arrays = record_to_arrays(agg)
             for k, v in arrays.items():
                 new_arrays.setdefault(k, v)
+                if self.keep_global and k.startswith(self.keep_global):
+                    new_arrays[k] = v
             new_sha = self._put(new_arrays)
             metrics = {k: float(v) for k, v in (agg_metrics or {}).items() if isinstance(v, (int, float))}
+            if self.round_metrics is not None:
+                metrics.update(self.round_metrics())
             self.ledger.commit_round_result(self.ledger_task, rnd, new_sha, updates, metrics)
             if agg_metrics is not None:
                 result.train_metrics_clientapp[rnd] = agg_metrics
