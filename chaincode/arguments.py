@@ -115,16 +115,15 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return document
 
 
-def require_json_object(field: str, value: Any, max_bytes: int = MAX_SCHEMA_BYTES,
-                        max_depth: int = MAX_SCHEMA_DEPTH) -> dict[str, Any]:
-    """A JSON object of at most max_bytes (before and after canonicalisation) and max_depth levels."""
+def parse_json_text(field: str, value: Any, max_bytes: int, max_depth: int = MAX_SCHEMA_DEPTH) -> Any:
+    """Strict JSON of at most max_bytes: no NaN/Infinity, no duplicate keys, one-line errors."""
     text = require_str(field, value)
     size = _utf8_size(field, text)
     if size > max_bytes:
         raise ValidationError(f"{field} is {size} bytes; the limit is {max_bytes}")
     try:
-        document = json.loads(text, parse_constant=_no_constants, parse_float=_finite_float,
-                              object_pairs_hook=_unique_keys)
+        return json.loads(text, parse_constant=_no_constants, parse_float=_finite_float,
+                          object_pairs_hook=_unique_keys)
     except ValidationError as exc:
         raise ValidationError(f"{field} is not valid: {exc}") from exc
     except RecursionError as exc:
@@ -132,6 +131,12 @@ def require_json_object(field: str, value: Any, max_bytes: int = MAX_SCHEMA_BYTE
     except ValueError as exc:  # json.JSONDecodeError
         raise ValidationError(f"{field} is not JSON: {getattr(exc, 'msg', exc)} at character "
                               f"{getattr(exc, 'pos', '?')}") from exc
+
+
+def require_json_object(field: str, value: Any, max_bytes: int = MAX_SCHEMA_BYTES,
+                        max_depth: int = MAX_SCHEMA_DEPTH) -> dict[str, Any]:
+    """A JSON object of at most max_bytes (before and after canonicalisation) and max_depth levels."""
+    document = parse_json_text(field, value, max_bytes, max_depth)
     if not isinstance(document, dict):
         raise ValidationError(f"{field} must be a JSON object, got {_json_type(document)}")
     if _depth(document) > max_depth:

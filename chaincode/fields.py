@@ -11,7 +11,7 @@ import math
 import re
 from typing import Any
 
-from chaincode.arguments import _finite_float, _no_constants, _unique_keys, require_json_object, shown
+from chaincode.arguments import parse_json_text, require_json_object, shown
 from chaincode.errors import ValidationError
 from chaincode.validation import require_str
 
@@ -53,22 +53,7 @@ def require_number(field: str, value: Any) -> float | int:
 
 def require_json_array(field: str, value: Any, max_bytes: int = MAX_ARRAY_BYTES) -> list[Any]:
     """A JSON array of at most max_bytes (duplicate object keys, NaN and Infinity refused)."""
-    text = require_str(field, value)
-    try:
-        size = len(text.encode("utf-8"))
-    except UnicodeEncodeError as exc:
-        raise ValidationError(f"{field} is not valid UTF-8 text") from exc
-    if size > max_bytes:
-        raise ValidationError(f"{field} is {size} bytes; the limit is {max_bytes}")
-    try:
-        document = json.loads(text, parse_constant=_no_constants, parse_float=_finite_float,
-                              object_pairs_hook=_unique_keys)
-    except ValidationError as exc:
-        raise ValidationError(f"{field} is not valid: {exc}") from exc
-    except RecursionError as exc:
-        raise ValidationError(f"{field} is nested too deeply") from exc
-    except ValueError as exc:
-        raise ValidationError(f"{field} is not JSON: {getattr(exc, 'msg', exc)}") from exc
+    document = parse_json_text(field, value, max_bytes)
     if not isinstance(document, list):
         raise ValidationError(f"{field} must be a JSON array")
     return document
