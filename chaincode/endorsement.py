@@ -24,22 +24,7 @@ MEMBER = msp_principal_pb2.MSPRole.MEMBER
 def peers_of(msp_ids: Iterable[str]) -> bytes:
     """A policy that needs an endorsement from a peer of every one of msp_ids."""
     ids = sorted(set(msp_ids))
-    if not ids or any(not msp_id for msp_id in ids):
-        raise ValueError("a key-level endorsement policy needs at least one non-empty MSP ID")
-    identities = [
-        msp_principal_pb2.MSPPrincipal(
-            principal_classification=msp_principal_pb2.MSPPrincipal.ROLE,
-            principal=msp_principal_pb2.MSPRole(msp_identifier=msp_id, role=PEER).SerializeToString(),
-        )
-        for msp_id in ids
-    ]
-    rule = policies_pb2.SignaturePolicy(
-        n_out_of=policies_pb2.SignaturePolicy.NOutOf(
-            n=len(ids), rules=[policies_pb2.SignaturePolicy(signed_by=index) for index in range(len(ids))]
-        )
-    )
-    envelope = policies_pb2.SignaturePolicyEnvelope(version=0, rule=rule, identities=identities)
-    return envelope.SerializeToString()
+    return n_of_peers(len(ids) or 1, ids)  # an empty list is refused by n_of_peers with its own message
 
 
 def policy_orgs(policy: bytes) -> dict[str, str]:
