@@ -25,6 +25,7 @@ import math
 import os
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -233,25 +234,18 @@ def handle_stats(msg: Message, context: Context) -> Message:
 app = ClientApp()
 
 
-@app.train()
-def _train(msg: Message, context: Context) -> Message:
-    t0 = time.time()
-    reply = handle_train(msg, context)
-    _trace("train", context, t0, created=msg.metadata.created_at)
-    return reply
+def _traced(name: str, handler: Callable[[Message, Context], Message]) -> Callable[[Message, Context], Message]:
+    """The handler with one trace line per message (timing from the message's creation)."""
+
+    def run(msg: Message, context: Context) -> Message:
+        t0 = time.time()
+        reply = handler(msg, context)
+        _trace(name, context, t0, created=msg.metadata.created_at)
+        return reply
+
+    return run
 
 
-@app.evaluate()
-def _evaluate(msg: Message, context: Context) -> Message:
-    t0 = time.time()
-    reply = handle_evaluate(msg, context)
-    _trace("evaluate", context, t0, created=msg.metadata.created_at)
-    return reply
-
-
-@app.query()
-def _query(msg: Message, context: Context) -> Message:
-    t0 = time.time()
-    reply = handle_stats(msg, context)
-    _trace("stats", context, t0, created=msg.metadata.created_at)
-    return reply
+app.train()(_traced("train", handle_train))
+app.evaluate()(_traced("evaluate", handle_evaluate))
+app.query()(_traced("stats", handle_stats))
