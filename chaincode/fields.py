@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from typing import Any
 
 from chaincode.arguments import parse_json_text, require_json_object, shown
@@ -78,3 +79,16 @@ def check_metrics(field: str, document: Any, *, non_negative: bool = False) -> d
         if non_negative and number < 0:
             raise ValidationError(f"{field}: metric {name!r} is negative ({number})")
     return dict(document)
+
+
+def require_unique_list(field: str, value: Any, *, noun: str, max_items: int, item: Callable[[Any], str]) -> list[str]:
+    """A non-empty JSON array of at most max_items distinct entries, each checked by item()."""
+    entries = require_json_array(field, value)
+    if not entries:
+        raise ValidationError(f"{field} must name at least one {noun}")
+    if len(entries) > max_items:
+        raise ValidationError(f"{field} has {len(entries)} entries; the limit is {max_items}")
+    checked = [item(entry) for entry in entries]
+    if len(set(checked)) != len(checked):
+        raise ValidationError(f"{field} lists {'an' if noun[0] in 'aeiou' else 'a'} {noun} more than once")
+    return checked

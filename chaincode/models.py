@@ -30,7 +30,9 @@ from chaincode.arguments import limit_arguments, require_id, require_json_object
 from chaincode.datasets import load_dataset
 from chaincode.endorsement import majority_of_peers
 from chaincode.errors import AccessDenied, AlreadyExists, ContractError, NotFound, ValidationError
-from chaincode.fields import check_metrics, require_int_text, require_json_array, require_json_int, require_metrics
+from chaincode.fields import (
+    check_metrics, require_int_text, require_json_array, require_json_int, require_metrics, require_unique_list,
+)
 from chaincode.membership import Member, caller, member, org_record, require_any_role, require_role
 from chaincode.state import canonical_json, get_record, list_records, put_record, tx_timestamp
 from chaincode.timestamps import NANOS_PER_SECOND, tx_nanos
@@ -140,14 +142,8 @@ class ModelRegistryContract(Contract):
         task_id = require_task_id(task_id)
         architecture = require_id("architecture", architecture)
         purpose = require_purpose("purpose", purpose)
-        dataset_ids = require_json_array("data sets", datasets_json)
-        if not dataset_ids:
-            raise ValidationError("data sets must name at least one data set")
-        if len(dataset_ids) > MAX_DATASETS:
-            raise ValidationError(f"data sets has {len(dataset_ids)} entries; the limit is {MAX_DATASETS}")
-        dataset_ids = [require_id("data set ID", d) for d in dataset_ids]
-        if len(set(dataset_ids)) != len(dataset_ids):
-            raise ValidationError("data sets lists a data set more than once")
+        dataset_ids = require_unique_list("data sets", datasets_json, noun="data set", max_items=MAX_DATASETS,
+                                          item=lambda d: require_id("data set ID", d))
         round_count = require_int_text("rounds", rounds, 1, MAX_ROUNDS)
         aggregation = require_choice("aggregation", aggregation, AGGREGATIONS)
         privacy = require_json_object("privacy", privacy_json)
@@ -198,15 +194,9 @@ class ModelRegistryContract(Contract):
         task_id = require_task_id(task_id)
         round_no = require_int_text("round", round, 1, MAX_ROUNDS)
         global_sha256 = require_sha256("global SHA-256", global_sha256)
-        participants = require_json_array("participants", participants_json)
-        if not participants:
-            raise ValidationError("participants must name at least one org")
-        if len(participants) > MAX_PARTICIPANTS:
-            raise ValidationError(f"participants has {len(participants)} entries; the limit is {MAX_PARTICIPANTS}")
-        participants = [require_name("participant org", p) for p in participants]
-        if len(set(participants)) != len(participants):
-            raise ValidationError("participants lists an org more than once")
-        participants = sorted(participants)
+        participants = sorted(require_unique_list("participants", participants_json, noun="org",
+                                                  max_items=MAX_PARTICIPANTS,
+                                                  item=lambda p: require_name("participant org", p)))
         who = await _with_role(ctx, "StartRound", OPERATOR_ROLE)
 
         task = await _load_task(stub, task_id)
