@@ -19,11 +19,12 @@ from network.spec import SpecError, load_spec
 from orchestrator.bringup import FabricUnavailable, up
 from orchestrator.fabric_stage import FabricStepError
 from orchestrator.control import SupervisorError, read_state, stop_supervisor, supervisor_pid
+from orchestrator import cli_data, cli_dashboard, cli_fl, cli_twins
+from orchestrator.cli_common import UserError
 from peers.binaries import BinariesMissing
 
-
-class UserError(Exception):
-    """A problem the user can fix; printed as one line."""
+# Each capability's commands live in their own module and register themselves on the parser.
+COMMAND_GROUPS = (cli_data, cli_fl, cli_twins, cli_dashboard)
 
 
 def _home(args: argparse.Namespace) -> Path:
@@ -158,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-f", "--follow", action="store_true")
     s.set_defaults(func=cmd_logs)
     sub.add_parser("clean", parents=[common], help="stop everything and remove the state folder").set_defaults(func=cmd_clean)
+    for group in COMMAND_GROUPS:
+        group.register(sub, common)
     return p
 
 
