@@ -1,12 +1,13 @@
 """The Gateway client against an in-process TEST DOUBLE of a Fabric peer's gateway service.
 
-``FakeFabricGateway`` is not Fabric: it is a stand-in so the client's wire behaviour can be tested
-without Fabric binaries. It is strict where a real peer is strict — every signature is verified against
-the certificate in the creator (``msp.SerializedIdentity``), creators must be issued by the org CA, the
-tx id must be sha256(nonce + creator), signatures must be low-S — and it assembles the prepared
-transaction the way Fabric's gateway does (``internal/pkg/gateway/submit.go: prepareTransaction``).
-Ordering is simulated by cutting a block every few milliseconds; chaincode is a handful of functions.
-The real-peer integration test comes once the Fabric binaries are built.
+The double (``tests.fabric_double``) is not Fabric: it stands in for peers so the client's wire
+behaviour can be tested without Fabric binaries. It is strict where a real peer is strict — every
+signature is verified against the certificate in the creator (``msp.SerializedIdentity``), creators
+must be issued by the org CA, the tx id must be sha256(nonce + creator), signatures must be low-S — and
+it assembles the prepared transaction the way Fabric's gateway does. Ordering is simulated by cutting
+a block every few milliseconds. Here the chaincode is a handful of toy functions (``ToyChaincode``),
+so that the client's edge cases (denials, invalid commits, slow peers) are easy to provoke; the real
+chaincode runs behind the same double in tests/integration/test_data_cli.py.
 
 Everything binds 127.0.0.1 on free ports; TLS certificates are generated per test module.
 """
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import hashlib
 import ipaddress
 import json
 import threading
@@ -28,39 +28,25 @@ from typing import Any
 import grpc
 import pytest
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from fabric_protos.common import common_pb2
-from fabric_protos.gateway import gateway_pb2, gateway_pb2_grpc
-from fabric_protos.msp import identities_pb2
-from fabric_protos.peer import (
-    chaincode_event_pb2,
-    chaincode_pb2,
-    proposal_pb2,
-    proposal_response_pb2,
-    transaction_pb2,
-)
+from fabric_protos.peer import chaincode_event_pb2, proposal_response_pb2, transaction_pb2
 
 from network.checkpoint import FileCheckpointer
 from network.gateway import ChaincodeEvent, Deadlines, Gateway
-from network.gateway_errors import (
-    STATUS_DETAILS_KEY,
-    CommitError,
-    EndorseError,
-    ErrorDetail,
-    EvaluateError,
-    GatewayError,
-    encode_status_details,
-)
+from network.gateway_errors import CommitError, EndorseError, EvaluateError, GatewayError
 from network.gateway_sync import SyncGateway
 from network.identity import FABRIC_CA_ATTRS_OID, Identity, Signer, certificate_role
+from tests.fabric_double.channel import Channel
+from tests.fabric_double.executor import Simulated
+from tests.fabric_double.msp import Msp, MspRegistry
+from tests.fabric_double.network import GatewayServers
+from tests.fabric_double.proposal import PeerSigner, ProposalView
+from tests.fabric_double.threaded import ServingThread
 
 CHANNEL = "twinledger"
 MSP_ID = "Hospital1MSP"
-P256_HALF_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551 // 2
 
 
 # --------------------------------------------------------------------------------------------------
@@ -147,353 +133,94 @@ class Pki:
 
 
 # --------------------------------------------------------------------------------------------------
-# The test double.
+# The toy chaincode behind the double, and the double on its own loop.
 # --------------------------------------------------------------------------------------------------
 
 
-class Rejected(Exception):
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
 @dataclass
-class Endorsed:
-    chaincode: str
-    function: str
-    args: list[bytes]
-    validation_code: int
-    event: chaincode_event_pb2.ChaincodeEvent | None
-    writes: dict[str, bytes]
-
-
-@dataclass
-class Block:
-    number: int
-    transactions: list[tuple[str, int, chaincode_event_pb2.ChaincodeEvent | None]]
-
-
-@dataclass
-class Counters:
-    proposal_signatures: int = 0
-    envelope_signatures: int = 0
-    commit_status_signatures: int = 0
-    events_signatures: int = 0
-    endorsing_orgs: list[list[str]] = field(default_factory=list)
-
-
-class FakeFabricGateway(gateway_pb2_grpc.GatewayServicer):
-    """TEST DOUBLE of the Fabric peer's ``gateway.Gateway`` service (see the module docstring).
-
-    Chaincode functions (any chaincode name): ``put key value`` (writes on commit, emits event "Put"
-    with the key as payload), ``get key``, ``whoami`` (creator's MSP ID and role attribute), ``fn_name``
-    (the function name as received, to check contract-name qualification), ``transient KEY``,
-    ``denied`` (fails endorsement with an ErrorDetail, like a chaincode 500), ``conflict`` (endorses but
-    commits as MVCC_READ_CONFLICT) and ``slow`` (never answers in time).
-    Must be created on the event loop that serves it.
+class ToyChaincode:
+    """Functions (any chaincode name): ``put key value`` (writes on commit, emits event "Put" with the key
+    as payload), ``get key``, ``whoami`` (creator's MSP ID and role attribute), ``fn_name`` (the function
+    name as received, to check contract-name qualification), ``transient KEY``, ``denied`` (fails
+    endorsement like a chaincode 500), ``conflict`` (endorses but commits as MVCC_READ_CONFLICT) and
+    ``slow`` (never answers in time).
     """
 
-    def __init__(self, org_ca: x509.Certificate, address: str, block_interval: float = 0.02) -> None:
-        self._org_ca = org_ca
-        self.address = address
-        self._block_interval = block_interval
-        self._peer_key = ec.generate_private_key(ec.SECP256R1())  # signs the double's endorsements
-        self._peer_creator = identities_pb2.SerializedIdentity(mspid=MSP_ID, id_bytes=b"peer0").SerializeToString()
-        self.counters = Counters()
-        self.state: dict[str, bytes] = {}
-        self.blocks: list[Block] = [Block(0, [])]  # block 0 stands for the genesis (config) block
-        self._endorsed: dict[str, Endorsed] = {}
-        self._to_order: list[str] = []
-        self._cutter: asyncio.TimerHandle | None = None
-        self._committed: dict[str, tuple[int, int]] = {}
-        self._commit_waiters: dict[str, asyncio.Event] = {}
-        self._new_block = asyncio.Event()
-        self._verified_creators: dict[bytes, bytes] = {}
+    state: dict[str, bytes] = field(default_factory=dict)
 
-    # -- verification, as strict as a peer ----------------------------------------------------------
-
-    def _creator_cert(self, creator: bytes) -> bytes:
-        if creator in self._verified_creators:
-            return self._verified_creators[creator]
-        identity = identities_pb2.SerializedIdentity.FromString(creator)
-        if identity.mspid != MSP_ID:
-            raise Rejected(grpc.StatusCode.PERMISSION_DENIED, f"unknown MSP {identity.mspid!r}")
-        cert = x509.load_pem_x509_certificate(identity.id_bytes)
-        ca_key = self._org_ca.public_key()
-        assert isinstance(ca_key, ec.EllipticCurvePublicKey)
-        try:
-            ca_key.verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(hashes.SHA256()))
-        except InvalidSignature:
-            raise Rejected(grpc.StatusCode.PERMISSION_DENIED, "creator certificate not issued by the MSP CA") from None
-        self._verified_creators[creator] = bytes(identity.id_bytes)
-        return bytes(identity.id_bytes)
-
-    def _verify(self, creator: bytes, data: bytes, signature: bytes) -> None:
-        cert_pem = self._creator_cert(creator)
-        public_key = x509.load_pem_x509_certificate(cert_pem).public_key()
-        assert isinstance(public_key, ec.EllipticCurvePublicKey)
-        try:
-            _, s = decode_dss_signature(signature)
-        except ValueError:
-            raise Rejected(grpc.StatusCode.PERMISSION_DENIED, "signature is not DER") from None
-        if s > P256_HALF_ORDER:
-            raise Rejected(grpc.StatusCode.PERMISSION_DENIED, "invalid S. Must be smaller than half the order")
-        try:
-            public_key.verify(signature, data, ec.ECDSA(hashes.SHA256()))
-        except InvalidSignature:
-            raise Rejected(grpc.StatusCode.PERMISSION_DENIED, "signature verification failed") from None
-
-    def _open_proposal(
-        self, signed: proposal_pb2.SignedProposal, request_tx_id: str, request_channel: str
-    ) -> tuple[common_pb2.Header, proposal_pb2.ChaincodeProposalPayload, str, list[bytes], bytes]:
-        proposal = proposal_pb2.Proposal.FromString(signed.proposal_bytes)
-        header = common_pb2.Header.FromString(proposal.header)
-        channel_header = common_pb2.ChannelHeader.FromString(header.channel_header)
-        signature_header = common_pb2.SignatureHeader.FromString(header.signature_header)
-        self._verify(signature_header.creator, signed.proposal_bytes, signed.signature)
-        self.counters.proposal_signatures += 1
-        if channel_header.type != common_pb2.ENDORSER_TRANSACTION or channel_header.epoch != 0:
-            raise Rejected(grpc.StatusCode.INVALID_ARGUMENT, "not an endorser transaction")
-        if channel_header.channel_id != CHANNEL or request_channel != CHANNEL:
-            raise Rejected(grpc.StatusCode.NOT_FOUND, f"channel {channel_header.channel_id} not found")
-        if not channel_header.timestamp.seconds:
-            raise Rejected(grpc.StatusCode.INVALID_ARGUMENT, "proposal has no timestamp")
-        if len(signature_header.nonce) != 24:
-            raise Rejected(grpc.StatusCode.INVALID_ARGUMENT, "nonce must be 24 bytes")
-        expected = hashlib.sha256(signature_header.nonce + signature_header.creator).hexdigest()
-        if channel_header.tx_id != expected or request_tx_id != expected:
-            raise Rejected(grpc.StatusCode.INVALID_ARGUMENT, f"incorrectly computed txid {channel_header.tx_id}")
-        payload = proposal_pb2.ChaincodeProposalPayload.FromString(proposal.payload)
-        spec = chaincode_pb2.ChaincodeInvocationSpec.FromString(payload.input).chaincode_spec
-        extension = proposal_pb2.ChaincodeHeaderExtension.FromString(channel_header.extension)
-        if extension.chaincode_id.name != spec.chaincode_id.name or not spec.chaincode_id.name:
-            raise Rejected(grpc.StatusCode.INVALID_ARGUMENT, "chaincode id mismatch")
-        return header, payload, spec.chaincode_id.name, list(spec.input.args), signature_header.creator
-
-    async def _reject(self, context: grpc.aio.ServicerContext[Any, Any], error: Rejected) -> None:
-        await context.abort(error.code, str(error))
-
-    # -- the "chaincode" ----------------------------------------------------------------------------
-
-    async def _execute(
-        self, context: grpc.aio.ServicerContext[Any, Any], chaincode: str, args: list[bytes], transient: dict[str, bytes],
-        creator: bytes, tx_id: str,
-    ) -> tuple[Endorsed, bytes]:
-        function = args[0].decode()
+    async def simulate(self, view: ProposalView) -> Simulated:
+        function = view.args[0].decode()
         name = function.split(":", 1)[-1]
-        params = args[1:]
-        event = None
+        params = view.args[1:]
         writes: dict[str, bytes] = {}
-        code = transaction_pb2.VALID
+        event = None
+        status, message, result, code = 200, "", b"", transaction_pb2.VALID
         if name == "put":
-            writes[params[0].decode()] = params[1]
+            writes[params[0].decode()] = result = params[1]
             event = chaincode_event_pb2.ChaincodeEvent(
-                chaincode_id=chaincode, tx_id=tx_id, event_name="Put", payload=params[0]
-            )
-            result = params[1]
+                chaincode_id=view.chaincode, tx_id=view.tx_id, event_name="Put", payload=params[0])
         elif name == "get":
             result = self.state.get(params[0].decode(), b"")
         elif name == "whoami":
-            cert_pem = self._creator_cert(creator)
-            result = f"{MSP_ID}:{certificate_role(cert_pem)}".encode()
+            result = f"{view.creator.msp_id}:{certificate_role(view.creator.certificate_pem)}".encode()
         elif name == "fn_name":
             result = function.encode()
         elif name == "transient":
-            result = transient.get(params[0].decode(), b"")
+            result = view.transient.get(params[0].decode(), b"")
         elif name == "denied":
-            status = encode_status_details(
-                grpc.StatusCode.ABORTED,
-                "failed to endorse transaction, see attached details for more info",
-                [ErrorDetail(self.address, MSP_ID, "chaincode response 500, access denied: role client may not grant")],
-            )
-            await context.abort(
-                grpc.StatusCode.ABORTED,
-                "failed to endorse transaction, see attached details for more info",
-                trailing_metadata=((STATUS_DETAILS_KEY, status),),
-            )
+            status, message = 500, "access denied: role client may not grant"
         elif name == "conflict":
-            code = transaction_pb2.MVCC_READ_CONFLICT
-            result = b"stale"
+            code, result = transaction_pb2.MVCC_READ_CONFLICT, b"stale"
         elif name == "slow":
             await asyncio.sleep(30)
-            result = b""
         else:
-            await context.abort(grpc.StatusCode.UNKNOWN, f"chaincode response 500, unknown function {function}")
-        return Endorsed(chaincode, function, args, code, event, writes), result
+            status, message = 500, f"unknown function {function}"
 
-    # -- gateway.Gateway ----------------------------------------------------------------------------
+        def commit(block: int, number: int, endorsers: set[str]) -> int:
+            if code == transaction_pb2.VALID:
+                self.state.update(writes)
+            return code
 
-    async def Evaluate(self, request: gateway_pb2.EvaluateRequest, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        try:
-            _, payload, chaincode, args, creator = self._open_proposal(
-                request.proposed_transaction, request.transaction_id, request.channel_id
-            )
-        except Rejected as error:
-            await self._reject(context, error)
-        _, result = await self._execute(context, chaincode, args, dict(payload.TransientMap), creator, request.transaction_id)
-        return gateway_pb2.EvaluateResponse(result=proposal_response_pb2.Response(status=200, payload=result))
-
-    async def Endorse(self, request: gateway_pb2.EndorseRequest, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        try:
-            header, payload, chaincode, args, creator = self._open_proposal(
-                request.proposed_transaction, request.transaction_id, request.channel_id
-            )
-        except Rejected as error:
-            await self._reject(context, error)
-        self.counters.endorsing_orgs.append(list(request.endorsing_organizations))
-        endorsed, result = await self._execute(context, chaincode, args, dict(payload.TransientMap), creator, request.transaction_id)
-        self._endorsed[request.transaction_id] = endorsed
-
-        # Assembled as Fabric's gateway does (prepareTransaction): transient data stripped, the
-        # proposal's header reused, one action carrying the endorsed proposal response.
-        action = proposal_pb2.ChaincodeAction(
-            results=b"rwset",
-            events=endorsed.event.SerializeToString() if endorsed.event else b"",
-            response=proposal_response_pb2.Response(status=200, payload=result),
-            chaincode_id=chaincode_pb2.ChaincodeID(name=chaincode),
-        )
-        response_payload = proposal_response_pb2.ProposalResponsePayload(
-            proposal_hash=hashlib.sha256(request.proposed_transaction.proposal_bytes).digest(),
-            extension=action.SerializeToString(),
-        ).SerializeToString()
-        endorsement = proposal_response_pb2.Endorsement(
-            endorser=self._peer_creator,
-            signature=self._peer_key.sign(response_payload + self._peer_creator, ec.ECDSA(hashes.SHA256())),
-        )
-        action_payload = transaction_pb2.ChaincodeActionPayload(
-            chaincode_proposal_payload=proposal_pb2.ChaincodeProposalPayload(input=payload.input).SerializeToString(),
-            action=transaction_pb2.ChaincodeEndorsedAction(
-                proposal_response_payload=response_payload, endorsements=[endorsement]
-            ),
-        )
-        transaction = transaction_pb2.Transaction(
-            actions=[transaction_pb2.TransactionAction(header=header.signature_header, payload=action_payload.SerializeToString())]
-        )
-        envelope = common_pb2.Envelope(
-            payload=common_pb2.Payload(header=header, data=transaction.SerializeToString()).SerializeToString()
-        )
-        return gateway_pb2.EndorseResponse(prepared_transaction=envelope)
-
-    async def Submit(self, request: gateway_pb2.SubmitRequest, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        envelope = request.prepared_transaction
-        if not envelope.signature:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "prepared transaction must be signed")
-        payload = common_pb2.Payload.FromString(envelope.payload)
-        signature_header = common_pb2.SignatureHeader.FromString(payload.header.signature_header)
-        channel_header = common_pb2.ChannelHeader.FromString(payload.header.channel_header)
-        try:
-            self._verify(signature_header.creator, envelope.payload, envelope.signature)
-        except Rejected as error:
-            await self._reject(context, error)
-        self.counters.envelope_signatures += 1
-        if channel_header.tx_id != request.transaction_id or request.transaction_id not in self._endorsed:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "transaction was not endorsed here")
-        self._to_order.append(request.transaction_id)
-        if self._cutter is None:
-            # Like an orderer's batch timeout: transactions arriving close together share a block.
-            self._cutter = asyncio.get_running_loop().call_later(self._block_interval, self._cut_block)
-        return gateway_pb2.SubmitResponse()
-
-    def _cut_block(self) -> None:
-        self._cutter = None
-        block = Block(len(self.blocks), [])
-        for tx_id in self._to_order:
-            endorsed = self._endorsed.pop(tx_id)
-            if endorsed.validation_code == transaction_pb2.VALID:
-                self.state.update(endorsed.writes)
-            block.transactions.append((tx_id, endorsed.validation_code, endorsed.event))
-            self._committed[tx_id] = (endorsed.validation_code, block.number)
-            self._commit_waiters.setdefault(tx_id, asyncio.Event()).set()
-        self._to_order = []
-        self.blocks.append(block)
-        self._new_block.set()
-        self._new_block = asyncio.Event()
-
-    async def CommitStatus(self, request: gateway_pb2.SignedCommitStatusRequest, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        inner = gateway_pb2.CommitStatusRequest.FromString(request.request)
-        try:
-            self._verify(inner.identity, request.request, request.signature)
-        except Rejected as error:
-            await self._reject(context, error)
-        self.counters.commit_status_signatures += 1
-        if inner.channel_id != CHANNEL:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"channel {inner.channel_id} not found")
-        await self._commit_waiters.setdefault(inner.transaction_id, asyncio.Event()).wait()
-        code, block = self._committed[inner.transaction_id]
-        return gateway_pb2.CommitStatusResponse(result=code, block_number=block)
-
-    async def ChaincodeEvents(
-        self, request: gateway_pb2.SignedChaincodeEventsRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[gateway_pb2.ChaincodeEventsResponse]:
-        inner = gateway_pb2.ChaincodeEventsRequest.FromString(request.request)
-        try:
-            self._verify(inner.identity, request.request, request.signature)
-        except Rejected as error:
-            await self._reject(context, error)
-        self.counters.events_signatures += 1
-        position = inner.start_position.WhichOneof("Type")
-        tx_blocks = {tx: n for b in self.blocks for n, tx in [(b.number, t[0]) for t in b.transactions]}
-        if inner.after_transaction_id and inner.after_transaction_id in tx_blocks:
-            next_block = tx_blocks[inner.after_transaction_id]
-        elif position in (None, "next_commit"):
-            next_block = len(self.blocks)
-        elif position == "specified":
-            next_block = inner.start_position.specified.number
-        else:  # Fabric's gateway refuses "oldest" and "newest" for chaincode events
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid start position type: {position}")
-        passed_previous = not inner.after_transaction_id
-        while True:
-            while next_block >= len(self.blocks):
-                await self._new_block.wait()
-            block = self.blocks[next_block]
-            events = []
-            for tx_id, code, event in block.transactions:
-                if not passed_previous:
-                    passed_previous = tx_id == inner.after_transaction_id
-                    continue
-                if event is not None and code == transaction_pb2.VALID and event.chaincode_id == inner.chaincode_id:
-                    events.append(event)
-            if events:
-                yield gateway_pb2.ChaincodeEventsResponse(block_number=block.number, events=events)
-            next_block += 1
+        return Simulated(proposal_response_pb2.Response(status=status, message=message, payload=result), event, commit)
 
 
-# --------------------------------------------------------------------------------------------------
-# Running the double on its own loop in a thread, so clients (async or sync) use separate loops.
-# --------------------------------------------------------------------------------------------------
+class Double:
+    """The double serving one peer (peer0.hospital1) with the toy chaincode, on its own loop thread."""
 
+    def __init__(self, org: Pki, credentials: grpc.ServerCredentials) -> None:
+        self.toy = ToyChaincode()
+        peer_cert, peer_key = org.issue("peer0.hospital1")
+        signer = PeerSigner(Identity(MSP_ID, peer_cert), Signer.from_pem(peer_key))
+        # These test certificates carry no NodeOU, as in an MSP without NodeOUs.
+        msps = MspRegistry({MSP_ID: Msp(MSP_ID, org.ca_cert, node_ous=False)})
+        self.thread = ServingThread()
 
-class ServerThread:
-    def __init__(self, org_ca: x509.Certificate, credentials: grpc.ServerCredentials) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self._thread.start()
-        self.server: grpc.aio.Server
-        self.double: FakeFabricGateway
+        async def start() -> tuple[Channel, GatewayServers]:
+            channel = Channel(CHANNEL, msps, self.toy, {MSP_ID: signer}, block_interval=0.02)
+            servers = GatewayServers(channel)
+            servers.add("peer0.hospital1", MSP_ID, credentials)
+            await servers.start()
+            return channel, servers
 
-        async def start() -> int:
-            self.server = grpc.aio.server()
-            port = self.server.add_secure_port("127.0.0.1:0", credentials)
-            self.double = FakeFabricGateway(org_ca, f"127.0.0.1:{port}")
-            gateway_pb2_grpc.add_GatewayServicer_to_server(self.double, self.server)
-            await self.server.start()
-            return port
+        self.channel, self.servers = self.thread.run(start())
+        self.address = self.servers.peers[0].address
 
-        self.port = self.run(start())
-        self.address = f"127.0.0.1:{self.port}"
+    @property
+    def counters(self) -> Any:
+        return self.channel.counters
 
-    def run(self, coro: Coroutine[Any, Any, Any]) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=30)
+    @property
+    def blocks(self) -> list[Any]:
+        return self.channel.cutter.blocks
 
     def stop(self) -> None:
-        self.run(self.server.stop(0))
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(timeout=10)
+        self.thread.run(self.servers.stop())
+        self.thread.close()
 
 
 @dataclass
 class Env:
-    server: ServerThread
+    server: Double
     tls_ca_pem: bytes
     identity: Identity
     signer: Signer
@@ -502,8 +229,8 @@ class Env:
     tls: Pki
 
     @property
-    def double(self) -> FakeFabricGateway:
-        return self.server.double
+    def double(self) -> Double:
+        return self.server
 
     def connect(self, **kwargs: Any) -> Gateway:
         params: dict[str, Any] = dict(
@@ -522,7 +249,7 @@ def env() -> Iterator[Env]:
     server_cert, server_key = tls.issue("peer0.hospital1", dns=["peer0.hospital1", "localhost"], ips=["127.0.0.1"], server=True)
     user_cert, user_key = org.issue("steward1", attrs={"hf.EnrollmentID": "steward1", "role": "steward"})
     credentials = grpc.ssl_server_credentials([(server_key, server_cert)])
-    server = ServerThread(org.ca_cert, credentials)
+    server = Double(org, credentials)
     try:
         yield Env(
             server=server,
@@ -604,7 +331,7 @@ def test_200_concurrent_submissions(env: Env) -> None:
 
     blocks_before = len(env.double.blocks)
     elapsed = run(body)
-    assert all(env.double.state[f"bulk{i}"] == f"value{i}".encode() for i in range(200))
+    assert all(env.double.toy.state[f"bulk{i}"] == f"value{i}".encode() for i in range(200))
     # In flight together, some shared a block (how many depends on machine load, so only "some").
     assert len(env.double.blocks) - blocks_before < 200
     assert elapsed < 20
@@ -631,8 +358,14 @@ def test_endorse_error_carries_peer_details(env: Env) -> None:
                 "chaincode response 500, access denied: role client may not grant"
             )
             assert caught.value.code == grpc.StatusCode.ABORTED
-            with pytest.raises(EvaluateError, match="UNKNOWN: chaincode response 500, unknown function nope"):
+            # As Fabric's gateway reports a chaincode error on evaluate: UNKNOWN, with the peer's detail.
+            with pytest.raises(EvaluateError) as evaluated:
                 await gateway.network(CHANNEL).contract("basic").evaluate("nope")
+            assert evaluated.value.code == grpc.StatusCode.UNKNOWN
+            assert str(evaluated.value) == (
+                f"evaluate failed: peer0.hospital1 (Hospital1MSP @{env.server.address}): "
+                "chaincode response 500, unknown function nope"
+            )
             with pytest.raises(EvaluateError, match="NOT_FOUND: channel elsewhere not found"):
                 await gateway.network("elsewhere").contract("basic").evaluate("whoami")
 
@@ -736,7 +469,7 @@ def test_mutual_tls_and_server_name_override(env: Env) -> None:
     # 127.0.0.1 needs the server name override, and the client must present a TLS certificate.
     cert, key = env.tls.issue("peer0.hospital1", dns=["peer0.hospital1"], server=True)
     credentials = grpc.ssl_server_credentials([(key, cert)], root_certificates=env.tls_ca_pem, require_client_auth=True)
-    server = ServerThread(env.org.ca_cert, credentials)
+    server = Double(env.org, credentials)
     client_cert, client_key = env.client_tls
     try:
 

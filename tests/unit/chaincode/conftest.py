@@ -1,22 +1,19 @@
-"""Fixtures for the chaincode unit tests: an in-memory stub with Fabric's semantics and test identities.
+"""Fixtures for the chaincode unit tests: the double's in-memory ledger and stub, and test identities.
 
-The fake implements the part of the shim's ChaincodeStub interface the contracts use. Like a Fabric
-peer's transaction simulator it reads committed state only (no read-your-own-writes) and keeps writes
-and the event in the proposal's write set, applied to the ledger only when the caller commits.
-Beyond the world state it keeps what a peer keeps for the data-governance contracts: private data
-per collection (and its SHA-256, which every peer has), key-level validation parameters, the key
-history (returned newest first, as Fabric 2.x does) and the proposal's transient map.
+The stub and the ledger (``tests.fabric_double``) have a Fabric peer's semantics: committed-state
+reads, write sets applied at commit, private data per collection (and its SHA-256, which every peer
+has), key-level validation parameters, the key history (newest first, as Fabric 2.x returns it) and
+the proposal's transient map. Here each transaction commits as soon as it is endorsed successfully.
 """
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import hashlib
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -24,141 +21,15 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from fabric_chaincode_python.fabric_shim.stub import ChaincodeStub
-from fabric_protos.ledger.queryresult import kv_query_result_pb2
-from fabric_protos.peer import chaincode_event_pb2, proposal_response_pb2
-from google.protobuf.timestamp_pb2 import Timestamp
+from fabric_protos.peer import proposal_response_pb2
 
 from chaincode import compat
 from chaincode.app import build_chaincode
 from chaincode.identity import ATTRIBUTES_OID
+from tests.fabric_double.ledger import Ledger
+from tests.fabric_double.stub import FIXED_TIME, FakeStub
 
-FIXED_TIME = dt.datetime(2025, 3, 1, 12, 0, 0, tzinfo=dt.timezone.utc)
-
-
-@dataclass
-class KV:
-    key: str
-    value: bytes
-
-
-class _KVIterator:
-    def __init__(self, items: list[Any]) -> None:
-        self._items = items
-
-    def __aiter__(self) -> AsyncIterator[Any]:
-        return self
-
-    async def __anext__(self) -> Any:
-        if not self._items:
-            raise StopAsyncIteration
-        return self._items.pop(0)
-
-
-@dataclass
-class FakeStub:
-    """One transaction proposal against an in-memory ledger."""
-
-    ledger: dict[str, bytes]
-    function: str
-    args: list[str]
-    creator: dict[str, Any] | None
-    txid: str = "tx-0001"
-    channel_id: str = "twinledger"
-    timestamp: dt.datetime = FIXED_TIME
-    writes: dict[str, bytes | None] = field(default_factory=dict)
-    events: list[chaincode_event_pb2.ChaincodeEvent] = field(default_factory=list)
-    # Committed data beside the world state, shared with the Ledger (see the module docstring).
-    private: dict[str, dict[str, bytes]] = field(default_factory=dict)
-    metadata: dict[str, bytes] = field(default_factory=dict)
-    history: dict[str, list[kv_query_result_pb2.KeyModification]] = field(default_factory=dict)
-    transient: dict[str, bytes] = field(default_factory=dict)
-    # This proposal's private and metadata write sets.
-    private_writes: dict[tuple[str, str], bytes] = field(default_factory=dict)
-    metadata_writes: dict[str, bytes] = field(default_factory=dict)
-
-    # Key helpers are the shim's own, so keys have exactly Fabric's composite-key format.
-    create_composite_key = ChaincodeStub.create_composite_key
-    split_composite_key = ChaincodeStub.split_composite_key
-
-    def get_function_and_parameters(self) -> tuple[str, list[str]]:
-        return self.function, list(self.args)
-
-    def get_txid(self) -> str:
-        return self.txid
-
-    def get_channel_id(self) -> str:
-        return self.channel_id
-
-    def get_creator(self) -> dict[str, Any]:
-        return self.creator or {}
-
-    def get_tx_timestamp(self) -> Timestamp:
-        ts = Timestamp()
-        ts.FromDatetime(self.timestamp)
-        return ts
-
-    async def get_state(self, key: str) -> bytes:
-        return self.ledger.get(key, b"")
-
-    async def put_state(self, key: str, value: bytes | str) -> None:
-        self.writes[key] = value.encode() if isinstance(value, str) else bytes(value)
-
-    async def delete_state(self, key: str) -> None:
-        self.writes[key] = None
-
-    async def get_state_by_partial_composite_key(self, object_type: str, attributes: list[str]) -> _KVIterator:
-        prefix = self.create_composite_key(object_type, attributes)
-        return _KVIterator([KV(k, v) for k, v in sorted(self.ledger.items()) if k.startswith(prefix)])
-
-    async def get_history_for_key(self, key: str) -> _KVIterator:
-        return _KVIterator(list(reversed(self.history.get(key, []))))
-
-    def get_transient(self) -> dict[str, bytes]:
-        return dict(self.transient)
-
-    async def get_private_data(self, collection: str, key: str) -> bytes:
-        if not collection:
-            raise ValueError("collection must not be an empty string")
-        return self.private.get(collection, {}).get(key, b"")
-
-    async def put_private_data(self, collection: str, key: str, value: bytes | str) -> None:
-        if not collection:
-            raise ValueError("collection must not be an empty string")
-        self.private_writes[(collection, key)] = value.encode() if isinstance(value, str) else bytes(value)
-
-    async def get_private_data_hash(self, collection: str, key: str) -> bytes:
-        value = self.private.get(collection, {}).get(key)
-        return hashlib.sha256(value).digest() if value is not None else b""
-
-    async def set_state_validation_parameter(self, key: str, policy: bytes) -> None:
-        self.metadata_writes[key] = bytes(policy)
-
-    async def get_state_validation_parameter(self, key: str) -> bytes:
-        return self.metadata.get(key, b"")
-
-    def has_writes(self) -> bool:
-        return bool(self.writes or self.private_writes or self.metadata_writes or self.events)
-
-    def set_event(self, name: str, payload: bytes | str) -> None:
-        data = payload.encode() if isinstance(payload, str) else bytes(payload)
-        self.events.append(chaincode_event_pb2.ChaincodeEvent(event_name=name, payload=data, tx_id=self.txid))
-
-    def get_events(self) -> list[chaincode_event_pb2.ChaincodeEvent]:
-        return list(self.events)
-
-    def commit(self) -> None:
-        timestamp = self.get_tx_timestamp()
-        for key, value in self.writes.items():
-            if value is None:
-                self.ledger.pop(key, None)
-            else:
-                self.ledger[key] = value
-            self.history.setdefault(key, []).append(kv_query_result_pb2.KeyModification(
-                tx_id=self.txid, value=value or b"", timestamp=timestamp, is_delete=value is None))
-        for (collection, key), value in self.private_writes.items():
-            self.private.setdefault(collection, {})[key] = value
-        self.metadata.update(self.metadata_writes)
+__all__ = ["FIXED_TIME", "CertFactory", "Consortium", "FakeStub", "Ledger"]
 
 
 class CertFactory:
@@ -237,38 +108,6 @@ def unpatched() -> Any:
         yield
     finally:
         compat.apply()
-
-
-@dataclass
-class Ledger:
-    """A ledger plus a way to run one transaction through the real ContractChaincode dispatcher."""
-
-    state: dict[str, bytes] = field(default_factory=dict)
-    counter: int = 0
-    private: dict[str, dict[str, bytes]] = field(default_factory=dict)
-    metadata: dict[str, bytes] = field(default_factory=dict)
-    history: dict[str, list[Any]] = field(default_factory=dict)
-
-    async def run(self, creator: dict[str, Any] | None, function: str, *args: str,
-                  chaincode: Any = None, transient: dict[str, bytes] | None = None,
-                  at: dt.datetime | None = None) -> tuple[proposal_response_pb2.Response, FakeStub]:
-        """Endorse (invoke) and, when the response is a success, commit the write set."""
-        self.counter += 1
-        stub = FakeStub(self.state, function, list(args), creator, txid=f"tx-{self.counter:04d}",
-                        timestamp=at or FIXED_TIME, private=self.private, metadata=self.metadata,
-                        history=self.history, transient=dict(transient or {}))
-        response = await (chaincode or build_chaincode()).invoke(stub)
-        if response.status < 400:
-            stub.commit()
-        return response, stub
-
-    def snapshot(self) -> dict[str, bytes]:
-        return dict(self.state)
-
-    def world(self) -> tuple[Any, ...]:
-        """Everything a transaction could change: state, private data, validation parameters, history."""
-        return copy.deepcopy((self.state, self.private, self.metadata,
-                              {k: [m.SerializeToString() for m in v] for k, v in self.history.items()}))
 
 
 @pytest.fixture
