@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 from network.gateway import Gateway
 from network.gateway_sync import SyncGateway
 from network.identity import load_msp_identity
@@ -19,19 +22,35 @@ def parse_as(value: str, spec: Spec) -> tuple[str, str]:
     return org, user
 
 
-def _params(spec: Spec, layout: Layout, org: str, user: str, peer_index: int) -> dict:
+@dataclass(frozen=True)
+class PeerTarget:
+    """Where and as whom a user of an org reaches its org's peer -- plain paths, so that another process
+    (an org's ClientApp recording its data use) can connect the same way."""
+
+    endpoint: str
+    peer: str  # the peer's node name
+    msp_id: str
+    msp_dir: Path
+    tls_ca: Path
+
+
+def peer_target(spec: Spec, layout: Layout, org: str, user: str = "admin", peer_index: int = 0) -> PeerTarget:
     msp = layout.user_msp(org, user)
     if not msp.exists():
         raise SpecError(f"{user}@{org} is not enrolled in {layout.root}; run `twinledger up` first")
-    identity, signer = load_msp_identity(msp, spec.org(org).msp_id)
     peers = spec.nodes_of(org, "peer")
     if not peers:
         raise SpecError(f"org {org} runs no peer to connect to")
     node = peers[peer_index]
+    return PeerTarget(f"127.0.0.1:{node.ports.listen}", node.name, spec.org(org).msp_id, msp, layout.ca_cert(org))
+
+
+def _params(spec: Spec, layout: Layout, org: str, user: str, peer_index: int) -> dict:
+    t = peer_target(spec, layout, org, user, peer_index)
+    identity, signer = load_msp_identity(t.msp_dir, t.msp_id)
     return dict(
-        endpoint=f"127.0.0.1:{node.ports.listen}", identity=identity, signer=signer,
-        tls_root_cert_pem=layout.ca_cert(org),
-        peer_names={f"127.0.0.1:{node.ports.listen}": node.name},
+        endpoint=t.endpoint, identity=identity, signer=signer, tls_root_cert_pem=t.tls_ca,
+        peer_names={t.endpoint: t.peer},
     )
 
 

@@ -1,0 +1,160 @@
+"""A `twinledger` command's session with the ledger: one identity, its org's peer, one-line errors.
+
+``--as ORG[:USER]`` picks the identity (``orchestrator.connect``); without ``:USER`` each command
+chooses the role the chaincode expects for it (a steward for governance writes, the admin for reads,
+as DESIGN's default). Without ``--as`` the org is ``$TL_AS`` or else the spec's first hospital or
+plant. Calls go to that org's first peer through the Gateway client; every failure a user can meet
+becomes a ``UserError`` of one line: the chaincode's own message for a denial, "cannot reach ..." for
+a peer that is down, the validation code for a transaction the peers refused to commit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import grpc
+
+from network.gateway import TransactionStatus
+from network.gateway_errors import CommitError, GatewayError
+from network.gateway_sync import SyncContract, SyncGateway
+from network.layout import Layout
+from network.spec import Node, Spec, load_spec
+from orchestrator.bringup import CHAINCODE_NAME
+from orchestrator.cli_common import UserError, home_of
+from orchestrator.connect import connect_sync, parse_as
+
+AS_ENV = "TL_AS"
+#: The prefix Fabric's gateway puts before a chaincode's error message in its error details.
+CHAINCODE_FAILURE_PREFIX = "chaincode response "
+#: Validation codes of transactions that lost a race and may simply be submitted again.
+RETRYABLE = frozenset({"MVCC_READ_CONFLICT", "PHANTOM_READ_CONFLICT"})
+
+
+def add_identity_option(parser: argparse.ArgumentParser, default_user: str) -> None:
+    parser.add_argument(
+        "--as", dest="as_", metavar="ORG[:USER]",
+        help=f"identity to act as, e.g. hospital1:steward; USER defaults to {default_user}, ORG to ${AS_ENV} "
+             "or the network's first hospital or plant",
+    )
+    parser.set_defaults(default_user=default_user)
+
+
+def add_ledger_command(commands: argparse._SubParsersAction, common: argparse.ArgumentParser, name: str,
+                       func: Any, help_text: str, default_user: str) -> argparse.ArgumentParser:
+    """A sub-command that acts on the ledger as ``--as`` (default user: default_user)."""
+    parser = commands.add_parser(name, parents=[common], help=help_text, description=help_text)
+    add_identity_option(parser, default_user)
+    parser.set_defaults(func=func)
+    return parser
+
+
+def resolve_identity(value: str | None, spec: Spec, default_user: str) -> tuple[str, str]:
+    if not value:
+        value = os.environ.get(AS_ENV) or spec.member_orgs[0].name
+    org, _, user = value.partition(":")
+    return parse_as(f"{org}:{user or default_user}", spec)
+
+
+def chaincode_message(error: GatewayError) -> str | None:
+    """The chaincode's own error text, when the peers report that the chaincode refused."""
+    for detail in error.details:
+        if detail.message.startswith(CHAINCODE_FAILURE_PREFIX):
+            # "chaincode response 500, <message>": the status is noise to a user, the message is not.
+            return detail.message.split(", ", 1)[-1]
+    return None
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+@dataclass
+class Session:
+    spec: Spec
+    layout: Layout
+    org: str
+    user: str
+    gateway: SyncGateway
+
+    @property
+    def peer(self) -> Node:
+        return self.spec.nodes_of(self.org, "peer")[0]
+
+    @property
+    def msp_id(self) -> str:
+        return self.spec.org(self.org).msp_id
+
+    def contract(self, name: str) -> SyncContract:
+        return self.gateway.network(self.spec.channel).contract(CHAINCODE_NAME, name)
+
+    def user_error(self, error: GatewayError) -> UserError:
+        endpoint = f"127.0.0.1:{self.peer.ports.listen}"
+        message = chaincode_message(error)
+        if message is not None:
+            return UserError(_one_line(message))
+        if isinstance(error, CommitError):
+            # A read conflict means another transaction changed the same records first: the same
+            # command, run again, is judged on the new state. Anything else needs a person to look.
+            retry = ("run the command again" if error.validation_name in RETRYABLE
+                     else f"see `twinledger logs {self.peer.name}`")
+            return UserError(f"transaction {error.transaction_id} was not committed: the peers marked it "
+                             f"{error.validation_name}; nothing changed — {retry}")
+        if error.code == grpc.StatusCode.UNAVAILABLE and not error.details:
+            return UserError(
+                f"cannot reach {self.peer.name} at {endpoint} — is the network up? (`twinledger status`)")
+        if error.code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return UserError(f"no answer from {self.peer.name} at {endpoint} in time — is it overloaded? "
+                             "(`twinledger status`, `twinledger logs " + self.peer.name + "`)")
+        return UserError(_one_line(str(error)))
+
+    def evaluate(self, contract: str, function: str, *args: str, **kwargs: Any) -> Any:
+        """Query the chaincode (nothing is recorded) and return its JSON answer."""
+        try:
+            return _decode(self.contract(contract).evaluate(function, *args, **kwargs))
+        except GatewayError as error:
+            raise self.user_error(error) from None
+
+    def submit(self, contract: str, function: str, *args: str, **kwargs: Any) -> tuple[Any, TransactionStatus]:
+        """Endorse, order and wait for the commit; returns the JSON answer and the commit status."""
+        try:
+            commit = self.contract(contract).submit_async(function, *args, **kwargs)
+            status = commit.status()
+            if not status.successful:
+                raise CommitError(status.transaction_id, status.code, status.block_number)
+        except GatewayError as error:
+            raise self.user_error(error) from None
+        return _decode(commit.result), status
+
+    def close(self) -> None:
+        self.gateway.close()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def _decode(raw: bytes) -> Any:
+    text = raw.decode("utf-8", errors="replace")
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def open_session(args: argparse.Namespace) -> Session:
+    """The session for the command's ``--as`` (see add_identity_option) in the command's home."""
+    home = home_of(args)
+    layout = Layout(home)
+    if not layout.spec_file.exists():
+        raise UserError(f"no network in {home}; run `twinledger up` first")
+    spec = load_spec(layout.spec_file)
+    org, user = resolve_identity(args.as_, spec, args.default_user)
+    return Session(spec, layout, org, user, connect_sync(spec, layout, org, user))
