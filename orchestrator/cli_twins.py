@@ -1,9 +1,711 @@
-"""`twinledger` commands of this capability (being written; registers nothing yet)."""
+"""`twinledger twins run | status | whatif` and `twinledger verify reading`: the digital twins from the CLI.
+
+State lives under ``HOME/twins/``::
+
+    sim/                 the OPC-UA simulators' history (history.sqlite) and the bridge's mapping (mapping.yaml)
+    readings.sqlite      the bridge's append-only store: readings, sealed batches, Merkle trees, twin states, anchors
+    status.json          the bridge's live status (rewritten every anchoring interval and at its stop)
+    anchor.json          where this twins state anchors: {"kind": "file", "path"} (relative to HOME/twins, so a
+                         copied or moved home still verifies against its own file) or {"kind": "ledger", ...}
+    ledger.json          for ledger anchoring: channel, chaincode, and each org's operator identity and peer
+    anchors.jsonl        the local file anchor (``--anchor file`` only)
+    run.json             the last run: process ids, options, start and stop times
+
+Logs: ``HOME/logs/twins-simulators.log`` and ``HOME/logs/twins-bridge.log``.
+
+A twins state keeps one anchor target for its whole life: batches are chained per org (each record holds the
+hash of the previous one), so half of a chain on the ledger and half in a local file could not be verified
+as one. Local file anchoring is never silent: every line of `twins run`, `twins status` and `verify reading`
+says "local file anchor, not the ledger".
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from network.layout import Layout
+from network.spec import _NAME_RE as ORG_NAME_RE, SpecError, load_spec
+from orchestrator.cli_common import UserError, home_of
+
+FILE_ANCHOR_LABEL = "local file anchor, not the ledger"
+SIM_LOG, BRIDGE_LOG = "twins-simulators", "twins-bridge"
+# When the user names no assets: the default consortium's plants and hospitals (network/default_spec.yaml).
+DEFAULT_MACHINES = ("plant1:2", "plant2:2")
+DEFAULT_MONITORS = ("hospital1:1", "hospital2:1")
+# The signals `twins status` shows per kind of asset (the rest stays in --json).
+KEY_SIGNALS = {
+    "machine": ("RotationalSpeed", "Torque", "ToolWear", "ProcessTemperature"),
+    "patient": ("HR", "O2Sat", "Temp", "SBP", "Resp"),
+}
 
 
+# --- the twins state folder ---------------------------------------------------------------------------
+class TwinsDir:
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.root = home / "twins"
+        self.sim = self.root / "sim"
+        self.mapping = self.sim / "mapping.yaml"
+        self.store = self.root / "readings.sqlite"
+        self.status = self.root / "status.json"
+        self.anchor = self.root / "anchor.json"
+        self.ledger = self.root / "ledger.json"
+        self.anchors_file = self.root / "anchors.jsonl"
+        self.run = self.root / "run.json"
+
+    def log(self, name: str) -> Path:
+        return Layout(self.home).log_file(name)
+
+    def read_json(self, path: Path) -> dict[str, Any] | None:
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def write_json(self, path: Path, data: dict[str, Any]) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+
+    def running_pids(self) -> dict[str, int]:
+        """The processes of the last run that still run (checked by command line, so a reused pid never counts)."""
+        run = self.read_json(self.run) or {}
+        out = {}
+        for name, pid in (run.get("pids") or {}).items():
+            try:
+                cmdline = Path(f"/proc/{int(pid)}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except (OSError, ValueError):
+                continue
+            if "twins." in cmdline and str(self.root) in cmdline:
+                out[name] = int(pid)
+        return out
+
+
+def anchor_label(anchor: dict[str, Any] | None) -> str:
+    if not anchor:
+        return "unknown anchor"
+    if anchor.get("kind") == "file":
+        return FILE_ANCHOR_LABEL
+    return f"ledger channel {anchor.get('channel')} (chaincode {anchor.get('chaincode')})"
+
+
+def _require_state(td: TwinsDir) -> dict[str, Any]:
+    anchor = td.read_json(td.anchor)
+    if anchor is None or not td.store.exists():
+        raise UserError(f"no twins state in {td.root}; start the twins with `twinledger twins run` (see --help)")
+    return anchor
+
+
+# --- ledger reachability --------------------------------------------------------------------------------
+def _ledger_hint() -> str:
+    return "start the network with `twinledger up`, or run with `--anchor file` to anchor to a local file (not the ledger)"
+
+
+def ledger_config(home: Path, orgs: list[str]) -> dict[str, Any]:
+    """The ledger config (twins.anchoring.anchorer.connect_ledger) for ``orgs``, each anchoring as its org's
+    operator (the twins contract accepts an operator or admin of the record's org; operator is the least
+    privilege) through its first peer (``orchestrator.connect.peer_target``) — after checking that each such
+    peer answers. ``UserError`` otherwise."""
+    from orchestrator.bringup import CHAINCODE_NAME
+    from orchestrator.connect import peer_target
+    from orchestrator.health import probe
+    from peers.binaries import fabric_available
+
+    layout = Layout(home)
+    if not layout.spec_file.exists():
+        raise UserError(f"cannot anchor on the ledger: there is no network in {home}; {_ledger_hint()}")
+    spec = load_spec(layout.spec_file)
+    out: dict[str, Any] = {"channel": spec.channel, "chaincode": CHAINCODE_NAME, "orgs": {}}
+    down = []
+    for org in orgs:
+        try:
+            peers = spec.nodes_of(spec.org(org).name, "peer")
+        except SpecError as exc:
+            raise UserError(f"cannot anchor on the ledger: {exc}") from None
+        if not peers:
+            raise UserError(f"cannot anchor on the ledger: org {org} runs no peer")
+        # the peer first: when it is down, that is what the user must fix, whatever else is missing
+        if not probe(f"http://127.0.0.1:{peers[0].ports.operations}/healthz"):
+            down.append(peers[0].name)
+            continue
+        try:
+            t = peer_target(spec, layout, org, "operator")
+        except SpecError as exc:
+            raise UserError(f"cannot anchor on the ledger: {exc}") from None
+        out["orgs"][org] = {"endpoint": t.endpoint, "msp_dir": str(t.msp_dir), "msp_id": t.msp_id,
+                            "tls_root_cert": str(t.tls_ca)}
+    if down:
+        reason = fabric_available()
+        why = f" (Fabric binaries: {reason.split(';')[0]})" if reason else ""
+        raise UserError(f"cannot anchor on the ledger: the network's peers are not up ({', '.join(down)} not answering"
+                        f"{why}); {_ledger_hint()}")
+    return out
+
+
+# --- twins run ------------------------------------------------------------------------------------------
+def _org_count(text: str) -> str:
+    """ORG:N, with ORG a valid consortium org name (its batches carry it into batch ids on the ledger)."""
+    org, _, n = text.partition(":")
+    if not ORG_NAME_RE.match(org) or not n.isdigit() or int(n) < 1:
+        raise argparse.ArgumentTypeError(f"expected ORG:COUNT (e.g. plant1:2), got {text!r}")
+    return text
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _last_log_line(path: Path) -> str:
+    try:
+        lines = [x for x in path.read_text(errors="replace").splitlines() if x.strip()]
+    except OSError:
+        return ""
+    return lines[-1].strip()[:300] if lines else ""
+
+
+class _Stopper:
+    """SIGINT (Ctrl-C) and SIGTERM ask the run to stop. While a child is being spawned the signal only sets the
+    flag (a KeyboardInterrupt between Popen and remembering the child would leave it running); elsewhere it
+    interrupts whatever blocks (waiting for a child to be ready) so that the stop starts at once."""
+
+    def __init__(self) -> None:
+        self.requested: str | None = None  # the signal's name
+        self._defer = 0
+        self._old: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        self.requested = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        if not self._defer:
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handler)
+        try:
+            yield
+        finally:
+            for sig, old in self._old.items():
+                signal.signal(sig, old)
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        self._defer += 1
+        try:
+            yield
+        finally:
+            self._defer -= 1
+
+
+class _LiveLine:
+    """One status line per second from the bridge's status.json: rates come from two consecutive statuses.
+    ``where`` (the file-anchor warning, if any) comes right after the time, so a line cut to the terminal's
+    width still carries it."""
+
+    def __init__(self, td: TwinsDir, where: str, since: float) -> None:
+        self.td = td
+        self.where = where
+        self.since = since  # status.json of an earlier run is not this run's
+        self.prev: tuple[float, int] | None = None
+        self.rate = 0.0
+        self.last: dict[str, Any] = {}
+
+    def update(self) -> dict[str, Any]:
+        st = self.td.read_json(self.td.status)
+        if st and st.get("time") and float(st["time"]) >= self.since:
+            now, readings = float(st["time"]), int(st.get("counters", {}).get("readings", 0))
+            if self.prev and now > self.prev[0]:
+                self.rate = (readings - self.prev[1]) / (now - self.prev[0])
+            if not self.prev or now > self.prev[0]:
+                self.prev = (now, readings)
+            self.last = st
+        return self.last
+
+    def fields(self, elapsed: float) -> dict[str, Any]:
+        """The live figures (`twins run --json` prints them as one JSON object per second)."""
+        st = self.last
+        c, b = st.get("counters", {}), st.get("bridge", {})
+        twins = st.get("twins", {})
+        return {
+            "elapsed_s": round(elapsed, 1), "status": bool(st), "values_per_s": round(self.rate, 1),
+            "twins_live": sum(1 for t in twins.values() if t.get("updates")), "twins": len(twins),
+            "sealed": c.get("batches", 0), "anchored": c.get("anchored", 0), "anchor_errors": c.get("anchor_errors", 0),
+            "lost": b.get("lost", 0), "alerts": len(st.get("alerts", [])), "top_risk": _top_risk(twins),
+            "opcua": "connected" if b.get("connected", True) else "reconnecting" if b.get("connects") else "connecting",
+        }
+
+    def text(self, elapsed: float) -> str:
+        f = self.fields(elapsed)
+        parts = [f"[{elapsed:5.0f}s]"] + ([self.where] if self.where else [])
+        if not f["status"]:
+            return " | ".join(parts + ["waiting for the bridge's first status…"])
+        parts += [f"{f['values_per_s']:6.0f} values/s", f"twins {f['twins_live']}/{f['twins']}",
+                  f"sealed {f['sealed']}", f"anchored {f['anchored']}"]
+        if f["anchor_errors"]:
+            parts.append(f"anchor errors {f['anchor_errors']} (retrying)")
+        parts += [f"lost {f['lost']}", f"alerts {f['alerts']}"]
+        if f["top_risk"]:
+            parts.append(f"top risk {f['top_risk']}")
+        if f["opcua"] != "connected":
+            parts.append(f"OPC-UA {f['opcua']}")
+        return " | ".join(parts)
+
+
+def _top_risk(twins: dict[str, dict[str, Any]]) -> str:
+    """The machine most likely to fail next and the patient with the highest NEWS2-like score."""
+    out = []
+    machines = [(t["prediction"]["probability"], a, t["prediction"].get("model", "")) for a, t in twins.items()
+                if t.get("prediction") and t["prediction"].get("probability") is not None]
+    if machines:
+        p, a, model = max(machines)
+        out.append(f"{a} P(fail) {p:.3f} [{model}]")
+    patients = [(t["risk"].get("score", 0), a, t["risk"].get("risk", "")) for a, t in twins.items() if t.get("risk")]
+    if patients:
+        score, a, band = max(patients)
+        out.append(f"{a} NEWS2-like {score} ({band})")
+    return ", ".join(out)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from twins.procs import Proc, bridge_argv, simulator_argv
+
+    home = home_of(args)
+    td = TwinsDir(home)
+    machines = args.machines if args.machines is not None else ([] if args.monitors else list(DEFAULT_MACHINES))
+    monitors = args.monitors if args.monitors is not None else ([] if args.machines else list(DEFAULT_MONITORS))
+    if not machines and not monitors:
+        raise UserError("nothing to run: give --machines ORG:N and/or --monitors ORG:N")
+    if args.duration < 0 or args.interval <= 0 or args.machine_rate <= 0 or args.monitor_rate <= 0:
+        raise UserError("--duration must be >= 0 and --interval, --machine-rate, --monitor-rate > 0")
+    running = td.running_pids()
+    if running:
+        raise UserError(f"the twins of {home} already run (pids {', '.join(map(str, running.values()))}); "
+                        "stop that run first (Ctrl-C in its terminal)")
+    orgs = sorted({m.partition(":")[0] for m in machines + monitors})
+
+    # Decide the anchor target before starting anything: an unreachable ledger is an error, never a silent fallback.
+    if args.anchor == "file":
+        target: dict[str, Any] = {"kind": "file", "path": td.anchors_file.name}
+        ledger = None
+    else:
+        ledger = ledger_config(home, orgs)
+        target = {"kind": "ledger", "channel": ledger["channel"], "chaincode": ledger["chaincode"]}
+    previous = td.read_json(td.anchor)
+    if previous and previous.get("kind") != target["kind"]:
+        raise UserError(f"{td.root} anchors to the {anchor_label(previous)}; its batch chains cannot continue on the "
+                        f"{anchor_label(target)}: use `--anchor {'file' if previous['kind'] == 'file' else 'ledger'}` "
+                        "or another --home")
+    if not _port_free(args.port):
+        raise UserError(f"port {args.port} on 127.0.0.1 is in use; pick a free one with --port")
+
+    td.root.mkdir(parents=True, exist_ok=True)
+    td.log(SIM_LOG).parent.mkdir(parents=True, exist_ok=True)
+    td.write_json(td.anchor, target)
+    extra = ["--ledger-config", str(td.ledger)] if ledger else []
+    if ledger:
+        td.write_json(td.ledger, ledger)
+    tag = f"  [{FILE_ANCHOR_LABEL}]" if target["kind"] == "file" else ""
+    anchor_text = f"{FILE_ANCHOR_LABEL}: {td.anchors_file}" if ledger is None else anchor_label(target)
+
+    def say(line: str, **fields: Any) -> None:
+        if args.json:  # one JSON object per line, each naming the anchor target
+            print(json.dumps({"message": line, "anchor": anchor_label(target), **fields}), flush=True)
+        else:
+            print(line + (tag if tag and FILE_ANCHOR_LABEL not in line else ""), flush=True)
+
+    what = ", ".join([f"machines {m}" for m in machines] + [f"monitors {m}" for m in monitors])
+    say(f"twins in {td.root}: {what}; OPC-UA on opc.tcp://127.0.0.1:{args.port}; anchoring every {args.interval:g} s "
+        f"to the {anchor_text}", event="starting")
+
+    stopper = _Stopper()
+    procs: list[tuple[str, Proc]] = []
+    run_info: dict[str, Any] = {"pids": {}, "started_at": time.time(), "anchor": target, "port": args.port,
+                                "machines": machines, "monitors": monitors, "duration": args.duration}
+    t_live = time.monotonic()
+    live = _LiveLine(td, FILE_ANCHOR_LABEL if tag else "", since=time.time())
+    error: str | None = None
+    reason = "the end of --duration"
+    tty = sys.stdout.isatty() and not args.json
+    t_end: float | None = None
+    refreshed = False
+    with stopper.installed():
+        try:
+            steps = [
+                ("simulators", simulator_argv(port=args.port, data_dir=td.sim, machines=machines, monitors=monitors,
+                                              machine_rate=args.machine_rate, monitor_rate=args.monitor_rate,
+                                              mapping_out=td.mapping), SIM_LOG),
+                # history: a fresh bridge starts from each variable's first value, so nothing published is skipped
+                ("bridge", bridge_argv(mapping=td.mapping, home=td.root, interval=args.interval, start_from="history",
+                                       anchor_file=td.anchors_file if ledger is None else None, extra=extra), BRIDGE_LOG),
+            ]
+            for name, argv, log in steps:
+                with stopper.deferred():
+                    p = Proc(argv, log=td.log(log))
+                    procs.append((name, p))
+                    run_info["pids"][name] = p.pid
+                    td.write_json(td.run, run_info)
+                try:
+                    p.wait_ready(60)
+                except (RuntimeError, TimeoutError) as exc:
+                    raise UserError(f"the twins {name} did not start: {exc}; last log line: {_last_log_line(td.log(log))}") from None
+            say(f"running (simulators pid {procs[0][1].pid}, bridge pid {procs[1][1].pid}); "
+                + (f"stopping after {args.duration:g} s" if args.duration else "Ctrl-C stops everything"),
+                event="running", pids={n: p.pid for n, p in procs})
+            t_live = time.monotonic()
+            next_tick = t_live + 1.0
+            while not stopper.requested:
+                elapsed = time.monotonic() - t_live
+                if args.duration and elapsed >= args.duration:
+                    break
+                dead = [(n, p) for n, p in procs if p.p.poll() is not None]
+                if dead:
+                    n, p = dead[0]
+                    error = (f"the twins {n} stopped unexpectedly (exit {p.p.returncode}); "
+                             f"last log line: {_last_log_line(td.log(SIM_LOG if n == 'simulators' else BRIDGE_LOG))}")
+                    break
+                time.sleep(max(0.0, min(next_tick, t_live + (args.duration or 1e9)) - time.monotonic()))
+                if time.monotonic() >= next_tick:
+                    next_tick += 1.0
+                    live.update()
+                    line = live.text(time.monotonic() - t_live)
+                    if args.json:
+                        print(json.dumps({"event": "live", "anchor": anchor_label(target),
+                                          **live.fields(time.monotonic() - t_live)}), flush=True)
+                    elif tty:  # refresh one line in place; a wrapped line could not be rewritten
+                        print("\r\x1b[K" + line[:shutil.get_terminal_size().columns - 1], end="", flush=True)
+                        refreshed = True
+                    else:
+                        print(line, flush=True)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            # From here a signal only sets the flag: stopping is bounded (SIGTERM, then SIGKILL) and must finish.
+            with stopper.deferred():
+                t_end = time.monotonic()
+                if stopper.requested:
+                    reason = stopper.requested
+                if refreshed:
+                    print(flush=True)  # end the line refreshed in place
+                codes = {}
+                # bridge first: at SIGTERM it seals what is pending and waits for the anchorer
+                for name, p in reversed(procs):
+                    codes[name] = p.stop(timeout=20)
+                run_info.update(stopped_at=time.time(), exit_codes=codes, pids={})
+                if procs:
+                    td.write_json(td.run, run_info)
+    if error:
+        raise UserError(error)
+    st = live.update()
+    c, b = st.get("counters", {}), st.get("bridge", {})
+    bad = {n: code for n, code in codes.items() if code not in (0, -signal.SIGTERM)}
+    say(f"stopped on {reason} after {(t_end or time.monotonic()) - t_live:.1f} s: {c.get('readings', 0)} values, "
+        f"{c.get('batches', 0)} batches sealed, {c.get('anchored', 0)} anchored, {b.get('lost', 0)} lost"
+        + (f"; exit codes {bad}" if bad else "")
+        + f"; state kept in {td.root} (`twinledger twins status`, `twinledger verify reading ASSET SEQ`)",
+        event="stopped", reason=reason, values=c.get("readings", 0), sealed=c.get("batches", 0),
+        anchored=c.get("anchored", 0), lost=b.get("lost", 0), exit_codes=codes)
+    return 1 if bad else 0
+
+
+# --- twins status ----------------------------------------------------------------------------------------
+def _asset_view(asset: str, snap: dict[str, Any]) -> dict[str, Any]:
+    kind = snap.get("kind", "generic")
+    est = snap.get("estimates", {})
+    view: dict[str, Any] = {
+        "asset": asset, "org": snap.get("org"), "kind": kind, "updates": snap.get("updates", 0),
+        "signals": {k: est[k]["value"] for k in KEY_SIGNALS.get(kind, tuple(est)) if k in est},
+    }
+    if kind == "machine":
+        pred = snap.get("prediction") or {}
+        sus = snap.get("sustainability") or {}
+        model = pred.get("model")
+        view["risk"] = {"failure_probability": pred.get("probability"), "model": model,
+                        "model_kind": (model or "none").split(":", 1)[0]}
+        view["energy_kwh"], view["co2_kg"] = sus.get("energy_kwh"), sus.get("co2_kg")
+        view["failures_observed"] = (snap.get("failures") or {}).get("MachineFailure", 0)
+    elif kind == "patient":
+        r = snap.get("risk") or {}
+        view["risk"] = {"news2": r.get("score"), "band": r.get("risk"), "model": r.get("label"), "missing": r.get("missing")}
+    return view
+
+
+def twins_status(home: Path) -> dict[str, Any]:
+    """What `twins status --json` prints (also the basis of the text view)."""
+    from twins.anchoring.store import ReadingStore
+
+    td = TwinsDir(home)
+    anchor = _require_state(td)
+    st = td.read_json(td.status) or {}
+    running = td.running_pids()
+    store = ReadingStore(td.store)
+    try:
+        last = store.recent_anchors(5)
+        counts = {"readings": store.count("readings"), "batches": store.count("batches"),
+                  "anchored": store.count("anchors"), "pending": len(store.pending_batches())}
+    finally:
+        store.close()
+    label = anchor_label(anchor)
+    for a in last:
+        a["anchor"] = label
+    return {
+        "home": str(td.root), "running": bool(running), "pids": running,
+        "anchor": dict(anchor, label=label, **({"file": str(td.root / anchor["path"])} if anchor.get("kind") == "file" else {})),
+        "updated_at": st.get("time"),
+        "assets": {a: _asset_view(a, s) for a, s in sorted(st.get("twins", {}).items())},
+        "plants": st.get("plants", {}), "alerts": st.get("alerts", []),
+        "counters": st.get("counters", {}), "bridge": st.get("bridge", {}), "store": counts, "last_anchors": last,
+    }
+
+
+def _fmt(v: Any, spec: str = ".2f") -> str:
+    return "-" if v is None else format(v, spec) if isinstance(v, (int, float)) else str(v)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    s = twins_status(home_of(args))
+    if args.json:
+        print(json.dumps(s, indent=1, sort_keys=True))
+        return 0
+    label = s["anchor"]["label"]
+    tag = f"  [{FILE_ANCHOR_LABEL}]" if s["anchor"].get("kind") == "file" else ""
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s["updated_at"])) if s["updated_at"] else "never"
+    print(f"twins in {s['home']}: {'RUNNING (pids ' + ', '.join(map(str, s['pids'].values())) + ')' if s['running'] else 'stopped'}; "
+          f"status of {when}; anchors: {label}")
+    st = s["store"]
+    print(f"store: {st['readings']} readings in {st['batches']} sealed batches, {st['anchored']} anchored, "
+          f"{st['pending']} waiting; lost {s['bridge'].get('lost', 0)}{tag}")
+    print(f"\n{'ASSET':<16} {'ORG':<10} {'KIND':<8} {'RISK':<30} {'kWh':>8} {'CO2 kg':>8}  KEY SIGNALS")
+    for a in s["assets"].values():
+        r = a.get("risk", {})
+        if a["kind"] == "machine":
+            risk = f"P(fail) {_fmt(r.get('failure_probability'), '.3f')} [{r.get('model_kind')}]"
+        elif a["kind"] == "patient":
+            risk = f"NEWS2-like {_fmt(r.get('news2'), 'd')} {r.get('band') or ''}"
+        else:
+            risk = "-"
+        sig = " ".join(f"{k}={_fmt(v, '.1f')}" for k, v in a["signals"].items())
+        print(f"{a['asset']:<16} {a['org'] or '-':<10} {a['kind']:<8} {risk:<30} {_fmt(a.get('energy_kwh')):>8} "
+              f"{_fmt(a.get('co2_kg')):>8}  {sig}")
+    models = sorted({a["risk"]["model"] for a in s["assets"].values() if a.get("risk", {}).get("model")})
+    if models:
+        print("models: " + "; ".join(models))
+    if s["plants"]:
+        print(f"\n{'PLANT':<10} {'kWh':>10} {'CO2 kg':>10} {'water L':>10} {'waste kg':>10} {'products':>9}")
+        for org, t in s["plants"].items():
+            print(f"{org:<10} {t['energy_kwh']:>10.2f} {t['co2_kg']:>10.2f} {t['water_l']:>10.1f} {t['waste_kg']:>10.2f} "
+                  f"{t['products']:>9.0f}")
+    print(f"\nalerts ({len(s['alerts'])}):" if s["alerts"] else "\nalerts: none")
+    for al in s["alerts"]:
+        print(f"  {al['level']:<10} {al['asset']:<16} {al['detail']} [{al.get('label')}]")
+    print("last anchors:" if s["last_anchors"] else "last anchors: none yet")
+    for a in s["last_anchors"]:
+        at = time.strftime("%H:%M:%S", time.localtime(a["anchored_at_us"] / 1e6))
+        print(f"  {at} {a['batch_id']:<22} {a['count']:>6} readings  root {a['merkle_root'][:16]}…  tx {a['tx_id']}{tag}")
+    return 0
+
+
+# --- twins whatif ----------------------------------------------------------------------------------------
+def speed_factor(text: str, current_rpm: float | None) -> float:
+    """``-10%``/``+5%`` (change), ``0.9``/``x0.9`` (factor of the current speed) or ``1400rpm`` (absolute
+    rotational speed, divided by the twin's current estimate) -> the factor ``whatif_speed`` takes."""
+    t = text.strip().lower().replace(" ", "")
+    try:
+        if t.endswith("%"):
+            return 1.0 + float(t[:-1]) / 100.0
+        if t.endswith("rpm"):
+            if not current_rpm:
+                raise UserError("the twin has no rotational speed estimate yet; give --speed as a change (-10%) or factor")
+            return float(t[:-3]) / current_rpm
+        return float(t[1:] if t.startswith("x") else t)
+    except ValueError:
+        raise UserError(f"--speed {text!r}: give a change (-10%, +5%), a factor (0.9) or a speed (1400rpm)") from None
+
+
+def cmd_whatif(args: argparse.Namespace) -> int:
+    from twins.anchoring.store import ReadingStore
+    from twins.bridge.mapping import MappingError, load_mapping
+    from twins.model.twin import MachineTwin
+    from twins.model.whatif import whatif_speed
+    from twins.runtime import load_twin
+
+    td = TwinsDir(home_of(args))
+    _require_state(td)
+    try:
+        mapping = load_mapping(td.mapping)
+    except (MappingError, OSError) as exc:
+        raise UserError(f"cannot read the twins mapping {td.mapping}: {exc}") from None
+    store = ReadingStore(td.store)
+    try:
+        twin = load_twin(store, mapping, args.asset)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    finally:
+        store.close()
+    if not isinstance(twin, MachineTwin):
+        raise UserError(f"{args.asset} is a {twin.kind}; what-if changes a machine's speed (e.g. plant1.m1)")
+    f = twin.features()
+    factor = speed_factor(args.speed, f["rpm"] if f else None)
+    try:
+        res = whatif_speed(twin, factor, args.hours)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    res["speed_input"] = args.speed
+    if args.json:
+        print(json.dumps(res, indent=1, sort_keys=True))
+        return 0
+    sc, base = res["scenario"], res["baseline"]
+    print(f"what-if {res['asset']}: speed {args.speed} (factor {factor:.3f}, {base['rpm']:.0f} → {sc['rpm']:.0f} rpm) "
+          f"for {args.hours:g} h; model {res['model']}")
+    rows = [("failure risk (P ≥1 failure)", "failure_risk", ".3f"), ("expected failures", "expected_failures", ".3f"),
+            ("products", "products", "d"), ("energy kWh", "energy_kwh", ".2f"), ("CO2 kg", "co2_kg", ".2f"),
+            ("water L", "water_l", ".1f"), ("waste kg", "waste_kg", ".2f"), ("tool changes", "tool_changes", "d")]
+    print(f"{'':<28} {'baseline':>10} {'scenario':>10} {'change':>10}")
+    for name, key, spec in rows:
+        b, s = base[key], sc[key]
+        print(f"{name:<28} {b:>10{spec}} {s:>10{spec}} {s - b:>+10{spec}}")
+    return 0
+
+
+# --- verify reading --------------------------------------------------------------------------------------
+async def _verify(td: TwinsDir, anchor: dict[str, Any], asset: str, seq: int, prop: str | None) -> list:
+    from twins.anchoring.anchorer import FileAnchorer, connect_ledger
+    from twins.anchoring.store import ReadingStore
+    from twins.anchoring.verify import verify_reading
+
+    gateways: list = []
+    if anchor.get("kind") == "file":
+        anchorer: Any = FileAnchorer(td.root / anchor["path"])
+    else:
+        cfg = td.read_json(td.ledger) or {}
+        # the readings were anchored on the ledger: without it there is nothing to prove them against
+        ledger_config(td.home, sorted(cfg.get("orgs", {})))
+        anchorer, gateways = connect_ledger(cfg)
+    store = ReadingStore(td.store)
+    try:
+        return await verify_reading(store, anchorer, asset, seq, prop)
+    finally:
+        store.close()
+        for g in gateways:
+            await g.close()
+
+
+def cmd_verify_reading(args: argparse.Namespace) -> int:
+    from twins.anchoring.merkle import leaf_hash
+    from twins.anchoring.verify import VerificationError
+    from twins.readings import us_to_iso
+
+    td = TwinsDir(home_of(args))
+    anchor = _require_state(td)
+    label = anchor_label(anchor)
+    try:
+        res = asyncio.run(_verify(td, anchor, args.asset, args.seq, args.prop))
+    except VerificationError as exc:
+        if args.json:
+            print(json.dumps({"ok": False, "error": str(exc), "anchor": label}))
+        raise UserError(f"VERIFICATION FAILED against the {label}: {exc}") from None
+    if args.json:
+        print(json.dumps({"ok": True, "anchor": label, "readings": [v.to_dict() for v in res]}, indent=1, sort_keys=True))
+        return 0
+    full = len(res) == 1  # one reading: every hash in full; several: one line each (full hashes with --prop or --json)
+    shown: set[str] = set()
+    for v in res:
+        r, rec = v.reading, v.anchor["record"]
+        var = f"{r.asset}/{r.prop}"
+        if full:
+            print(f"reading  {var} #{r.seq} = {r.value!r} at {us_to_iso(r.source_ts_us)} (org {r.org})")
+            print(f"leaf     {leaf_hash(r.leaf_bytes()).hex()}  (index {v.leaf_index} of {rec['count']} in batch {v.batch_id})")
+            for i, h in enumerate(v.proof, 1):
+                print(f"proof {i:<2} {h}")
+            print(f"root     {v.merkle_root}  (leaf + proof = stored root = anchored root)")
+        else:
+            print(f"reading  {var:<28} #{r.seq} = {r.value!r:<20} leaf {v.leaf_index:>5}/{rec['count']} of {v.batch_id}  "
+                  f"proof {' '.join(h[:8] for h in v.proof)}")
+        if v.batch_id not in shown:
+            shown.add(v.batch_id)
+            rng = f", {var} seq {rec['seq_ranges'].get(var)}" if full else ""
+            print(f"anchor   batch {v.batch_id}: root {rec['merkle_root']}, {rec['count']} readings{rng}, "
+                  f"record hash {v.anchor.get('record_hash')}")
+            print(f"tx       {v.anchor.get('tx_id')} on the {label}")
+    print(f"OK: {len(res)} reading(s) of {args.asset} #{args.seq} match their anchor on the {label}")
+    return 0
+
+
+def _paragraphs(text: str) -> str:
+    """Wrap each paragraph of a help description (RawDescriptionHelpFormatter would keep one long line)."""
+    return "\n\n".join(textwrap.fill(par, 100) for par in text.split("\n\n"))
+
+
+# --- registration ----------------------------------------------------------------------------------------
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    """Add this module's sub-commands to the `twinledger` parser."""
+    """Add `twins run|status|whatif` and `verify reading` to the `twinledger` parser."""
+    t = sub.add_parser("twins", help="OPC-UA simulators, bridge and digital twins: run, status, what-if")
+    ts = t.add_subparsers(dest="twins_command", required=True, metavar="SUBCOMMAND")
+
+    r = ts.add_parser(
+        "run", parents=[common], help="start simulators + bridge + twins and show them live",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=_paragraphs("Start the OPC-UA simulators and the bridge with its twins as processes, print one live line per "
+                    "second (values/s, twins, sealed and anchored batches, lost values, alerts, top risk), and stop "
+                    "everything cleanly at Ctrl-C (exit 0) or after --duration. State stays in HOME/twins for "
+                    "`twins status`, `twins whatif` and `verify reading`.\n\n"
+                    "Anchoring: by default on the ledger (each org's batches submitted as that org's operator "
+                    "through its peer); if the network's peers are not up, run fails with the reason. "
+                    "--anchor file anchors to HOME/twins/anchors.jsonl instead, and every line says "
+                    f"\"{FILE_ANCHOR_LABEL}\". A twins state keeps its anchor target. --json prints one JSON "
+                    "object per line instead."))
+    r.add_argument("--duration", type=float, default=0.0, metavar="S", help="stop after S seconds (default 0: until Ctrl-C)")
+    r.add_argument("--machines", type=_org_count, action="append", metavar="ORG:N",
+                   help="N AI4I machines of plant ORG (repeatable; default plant1:2 plant2:2 when neither "
+                        "--machines nor --monitors is given)")
+    r.add_argument("--monitors", type=_org_count, action="append", metavar="ORG:N",
+                   help="N bedside monitors of hospital ORG, replaying PhysioNet 2019 patients (repeatable; "
+                        "default hospital1:1 hospital2:1 when neither is given)")
+    r.add_argument("--machine-rate", type=float, default=5.0, metavar="R", help="products per second per machine (14 values each; default 5)")
+    r.add_argument("--monitor-rate", type=float, default=1.0, metavar="R", help="chart hours replayed per second per monitor (default 1)")
+    r.add_argument("--interval", type=float, default=1.0, metavar="S", help="seal and anchor one batch per org every S seconds (default 1)")
+    r.add_argument("--anchor", choices=("ledger", "file"), default="ledger",
+                   help=f"ledger (default; needs the network's peers up) or file ({FILE_ANCHOR_LABEL})")
+    r.add_argument("--port", type=int, default=4840, help="OPC-UA port of the simulators on 127.0.0.1 (default 4840)")
+    r.set_defaults(func=cmd_run)
+
+    s = ts.add_parser("status", parents=[common], help="per-asset state, risk and model, energy/CO2, plant totals, anchors, alerts")
+    s.set_defaults(func=cmd_status)
+
+    w = ts.add_parser("whatif", parents=[common], help="predicted failure risk, energy and CO2 of a speed change vs the baseline")
+    w.add_argument("asset", help="a machine, e.g. plant1.m1")
+    w.add_argument("--speed", default="-10%",
+                   help="a change (-10%%, +5%%), a factor of the current speed (0.9) or a speed (1400rpm); default -10%%")
+    w.add_argument("--hours", type=float, default=8.0, help="horizon in hours (default 8)")
+    # "-10%" starts with "-": argparse would take it for an option; accept signed percentages as values
+    w._negative_number_matcher = re.compile(r"^-\d+$|^-\d*\.\d+$|^-\d*\.?\d+%$")
+    w.set_defaults(func=cmd_whatif)
+
+    v = sub.add_parser("verify", help="verify stored data against its anchors")
+    vs = v.add_subparsers(dest="verify_command", required=True, metavar="SUBCOMMAND")
+    vr = vs.add_parser("reading", parents=[common],
+                       help="Merkle proof of one sensor reading against its anchor (exit 1 on any mismatch)")
+    vr.add_argument("asset", help="e.g. plant1.m1 or hospital1.bed1")
+    vr.add_argument("seq", type=int, help="the reading's sequence number (per variable; without --prop every property of it)")
+    vr.add_argument("--prop", help="one property, e.g. Torque")
+    vr.set_defaults(func=cmd_verify_reading)

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from twins.alerts import twin_alerts
 from twins.anchoring.anchorer import Anchorer, resubmit_pending
 from twins.anchoring.batcher import Batcher
 from twins.anchoring.record import BatchRecord
@@ -33,6 +34,20 @@ from twins.model.twin import MachineTwin, Twin, make_twin
 from twins.readings import Reading
 
 log = logging.getLogger("twins.runtime")
+
+
+def load_twin(store: ReadingStore, mapping: Mapping, asset: str) -> Twin:
+    """One twin as sealed with its org's latest batch (what-if, reports), with the mapping's sustainability
+    factors. ``ValueError`` (with the reason) when the mapping has no such asset or nothing was sealed for it."""
+    info = mapping.assets.get(asset)
+    if info is None:
+        raise ValueError(f"{asset} is not an asset of the mapping (known: {', '.join(sorted(mapping.assets))})")
+    twin = make_twin(info.kind, asset, info.org, SustainabilityConfig.from_dict(mapping.sustainability))
+    sj = store.latest_twin_states().get(asset)
+    if sj is None:
+        raise ValueError(f"no sealed state of {asset} yet")
+    twin.load_state(json.loads(sj))
+    return twin
 
 
 class LatencyRecorder:
@@ -174,8 +189,11 @@ class TwinRuntime:
                 plants.setdefault(t.org, []).append(t.sustainability())
         p50, p99 = self.twin_latency.percentiles(50, 99)
         s50, s99 = self.seal_latency.percentiles(50, 99)
+        snapshots = {a: t.snapshot() for a, t in sorted(self.twins.items())}
         return {
-            "twins": {a: t.snapshot() for a, t in sorted(self.twins.items())},
+            "time": time.time(),  # readers derive rates from two statuses
+            "twins": snapshots,
+            "alerts": twin_alerts(snapshots),
             "plants": {org: plant_totals(v) for org, v in sorted(plants.items())},
             "counters": {"readings": self.readings, "batches": self.batches, "anchored": self.anchored,
                          "anchor_errors": self.anchor_errors},

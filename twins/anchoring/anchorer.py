@@ -3,6 +3,7 @@
 - ``MemoryAnchorer``  in-process dict (unit tests).
 - ``FileAnchorer``    one JSON line per anchored batch in an append-only file (integration tests, and local
                       runs until the Fabric peers exist). Several processes may share the file (flock).
+- ``OrgRoutedAnchorer`` one anchorer per org (``connect_ledger``: one Fabric identity per org).
 - ``FabricAnchorer``  submits the record to the ``twins`` contract of the TwinLedger chaincode through
                       ``network.gateway`` (``twins:AnchorSensorBatch(batch_id, record_json)``, chaincode/twins.py)
                       and reads it back with ``twins:ReadSensorBatch(batch_id)``.
@@ -185,6 +186,52 @@ class FabricAnchorer:
         record = d.get("record", d)
         rec = BatchRecord.from_dict(record)
         return {"batch_id": batch_id, "record": rec.to_dict(), "record_hash": rec.record_hash(), "tx_id": d.get("tx_id", "")}
+
+
+class OrgRoutedAnchorer:
+    """Sends each org's batches to that org's anchorer.
+
+    On the ledger a batch may only be anchored by an operator (or admin) of the org the record belongs to (the
+    twins contract checks the caller's MSP), so a bridge serving several orgs holds one gateway identity per
+    org. Batch ids start with the org (``BatchRecord.batch_id`` = ``org:number``), which routes reads too.
+    """
+
+    def __init__(self, by_org: dict[str, Anchorer], name: str = "fabric") -> None:
+        self.by_org = by_org
+        self.name = name
+
+    def _for(self, org: str) -> Anchorer:
+        a = self.by_org.get(org)
+        if a is None:
+            raise RuntimeError(f"no anchoring identity for org {org!r} (have: {', '.join(sorted(self.by_org)) or 'none'})")
+        return a
+
+    async def submit_anchor(self, record: BatchRecord) -> str:
+        return await self._for(record.org).submit_anchor(record)
+
+    async def get_anchor(self, batch_id: str) -> dict[str, Any] | None:
+        return await self._for(batch_id.rpartition(":")[0]).get_anchor(batch_id)
+
+
+def connect_ledger(config: dict[str, Any]) -> tuple[OrgRoutedAnchorer, list[Any]]:
+    """An ``OrgRoutedAnchorer`` of ``FabricAnchorer``s from a ledger config (call inside the event loop that will
+    use it); returns it with the gateways to close (``await g.close()``). The config, as ``twinledger twins run``
+    writes it::
+
+        {"channel": "consortium", "chaincode": "twinledger",
+         "orgs": {"plant1": {"endpoint": "127.0.0.1:17050", "msp_dir": ".../users/operator/msp",
+                             "msp_id": "Plant1MSP", "tls_root_cert": ".../ca-cert.pem"}, ...}}
+    """
+    by_org: dict[str, Anchorer] = {}
+    gateways: list[Any] = []
+    for org, c in sorted(config["orgs"].items()):
+        anchorer, gateway = FabricAnchorer.connect(
+            c["endpoint"], msp_dir=c["msp_dir"], msp_id=c["msp_id"], tls_root_cert=c["tls_root_cert"],
+            channel=config["channel"], chaincode=config["chaincode"], server_name_override=c.get("server_name_override"),
+        )
+        by_org[org] = anchorer
+        gateways.append(gateway)
+    return OrgRoutedAnchorer(by_org), gateways
 
 
 def _stored_tx_id(result: Any) -> str | None:

@@ -149,6 +149,17 @@ class ReadingStore:
             row = self._db.execute("SELECT tx_id, anchored_at_us FROM anchors WHERE batch_id=?", (batch_id,)).fetchone()
         return (row[0], int(row[1])) if row else None
 
+    def recent_anchors(self, limit: int = 5) -> list[dict]:
+        """The latest anchored batches, newest first: batch id, org, count, root, tx id, anchored time."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT b.batch_id, b.org, b.batch_no, b.count, lower(hex(b.root)), a.tx_id, a.anchored_at_us "
+                "FROM anchors a JOIN batches b ON b.batch_id = a.batch_id "
+                "ORDER BY a.anchored_at_us DESC, b.batch_id DESC LIMIT ?", (limit,)
+            ).fetchall()
+        return [{"batch_id": bid, "org": org, "batch_no": int(no), "count": int(n), "merkle_root": root,
+                 "tx_id": tx, "anchored_at_us": int(at)} for bid, org, no, n, root, tx, at in rows]
+
     def latest_twin_states(self) -> dict[str, str]:
         """asset → state JSON of its most recent sealed batch."""
         with self._lock:

@@ -4,8 +4,9 @@
 
     # run: subscribe per the mapping, keep twins current, seal a batch per org every second
     python -m twins.bridge run --mapping sim/mapping.yaml --home .twinledger/twins
-    #   (--anchor-file F: file anchorer, default HOME/anchors.jsonl; --cert/--key/--server-cert: Basic256Sha256
-    #    SignAndEncrypt; --status-file: JSON status rewritten every interval)
+    #   (--anchor-file F: file anchorer, default HOME/anchors.jsonl; --ledger-config F: anchor on the ledger,
+    #    one Fabric identity per org, see twins.anchoring.anchorer.connect_ledger; --cert/--key/--server-cert:
+    #    Basic256Sha256 SignAndEncrypt; --status-file: JSON status rewritten every interval and at the stop)
 
     python -m twins.bridge verify --home .twinledger/twins plant1.m1 42 [--prop Torque]
     python -m twins.bridge whatif --home .twinledger/twins --mapping sim/mapping.yaml plant1.m1 --speed 0.9 --hours 8
@@ -26,14 +27,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-from twins.anchoring.anchorer import FileAnchorer
+from twins.anchoring.anchorer import FileAnchorer, connect_ledger
 from twins.anchoring.store import ReadingStore
 from twins.anchoring.verify import VerificationError, verify_reading
 from twins.bridge.client import OpcUaBridge
 from twins.bridge.mapping import MappingError, load_mapping
 from twins.model.twin import MachineTwin
 from twins.model.whatif import whatif_speed
-from twins.runtime import TwinRuntime
+from twins.runtime import TwinRuntime, load_twin
 from twins.security import ClientSecurity
 
 
@@ -52,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--mapping", type=Path, required=True)
     r.add_argument("--home", type=Path, required=True, help="state folder (readings.sqlite, anchors.jsonl, status.json)")
     r.add_argument("--url", help="OPC-UA endpoint (default: 'server' in the mapping)")
-    r.add_argument("--anchor-file", type=Path, help="file anchorer path (default HOME/anchors.jsonl)")
+    anchor = r.add_mutually_exclusive_group()
+    anchor.add_argument("--anchor-file", type=Path, help="file anchorer path (default HOME/anchors.jsonl)")
+    anchor.add_argument("--ledger-config", type=Path, help="anchor on the ledger: JSON config (channel, chaincode, per-org gateway identity)")
     r.add_argument("--interval", type=float, default=1.0, help="anchoring interval in seconds (default 1)")
     r.add_argument("--publish-ms", type=float, default=20.0, help="OPC-UA publishing interval (default 20 ms)")
     r.add_argument("--start-from", choices=("live", "history"), default="live",
@@ -65,7 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--log-level", default="WARNING")
     v = sub.add_parser("verify", help="verify a stored reading against its anchor")
     v.add_argument("--home", type=Path, required=True)
-    v.add_argument("--anchor-file", type=Path)
+    va = v.add_mutually_exclusive_group()
+    va.add_argument("--anchor-file", type=Path)
+    va.add_argument("--ledger-config", type=Path)
     v.add_argument("asset")
     v.add_argument("seq", type=int)
     v.add_argument("--prop")
@@ -82,7 +87,15 @@ async def run(args: argparse.Namespace) -> None:
     mapping = load_mapping(args.mapping)
     home: Path = args.home
     home.mkdir(parents=True, exist_ok=True)
-    anchorer = FileAnchorer(args.anchor_file or home / "anchors.jsonl")
+    gateways: list = []
+    if args.ledger_config:
+        ledger = json.loads(args.ledger_config.read_text())
+        anchorer, gateways = connect_ledger(ledger)
+        anchor_info = {"kind": "ledger", "channel": ledger["channel"], "chaincode": ledger["chaincode"]}
+    else:
+        anchor_file = args.anchor_file or home / "anchors.jsonl"
+        anchorer = FileAnchorer(anchor_file)
+        anchor_info = {"kind": "file", "path": str(anchor_file)}
     rt = TwinRuntime(mapping, home / "readings.sqlite", anchorer, interval=args.interval)
     security = None
     if args.cert or args.key:
@@ -99,13 +112,18 @@ async def run(args: argparse.Namespace) -> None:
         loop.call_later(args.duration, stop.set)
     status_path = args.status_file or home / "status.json"
 
+    def write_status(running: bool) -> None:
+        st = rt.status()
+        st["bridge"] = {"connected": bridge.connected, "connects": bridge.connects, "delivered": bridge.seq.delivered,
+                        "duplicates": bridge.seq.duplicates, "gaps": bridge.seq.gaps, "replayed": bridge.seq.replayed,
+                        "lost": bridge.seq.lost, "last_error": bridge.last_error}
+        st["anchor"] = anchor_info
+        st["running"] = running
+        _write_json_atomic(status_path, st)
+
     async def status_loop() -> None:
         while not stop.is_set():
-            st = rt.status()
-            st["bridge"] = {"connected": bridge.connected, "connects": bridge.connects, "delivered": bridge.seq.delivered,
-                            "duplicates": bridge.seq.duplicates, "gaps": bridge.seq.gaps, "replayed": bridge.seq.replayed,
-                            "lost": bridge.seq.lost, "last_error": bridge.last_error}
-            _write_json_atomic(status_path, st)
+            write_status(True)
             try:
                 await asyncio.wait_for(stop.wait(), timeout=args.interval)
             except asyncio.TimeoutError:
@@ -118,7 +136,11 @@ async def run(args: argparse.Namespace) -> None:
     finally:
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
+        # the last status counts the batches sealed at the stop, so it matches the store readers see afterwards
+        write_status(False)
         rt.close()
+        for g in gateways:
+            await g.close()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -133,23 +155,28 @@ def main(argv: list[str] | None = None) -> None:
     store = ReadingStore(args.home / "readings.sqlite")
     try:
         if args.cmd == "verify":
-            anchorer = FileAnchorer(args.anchor_file or args.home / "anchors.jsonl")
+            async def verify() -> list:
+                gateways: list = []
+                if args.ledger_config:
+                    anchorer, gateways = connect_ledger(json.loads(args.ledger_config.read_text()))
+                else:
+                    anchorer = FileAnchorer(args.anchor_file or args.home / "anchors.jsonl")
+                try:
+                    return await verify_reading(store, anchorer, args.asset, args.seq, args.prop)
+                finally:
+                    for g in gateways:
+                        await g.close()
             try:
-                res = asyncio.run(verify_reading(store, anchorer, args.asset, args.seq, args.prop))
+                res = asyncio.run(verify())
             except VerificationError as exc:
                 raise SystemExit(f"verification FAILED: {exc}") from None
             print(json.dumps([v.to_dict() for v in res], indent=1))
         elif args.cmd == "whatif":
             mapping = load_mapping(args.mapping)
-            info = mapping.assets.get(args.asset)
-            if info is None or info.kind != "machine":
-                raise SystemExit(f"error: {args.asset} is not a machine of the mapping")
-            twin = MachineTwin(args.asset, info.org)
-            sj = store.latest_twin_states().get(args.asset)
-            if sj is None:
-                raise SystemExit(f"error: no sealed state of {args.asset} yet in {args.home}")
-            twin.load_state(json.loads(sj))
             try:
+                twin = load_twin(store, mapping, args.asset)
+                if not isinstance(twin, MachineTwin):
+                    raise ValueError(f"{args.asset} is not a machine (what-if changes a machine's speed)")
                 print(json.dumps(whatif_speed(twin, args.speed, args.hours), indent=1))
             except ValueError as exc:
                 raise SystemExit(f"error: {exc}") from None

@@ -1,0 +1,84 @@
+"""`twinledger twins` in process: speed arguments, and the ledger check that decides whether `twins run` may
+anchor on the ledger (a real HTTP /healthz answering on a peer's operations port stands in for a live peer)."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+from pathlib import Path
+
+import pytest
+
+from network.layout import Layout
+from network.spec import dump_spec, load_spec
+from orchestrator.cli import build_parser
+from orchestrator.cli_common import UserError
+from orchestrator.cli_twins import ledger_config, speed_factor
+from tests.ports import free_port_base
+
+
+@pytest.mark.parametrize("text, rpm, factor", [
+    ("-10%", None, 0.9), ("+5%", None, 1.05), ("5%", None, 1.05), ("-2.5%", None, 0.975),
+    ("0.9", None, 0.9), ("x1.1", None, 1.1), ("1400rpm", 1750.0, 1400 / 1750), ("1400 RPM", 1400.0, 1.0),
+])
+def test_speed_forms(text, rpm, factor):
+    assert speed_factor(text, rpm) == pytest.approx(factor)
+
+
+@pytest.mark.parametrize("text, rpm", [("fast", 1500.0), ("1400rpm", None), ("%", None)])
+def test_bad_speed_is_one_user_error(text, rpm):
+    with pytest.raises(UserError):
+        speed_factor(text, rpm)
+
+
+def test_parser_takes_a_negative_percentage_as_the_speed():
+    # argparse would read "-10%" as an unknown option without the parser's tweak
+    args = build_parser().parse_args(["twins", "whatif", "plant1.m1", "--speed", "-10%", "--hours", "4"])
+    assert (args.asset, args.speed, args.hours) == ("plant1.m1", "-10%", 4.0)
+    args = build_parser().parse_args(["verify", "reading", "plant1.m1", "42", "--prop", "Torque", "--json"])
+    assert (args.asset, args.seq, args.prop, args.json) == ("plant1.m1", 42, "Torque", True)
+
+
+class _Healthz(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802
+        self.send_response(200 if self.path == "/healthz" else 404)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def network_home(tmp_path: Path):
+    spec = load_spec(None, port_base=free_port_base(200))
+    (tmp_path / "spec.yaml").write_text(dump_spec(spec))
+    return tmp_path, spec
+
+
+def test_ledger_config_refuses_when_a_peer_is_down(network_home):
+    home, spec = network_home
+    with pytest.raises(UserError, match=r"peers are not up \(peer0\.plant1.*--anchor file"):
+        ledger_config(home, ["plant1"])
+
+
+def test_ledger_config_uses_each_orgs_operator_through_its_live_peer(network_home):
+    home, spec = network_home
+    peer = spec.nodes_of("plant1", "peer")[0]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", peer.ports.operations), _Healthz)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(UserError, match="operator@plant1 is not enrolled"):
+            ledger_config(home, ["plant1"])
+        layout = Layout(home)
+        layout.user_msp("plant1", "operator").mkdir(parents=True)
+        cfg = ledger_config(home, ["plant1"])
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert cfg["channel"] == spec.channel and cfg["chaincode"]
+    assert cfg["orgs"] == {"plant1": {
+        "endpoint": f"127.0.0.1:{peer.ports.listen}", "msp_dir": str(layout.user_msp("plant1", "operator")),
+        "msp_id": spec.org("plant1").msp_id, "tls_root_cert": str(layout.ca_cert("plant1")),
+    }}
+    with pytest.raises(UserError, match="unknown org 'plant9'"):
+        ledger_config(home, ["plant9"])
