@@ -6,6 +6,8 @@ Every stage skips work already done, so `up` after `down` (or after a crash) res
 
 from __future__ import annotations
 
+import asyncio
+
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +20,7 @@ from orchestrator.control import start_supervisor, wait_healthy
 from orchestrator.procspec import ProcSpec, upsert_processes
 from orchestrator.fabric_stage import bring_up_fabric
 from orchestrator.lifecycle import deploy
+from orchestrator.membership import register_member_orgs
 from peers.binaries import fabric_available, fabric_ca_binary
 
 # The one chaincode every network runs (contracts registry, data, consent, models, twins: chaincode/app.py);
@@ -81,5 +84,6 @@ def up(home: Path, spec_file: Path | None = None, port_base: int | None = None,
         )
     bring_up_fabric(spec, layout, progress, timeout)
     deploy(spec, layout, CHAINCODE_NAME, CHAINCODE_VERSION, progress)
+    asyncio.run(register_member_orgs(spec, layout, CHAINCODE_NAME, progress))
     progress(f"up in {time.monotonic() - t0:.1f} s")
     return spec

@@ -14,14 +14,12 @@ from pathlib import Path
 from network.layout import Layout
 from network.spec import load_spec
 from orchestrator.bringup import CHAINCODE_NAME
-from orchestrator.connect import connect
+from orchestrator.membership import register_member_orgs
 
 
 async def register_orgs(home: Path) -> list[str]:
-    """RegisterOrg for every hospital and plant of the home, each by its own admin; returns the names."""
+    """The product's own registration step (what `twinledger up` runs after deploying), against the double."""
     layout = Layout(home)
     spec = load_spec(layout.spec_file)
-    for org in spec.member_orgs:
-        async with connect(spec, layout, org.name, "admin") as gateway:
-            await gateway.network(spec.channel).contract(CHAINCODE_NAME).submit("RegisterOrg", org.name, org.kind)
+    await register_member_orgs(spec, layout, CHAINCODE_NAME, progress=lambda _m: None)
     return [org.name for org in spec.member_orgs]

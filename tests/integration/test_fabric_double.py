@@ -181,3 +181,19 @@ def test_events_and_height_follow_the_commits(served: Served) -> None:
     assert (event.event_name, event.transaction_id, event.chaincode_name) == (
         "DatasetRegistered", status.transaction_id, CHAINCODE_NAME)
     assert json.loads(event.payload)["id"] == "events"
+
+
+def test_org_registration_is_idempotent_so_up_can_rerun_it(served: Served) -> None:
+    """`twinledger up` runs register_member_orgs after every deploy; on a registered ledger it submits nothing."""
+    from orchestrator.membership import register_member_orgs
+
+    async def body() -> None:
+        progress: list[str] = []
+        added = await register_member_orgs(served.spec, served.layout, CHAINCODE_NAME, progress.append)
+        assert (added, progress) == ([], [])
+        async with served.gateway("hospital1", "client") as gateway:
+            orgs = json.loads(await gateway.network(served.spec.channel).contract(CHAINCODE_NAME).evaluate("ListOrgs"))
+        assert sorted(o["name"] for o in orgs) == sorted(o.name for o in served.spec.member_orgs)
+        assert {o["kind"] for o in orgs} == {"hospital", "plant"}
+
+    run(body())
