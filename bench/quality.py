@@ -25,16 +25,18 @@ import logging
 import math
 import statistics
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from federated.clientapp import evaluate_site
 from federated.data import SiteData, load_site, task_spec
-from federated.governance import InMemoryLedger
+from federated.governance import JsonFileLedger
 from federated.local_grid import LocalGrid
 from federated.model import Scaler, TrainConfig, model_arrays, new_model, train_local
 from federated.serverapp import TUNED, run_governed
@@ -99,10 +101,12 @@ def run_task(task: str, seed: int, s: Settings, split: str) -> dict[str, dict[st
     out: dict[str, dict[str, dict[str, float]]] = {}
 
     # federated: the governed ServerApp loop + Flower's FedAvg + our ClientApps, in process
-    ledger = InMemoryLedger()
+    # One JSON ledger the ServerApp logic and every ClientApp share: each org records its own data use.
+    ledger = JsonFileLedger(Path(tempfile.mkdtemp(prefix="tl-quality-")) / "ledger.json")
     for o in orgs:
         ledger.grant(o, spec.dataset_id(o), spec.purpose)
-    grid = LocalGrid({o: {"task": task, "split-seed": seed} for o in orgs}, run_id=seed + 1)
+    grid = LocalGrid({o: {"task": task, "split-seed": seed, "ledger": f"file:{ledger.path}"} for o in orgs},
+                     run_id=seed + 1)  # fmt: skip
     cfg = {
         "task": task, "orgs": ",".join(orgs), "min-nodes": len(orgs), "num-server-rounds": s.rounds,
         "local-epochs": s.local_epochs, "batch-size": s.batch_size, "lr": s.lr, "weight-decay": s.weight_decay,

@@ -7,10 +7,18 @@ Keys: ``org`` and ``task`` (required); ``site`` (override the org's default site
 is checked, and an ungoverned plain-Flower run is accepted -- the baseline of ``bench/fl.py``), ``split-seed`` (default 0), ``threads`` (torch threads, default 1), ``attack`` (TESTS ONLY: poison this
 org's updates, ``scale:K``/``signflip``, see ``federated.robustness``).
 
+Before its data is used, the client records the use itself (admission, a QUERY message from the
+ServerApp each round): ``ledger.record_use(org, "<org>.<dataset>", "fl:<task>")`` -- on Fabric
+``data:Check`` with this org's own identity, so the decision and the audit record are its org's. The
+reply carries the decision (allowed, reason, detail, transaction); a denied org answers without touching
+its data and the ServerApp records it as not a participant, with the reason. A node without a ledger
+cannot record its use and refuses governed rounds.
+
 Before it touches a global model the client checks (``federated.governance.verify_global_model``):
 SHA-256 of the received arrays == the hash the ServerApp announced == the hash the ledger committed for
-that round (its start model for ``train``, its result for ``evaluate``). Otherwise it replies with an
-error ("refusing the global model ...") and trains on nothing. It only ever loads its own org's data.
+that round (its start model for ``train``, its result for ``evaluate``), and its org is one of the
+round's committed participants. Otherwise it replies with an error ("refusing ...") and trains on
+nothing. It only ever loads its own org's data, and only after these checks.
 
 Replies carry the arrays, a MetricRecord (``num-examples`` is the sample count FedAvg weights by) and a
 ConfigRecord ``update`` with the update's SHA-256, the org and the base model's SHA-256.
@@ -35,7 +43,14 @@ from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 
 from federated.data import DataError, SiteData, load_site, task_spec
-from federated.governance import GlobalModelRefused, GovernanceError, RoundLedger, open_ledger, verify_global_model
+from federated.governance import (
+    GlobalModelRefused,
+    GovernanceError,
+    RoundLedger,
+    UseDecision,
+    open_ledger,
+    verify_global_model,
+)
 from federated.hashing import arrays_sha256, arrays_to_record, record_to_arrays
 from federated.metrics import best_f1_threshold, roc_auc, summarize
 from federated.privacy import KEY_CLIPPING_NORM, clip_update
@@ -46,7 +61,8 @@ log = logging.getLogger("federated.clientapp")
 
 PHASE_TRAIN = "train"
 PHASE_EVALUATE = "evaluate"
-PHASE_STATS = "stats"
+PHASE_STATS = "stats"  # admission + this site's feature statistics (federated standardization)
+PHASE_ADMIT = "admit"  # admission only
 
 
 @dataclass(frozen=True)
@@ -121,9 +137,18 @@ def _accept_global(msg: Message, s: ClientSettings, phase: str) -> tuple[dict[st
     committed = None
     if s.ledger:
         ledger_task = str(cfg.get("ledger-task", ""))
-        if not ledger_task.startswith(f"{s.task}/"):
-            raise GlobalModelRefused(f"ledger key {ledger_task!r} does not belong to task {s.task!r}")
-        committed = _ledger(s.ledger).get_round(ledger_task, rnd)
+        ledger = _ledger(s.ledger)
+        # The run's task on the ledger must be one this node serves: its purpose, over this org's data set.
+        spec = task_spec(s.task)
+        recorded = ledger.get_task(ledger_task) if ledger_task else None
+        if recorded is None:
+            raise GlobalModelRefused(f"refusing {s.task} round {rnd}: the ledger has no task {ledger_task!r}")
+        if recorded.purpose != spec.purpose or spec.dataset_id(s.org) not in recorded.datasets:
+            raise GlobalModelRefused(
+                f"refusing {s.task} round {rnd}: ledger task {ledger_task!r} is for {recorded.purpose} over "
+                f"{', '.join(recorded.datasets)}, not {spec.purpose} over {spec.dataset_id(s.org)}"
+            )
+        committed = ledger.get_round(ledger_task, rnd)
         if committed is None:
             raise GlobalModelRefused(
                 f"refusing the global model of {s.task} round {rnd}: the ledger has no such round ({ledger_task})"
@@ -132,6 +157,12 @@ def _accept_global(msg: Message, s: ClientSettings, phase: str) -> tuple[dict[st
         received_sha256=received, announced_sha256=str(cfg.get("global-sha256", "")), committed=committed,
         phase=phase, task=s.task, round=rnd,
     )  # fmt: skip
+    if committed is not None and s.org not in committed.participants:
+        # Admission recorded this org's use for the round's participants only.
+        raise GlobalModelRefused(
+            f"refusing to {phase} in {s.task} round {rnd}: {s.org} is not one of its committed participants "
+            f"({', '.join(committed.participants)})"
+        )
     return arrays, received, cfg
 
 
@@ -153,17 +184,36 @@ def _scaler(arrays: dict[str, np.ndarray], site: SiteData) -> Scaler:
     return Scaler.from_arrays(arrays) or Scaler.fit(site.x_train)
 
 
-def _session(context: Context) -> tuple[ClientSettings, SiteData]:
+def _still_granted(s: ClientSettings, rnd: int) -> None:
+    """A grant revoked between this round's admission and its training stops the training (read-only:
+    the use was recorded at admission)."""
+    if not s.ledger:
+        return
+    spec = task_spec(s.task)
+    if not _ledger(s.ledger).check_grant(s.org, spec.dataset_id(s.org), spec.purpose):
+        raise GovernanceError(
+            f"refusing to train in {s.task} round {rnd}: {s.org}'s use of {spec.dataset_id(s.org)} for "
+            f"{spec.purpose} is no longer allowed"
+        )
+
+
+def _settings(context: Context) -> ClientSettings:
     s = ClientSettings.from_context(context)
     task_spec(s.task)
     torch.set_num_threads(max(1, s.threads))
-    return s, _site(s.task, s.org, s.site, s.data_root, s.split_seed)
+    return s
+
+
+def _load(s: ClientSettings) -> SiteData:
+    return _site(s.task, s.org, s.site, s.data_root, s.split_seed)
 
 
 def handle_train(msg: Message, context: Context) -> Message:
     try:
-        s, site = _session(context)
+        s = _settings(context)
         arrays, base_sha, cfg = _accept_global(msg, s, PHASE_TRAIN)
+        _still_granted(s, int(cfg["server-round"]))
+        site = _load(s)
     except (GovernanceError, DataError, KeyError, ValueError) as exc:
         return _error_reply(msg, str(exc))
     rnd = int(cfg["server-round"])
@@ -201,8 +251,9 @@ def evaluate_site(model_arrays_: dict[str, np.ndarray], site: SiteData, min_prec
 
 def handle_evaluate(msg: Message, context: Context) -> Message:
     try:
-        s, site = _session(context)
+        s = _settings(context)
         arrays, sha, cfg = _accept_global(msg, s, PHASE_EVALUATE)
+        site = _load(s)
     except (GovernanceError, DataError, KeyError, ValueError) as exc:
         return _error_reply(msg, str(exc))
     m = evaluate_site(arrays, site, float(cfg.get("min-precision", 0.6)))
@@ -214,21 +265,48 @@ def handle_evaluate(msg: Message, context: Context) -> Message:
     return Message(RecordDict({"metrics": metrics, "update": update}), reply_to=msg)
 
 
-def handle_stats(msg: Message, context: Context) -> Message:
-    """Per-feature count / sum / sum of squares of this site's training split (federated standardization)."""
+def record_own_use(s: ClientSettings) -> UseDecision:
+    """This org records the use of its own data set for the task's purpose, with its own ledger identity."""
+    if not s.ledger:
+        raise GovernanceError(
+            f"{s.org} has no ledger in its node config, so it cannot record the use of its data; "
+            "start its SuperNode with --node-config \"... ledger='file:PATH'\" (or 'fabric:CONFIG.json')"
+        )
+    spec = task_spec(s.task)
+    return _ledger(s.ledger).record_use(s.org, spec.dataset_id(s.org), spec.purpose)
+
+
+def handle_query(msg: Message, context: Context) -> Message:
+    """Admission: record this org's data use (allowed or denied) and answer with the decision; for
+    ``phase="stats"`` add the per-feature count / sum / sum of squares of the site's training split."""
     try:
-        s, site = _session(context)
+        s = _settings(context)
         cfg = msg.content["config"]
         if str(cfg.get("task", "")) != s.task:
             raise GlobalModelRefused(f"this SuperNode serves task {s.task!r}, the server asked about {cfg.get('task')!r}")
+        phase = str(cfg.get("phase", PHASE_STATS))
+        if phase not in (PHASE_ADMIT, PHASE_STATS):
+            raise GlobalModelRefused(f"unknown query phase {phase!r}")
+        decision = record_own_use(s)
     except (GovernanceError, DataError, KeyError, ValueError) as exc:
         return _error_reply(msg, str(exc))
-    st = FeatureStats.of(site.x_train)
-    clean = lambda a: [float(v) if math.isfinite(v) else 0.0 for v in a]  # noqa: E731
-    metrics = MetricRecord(
-        {"num-examples": site.n_train, "count": clean(st.count), "sum": clean(st.total), "sumsq": clean(st.total_sq)}
-    )
-    return Message(RecordDict({"metrics": metrics, "update": ConfigRecord({"org": s.org})}), reply_to=msg)
+    admission = ConfigRecord({"org": s.org, "allowed": decision.allowed, "reason": decision.reason,
+                              "detail": decision.detail, "tx-id": decision.tx_id or ""})  # fmt: skip
+    content = RecordDict({"admission": admission})
+    if not decision.allowed:
+        log.warning("%s: not taking part in %s round %s: %s", s.org, s.task, cfg.get("server-round"), decision.detail)
+        return Message(content, reply_to=msg)
+    if phase == PHASE_STATS:
+        try:
+            site = _load(s)
+        except DataError as exc:
+            return _error_reply(msg, str(exc))
+        st = FeatureStats.of(site.x_train)
+        clean = lambda a: [float(v) if math.isfinite(v) else 0.0 for v in a]  # noqa: E731
+        content["metrics"] = MetricRecord(
+            {"num-examples": site.n_train, "count": clean(st.count), "sum": clean(st.total), "sumsq": clean(st.total_sq)}
+        )
+    return Message(content, reply_to=msg)
 
 
 app = ClientApp()
@@ -248,4 +326,4 @@ def _traced(name: str, handler: Callable[[Message, Context], Message]) -> Callab
 
 app.train()(_traced("train", handle_train))
 app.evaluate()(_traced("evaluate", handle_evaluate))
-app.query()(_traced("stats", handle_stats))
+app.query()(_traced("query", handle_query))

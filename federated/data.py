@@ -77,8 +77,9 @@ class TaskSpec:
         return f"fl:{self.name}"
 
     def dataset_id(self, org: str) -> str:
-        """The data-set id an org registers for this task (what grants refer to)."""
-        return f"{org}/{self.dataset}"
+        """The data-set id an org registers for this task (what grants refer to), e.g. ``plant1.ai4i2020``:
+        a valid chaincode ID (letters, digits, '.', '_', '-'), as ``twinledger data register`` needs."""
+        return f"{org}.{self.dataset}"
 
 
 AI4I_FEATURES = (

@@ -23,7 +23,8 @@ Folder layout under ``home``::
     flwr/<process>/                             FLWR_HOME of each Flower process (installed FABs)
     cli/config.toml                             FLWR_HOME of the flwr CLI: the SuperLink connection
     superlink.db                                SuperLink state (registered nodes survive restarts)
-    ledger.json, store/, reports/               ledger stand-in, model store, run summaries
+    ledger.json, store/, reports/               JSON ledger (developer runs), model store, run summaries
+    ledger/<server|org>.json                    Fabric connection of each identity (``twinledger fl run``)
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,7 +74,10 @@ class FlowerDeployment:
     node_poll: float | None = 0.25
     superexec_poll: float = 0.1
     data_root: str | None = None
-    ledger: str | None = None  # default: file:<home>/ledger.json
+    ledger: str | None = None  # the ServerApp's ledger; default: file:<home>/ledger.json
+    #: org -> that org's own ledger (its ClientApp records its data use with its org's identity);
+    #: an org not named here uses ``ledger`` (the JSON ledger has no identities)
+    org_ledgers: Mapping[str, str] = field(default_factory=dict)
     extra_node_config: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
     trace: str | None = None  # $TL_FL_TRACE for every process: JSON lines of ClientApp timings
 
@@ -162,8 +166,9 @@ class FlowerDeployment:
 
     def node_config(self, org: str) -> dict[str, object]:
         nc: dict[str, object] = {"org": org, "task": self.task}
-        if self.ledger:
-            nc["ledger"] = self.ledger
+        ledger = self.org_ledgers.get(org, self.ledger)
+        if ledger:
+            nc["ledger"] = ledger
         if self.data_root:
             nc["data-root"] = self.data_root
         nc.update(self.extra_node_config.get(org, {}))
@@ -271,11 +276,15 @@ class FlowerDeployment:
         runs = self._json(self.flwr("ls", CONNECTION, "--run-id", str(run_id), "--format", "json")).get("runs", [])
         return runs[0] if runs else {}
 
-    def wait_run(self, run_id: int, timeout: float = 600.0, poll: float = 1.5) -> dict:
+    def wait_run(self, run_id: int, timeout: float = 600.0, poll: float = 1.5,
+                 on_poll: Callable[[], None] | None = None) -> dict:  # fmt: skip
+        """Wait for the run to finish; ``on_poll`` is called between status polls (live progress)."""
         deadline = time.monotonic() + timeout
         status: dict = {}
         while time.monotonic() < deadline:
             status = self.run_status(run_id)
+            if on_poll is not None:
+                on_poll()
             if str(status.get("status", "")).startswith("finished"):
                 return status
             time.sleep(poll)

@@ -8,10 +8,15 @@ Arguments are strings; structured ones are canonical JSON.
 =====================  ==========  ===============================================================
 call                   how         chaincode function and arguments
 =====================  ==========  ===============================================================
-check_grant            evaluate    ``data:CheckReadOnly(dataset, purpose)`` -> {"org", "allowed", ...}: the
-                                   decision for the *caller's* org (its certificate). For another org
-                                   (a server checking a client), ``data:ListGrants(dataset)`` + the
-                                   grant's state, and ``data:ReadDataset`` for ownership.
+record_use             submit      ``data:Check(dataset, purpose)`` -> {"org", "allowed", "reason", "detail",
+                                   "tx_id", ...}: the recorded decision for the *caller's* org (its
+                                   certificate), so each org's ClientApp calls it through its own gateway
+check_grant            evaluate    ``data:CheckReadOnly(dataset, purpose)``, the same decision unrecorded; for
+                                   another org, ``data:ListGrants(dataset)`` + the grant's state, and
+                                   ``data:ReadDataset`` for ownership
+get_task               evaluate    ``models:ReadTask(task)`` -> task JSON (not found -> None)
+create_task            submit      ``models:CreateTask(task, architecture, purpose, datasets[], rounds,
+                                   aggregation, privacy{})`` (an operator of an org owning one data set)
 commit_round_start     submit      ``models:StartRound(task, round, global_sha256, participants[])``
 commit_round_result    submit      ``models:CommitRound(task, round, new_sha256, updates[], metrics{})``
                                    updates = [{"org", "sha256", "num_examples"}]
@@ -20,11 +25,13 @@ get_round              evaluate    ``models:ReadRound(task, round)`` -> round JS
 list_rounds            evaluate    ``models:ListRounds(task)`` -> [round JSON]
 =====================  ==========  ===============================================================
 
-The contract enforces what ``InMemoryLedger`` enforces (rounds in order, each starting from the previous
-result, updates only from participants), takes the caller's org from its certificate and needs an
-operator (role attribute) of a participant org; the task must exist (``models:CreateTask``). The
-recorded check ``data:Check`` (a submit) is the one the audit trail shows; ``check_grant`` is the
-read-only one, as a pre-flight before each round.
+The contract enforces what ``InMemoryLedger`` enforces (the task exists, rounds in order up to its round
+count, each starting from the previous result, updates only from participants), takes the caller's org
+from its certificate and needs an operator (role attribute) of a participant org. ``StartRound`` has no
+argument for the orgs that were not admitted (``excluded``): on Fabric, an org's refusal is its own
+recorded ``data:Check`` (denied, with the reason), which ``data:Audit`` shows. Note that the contract
+lets a data set's owner use it without any grant (reason "owner"), so an org training on its own data
+set is always allowed there; the JSON ledger has no data-set registry and asks for a grant.
 
 ``fabric:CONFIG.json`` (see ``open_ledger``) names the connection::
 
@@ -41,12 +48,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from federated.governance import GovernanceError, RoundRecord, UpdateRecord
+from federated.governance import GovernanceError, RoundRecord, TaskExists, TaskRecord, UpdateRecord, UseDecision
 
 #: Contract names inside the one TwinLedger chaincode (chaincode/models.py, chaincode/data_access.py).
 REGISTRY_CONTRACT = "models"
 DATAACCESS_CONTRACT = "data"
 FN_CHECK_GRANT = "CheckReadOnly"
+FN_CHECK = "Check"
+FN_CREATE_TASK = "CreateTask"
+FN_READ_TASK = "ReadTask"
 FN_LIST_GRANTS = "ListGrants"
 FN_READ_DATASET = "ReadDataset"
 FN_START_ROUND = "StartRound"
@@ -87,7 +97,46 @@ class FabricRoundLedger:
         return any(g.get("grantee") == org and g.get("purpose") == purpose and g.get("state") == "active"
                    for g in grants)
 
-    def commit_round_start(self, task: str, round: int, global_sha256: str, participants: Sequence[str]) -> None:
+    def record_use(self, org: str, dataset: str, purpose: str) -> UseDecision:
+        """The recorded check (``data:Check``) for this gateway's own org; ``org`` must be that org."""
+        decision = UseDecision.from_dict(json.loads(self.dataaccess.submit(FN_CHECK, dataset, purpose) or b"{}"))
+        if decision.org != org:
+            # The contract decides for the certificate's org; answering for another would be a lie.
+            raise GovernanceError(
+                f"the ledger identity of this node belongs to org {decision.org!r}, not {org!r}: each org's "
+                "ClientApp must record its data use with its own org's identity"
+            )
+        return decision
+
+    def get_task(self, task: str) -> TaskRecord | None:
+        try:
+            raw = self.registry.evaluate(FN_READ_TASK, task)
+        except Exception as exc:  # EvaluateError with the contract's message
+            if "not registered" in str(exc).lower() or "not found" in str(exc).lower():
+                return None
+            raise
+        return TaskRecord.from_dict(json.loads(raw)) if raw else None
+
+    def create_task(self, task: TaskRecord) -> TaskRecord:
+        try:
+            raw = self.registry.submit(FN_CREATE_TASK, task.id, task.architecture, task.purpose,
+                                       _json(list(task.datasets)), str(task.rounds), task.aggregation,
+                                       _json(dict(task.privacy)))  # fmt: skip
+        except Exception as exc:  # EndorseError with the contract's message
+            if "already exists" in str(exc):
+                raise TaskExists(str(exc)) from None
+            raise
+        return TaskRecord.from_dict(json.loads(raw)) if raw else task
+
+    def commit_round_start(
+        self,
+        task: str,
+        round: int,
+        global_sha256: str,
+        participants: Sequence[str],
+        excluded: Mapping[str, str] | None = None,
+    ) -> None:
+        # ``excluded`` has no place in models:StartRound (see the module docstring).
         self.registry.submit(FN_START_ROUND, task, str(round), global_sha256, _json(sorted(participants)))
 
     def commit_round_result(
@@ -146,9 +195,23 @@ class FabricRoundLedger:
             cfg.endpoint, identity=identity, signer=signer, tls_root_cert_pem=Path(cfg.tls_ca),
             server_name_override=cfg.server_name,
         )  # fmt: skip
-        network = gateway.network(cfg.channel)
-        return cls(network.contract(cfg.registry_chaincode, cfg.registry_contract),
-                   network.contract(cfg.dataaccess_chaincode, cfg.dataaccess_contract), gateway)
+        return cls.on_gateway(gateway, cfg.channel, cfg.registry_chaincode, cfg.dataaccess_chaincode,
+                              cfg.registry_contract, cfg.dataaccess_contract)  # fmt: skip
+
+    @classmethod
+    def on_gateway(
+        cls,
+        gateway: Any,
+        channel: str,
+        registry_chaincode: str = "twinledger",
+        dataaccess_chaincode: str = "twinledger",
+        registry_contract: str = REGISTRY_CONTRACT,
+        dataaccess_contract: str = DATAACCESS_CONTRACT,
+    ) -> FabricRoundLedger:
+        """The ledger over an open ``SyncGateway`` (closed with the ledger), e.g. ``orchestrator.connect``'s."""
+        network = gateway.network(channel)
+        return cls(network.contract(registry_chaincode, registry_contract),
+                   network.contract(dataaccess_chaincode, dataaccess_contract), gateway)  # fmt: skip
 
 
 @dataclass(frozen=True)

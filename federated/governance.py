@@ -1,22 +1,32 @@
 """Ledger governance of federated rounds, behind one small interface.
 
-``RoundLedger`` is all that the ServerApp strategy and the ClientApps need from the ledger:
+``RoundLedger`` is all that the ServerApp strategy, the ClientApps and the CLI need from the ledger:
 
-* ``check_grant(org, dataset, purpose)``  -- may this org's data set be used for this purpose (a live grant)?
-* ``commit_round_start(task, round, global_sha256, participants)`` -- the global model a round starts from;
+* ``get_task`` / ``create_task(TaskRecord)`` -- a training run's task (``models:CreateTask``): purpose,
+  data sets, round count, aggregation, privacy settings; created once, before its first round;
+* ``record_use(org, dataset, purpose)`` -- the *recorded* access check (``data:Check``) an org's own
+  ClientApp makes, with its own identity, before it trains: allowed or denied, the decision is audited;
+* ``check_grant(org, dataset, purpose)`` -- the same decision, read-only and unrecorded (dashboards);
+* ``commit_round_start(task, round, global_sha256, participants, excluded)`` -- the global model a round
+  starts from, the orgs admitted to it and why the others were not;
 * ``commit_round_result(task, round, new_global_sha256, updates, metrics)`` -- each participant's update hash
   and sample count, and the aggregated model's hash;
 * ``commit_evaluation(task, round, global_sha256, metrics)`` -- per-org evaluation of a committed model;
 * ``get_round`` / ``list_rounds`` -- what was committed (clients check the model they receive against it).
 
-``task`` is the ledger's key for one training run of a task (the ServerApp uses ``<task>/<run id>``), so
-a task can be trained many times. Implementations:
+``task`` is the ledger's key for one training run (``twinledger fl run maintenance-v1`` uses
+``maintenance-v1``; the ServerApp's default is ``<task>/run-<run id>``). Implementations:
 
-* ``InMemoryLedger`` -- for unit tests and the plain-Flower baseline; it enforces the same rules the
-  model-registry chaincode must enforce (rounds in order, a round starts from the previous round's result,
-  updates only from participants, hashes are 64 hex digits);
-* ``JsonFileLedger`` -- the in-memory ledger persisted to one JSON file after every commit (atomic
-  replace), so separate processes (ServerApp, ClientApps, a test) share it while Fabric is unavailable;
+* ``InMemoryLedger`` -- for unit tests and in-process benchmarks; it enforces the rules the chaincode
+  enforces (the task exists, rounds in order up to the task's round count, a round starts from the
+  previous round's result, updates only from participants, hashes are 64 hex digits) and decides data
+  use with the chaincode's own decision function (``chaincode.access.decide``), so reasons and wording
+  are the same. It has no data-set registry, so every use -- the owner's own included -- needs a grant;
+  the chaincode lets an owner use its own data set without one;
+* ``JsonFileLedger`` -- the in-memory ledger persisted to one JSON file. Every change happens under an
+  exclusive ``flock`` on ``<file>.lock`` after re-reading the file, and replaces it atomically, so the
+  ServerApp and every org's ClientApp (separate processes) can all write to it -- the local stand-in
+  while Fabric cannot run (``twinledger fl run --ledger-file``: "local JSON ledger, not Fabric");
 * ``federated.fabric_ledger.FabricRoundLedger`` -- the real one, calling chaincode through network.gateway.
 
 ``open_ledger("memory:" | "file:PATH" | "fabric:CONFIG.json")`` picks one from a run/node config string.
@@ -24,16 +34,19 @@ a task can be trained many times. Implementations:
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -46,11 +59,78 @@ class GlobalModelRefused(GovernanceError):
     """A ClientApp refuses a global model whose hash is not the announced and committed one."""
 
 
+class TaskExists(GovernanceError):
+    """create_task for a task ID the ledger already holds (``ensure_task`` treats it as "read it back")."""
+
+
 @dataclass(frozen=True)
 class UpdateRecord:
     org: str
     sha256: str
     num_examples: int
+
+
+@dataclass(frozen=True)
+class UseDecision:
+    """The answer of a recorded access check (the chaincode's ``data:Check`` answer, same fields)."""
+
+    org: str
+    dataset: str
+    purpose: str
+    allowed: bool
+    reason: str  # owner | granted | no_grant | wrong_purpose | revoked | expired (chaincode.access)
+    detail: str  # the same for a person
+    tx_id: str | None = None
+
+    @staticmethod
+    def from_dict(d: Mapping) -> UseDecision:
+        return UseDecision(org=str(d.get("org", "")), dataset=str(d.get("dataset", "")),
+                           purpose=str(d.get("purpose", "")), allowed=bool(d.get("allowed", False)),
+                           reason=str(d.get("reason", "")), detail=str(d.get("detail", "")),
+                           tx_id=d.get("tx_id"))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    """A federated training run on the ledger (``models:CreateTask``'s arguments, plus what it records)."""
+
+    id: str
+    architecture: str
+    purpose: str
+    datasets: tuple[str, ...]
+    rounds: int
+    aggregation: str
+    privacy: Mapping[str, Any] = field(default_factory=dict)
+    created_by_org: str | None = None
+    created_at: str | None = None
+    tx_id: str | None = None
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["datasets"] = list(self.datasets)
+        d["privacy"] = dict(self.privacy)
+        return d
+
+    @staticmethod
+    def from_dict(d: Mapping) -> TaskRecord:
+        return TaskRecord(id=str(d["id"]), architecture=str(d["architecture"]), purpose=str(d["purpose"]),
+                          datasets=tuple(str(x) for x in d.get("datasets", ())), rounds=int(d["rounds"]),
+                          aggregation=str(d["aggregation"]), privacy=dict(d.get("privacy") or {}),
+                          created_by_org=d.get("created_by_org"), created_at=d.get("created_at"),
+                          tx_id=d.get("tx_id"))  # fmt: skip
+
+    def differences(self, other: TaskRecord) -> list[str]:
+        """What a run asking for ``self`` disagrees with on the recorded ``other`` (empty: the same task)."""
+        out = []
+        for name in ("purpose", "architecture", "aggregation", "rounds"):
+            mine, theirs = getattr(self, name), getattr(other, name)
+            if mine != theirs:
+                out.append(f"{name} {theirs} (this run: {mine})")
+        if sorted(self.datasets) != sorted(other.datasets):
+            out.append(f"data sets {', '.join(sorted(other.datasets))} (this run: {', '.join(sorted(self.datasets))})")
+        if json.dumps(dict(self.privacy), sort_keys=True) != json.dumps(dict(other.privacy), sort_keys=True):
+            out.append(f"privacy {dict(other.privacy)} (this run: {dict(self.privacy)})")
+        return out
 
 
 @dataclass
@@ -66,6 +146,12 @@ class RoundRecord:
     committed_at: float | None = None
     evaluation: dict[str, dict[str, float]] = field(default_factory=dict)
     evaluated_sha256: str | None = None
+    #: org -> why it is not a participant (its own recorded check denied it, no reply ...). The Fabric
+    #: contract's round record has no such field: there the denial is the org's own data:Check record.
+    excluded: dict[str, str] = field(default_factory=dict)
+    start_tx_id: str | None = None
+    commit_tx_id: str | None = None
+    evaluation_tx_id: str | None = None
 
     @property
     def complete(self) -> bool:
@@ -85,6 +171,9 @@ class RoundRecord:
             committed_at=d.get("committed_at"),
             evaluation={o: {k: float(v) for k, v in m.items()} for o, m in (d.get("evaluation") or {}).items()},
             evaluated_sha256=d.get("evaluated_sha256"),
+            excluded={str(o): str(r) for o, r in (d.get("excluded") or {}).items()},
+            start_tx_id=d.get("start_tx_id"), commit_tx_id=d.get("commit_tx_id"),
+            evaluation_tx_id=d.get("evaluation_tx_id"),
         )  # fmt: skip
 
     def hashes(self) -> list[str]:
@@ -99,7 +188,20 @@ class RoundRecord:
 class RoundLedger(Protocol):
     def check_grant(self, org: str, dataset: str, purpose: str) -> bool: ...
 
-    def commit_round_start(self, task: str, round: int, global_sha256: str, participants: Sequence[str]) -> None: ...
+    def record_use(self, org: str, dataset: str, purpose: str) -> UseDecision: ...
+
+    def get_task(self, task: str) -> TaskRecord | None: ...
+
+    def create_task(self, task: TaskRecord) -> TaskRecord: ...
+
+    def commit_round_start(
+        self,
+        task: str,
+        round: int,
+        global_sha256: str,
+        participants: Sequence[str],
+        excluded: Mapping[str, str] | None = None,
+    ) -> None: ...
 
     def commit_round_result(
         self,
@@ -119,6 +221,57 @@ class RoundLedger(Protocol):
     def list_rounds(self, task: str) -> list[RoundRecord]: ...
 
 
+def ensure_task(ledger: RoundLedger, wanted: TaskRecord) -> tuple[TaskRecord, bool]:
+    """The task on the ledger, created if it is not there yet: (record, created now?).
+
+    Idempotent, so that a re-run or a resumed run of the same task ID does not fail on creation; a task
+    recorded with other settings is an error naming each difference (a new run needs a new task ID)."""
+    existing = ledger.get_task(wanted.id)
+    if existing is None:
+        try:
+            return ledger.create_task(wanted), True
+        except TaskExists:  # created by another process since we looked
+            existing = ledger.get_task(wanted.id)
+            if existing is None:
+                raise
+    diffs = wanted.differences(existing)
+    if diffs:
+        raise GovernanceError(
+            f"task {wanted.id} is already on the ledger with {'; '.join(diffs)}; "
+            "run it with those settings or give the new run another task name"
+        )
+    return existing, False
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a run of a task picks up, from the rounds the ledger already holds."""
+
+    first_round: int  # the round to train next
+    start_sha256: str | None  # the model it starts from (None: a fresh initial model)
+    pending: RoundRecord | None  # a round started but never committed: re-run, not re-started
+    previous: RoundRecord | None  # the last committed round
+    done: bool  # every round committed and the final model evaluated: nothing left to do
+
+    @staticmethod
+    def of(rounds: Sequence[RoundRecord], total_rounds: int) -> ResumePoint:
+        complete = [r for r in rounds if r.complete]
+        pending = rounds[-1] if rounds and not rounds[-1].complete else None
+        previous = complete[-1] if complete else None
+        if pending is not None:
+            first, start = pending.round, pending.global_sha256
+        elif previous is not None:
+            first, start = previous.round + 1, previous.result_sha256
+        else:
+            first, start = 1, None
+        done = previous is not None and previous.round >= total_rounds and previous.evaluated_sha256 is not None
+        return ResumePoint(first, start, pending, previous, done)
+
+    @property
+    def resuming(self) -> bool:
+        return self.start_sha256 is not None
+
+
 def _check_hex(name: str, value: str) -> None:
     if not isinstance(value, str) or not _HEX64.match(value):
         raise GovernanceError(f"{name} must be a SHA-256 in 64 lowercase hex digits, got {value!r}")
@@ -131,58 +284,139 @@ def _as_update(u: UpdateRecord | tuple[str, str, int]) -> UpdateRecord:
     return UpdateRecord(str(org), str(sha), int(n))
 
 
+def _utc(seconds: float) -> str:
+    from chaincode.timestamps import format_utc
+
+    return format_utc(int(seconds * 1_000_000_000))
+
+
 @dataclass(frozen=True)
 class Grant:
     org: str
     dataset: str
     purpose: str
     expires: float | None = None  # unix time; None = until revoked
+    revoked_at: float | None = None  # kept, as the chaincode keeps a revoked grant (its audit needs it)
 
     def live(self, now: float) -> bool:
-        return self.expires is None or now < self.expires
+        return self.revoked_at is None and (self.expires is None or now < self.expires)
+
+    def chaincode_record(self) -> dict[str, Any]:
+        """This grant in the data contract's record shape, for chaincode.access.decide."""
+        return {
+            "dataset": self.dataset, "grantee": self.org, "purpose": self.purpose,
+            "status": "revoked" if self.revoked_at is not None else "active",
+            "expires_at": None if self.expires is None else _utc(self.expires),
+            "revoked_at": None if self.revoked_at is None else _utc(self.revoked_at),
+        }  # fmt: skip
 
 
 class InMemoryLedger:
-    """A RoundLedger kept in process memory (thread-safe), enforcing the model-registry's rules."""
+    """A RoundLedger kept in process memory (thread-safe), enforcing the chaincode's rules."""
 
     def __init__(self, clock=time.time) -> None:
         self._lock = threading.RLock()
         self._clock = clock
         self.grants: list[Grant] = []
+        self.task_records: dict[str, TaskRecord] = {}
         self.rounds: dict[str, dict[int, RoundRecord]] = {}
-        self.audit: list[dict] = []  # every access check, as the data-access contract records them
+        self.audit: list[dict] = []  # every recorded access check, as the data contract records them
 
-    # -- grants (what stewards do on chain; here for tests and the baseline) --------------------------
-    def grant(self, org: str, dataset: str, purpose: str, expires: float | None = None) -> None:
-        with self._lock:
-            self.grants.append(Grant(org, dataset, purpose, expires))
-            self._changed()
-
-    def revoke(self, org: str, dataset: str, purpose: str) -> None:
-        with self._lock:
-            self.grants = [g for g in self.grants if (g.org, g.dataset, g.purpose) != (org, dataset, purpose)]
-            self._changed()
-
-    def check_grant(self, org: str, dataset: str, purpose: str) -> bool:
+    # -- transactions: JsonFileLedger re-reads and locks the file around them ----------------------------
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
         with self._lock:
             self._refresh()
-            now = self._clock()
-            ok = any(
-                g.org == org and g.dataset == dataset and g.purpose == purpose and g.live(now) for g in self.grants
-            )
-            self.audit.append({"ts": now, "org": org, "dataset": dataset, "purpose": purpose, "granted": ok})
-            self._changed()
-            return ok
+            yield
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        with self._lock:
+            yield
+
+    def _refresh(self) -> None:
+        pass
+
+    @staticmethod
+    def _tx_id() -> str:
+        # Marked "local-" so that nobody mistakes it for a Fabric transaction ID.
+        return f"local-{uuid.uuid4().hex[:24]}"
+
+    # -- grants (what stewards do on chain; here for tests and local runs) ------------------------------
+    def grant(self, org: str, dataset: str, purpose: str, expires: float | None = None) -> None:
+        """Grant (or renew) one (org, data set, purpose), as the chaincode keeps one grant record per key."""
+        with self._writing():
+            self.grants = [g for g in self.grants if (g.org, g.dataset, g.purpose) != (org, dataset, purpose)]
+            self.grants.append(Grant(org, dataset, purpose, expires))
+
+    def revoke(self, org: str, dataset: str, purpose: str) -> None:
+        with self._writing():
+            self.grants = [
+                Grant(g.org, g.dataset, g.purpose, g.expires, self._clock())
+                if (g.org, g.dataset, g.purpose) == (org, dataset, purpose) and g.revoked_at is None else g
+                for g in self.grants
+            ]  # fmt: skip
+
+    def _decide(self, org: str, dataset: str, purpose: str) -> UseDecision:
+        # The data contract's own decision function: same rules, same reasons, same wording.
+        from chaincode.access import decide
+
+        mine = [g.chaincode_record() for g in self.grants if g.org == org and g.dataset == dataset]
+        d = decide({"id": dataset, "owner": None}, org, purpose, mine, int(self._clock() * 1_000_000_000))
+        return UseDecision(d.org, d.dataset, d.purpose, d.allowed, d.reason, d.detail)
+
+    def check_grant(self, org: str, dataset: str, purpose: str) -> bool:
+        """Read-only (``data:CheckReadOnly``): nothing is recorded."""
+        with self._reading():
+            return self._decide(org, dataset, purpose).allowed
+
+    def record_use(self, org: str, dataset: str, purpose: str) -> UseDecision:
+        """The recorded check (``data:Check``): allowed or denied, it goes into the audit trail."""
+        with self._writing():
+            d = self._decide(org, dataset, purpose)
+            d = UseDecision(d.org, d.dataset, d.purpose, d.allowed, d.reason, d.detail, self._tx_id())
+            self.audit.append({"ts": self._clock(), "org": org, "dataset": dataset, "purpose": purpose,
+                               "granted": d.allowed, "reason": d.reason, "detail": d.detail, "tx_id": d.tx_id})  # fmt: skip
+            return d
+
+    # -- tasks -----------------------------------------------------------------------------------------
+    def get_task(self, task: str) -> TaskRecord | None:
+        with self._reading():
+            return self.task_records.get(task)
+
+    def create_task(self, task: TaskRecord) -> TaskRecord:
+        if not task.datasets:
+            raise GovernanceError(f"task {task.id} names no data set")
+        if task.rounds < 1:
+            raise GovernanceError(f"task {task.id} needs at least 1 round, not {task.rounds}")
+        with self._writing():
+            if task.id in self.task_records:
+                raise TaskExists(f"task {task.id!r} already exists; use a new task ID for a new run")
+            rec = TaskRecord(**{**task.to_dict(), "datasets": tuple(task.datasets),
+                                "created_at": _utc(self._clock()), "tx_id": self._tx_id()})  # fmt: skip
+            self.task_records[task.id] = rec
+            return rec
 
     # -- rounds ----------------------------------------------------------------------------------------
-    def commit_round_start(self, task: str, round: int, global_sha256: str, participants: Sequence[str]) -> None:
+    def commit_round_start(
+        self,
+        task: str,
+        round: int,
+        global_sha256: str,
+        participants: Sequence[str],
+        excluded: Mapping[str, str] | None = None,
+    ) -> None:
         _check_hex("global_sha256", global_sha256)
         if round < 1:
             raise GovernanceError(f"round numbers start at 1, got {round}")
         if not participants:
             raise GovernanceError(f"round {round} of {task} has no participants")
-        with self._lock:
-            self._refresh()
+        with self._writing():
+            spec = self.task_records.get(task)
+            if spec is None:
+                raise GovernanceError(f"task {task!r} is not registered; create it with create_task")
+            if round > spec.rounds:
+                raise GovernanceError(f"task {task!r} has {spec.rounds} rounds; round {round} is beyond it")
             task_rounds = self.rounds.setdefault(task, {})
             if round in task_rounds:
                 raise GovernanceError(f"round {round} of {task} was already started")
@@ -195,10 +429,9 @@ class InMemoryLedger:
                         f"round {round} of {task} must start from round {round - 1}'s result "
                         f"{prev.result_sha256}, not {global_sha256}"
                     )
-            elif task_rounds:
-                raise GovernanceError(f"{task} already has rounds; use a new task key for a new run")
-            task_rounds[round] = RoundRecord(task, round, global_sha256, sorted(participants), self._clock())
-            self._changed()
+            task_rounds[round] = RoundRecord(task, round, global_sha256, sorted(participants), self._clock(),
+                                             excluded=dict(sorted((excluded or {}).items())),
+                                             start_tx_id=self._tx_id())  # fmt: skip
 
     def commit_round_result(
         self,
@@ -214,8 +447,7 @@ class InMemoryLedger:
             _check_hex(f"update hash of {u.org}", u.sha256)
             if u.num_examples <= 0:
                 raise GovernanceError(f"update of {u.org} reports {u.num_examples} examples")
-        with self._lock:
-            self._refresh()
+        with self._writing():
             rec = self.rounds.get(task, {}).get(round)
             if rec is None:
                 raise GovernanceError(f"round {round} of {task} was never started")
@@ -229,56 +461,53 @@ class InMemoryLedger:
             if not ups:
                 raise GovernanceError(f"round {round} of {task} has no updates")
             rec.result_sha256 = new_global_sha256
-            rec.updates = ups
+            rec.updates = sorted(ups, key=lambda u: u.org)
             rec.metrics = {k: float(v) for k, v in metrics.items()}
             rec.committed_at = self._clock()
-            self._changed()
+            rec.commit_tx_id = self._tx_id()
 
     def commit_evaluation(
         self, task: str, round: int, global_sha256: str, metrics: Mapping[str, Mapping[str, float]]
     ) -> None:
         _check_hex("global_sha256", global_sha256)
-        with self._lock:
-            self._refresh()
+        with self._writing():
             rec = self.rounds.get(task, {}).get(round)
             if rec is None or rec.result_sha256 != global_sha256:
                 raise GovernanceError(f"{global_sha256} is not the committed result of round {round} of {task}")
+            if rec.evaluated_sha256:
+                raise GovernanceError(f"round {round} of {task} was already evaluated")
+            outsiders = sorted(set(metrics) - set(rec.participants))
+            if outsiders:
+                raise GovernanceError(f"evaluation from non-participants {outsiders} in round {round} of {task}")
             rec.evaluation = {org: {k: float(v) for k, v in m.items()} for org, m in metrics.items()}
             rec.evaluated_sha256 = global_sha256
-            self._changed()
+            rec.evaluation_tx_id = self._tx_id()
 
     def get_round(self, task: str, round: int) -> RoundRecord | None:
-        with self._lock:
-            self._refresh()
+        with self._reading():
             rec = self.rounds.get(task, {}).get(round)
             return RoundRecord.from_dict(rec.to_dict()) if rec else None
 
     def list_rounds(self, task: str) -> list[RoundRecord]:
-        with self._lock:
-            self._refresh()
+        with self._reading():
             return [RoundRecord.from_dict(r.to_dict()) for _, r in sorted(self.rounds.get(task, {}).items())]
 
     def tasks(self) -> list[str]:
-        with self._lock:
-            self._refresh()
-            return sorted(self.rounds)
+        with self._reading():
+            return sorted(set(self.rounds) | set(self.task_records))
 
-    # -- persistence hooks (no-ops in memory) ----------------------------------------------------------
-    def _refresh(self) -> None:
-        pass
-
-    def _changed(self) -> None:
-        pass
-
+    # -- persistence ------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
         return {
             "grants": [asdict(g) for g in self.grants],
+            "tasks": {t: r.to_dict() for t, r in sorted(self.task_records.items())},
             "rounds": {t: [r.to_dict() for _, r in sorted(rs.items())] for t, rs in self.rounds.items()},
             "audit": self.audit,
         }
 
     def _load_dict(self, d: Mapping) -> None:
         self.grants = [Grant(**g) for g in d.get("grants", [])]
+        self.task_records = {t: TaskRecord.from_dict(r) for t, r in (d.get("tasks") or {}).items()}
         self.rounds = {
             t: {int(r["round"]): RoundRecord.from_dict(r) for r in rs} for t, rs in (d.get("rounds") or {}).items()
         }
@@ -286,37 +515,67 @@ class InMemoryLedger:
 
 
 class JsonFileLedger(InMemoryLedger):
-    """InMemoryLedger whose state lives in one JSON file: re-read before each call, replaced after each change.
+    """InMemoryLedger whose state lives in one JSON file, shared by any number of processes.
 
-    Meant for one writing process (the ServerApp) and any number of readers (ClientApps, tests); a
-    writer from another process is detected by the file's mtime and picked up on the next call.
+    Reads re-load the file when it changed (its inode, size or mtime; every write is a new file moved
+    into place, so the inode changes). Writes hold an exclusive ``flock`` on ``<file>.lock``, re-read the
+    file unconditionally, change it and replace it atomically -- several writers (the ServerApp and the
+    ClientApps recording their data use) never lose each other's changes. A failed change writes nothing.
     """
 
     def __init__(self, path: str | Path, clock=time.time) -> None:
         super().__init__(clock)
         self.path = Path(path)
-        self._mtime: int | None = None
+        self._seen: tuple[int, int, int] | None = None
         self._refresh()
 
-    def _refresh(self) -> None:
+    @property
+    def lock_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".lock")
+
+    def _refresh(self, force: bool = False) -> None:
         try:
             st = self.path.stat()
         except FileNotFoundError:
+            if force:
+                self._load_dict({})
+                self._seen = None
             return
-        if st.st_mtime_ns == self._mtime:
+        seen = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if seen == self._seen and not force:
             return
-        self._load_dict(json.loads(self.path.read_text()))
-        self._mtime = st.st_mtime_ns
+        try:
+            self._load_dict(json.loads(self.path.read_text()))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise GovernanceError(f"{self.path} is not a readable TwinLedger JSON ledger ({exc})") from None
+        self._seen = seen
 
-    def _changed(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        with self._lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.lock_path, "a") as lock:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+                try:
+                    self._refresh(force=True)
+                    try:
+                        yield
+                    except BaseException:
+                        self._seen = None  # the in-memory copy may be half changed: re-read next time
+                        raise
+                    self._save()
+                finally:
+                    fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+    def _save(self) -> None:
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name, suffix=".tmp")
         with os.fdopen(fd, "w") as f:
             json.dump(self.to_dict(), f, indent=1, sort_keys=True)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
-        self._mtime = self.path.stat().st_mtime_ns
+        st = self.path.stat()
+        self._seen = (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def open_ledger(spec: str | None) -> RoundLedger:

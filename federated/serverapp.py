@@ -8,7 +8,7 @@ num-server-rounds  training rounds
 strategy           ``fedavg`` | ``fedprox`` | ``fedmedian`` | ``fedtrimmedavg`` | ``krum`` (Flower's own; the
                    last three are robust to poisoned updates, see ``federated.robustness``)
 orgs               comma-separated orgs of the federation (default: the task's default consortium)
-min-nodes          fewest granted, connected orgs a round may run with
+min-nodes          fewest admitted orgs (each recorded its own data use) a round may run with
 local-epochs, batch-size, lr, weight-decay, pos-weight, dropout, hidden ("64,32"), standardize
                    ("local" | "federated", see ``federated.model``): "" = the task's tuned value (``TUNED``)
 prox-mu, seed      FedProx's mu (strategy fedprox), the seed of the initial model and of local training
@@ -17,7 +17,9 @@ ledger             ``memory:`` | ``file:PATH`` | ``fabric:CONFIG.json``
 store              folder of the content-addressed model store ("" = do not store)
 members            JSON file {org: public-key fingerprint}; nodes are mapped to orgs by the key they
                    authenticated with ("" = by the name they were registered under)
-ledger-task        ledger key of this run (default ``<task>/run-<run id>``)
+ledger-task        ledger task ID of this run (default ``<task>/run-<run id>``). The run creates the task on
+                   the ledger (``models:CreateTask``) unless it exists with the same settings; when the
+                   ledger already holds rounds of it, the run resumes after the last committed round
 poll-interval      seconds between reply polls (Flower's Grid.send_and_receive sleeps 3 s)
 round-timeout      seconds to wait for replies in one round
 wait-for-nodes     seconds to wait for the SuperNodes of all orgs to connect before a round
@@ -44,11 +46,11 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg, FedMedian, FedProx, FedTrimmedAvg, Krum, Strategy
 
 from federated.data import task_spec
-from federated.governance import RoundLedger, open_ledger
+from federated.governance import GovernanceError, ResumePoint, RoundLedger, TaskRecord, ensure_task, open_ledger
 from federated.hashing import arrays_to_record
 from federated.model import model_arrays, new_model
 from federated.privacy import NOT_NOISED, DPSettings, dp_round_metrics, wrap_dp
-from federated.store import ModelStore
+from federated.store import ModelStore, StoreError
 from federated.strategy import GovernedRun, GovernedStrategy, OrgResolver
 
 log = logging.getLogger("federated.serverapp")
@@ -107,18 +109,42 @@ def _write_json(path: str, data: object) -> None:
     os.replace(tmp, p)
 
 
+def resolve_config(run_config: Mapping[str, object]) -> dict[str, object]:
+    """The run config with defaults and the task's tuned values filled in."""
+    cfg = {**DEFAULTS, **dict(run_config)}
+    spec = task_spec(str(cfg["task"]))
+    for k in _TUNED_KEYS:
+        if cfg[k] == "":
+            cfg[k] = TUNED[spec.name][k]
+    return cfg
+
+
+def run_orgs(cfg: Mapping[str, object]) -> list[str]:
+    return [o.strip() for o in str(cfg["orgs"]).split(",") if o.strip()] or list(task_spec(str(cfg["task"])).default_orgs)
+
+
+def task_record(cfg: Mapping[str, object], ledger_task: str) -> TaskRecord:
+    """What ``models:CreateTask`` records for this run (``cfg`` from ``resolve_config``)."""
+    spec = task_spec(str(cfg["task"]))
+    hidden = [h.strip() for h in str(cfg["hidden"]).split(",") if h.strip()]
+    dp = DPSettings.from_config(cfg)
+    privacy = {"dp": dp.mode, "noise_multiplier": dp.noise_multiplier, "clipping_norm": dp.clipping_norm} if dp.enabled else {}
+    return TaskRecord(
+        id=ledger_task, architecture="-".join(["mlp", str(len(spec.feature_names)), *hidden, "1"]),
+        purpose=spec.purpose, datasets=tuple(spec.dataset_id(o) for o in run_orgs(cfg)),
+        rounds=int(cfg["num-server-rounds"]), aggregation=str(cfg["strategy"]).lower(), privacy=privacy,
+    )  # fmt: skip
+
+
 def run_governed(
     grid: Grid, run_config: Mapping[str, object], run_id: int | str = 0, ledger: RoundLedger | None = None
 ) -> tuple[object, GovernedRun]:
     """One governed training run on ``grid`` (a deployment Grid or ``federated.local_grid.LocalGrid``).
 
     ``ledger`` overrides the run config's ``ledger`` (in-process callers pass their own)."""
-    cfg = {**DEFAULTS, **dict(run_config)}
+    cfg = resolve_config(run_config)
     spec = task_spec(str(cfg["task"]))
-    for k in _TUNED_KEYS:
-        if cfg[k] == "":
-            cfg[k] = TUNED[spec.name][k]
-    orgs = [o.strip() for o in str(cfg["orgs"]).split(",") if o.strip()] or list(spec.default_orgs)
+    orgs = run_orgs(cfg)
     members = None
     if cfg["members"]:
         members = json.loads(Path(str(cfg["members"])).read_text())
@@ -133,10 +159,9 @@ def run_governed(
         inner = wrap_dp(inner, dp, n_sampled)
     dp_extra: dict = {"keep_global": NOT_NOISED, "round_metrics": lambda: dp_round_metrics(inner)} if dp.enabled else {}
     governed = GovernedStrategy(
-        inner, task=spec.name, ledger_task=ledger_task, ledger=ledger, orgs=orgs,
-        dataset_of=spec.dataset_id, purpose=spec.purpose, store=store, node_org=OrgResolver(members),
-        min_nodes=min_nodes, poll_interval=float(cfg["poll-interval"]), wait_for_nodes=float(cfg["wait-for-nodes"]),
-        **dp_extra,
+        inner, task=spec.name, ledger_task=ledger_task, ledger=ledger, orgs=orgs, store=store,
+        node_org=OrgResolver(members), min_nodes=min_nodes, poll_interval=float(cfg["poll-interval"]),
+        wait_for_nodes=float(cfg["wait-for-nodes"]), **dp_extra,
     )  # fmt: skip
     train_keys = ("local-epochs", "batch-size", "lr", "weight-decay", "pos-weight", "prox-mu", "dropout", "seed")
     train_config = ConfigRecord({k: cfg[k] for k in train_keys})  # type: ignore[misc]
@@ -144,23 +169,47 @@ def run_governed(
     init = initial_arrays(spec.name, str(cfg["hidden"]), int(cfg["seed"]), float(cfg["dropout"]))
     if not _truthy(cfg["governed"]):
         return _run_plain(grid, inner, cfg, spec.name, init, train_config, eval_config, ledger_task)
+    task, created = ensure_task(ledger, task_record(cfg, ledger_task))
+    at = ResumePoint.of(ledger.list_rounds(ledger_task), task.rounds)
+    log.info("task %s %s on the ledger (%d rounds)", ledger_task, "created" if created else "found", task.rounds)
+    if at.done:
+        log.info("task %s: all %d rounds are committed and evaluated; nothing to do", ledger_task, task.rounds)
+        governed.run_info.final_sha256 = at.previous.result_sha256 if at.previous else None
+        _report(cfg, spec.name, ledger_task, governed.run_info, at)
+        return None, governed.run_info
+    if at.resuming:
+        # The model to go on from is the one the ledger committed, read back from the store by its hash.
+        if store is None:
+            raise GovernanceError(f"cannot resume {ledger_task} at round {at.first_round}: the run has no model store")
+        try:
+            init = store.get_arrays(str(at.start_sha256))
+        except StoreError as exc:
+            raise GovernanceError(f"cannot resume {ledger_task} at round {at.first_round}: {exc}") from None
+        log.info("task %s: resuming at round %d of %d from %s", ledger_task, at.first_round, task.rounds,
+                 str(at.start_sha256)[:12])  # fmt: skip
     result = governed.start(
-        grid, arrays_to_record(init), num_rounds=int(cfg["num-server-rounds"]),  # type: ignore[arg-type]
+        grid, arrays_to_record(init), num_rounds=task.rounds,  # type: ignore[arg-type]
         timeout=float(cfg["round-timeout"]), train_config=train_config, evaluate_config=eval_config,
-        standardize=str(cfg["standardize"]),
+        standardize=str(cfg["standardize"]), first_round=at.first_round, pending=at.pending, previous=at.previous,
     )  # fmt: skip
-    info = governed.run_info
-    if cfg["report"]:
-        _write_json(str(cfg["report"]), {
-            "task": spec.name, "ledger_task": ledger_task, "rounds": int(cfg["num-server-rounds"]),
-            "participants": {str(k): v for k, v in info.participants.items()},
-            "rejected": {str(k): v for k, v in info.rejected.items()},
-            "round_seconds": [t.seconds for t in info.timings],
-            "round_times": [[t.started, t.finished] for t in info.timings],
-            "global_hashes": info.global_hashes, "final_sha256": info.final_sha256,
-            "evaluation": info.evaluation,
-        })  # fmt: skip
-    return result, info
+    _report(cfg, spec.name, ledger_task, governed.run_info, at)
+    return result, governed.run_info
+
+
+def _report(cfg: Mapping[str, object], task: str, ledger_task: str, info: GovernedRun, at: ResumePoint) -> None:
+    if not cfg["report"]:
+        return
+    _write_json(str(cfg["report"]), {
+        "task": task, "ledger_task": ledger_task, "rounds": int(cfg["num-server-rounds"]),
+        "first_round": at.first_round, "resumed": at.resuming, "nothing_to_do": at.done,
+        "participants": {str(k): v for k, v in info.participants.items()},
+        "excluded": {str(k): v for k, v in info.excluded.items()},
+        "rejected": {str(k): v for k, v in info.rejected.items()},
+        "round_seconds": [t.seconds for t in info.timings],
+        "round_times": [[t.started, t.finished] for t in info.timings],
+        "global_hashes": info.global_hashes, "final_sha256": info.final_sha256,
+        "evaluation": info.evaluation,
+    })  # fmt: skip
 
 
 def _truthy(v: object) -> bool:
@@ -194,5 +243,12 @@ app = ServerApp()
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    _, info = run_governed(grid, dict(context.run_config), context.run_id)
+    try:
+        _, info = run_governed(grid, dict(context.run_config), context.run_id)
+    except Exception as exc:
+        # The one line that says why (e.g. which orgs were refused), for whoever waits on the report;
+        # Flower's run status only says "failed".
+        if context.run_config.get("report"):
+            _write_json(str(context.run_config["report"]), {"error": str(exc), "error_type": type(exc).__name__})
+        raise
     log.info("run %s finished: %d rounds, final model %s", info.ledger_task, len(info.timings), info.final_sha256)

@@ -5,19 +5,28 @@ Per round, ``GovernedStrategy.start`` does:
 
 1. resolve each connected SuperNode to an org -- by the fingerprint of the public key it authenticated
    with (SuperNode authentication) or, without a members map, by the name it was registered under;
-2. keep only orgs that belong to the task and hold a live grant for their data set and the task's purpose
-   (``ledger.check_grant``); refuse to run with fewer than ``min_nodes``;
-3. hash the global model, store it (content-addressed), ``commit_round_start``, and announce the hash in
-   the train config -- clients refuse a model that does not match the committed hash;
-4. let the wrapped strategy configure the round on a grid that only shows the granted nodes, send, and
+2. admission: ask each connected org of the task to record the use of its data set for the task's
+   purpose *itself* (a QUERY message; the org's ClientApp calls ``ledger.record_use`` -- ``data:Check``
+   with the org's own identity -- and answers with the decision). The server does not decide for other
+   orgs: only orgs whose own recorded check allowed the use become participants; every other org of
+   the task is recorded with the reason (denied and why, no reply, not connected). Fewer than
+   ``min_nodes`` participants ends the run with that list;
+3. hash the global model, store it (content-addressed), ``commit_round_start`` with the participants and
+   the excluded orgs' reasons, and announce the hash in the train config -- clients refuse a model that
+   does not match the committed hash, and a round they are not a participant of;
+4. let the wrapped strategy configure the round on a grid that only shows the participants, send, and
    collect replies (polling every ``poll_interval`` s instead of the 3 s of ``Grid.send_and_receive``);
-5. accept an update only from a selected node, computed on this round's model, whose arrays hash to the
+5. accept an update only from a participant, computed on this round's model, whose arrays hash to the
    SHA-256 it declares; store it; let the wrapped strategy aggregate; store the new global model and
    ``commit_round_result`` with every accepted (org, update hash, sample count).
 
-After the last round the final (committed) model is evaluated at every granted org and the per-org
-figures are committed with ``commit_evaluation``. With ``standardize="federated"`` a first query round
-pools per-feature count/sum/sum of squares into one scaler shipped inside the initial global model.
+After the last round the final (committed) model is evaluated by the last round's participants and the
+per-org figures are committed with ``commit_evaluation``. With ``standardize="federated"`` the first
+round's admission message also asks for per-feature count/sum/sum of squares (an org answers only once
+its use is allowed), pooled into one scaler shipped inside the initial global model.
+
+A run can resume a task the ledger already holds (``first_round`` > 1, or ``pending``: a round that was
+started but never committed, re-run with its committed start model and among its committed participants).
 """
 
 from __future__ import annotations
@@ -36,7 +45,7 @@ from flwr.proto.node_pb2 import NodeInfo  # pylint: disable=no-name-in-module
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result, Strategy
 
-from federated.governance import GovernanceError, RoundLedger, UpdateRecord
+from federated.governance import GovernanceError, RoundLedger, RoundRecord, UpdateRecord
 from federated.hashing import arrays_sha256, arrays_to_record, record_to_arrays
 from federated.model import FeatureStats, Scaler
 from federated.store import ModelStore
@@ -129,17 +138,22 @@ class GovernedRun:
     ledger_task: str
     global_hashes: list[str] = field(default_factory=list)  # round 1 start, then each round's result
     participants: dict[int, list[str]] = field(default_factory=dict)
+    excluded: dict[int, dict[str, str]] = field(default_factory=dict)  # org -> why it is not a participant
     rejected: dict[int, list[str]] = field(default_factory=dict)  # reasons, per round
     timings: list[RoundTiming] = field(default_factory=list)
     evaluation: dict[str, dict[str, float]] = field(default_factory=dict)
     final_sha256: str | None = None
 
 
-def _reply_org(msg: Message) -> str | None:
+def _reply_org(msg: Message, record: str = "update") -> str | None:
     try:
-        return str(msg.content["update"]["org"])
+        return str(msg.content[record]["org"])
     except (KeyError, TypeError):
         return None
+
+
+PHASE_ADMIT = "admit"
+PHASE_STATS = "stats"
 
 
 class GovernedStrategy(Strategy):
@@ -151,8 +165,6 @@ class GovernedStrategy(Strategy):
         ledger_task: str,
         ledger: RoundLedger,
         orgs: Sequence[str],
-        dataset_of: Callable[[str], str],
-        purpose: str,
         store: ModelStore | None = None,
         node_org: Callable[[NodeInfo], str | None] | None = None,
         min_nodes: int = 2,
@@ -160,6 +172,7 @@ class GovernedStrategy(Strategy):
         wait_for_nodes: float = 60.0,
         keep_global: Sequence[str] = (),
         round_metrics: Callable[[], Mapping[str, float]] | None = None,
+        admit_timeout: float = 120.0,
     ) -> None:
         """``keep_global``: name prefixes of arrays the aggregate must not change (e.g. the scaler under DP
         noise); ``round_metrics``: extra figures committed with every round result (e.g. DP settings)."""
@@ -168,8 +181,6 @@ class GovernedStrategy(Strategy):
         self.ledger_task = ledger_task
         self.ledger = ledger
         self.orgs = list(orgs)
-        self.dataset_of = dataset_of
-        self.purpose = purpose
         self.store = store
         self.node_org = node_org or OrgResolver()
         self.min_nodes = min_nodes
@@ -177,6 +188,7 @@ class GovernedStrategy(Strategy):
         self.wait_for_nodes = wait_for_nodes
         self.keep_global = tuple(keep_global)
         self.round_metrics = round_metrics
+        self.admit_timeout = admit_timeout
         self.run_info = GovernedRun(ledger_task)
 
     # -- delegation (Strategy's abstract API) ---------------------------------------------------------
@@ -197,42 +209,81 @@ class GovernedStrategy(Strategy):
         self.inner.summary()
 
     # -- governance -------------------------------------------------------------------------------------
-    def select(self, grid: Grid) -> dict[int, str]:
-        """node id -> org of the connected nodes allowed to take part now (waits up to wait_for_nodes)."""
+    def connected(self, grid: Grid) -> tuple[dict[int, str], dict[str, str]]:
+        """node id -> org of the task's connected orgs (waits up to wait_for_nodes for the missing ones),
+        and org -> reason for each task org without a (usable) node."""
         deadline = time.monotonic() + self.wait_for_nodes
         while True:
-            chosen: dict[int, str] = {}
+            nodes: dict[int, str] = {}
             notes: list[str] = []
-            connected: set[str] = set()  # orgs of the task with a connected node (granted or not)
             for node in grid.get_nodes():
                 org = self.node_org(node)
                 if org is None:
                     notes.append(f"node {node.node_id}: no org (unregistered key or name)")
-                    continue
-                if org not in self.orgs:
+                elif org not in self.orgs:
                     notes.append(f"node {node.node_id}: org {org} is not in task {self.task}")
-                    continue
-                if org in connected:
+                elif org in nodes.values():
                     notes.append(f"node {node.node_id}: org {org} already has a node in this round")
-                    continue
-                connected.add(org)
-                if not self.ledger.check_grant(org, self.dataset_of(org), self.purpose):
-                    notes.append(f"{org}: no live grant on {self.dataset_of(org)} for {self.purpose}")
-                    continue
-                chosen[node.node_id] = org
-            # wait only for orgs whose SuperNode has not connected yet
-            if connected >= set(self.orgs) or time.monotonic() >= deadline:
+                else:
+                    nodes[node.node_id] = org
+            if set(nodes.values()) >= set(self.orgs) or time.monotonic() >= deadline:
                 break
             time.sleep(min(1.0, self.poll_interval * 5))
         for n in notes:
-            log.warning("excluded %s", n)
+            log.warning("ignored %s", n)
+        missing = {o: "no SuperNode of this org is connected" for o in self.orgs if o not in nodes.values()}
+        return nodes, missing
+
+    def select(
+        self, grid: Grid, rnd: int, timeout: float, phase: str = PHASE_ADMIT, among: Sequence[str] | None = None
+    ) -> tuple[dict[int, str], list[Message]]:
+        """Admission for round ``rnd``: node id -> org of the orgs whose own recorded check allowed the use,
+        and their replies (``phase="stats"`` replies carry feature statistics). ``among`` limits the
+        participants (a resumed round keeps the participants it was started with)."""
+        nodes, excluded = self.connected(grid)
+        if among is not None:
+            for nid, org in list(nodes.items()):
+                if org not in among:
+                    excluded[org] = f"not a participant of round {rnd} as it was started on the ledger"
+                    del nodes[nid]
+        cfg = ConfigRecord({"task": self.task, "ledger-task": self.ledger_task, "phase": phase, "server-round": rnd})
+        msgs = [Message(RecordDict({"config": cfg}), dst_node_id=nid, message_type=MessageType.QUERY) for nid in nodes]
+        chosen: dict[int, str] = {}
+        good: list[Message] = []
+        for msg in self._send_and_receive(grid, msgs, min(timeout, self.admit_timeout)):
+            org = nodes.get(msg.metadata.src_node_id)
+            if org is None or org in chosen.values():
+                continue
+            if msg.has_error():
+                excluded[org] = f"its ClientApp refused: {msg.error.reason}"
+                continue
+            try:
+                adm = msg.content["admission"]
+                allowed, reason, detail = bool(adm["allowed"]), str(adm["reason"]), str(adm["detail"])
+                tx = str(adm.get("tx-id", "") or "")
+            except (KeyError, TypeError) as exc:
+                excluded[org] = f"malformed admission reply ({exc})"
+                continue
+            if _reply_org(msg, "admission") != org:
+                excluded[org] = f"admission reply claims org {_reply_org(msg, 'admission')!r}"
+            elif not allowed:
+                excluded[org] = f"refused to train: its recorded data-use check was denied ({reason}: {detail}; tx {tx})"
+            else:
+                chosen[msg.metadata.src_node_id] = org
+                good.append(msg)
+        for nid, org in nodes.items():
+            if nid not in chosen and org not in excluded:
+                excluded[org] = f"no admission reply within {min(timeout, self.admit_timeout):.0f} s"
+        for org, why in sorted(excluded.items()):
+            log.warning("round %s: %s is not a participant: %s", rnd, org, why)
+        self.run_info.excluded[rnd] = dict(sorted(excluded.items()))
         if len(chosen) < self.min_nodes:
-            detail = "; ".join(notes) or "no SuperNode connected"
+            detail = "; ".join(f"{o}: {r}" for o, r in sorted(excluded.items())) or "no SuperNode connected"
             raise GovernanceError(
-                f"{self.task}: only {len(chosen)} granted org(s) {sorted(chosen.values())} are connected, "
+                f"{self.task} round {rnd}: only {len(chosen)} org(s) admitted {sorted(chosen.values())}, "
                 f"{self.min_nodes} needed ({detail})"
             )
-        return chosen
+        return chosen, good
 
     def _send_and_receive(self, grid: Grid, messages: Iterable[Message], timeout: float) -> list[Message]:
         ids = set(grid.push_messages(list(messages)))
@@ -299,17 +350,11 @@ class GovernedStrategy(Strategy):
         self.run_info.rejected[rnd] = rejected
         return accepted, updates
 
-    def _federated_scaler(self, grid: Grid, chosen: Mapping[int, str], timeout: float) -> Scaler:
-        cfg = ConfigRecord({"task": self.task, "phase": "stats"})
-        msgs = [
-            Message(RecordDict({"config": cfg}), dst_node_id=nid, message_type=MessageType.QUERY) for nid in chosen
-        ]
+    def _federated_scaler(self, replies: Iterable[Message]) -> Scaler:
+        """One scaler from the admitted orgs' feature statistics (their ``stats`` admission replies)."""
         parts = []
-        for msg in self._send_and_receive(grid, msgs, timeout):
-            org = chosen.get(msg.metadata.src_node_id)
-            if org is None or msg.has_error():
-                continue
-            m = next(iter(msg.content.metric_records.values()))
+        for msg in replies:
+            m = msg.content["metrics"]
             parts.append(FeatureStats(np.array(m["count"]), np.array(m["sum"]), np.array(m["sumsq"])))
         if len(parts) < self.min_nodes:
             raise GovernanceError(f"{self.task}: feature statistics from only {len(parts)} org(s)")
@@ -327,36 +372,59 @@ class GovernedStrategy(Strategy):
         evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None,
         standardize: str = "local",
         final_evaluation: bool = True,
+        first_round: int = 1,
+        pending: RoundRecord | None = None,
+        previous: RoundRecord | None = None,
     ) -> Result:
+        """Rounds ``first_round``..``num_rounds`` from ``initial_arrays``. Resuming a task: ``pending`` is
+        a round the ledger started but never committed (``first_round`` is its number, ``initial_arrays``
+        its committed start model), ``previous`` the last committed round (whose participants evaluate the
+        final model when no round is left to train)."""
         self.summary()
         train_config = ConfigRecord() if train_config is None else train_config
         evaluate_config = ConfigRecord() if evaluate_config is None else evaluate_config
         common = {"task": self.task, "ledger-task": self.ledger_task}
         result = Result()
         arrays = record_to_arrays(initial_arrays)
-        chosen = self.select(grid)
-        if standardize == "federated":
-            arrays.update(self._federated_scaler(grid, chosen, timeout).arrays())
-        elif standardize != "local":
+        if standardize not in ("local", "federated"):
             raise GovernanceError(f"standardize must be 'local' or 'federated', not {standardize!r}")
+        resuming = first_round > 1 or pending is not None
+        admitted: dict[int, str] | None = None
+        if standardize == "federated" and not resuming and first_round <= num_rounds:
+            # A resumed run's start model already carries the federation's scaler.
+            admitted, stats = self.select(grid, first_round, timeout, phase=PHASE_STATS)
+            arrays.update(self._federated_scaler(stats).arrays())
         global_sha = self._put(arrays)
+        if pending is not None and pending.global_sha256 != global_sha:
+            raise GovernanceError(f"round {pending.round} of {self.ledger_task} started from {pending.global_sha256}, "
+                                  f"but the model given to resume it hashes to {global_sha}")
         self.run_info.global_hashes.append(global_sha)
+        chosen: dict[int, str] = {}
+        last_participants = list(previous.participants) if previous is not None else None
 
-        for rnd in range(1, num_rounds + 1):
+        for rnd in range(first_round, num_rounds + 1):
             t0 = time.time()
-            if rnd > 1:
-                chosen = self.select(grid)
+            is_pending = pending is not None and rnd == pending.round
+            if admitted is not None and rnd == first_round:
+                chosen = admitted
+            else:
+                chosen, _ = self.select(grid, rnd, timeout, among=pending.participants if is_pending else None)
             participants = sorted(chosen.values())
             self.run_info.participants[rnd] = participants
-            self.ledger.commit_round_start(self.ledger_task, rnd, global_sha, participants)
+            if is_pending:
+                log.info("[ROUND %s/%s] resumed: started on the ledger before, from %s", rnd, num_rounds, global_sha[:12])
+            else:
+                self.ledger.commit_round_start(self.ledger_task, rnd, global_sha, participants,
+                                               self.run_info.excluded.get(rnd, {}))  # fmt: skip
             log.info("[ROUND %s/%s] %s from %s", rnd, num_rounds, participants, global_sha[:12])
+            last_participants = participants
 
             cfg = ConfigRecord(dict(train_config))
             cfg.update({**common, "global-sha256": global_sha, "phase": "train"})
             view = _GrantedGrid(grid, chosen)
             needed = int(getattr(self.inner, "min_train_nodes", 1))
             if needed > len(chosen):
-                raise GovernanceError(f"the wrapped strategy needs {needed} nodes, {len(chosen)} are granted")
+                raise GovernanceError(f"the wrapped strategy needs {needed} nodes, {len(chosen)} are admitted")
             msgs = list(self.inner.configure_train(rnd, arrays_to_record(arrays), cfg, view))  # type: ignore[arg-type]
             replies = self._send_and_receive(grid, msgs, timeout)
             accepted, updates = self._check_train_replies(rnd, replies, chosen, global_sha)
@@ -392,7 +460,12 @@ class GovernedStrategy(Strategy):
         result.arrays = arrays_to_record(arrays)  # type: ignore[assignment]
         self.run_info.final_sha256 = global_sha
         if final_evaluation and num_rounds > 0:
-            self._evaluate_final(grid, num_rounds, arrays, global_sha, evaluate_config, common, timeout, result)
+            # The last round's participants evaluate without a second admission: that round recorded
+            # their use. Resumed with no round left to train, they are admitted again first.
+            if not chosen:
+                chosen, _ = self.select(grid, num_rounds, timeout, among=last_participants)
+            self._evaluate_final(grid, num_rounds, arrays, global_sha, evaluate_config, common, timeout, result,
+                                 chosen)  # fmt: skip
         return result
 
     def _evaluate_final(
@@ -405,8 +478,8 @@ class GovernedStrategy(Strategy):
         common: Mapping[str, str],
         timeout: float,
         result: Result,
+        chosen: Mapping[int, str],
     ) -> None:
-        chosen = self.select(grid)
         cfg = ConfigRecord(dict(evaluate_config))
         cfg.update({**common, "global-sha256": sha, "phase": "evaluate", "server-round": rnd})
         msgs = [

@@ -146,4 +146,4 @@ def test_site_map_is_configurable(monkeypatch):
     monkeypatch.setenv("TL_FL_SITES", "not json")
     with pytest.raises(DataError, match="TL_FL_SITES"):
         resolve_site("cardiac", "hospital2")
-    assert spec.dataset_id("hospital1") == "hospital1/heart_disease_uci" and spec.purpose == "fl:cardiac"
+    assert spec.dataset_id("hospital1") == "hospital1.heart_disease_uci" and spec.purpose == "fl:cardiac"

@@ -11,7 +11,7 @@ from flwr.proto.node_pb2 import NodeInfo  # pylint: disable=no-name-in-module
 
 from federated import clientapp
 from federated.data import task_spec
-from federated.governance import GovernanceError, JsonFileLedger
+from federated.governance import GovernanceError, JsonFileLedger, TaskRecord
 from federated.hashing import arrays_sha256, arrays_to_record, record_to_arrays
 from federated.local_grid import LocalGrid
 from federated.model import SCALER_MEAN, Scaler
@@ -44,17 +44,25 @@ def test_only_granted_orgs_take_part_and_rounds_are_committed(tmp_path):
     _, info = run_governed(grid, cfg)
 
     h3 = grid.node_id_of("hospital3")
-    assert all(m.metadata.dst_node_id != h3 for m in grid.sent)  # never sent anything to hospital3
+    # hospital3 was only asked to record its own data use (admission), never sent a model
+    assert {m.metadata.message_type for m in grid.sent if m.metadata.dst_node_id == h3} == {MessageType.QUERY}
     rounds = led.list_rounds("cardiac/run-t")
     assert [r.round for r in rounds] == [1, 2]
     for r in rounds:
         assert r.participants == ["hospital1", "hospital2"]
         assert sorted(u.org for u in r.updates) == ["hospital1", "hospital2"]
+        # why hospital3 is not a participant is part of the round record: its own check was denied
+        assert list(r.excluded) == ["hospital3"] and "denied (no_grant" in r.excluded["hospital3"]
     assert rounds[0].global_sha256 == info.global_hashes[0]
     assert rounds[1].global_sha256 == rounds[0].result_sha256 == info.global_hashes[1]
     assert rounds[1].result_sha256 == info.final_sha256
     assert set(rounds[1].evaluation) == {"hospital1", "hospital2"}
-    assert {(a["org"], a["granted"]) for a in led.audit} == {("hospital1", True), ("hospital2", True), ("hospital3", False)}
+    # every org recorded its own use once per round, allowed or denied
+    assert sorted((a["org"], a["granted"]) for a in led.audit) == sorted(
+        [("hospital1", True), ("hospital2", True), ("hospital3", False)] * 2)
+    task = led.get_task("cardiac/run-t")
+    assert task.rounds == 2 and task.purpose == "fl:cardiac" and task.aggregation == "fedavg"
+    assert sorted(task.datasets) == [CARDIAC.dataset_id(o) for o in orgs] and task.architecture == f"mlp-{len(CARDIAC.feature_names)}-8-1"
     # the store holds every model the ledger names, under its hash
     assert ModelStore(tmp_path / "store").verify_ledger(led, "cardiac/run-t").passed
     # the update sample counts are each site's training rows
@@ -66,7 +74,8 @@ def test_only_granted_orgs_take_part_and_rounds_are_committed(tmp_path):
 def test_too_few_granted_orgs_is_a_clear_error(tmp_path):
     led = _ledger(tmp_path, ["hospital1"])
     grid = _grid(tmp_path, ["hospital1", "hospital2"])
-    with pytest.raises(GovernanceError, match="only 1 granted org.*hospital2: no live grant"):
+    with pytest.raises(GovernanceError, match=r"only 1 org\(s\) admitted.*hospital2: refused to train: its recorded "
+                                              r"data-use check was denied \(no_grant"):
         run_governed(grid, {**FAST, "task": "cardiac", "ledger": f"file:{led.path}"})
     assert led.list_rounds("cardiac/run-0") == []  # nothing was committed
 
@@ -130,6 +139,14 @@ def _train_message(arrays, *, announced, ledger_task="cardiac/run-c", rnd=1, tas
     return msg
 
 
+def _started(path, sha, participants, task="cardiac/run-c"):
+    """A ledger on which round 1 of task started from sha with these participants."""
+    led = JsonFileLedger(path)
+    led.create_task(TaskRecord(task, "mlp", CARDIAC.purpose, tuple(CARDIAC.dataset_id(o) for o in participants), 3, "fedavg"))
+    led.commit_round_start(task, 1, sha, participants)
+    return led
+
+
 def _context(org, ledger_path=None):
     nc = {"org": org, "task": "cardiac"}
     if ledger_path:
@@ -155,9 +172,8 @@ def test_client_refuses_a_model_whose_hash_is_not_the_announced_one(global_model
 
 def test_client_refuses_a_model_that_is_not_the_committed_one(tmp_path, global_model):
     path = tmp_path / "ledger.json"
-    led = JsonFileLedger(path)
     committed = {k: v * 0 for k, v in global_model.items()}
-    led.commit_round_start("cardiac/run-c", 1, arrays_sha256(committed), ["hospital1"])
+    _started(path, arrays_sha256(committed), ["hospital1"])
     sha = arrays_sha256(global_model)  # announced and received agree, but the ledger committed another model
     reply = clientapp.handle_train(_train_message(global_model, announced=sha), _context("hospital1", path))
     assert reply.has_error() and "but the ledger committed" in reply.error.reason
@@ -176,7 +192,7 @@ def test_client_refuses_a_model_that_is_not_the_committed_one(tmp_path, global_m
 def test_client_trains_on_the_committed_model_and_declares_its_update_hash(tmp_path, global_model):
     path = tmp_path / "ledger.json"
     sha = arrays_sha256(global_model)
-    JsonFileLedger(path).commit_round_start("cardiac/run-c", 1, sha, ["hospital1"])
+    _started(path, sha, ["hospital1"]).grant("hospital1", CARDIAC.dataset_id("hospital1"), CARDIAC.purpose)
     reply = clientapp.handle_train(_train_message(global_model, announced=sha), _context("hospital1", path))
     assert not reply.has_error()
     update = record_to_arrays(reply.content["arrays"])
