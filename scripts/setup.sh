@@ -28,6 +28,28 @@ else
   say "Python dependencies up to date"
 fi
 
+# --- browser for the dashboard test -------------------------------------------------------
+# Debian's chromium and its chromedriver, so the test drives the system browser with the matching driver and
+# nothing downloads a browser or driver of its own. Only root can install them; others get one warning.
+if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then
+  say "chromium and chromedriver present"
+elif [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+  say "installing Debian's chromium and chromium-driver (dashboard browser test)"
+  apt_start=$(date +%s)
+  apt_log=$(mktemp)
+  # Quiet unless it fails; then the whole apt output says why.
+  if ! { DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+         && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver; } >"$apt_log" 2>&1; then
+    cat "$apt_log" >&2
+    echo "setup: installing chromium and chromium-driver with apt-get failed (output above)" >&2
+    exit 1
+  fi
+  rm -f "$apt_log"
+  say "chromium installed in $(( $(date +%s) - apt_start )) s"
+else
+  echo "[setup] warning: chromium/chromedriver missing and not root (cannot apt-get install them): the dashboard browser test will be skipped" >&2
+fi
+
 # --- Fabric binaries ----------------------------------------------------------------------
 bash scripts/build_fabric.sh
 

@@ -1,0 +1,182 @@
+"""The dashboard's way to the ledger: one gateway connection per local enrolled identity, opened lazily.
+
+Identity decides access (DESIGN.md): the dashboard never forwards an identity from the browser. The page
+may only *choose* one of the identities this home holds enrolled (``LedgerClient.enrolled``); the server loads
+that user's own MSP folder (``orchestrator.connect``) and signs with its key, so the chaincode sees the
+steward's certificate exactly as it would from `twinledger data grant --as hospital1:steward`.
+
+Connections are cached per (org, user) because opening one costs a TLS handshake; a connection whose
+call failed as unreachable is dropped so the next poll dials again (peers restarted, double started later).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from network.gateway_errors import GatewayError
+from network.gateway_sync import SyncContract, SyncGateway
+from network.layout import Layout
+from network.spec import Spec, SpecError, load_spec
+from orchestrator.bringup import CHAINCODE_NAME
+from orchestrator.connect import connect_sync
+from orchestrator.ledger_session import chaincode_message
+
+DATA_CONTRACT = "data"
+MODELS_CONTRACT = "models"
+#: Seconds a dashboard read may take before the panel says the ledger is unreachable; the page polls
+#: every 1-2 s, so a read must not hang on a dead peer for the client's default 30 s.
+READ_TIMEOUT = 4.0
+_UNREACHABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+
+
+class LedgerUnavailable(Exception):
+    """The ledger could not be asked (no network, not enrolled, peer unreachable); one line for the page."""
+
+
+class LedgerRefused(Exception):
+    """The chaincode answered with an error (bad argument, access denied); its one-line message."""
+
+
+def describe_gateway_error(exc: Exception) -> Exception:
+    """Map a gateway failure to what the page shows: unreachable (retry later) or refused (the contract said no)."""
+    if isinstance(exc, GatewayError):
+        if exc.code in _UNREACHABLE and not exc.details:
+            return LedgerUnavailable(f"ledger unreachable: {exc}")
+        # The chaincode's own words ("access denied: Grant is for stewards of ...") rather than the gateway's
+        # wrapping of them, as the `twinledger data` commands print them.
+        return LedgerRefused(chaincode_message(exc) or str(exc))
+    return LedgerUnavailable(f"ledger unreachable: {exc}")
+
+
+class LedgerClient:
+    """Evaluate and submit on the home's channel as one of its enrolled users."""
+
+    def __init__(self, home: Path, read_as: tuple[str, str] | None = None,
+                 connector: Callable[[Spec, Layout, str, str], SyncGateway] = connect_sync) -> None:
+        self.home = home
+        self.layout = Layout(home)
+        self._read_as = read_as
+        self._connector = connector
+        self._lock = threading.Lock()
+        self._gateways: dict[tuple[str, str], SyncGateway] = {}
+
+    # --- what this home holds ------------------------------------------------------------------
+    def spec(self) -> Spec:
+        if not self.layout.spec_file.exists():
+            raise LedgerUnavailable(f"ledger unavailable: no network in {self.home}; run `twinledger up` first")
+        try:
+            return load_spec(self.layout.spec_file)
+        except SpecError as exc:
+            raise LedgerUnavailable(f"ledger unavailable: {exc}") from None
+
+    def enrolled(self, user: str) -> list[str]:
+        """Member orgs whose ``user`` identity is enrolled in this home (the identities the server can act as)."""
+        try:
+            spec = self.spec()
+        except LedgerUnavailable:
+            return []
+        return [o.name for o in spec.member_orgs if self.layout.user_msp(o.name, user).exists()]
+
+    def reader(self) -> tuple[str, str]:
+        """Whom reads are signed as: the --as identity, else the first member org's admin (DESIGN's default)."""
+        if self._read_as is not None:
+            return self._read_as
+        admins = self.enrolled("admin")
+        if not admins:
+            raise LedgerUnavailable(f"ledger unavailable: no enrolled identity in {self.home}; run `twinledger up` first")
+        return admins[0], "admin"
+
+    # --- calls ---------------------------------------------------------------------------------
+    def _gateway(self, org: str, user: str) -> SyncGateway:
+        with self._lock:
+            gw = self._gateways.get((org, user))
+            if gw is None:
+                try:
+                    gw = self._connector(self.spec(), self.layout, org, user)
+                except (SpecError, OSError, ValueError) as exc:
+                    raise LedgerUnavailable(f"ledger unavailable: {exc}") from None
+                self._gateways[(org, user)] = gw
+            return gw
+
+    def _drop(self, org: str, user: str) -> None:
+        with self._lock:
+            gw = self._gateways.pop((org, user), None)
+        if gw is not None:
+            gw.close()
+
+    def contract(self, contract_name: str | None, org: str, user: str) -> SyncContract:
+        return self._gateway(org, user).network(self.spec().channel).contract(CHAINCODE_NAME, contract_name)
+
+    def read_contract(self, contract_name: str | None) -> ReadContract:
+        """A read-only contract as the reading identity (see ``reader``), with the dashboard's deadline."""
+        return ReadContract(self, contract_name, self.reader())
+
+    def call(self, org: str, user: str, contract_name: str | None, fn: Callable[[SyncContract], bytes]) -> bytes:
+        """Run one gateway call as org:user; failures become LedgerUnavailable / LedgerRefused."""
+        try:
+            return fn(self.contract(contract_name, org, user))
+        except (GatewayError, grpc.RpcError, OSError) as exc:
+            mapped = describe_gateway_error(exc)
+            if isinstance(mapped, LedgerUnavailable):
+                self._drop(org, user)  # dial again on the next call (peer restarted, or not up yet)
+            raise mapped from None
+
+    def evaluate(self, contract_name: str, function: str, *args: str, as_: tuple[str, str] | None = None) -> Any:
+        org, user = as_ or self.reader()
+        raw = self.call(org, user, contract_name, lambda c: c.evaluate(function, *args, timeout=READ_TIMEOUT))
+        return json.loads(raw) if raw else None
+
+    def submit(self, contract_name: str, function: str, *args: str, as_: tuple[str, str]) -> Any:
+        org, user = as_
+        raw = self.call(org, user, contract_name, lambda c: c.submit(function, *args))
+        return json.loads(raw) if raw else None
+
+    def close(self) -> None:
+        with self._lock:
+            gateways, self._gateways = list(self._gateways.values()), {}
+        for gw in gateways:
+            gw.close()
+
+
+class ReadContract:
+    """A contract for the parts' own ledger classes (``FabricRoundLedger``, ``FabricAnchorer``) to read through.
+
+    Their ``evaluate(function, *args)`` carries no deadline; here every read gets ``READ_TIMEOUT`` (a dead peer
+    makes a panel say "unreachable" within seconds instead of holding the poll for the client's 30 s), and
+    failures arrive as ``LedgerUnavailable`` / ``LedgerRefused`` like every other dashboard read. The
+    dashboard never submits through it.
+    """
+
+    def __init__(self, client: LedgerClient, contract_name: str | None, as_: tuple[str, str]) -> None:
+        self._client = client
+        self._contract_name = contract_name
+        self._as = as_
+
+    def evaluate(self, function: str, *args: Any) -> bytes:
+        org, user = self._as
+        return self._client.call(org, user, self._contract_name,
+                                 lambda c: c.evaluate(function, *args, timeout=READ_TIMEOUT))
+
+    def submit(self, function: str, *args: Any) -> bytes:
+        raise PermissionError(f"the dashboard only reads through this contract; it does not submit {function}")
+
+
+class AsyncContractAdapter:
+    """Presents a blocking ``SyncContract`` with the awaitable ``evaluate`` that ``twins.FabricAnchorer`` reads with.
+
+    The anchorer's verification is async; the dashboard's connections are the blocking wrapper's (their
+    loop is private), so each call runs in a worker thread instead of on that private loop.
+    """
+
+    def __init__(self, contract: ReadContract) -> None:
+        self._contract = contract
+
+    async def evaluate(self, function: str, *args: Any) -> bytes:
+        return await asyncio.to_thread(self._contract.evaluate, function, *args)
