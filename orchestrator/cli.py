@@ -140,11 +140,16 @@ def cmd_clean(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # --home and --json are accepted before or after the command. The top-level parser holds the
+    # defaults; the sub-commands' copies default to SUPPRESS, otherwise a sub-parser's default would
+    # overwrite a value given before the command (`twinledger --home X status`).
+    top = argparse.ArgumentParser(add_help=False)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--home", help="state folder (default $TL_HOME or ./.twinledger/twinledger)")
-    common.add_argument("--json", action="store_true", help="machine-readable output")
+    for parser, default_home, default_json in ((top, None, False), (common, argparse.SUPPRESS, argparse.SUPPRESS)):
+        parser.add_argument("--home", default=default_home, help="state folder (default $TL_HOME or ./.twinledger/twinledger)")
+        parser.add_argument("--json", action="store_true", default=default_json, help="machine-readable output")
     p = argparse.ArgumentParser(prog="twinledger", description="TwinLedger: a consortium ledger for hospitals and plants",
-                                parents=[common])
+                                parents=[top])
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("up", parents=[common], help="start (or resume) the local network")
