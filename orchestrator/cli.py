@@ -19,12 +19,12 @@ from network.spec import SpecError, load_spec
 from orchestrator.bringup import FabricUnavailable, up
 from orchestrator.fabric_stage import FabricStepError
 from orchestrator.control import SupervisorError, read_state, stop_supervisor, supervisor_pid
-from orchestrator import cli_data, cli_dashboard, cli_fl, cli_twins
+from orchestrator import cli_dashboard, cli_data, cli_demo, cli_fl, cli_twins
 from orchestrator.cli_common import UserError
 from peers.binaries import BinariesMissing
 
 # Each capability's commands live in their own module and register themselves on the parser.
-COMMAND_GROUPS = (cli_data, cli_fl, cli_twins, cli_dashboard)
+COMMAND_GROUPS = (cli_data, cli_fl, cli_twins, cli_dashboard, cli_demo)
 
 
 def _home(args: argparse.Namespace) -> Path:
