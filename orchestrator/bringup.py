@@ -59,6 +59,11 @@ def ca_processes(spec: Spec, layout: Layout) -> list[ProcSpec]:
     return procs
 
 
+def supervisor_metrics_port(spec: Spec) -> int:
+    """The first port after the nodes' own: the supervisor's Prometheus metrics."""
+    return spec.port_range[1] + 1
+
+
 def up(home: Path, spec_file: Path | None = None, port_base: int | None = None,
        progress: Progress = print, timeout: float = 120.0) -> Spec:
     t0 = time.monotonic()
@@ -69,7 +74,7 @@ def up(home: Path, spec_file: Path | None = None, port_base: int | None = None,
 
     cas = ca_processes(spec, layout)
     upsert_processes(layout.run, cas)
-    start_supervisor(home)
+    start_supervisor(home, supervisor_metrics_port(spec))
     wait_healthy(home, [p.name for p in cas], timeout, lambda n: progress(f"  ready  {n}"))
 
     # Enrolment talks to five independent CAs: do them side by side.

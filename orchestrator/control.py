@@ -54,8 +54,9 @@ def supervisor_pid(home: Path) -> int | None:
     return None
 
 
-def start_supervisor(home: Path) -> int:
-    """Start the daemon (detached from the terminal) unless one runs; returns its pid."""
+def start_supervisor(home: Path, metrics_port: int | None = None) -> int:
+    """Start the daemon (detached from the terminal) unless one runs; returns its pid. With metrics_port
+    it serves Prometheus metrics of its processes on 127.0.0.1:metrics_port/metrics."""
     pid = supervisor_pid(home)
     if pid:
         os.kill(pid, signal.SIGHUP)  # pick up manifest changes
@@ -65,7 +66,8 @@ def start_supervisor(home: Path) -> int:
     state_path(home / "run").unlink(missing_ok=True)
     log = open(home / "logs" / "supervisor.log", "ab")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.supervisor", "--home", str(home)],
+        [sys.executable, "-m", "orchestrator.supervisor", "--home", str(home),
+         *(["--metrics-port", str(metrics_port)] if metrics_port else [])],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
         cwd=str(Path(__file__).resolve().parent.parent),
     )

@@ -9,7 +9,9 @@ supervisor.pid (whom to signal). Behaviour:
   backoff resets once it has stayed up for STABLE_AFTER seconds;
 * children die with the supervisor (PR_SET_PDEATHSIG), so a killed supervisor leaves no orphans;
 * SIGTERM stops children in reverse start order (SIGTERM, then SIGKILL after a grace period);
-* SIGHUP re-reads the manifest: new processes start, removed ones stop.
+* SIGHUP re-reads the manifest: new processes start, removed ones stop;
+* with ``--metrics-port``, Prometheus metrics of every process it runs (up, healthy, restarts, uptime)
+  at http://127.0.0.1:PORT/metrics, beside the Fabric nodes' own operations endpoints.
 
 Run as ``python -m orchestrator.supervisor --home DIR``.
 """
@@ -17,7 +19,6 @@ Run as ``python -m orchestrator.supervisor --home DIR``.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import signal
@@ -27,6 +28,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from network.child_process import die_with_parent
+from network.metrics import Registry, serve_metrics
 from orchestrator.health import probe
 from orchestrator.procspec import ProcSpec, load_manifest, pid_path, state_path, write_json_atomic
 
@@ -36,18 +39,6 @@ STABLE_AFTER = 60.0
 STOP_GRACE = 10.0
 TICK = 0.25
 HEALTH_EVERY = 2.0
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: get SIGTERM when the supervisor dies, and a process group of its own."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
-    os.setpgrp()
-
 
 def log_event(event: str, **fields: object) -> None:
     """One structured line per event on the supervisor's own log (its stdout)."""
@@ -69,14 +60,37 @@ class Child:
     stopping: bool = False
 
 
+class SupervisorMetrics:
+    """What a scrape of the supervisor shows, per process (labels: name, org, type)."""
+
+    def __init__(self) -> None:
+        self.registry = Registry()
+        labels = ("name", "org", "type")
+        self.up = self.registry.gauge("twinledger_process_up", "1 while the process runs", labels)
+        self.healthy = self.registry.gauge("twinledger_process_healthy", "1 while its health probe passes", labels)
+        self.uptime = self.registry.gauge("twinledger_process_uptime_seconds", "Seconds since its last start", labels)
+        self.restarts = self.registry.counter("twinledger_process_restarts_total", "Unexpected exits followed by a restart", labels)
+
+    def observe(self, c: Child, now: float) -> None:
+        key = (c.spec.name, c.spec.org, c.spec.type)
+        self.up.labels(*key).set(1 if c.proc is not None else 0)
+        self.healthy.labels(*key).set(1 if c.healthy else 0)
+        self.uptime.labels(*key).set(round(now - c.started_at, 1) if c.proc is not None else 0)
+
+    def restarted(self, c: Child) -> None:
+        self.restarts.labels(c.spec.name, c.spec.org, c.spec.type).inc()
+
+
 class Supervisor:
-    def __init__(self, home: Path):
+    def __init__(self, home: Path, metrics_port: int | None = None):
         self.home = home
         self.run_dir = home / "run"
         self.log_dir = home / "logs"
         self.children: dict[str, Child] = {}
         self.stop_requested = False
         self.reload_requested = True
+        self.metrics_port = metrics_port
+        self.metrics = SupervisorMetrics()
 
     # -- lifecycle of one child --------------------------------------------------------
     def _start(self, c: Child) -> None:
@@ -87,7 +101,7 @@ class Supervisor:
         try:
             c.proc = subprocess.Popen(
                 c.spec.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                cwd=c.spec.cwd, env=env, preexec_fn=_die_with_parent, close_fds=True,
+                cwd=c.spec.cwd, env=env, preexec_fn=die_with_parent(), close_fds=True,
             )
         except OSError as e:
             log.write(f"cannot start: {e}\n".encode())
@@ -119,6 +133,7 @@ class Supervisor:
         log_event("exited", name=c.spec.name, code=c.last_exit, up_s=round(up_for, 1), restart_in_s=c.backoff)
         c.backoff = min(c.backoff * 2, BACKOFF_MAX)
         c.restarts += 1
+        self.metrics.restarted(c)
 
     def _stop(self, c: Child) -> None:
         c.stopping = True
@@ -174,6 +189,14 @@ class Supervisor:
         signal.signal(signal.SIGHUP, lambda *_: setattr(self, "reload_requested", True))
         pid_path(self.run_dir).write_text(str(os.getpid()))
         log_event("supervisor_started", pid=os.getpid(), home=str(self.home))
+        metrics_server = None
+        if self.metrics_port:
+            try:
+                metrics_server = serve_metrics(self.metrics.registry, self.metrics_port)
+                log_event("metrics", url=f"http://127.0.0.1:{self.metrics_port}/metrics")
+            except OSError as e:
+                # Metrics are for watching; a taken port must not keep the network from running.
+                log_event("metrics_unavailable", port=self.metrics_port, error=str(e))
         last_state = 0.0
         try:
             while not self.stop_requested:
@@ -191,6 +214,8 @@ class Supervisor:
                         if was != c.healthy:
                             log_event("health", name=c.spec.name, healthy=c.healthy)
                 if now - last_state >= 0.5:
+                    for c in self.children.values():
+                        self.metrics.observe(c, now)
                     self._write_state()
                     last_state = now
                 time.sleep(TICK)
@@ -200,6 +225,8 @@ class Supervisor:
                 self._stop(c)
             self._write_state()
             pid_path(self.run_dir).unlink(missing_ok=True)
+            if metrics_server is not None:
+                metrics_server.shutdown()
             log_event("supervisor_stopped")
         return 0
 
@@ -207,8 +234,9 @@ class Supervisor:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m orchestrator.supervisor")
     ap.add_argument("--home", required=True, type=Path)
+    ap.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on 127.0.0.1:PORT/metrics")
     args = ap.parse_args(argv)
-    return Supervisor(args.home.resolve()).run()
+    return Supervisor(args.home.resolve(), args.metrics_port).run()
 
 
 if __name__ == "__main__":

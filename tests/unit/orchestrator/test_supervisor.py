@@ -114,3 +114,42 @@ def test_a_process_that_cannot_start_is_reported_not_fatal(home):
 def test_duplicate_names_are_refused(tmp_path):
     with pytest.raises(ValueError, match="duplicate"):
         save_manifest(tmp_path, [_proc("a", 1), _proc("a", 2)])
+
+
+def _scrape(port: int) -> dict[str, float]:
+    """The supervisor's /metrics as {sample with labels: value}; the exposition must parse line by line."""
+    import urllib.request
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        text = r.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    return samples
+
+
+def test_metrics_show_each_process_up_healthy_and_its_restarts(home):
+    base = free_port_base(2)
+    save_manifest(home / "run", [_proc("a", base)])
+    start_supervisor(home, metrics_port=base + 1)
+    wait_healthy(home, ["a"], timeout=20)
+    labels = '{name="a",org="org1",type="chaincode"}'
+    deadline = time.monotonic() + 10
+    while _scrape(base + 1).get(f"twinledger_process_healthy{labels}") != 1 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    before = _scrape(base + 1)
+    assert before[f"twinledger_process_up{labels}"] == 1 and before[f"twinledger_process_healthy{labels}"] == 1
+    assert before.get(f"twinledger_process_restarts_total{labels}", 0) == 0
+
+    os.kill(_state(home, "a")["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        after = _scrape(base + 1)
+        if after.get(f"twinledger_process_restarts_total{labels}") == 1 and after[f"twinledger_process_healthy{labels}"] == 1:
+            break
+        time.sleep(0.2)
+    assert after[f"twinledger_process_restarts_total{labels}"] == 1 and after[f"twinledger_process_up{labels}"] == 1
