@@ -335,16 +335,20 @@ class Contract:
         *args: Arg,
         transient: Mapping[str, bytes] | None = None,
         endorsing_orgs: Iterable[str] | None = None,
+        nonce: bytes | None = None,
     ) -> Proposal:
         """Build and sign a proposal; nothing is sent until ``evaluate()`` or ``endorse()``.
 
         ``endorsing_orgs`` (MSP IDs) pins which organisations endorse — needed with transient (private)
-        data, and for key-level endorsement policies the gateway cannot discover.
+        data, and for key-level endorsement policies the gateway cannot discover. ``nonce`` (default:
+        fresh random bytes) fixes the transaction id (SHA-256 of nonce and creator): a client that stored
+        the nonce before a crash can resubmit the very same transaction, which the peers then refuse as
+        a duplicate instead of committing it twice.
         """
         if self.contract_name:
             # fabric-contract-api routes "Contract:function" to the named contract class.
             function = f"{self.contract_name}:{function}"
-        context = new_transaction_context(self._conn.identity.serialized())
+        context = new_transaction_context(self._conn.identity.serialized(), nonce)
         proposal = build_proposal(
             channel_id=self.channel_name,
             chaincode_name=self.chaincode_name,

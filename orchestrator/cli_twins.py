@@ -1,4 +1,7 @@
-"""`twinledger twins run | status | whatif` and `twinledger verify reading`: the digital twins from the CLI.
+"""`twinledger twins run | status | whatif | decide | ack` and `twinledger verify reading`: the digital twins from the CLI.
+
+``twins decide`` / ``twins ack`` are the twins contract's DecideMaintenance / AckDecision on the alerts the bridge
+raised on the ledger (``twins status`` lists them with their ids); the other commands work on the state below.
 
 State lives under ``HOME/twins/``::
 
@@ -47,6 +50,8 @@ SIM_LOG, BRIDGE_LOG = "twins-simulators", "twins-bridge"
 DEFAULT_MACHINES = ("plant1:2", "plant2:2")
 DEFAULT_MONITORS = ("hospital1:1", "hospital2:1")
 # The signals `twins status` shows per kind of asset (the rest stays in --json).
+#: How many recent alert episodes and sustainability reports `twins status` lists (--json too).
+ALERTS_SHOWN = 10
 KEY_SIGNALS = {
     "machine": ("RotationalSpeed", "Torque", "ToolWear", "ProcessTemperature"),
     "patient": ("HR", "O2Sat", "Temp", "SBP", "Resp"),
@@ -251,7 +256,8 @@ class _LiveLine:
             "elapsed_s": round(elapsed, 1), "status": bool(st), "values_per_s": round(self.rate, 1),
             "twins_live": sum(1 for t in twins.values() if t.get("updates")), "twins": len(twins),
             "sealed": c.get("batches", 0), "anchored": c.get("anchored", 0), "anchor_errors": c.get("anchor_errors", 0),
-            "lost": b.get("lost", 0), "alerts": len(st.get("alerts", [])), "top_risk": _top_risk(twins),
+            "lost": b.get("lost", 0), "alerts": len(st.get("alerts", [])), "alerts_recorded": c.get("alerts_raised", 0),
+            "top_risk": _top_risk(twins),
             "opcua": "connected" if b.get("connected", True) else "reconnecting" if b.get("connects") else "connecting",
         }
 
@@ -264,7 +270,7 @@ class _LiveLine:
                   f"sealed {f['sealed']}", f"anchored {f['anchored']}"]
         if f["anchor_errors"]:
             parts.append(f"anchor errors {f['anchor_errors']} (retrying)")
-        parts += [f"lost {f['lost']}", f"alerts {f['alerts']}"]
+        parts += [f"lost {f['lost']}", f"alerts {f['alerts']} ({f['alerts_recorded']} recorded)"]
         if f["top_risk"]:
             parts.append(f"top risk {f['top_risk']}")
         if f["opcua"] != "connected":
@@ -296,8 +302,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     monitors = args.monitors if args.monitors is not None else ([] if args.machines else list(DEFAULT_MONITORS))
     if not machines and not monitors:
         raise UserError("nothing to run: give --machines ORG:N and/or --monitors ORG:N")
-    if args.duration < 0 or args.interval <= 0 or args.machine_rate <= 0 or args.monitor_rate <= 0:
-        raise UserError("--duration must be >= 0 and --interval, --machine-rate, --monitor-rate > 0")
+    if args.duration < 0 or args.interval <= 0 or args.machine_rate <= 0 or args.monitor_rate <= 0 or args.report_every < 0:
+        raise UserError("--duration and --report-every must be >= 0 and --interval, --machine-rate, --monitor-rate > 0")
     running = td.running_pids()
     if running:
         raise UserError(f"the twins of {home} already run (pids {', '.join(map(str, running.values()))}); "
@@ -322,7 +328,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     td.root.mkdir(parents=True, exist_ok=True)
     td.log(SIM_LOG).parent.mkdir(parents=True, exist_ok=True)
     td.write_json(td.anchor, target)
-    extra = ["--ledger-config", str(td.ledger)] if ledger else []
+    extra = (["--ledger-config", str(td.ledger)] if ledger else []) + ["--report-every", str(args.report_every)]
     if ledger:
         td.write_json(td.ledger, ledger)
     tag = f"  [{FILE_ANCHOR_LABEL}]" if target["kind"] == "file" else ""
@@ -420,11 +426,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     c, b = st.get("counters", {}), st.get("bridge", {})
     bad = {n: code for n, code in codes.items() if code not in (0, -signal.SIGTERM)}
     say(f"stopped on {reason} after {(t_end or time.monotonic()) - t_live:.1f} s: {c.get('readings', 0)} values, "
-        f"{c.get('batches', 0)} batches sealed, {c.get('anchored', 0)} anchored, {b.get('lost', 0)} lost"
+        f"{c.get('batches', 0)} batches sealed, {c.get('anchored', 0)} anchored, {b.get('lost', 0)} lost, "
+        f"{c.get('alerts_raised', 0)} alerts recorded"
         + (f"; exit codes {bad}" if bad else "")
         + f"; state kept in {td.root} (`twinledger twins status`, `twinledger verify reading ASSET SEQ`)",
         event="stopped", reason=reason, values=c.get("readings", 0), sealed=c.get("batches", 0),
-        anchored=c.get("anchored", 0), lost=b.get("lost", 0), exit_codes=codes)
+        anchored=c.get("anchored", 0), lost=b.get("lost", 0), alerts_recorded=c.get("alerts_raised", 0), exit_codes=codes)
     return 1 if bad else 0
 
 
@@ -463,11 +470,20 @@ def twins_status(home: Path) -> dict[str, Any]:
         last = store.recent_anchors(5)
         counts = {"readings": store.count("readings"), "batches": store.count("batches"),
                   "anchored": store.count("anchors"), "pending": len(store.pending_batches())}
+        episodes = store.alerts()
+        reports = store.reports()
     finally:
         store.close()
     label = anchor_label(anchor)
     for a in last:
         a["anchor"] = label
+    # alert episodes as recorded by the bridge (twins.anchoring.alert_outbox): the tx id is the alert's id on the
+    # ledger (`twins decide` takes it); None while it waits in the outbox
+    ledger_alerts = [{"key": e["key"], "org": e["org"], "asset": e["asset"], "kind": e["kind"], "score": e["score"],
+                      "detail": e["detail"], "tx_id": e["tx_id"], "opened_at_us": e["opened_at_us"],
+                      "closed_at_us": e["closed_at_us"], "anchor": label} for e in episodes[-ALERTS_SHOWN:]]
+    counts.update(alerts=len(episodes), alerts_pending=sum(1 for e in episodes if not e["tx_id"]),
+                  reports=len(reports))
     return {
         "home": str(td.root), "running": bool(running), "pids": running,
         "anchor": dict(anchor, label=label, **({"file": str(td.root / anchor["path"])} if anchor.get("kind") == "file" else {})),
@@ -475,6 +491,9 @@ def twins_status(home: Path) -> dict[str, Any]:
         "assets": {a: _asset_view(a, s) for a, s in sorted(st.get("twins", {}).items())},
         "plants": st.get("plants", {}), "alerts": st.get("alerts", []),
         "counters": st.get("counters", {}), "bridge": st.get("bridge", {}), "store": counts, "last_anchors": last,
+        "ledger_alerts": ledger_alerts,
+        "sustainability_reports": [dict(org=o, period=p, **r, anchor=label) for (o, p), r in sorted(reports.items())][-ALERTS_SHOWN:],
+        "latency_ms": st.get("latency_ms", {}),
     }
 
 
@@ -518,6 +537,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"\nalerts ({len(s['alerts'])}):" if s["alerts"] else "\nalerts: none")
     for al in s["alerts"]:
         print(f"  {al['level']:<10} {al['asset']:<16} {al['detail']} [{al.get('label')}]")
+    where = "on the ledger" if s["anchor"].get("kind") == "ledger" else f"in the {FILE_ANCHOR_LABEL}"
+    print(f"alerts recorded {where} ({st['alerts']}, {st['alerts_pending']} waiting):" if s["ledger_alerts"]
+          else f"alerts recorded {where}: none")
+    for al in s["ledger_alerts"]:
+        state = "open" if al["closed_at_us"] is None else "closed"
+        print(f"  {al['asset']:<16} {al['kind']:<13} score {al['score']}  {state:<6} {al['detail'].get('text', '')}  "
+              f"tx {al['tx_id'] or 'waiting'}{tag}")
+    for r in s["sustainability_reports"]:
+        m = r["metrics"]
+        print(f"sustainability {r['org']} {r['period']}: {m.get('energy_kwh', 0):.2f} kWh, {m.get('co2_kg', 0):.2f} kg CO2, "
+              f"{m.get('products', 0)} products  tx {r['tx_id']}{tag}")
     print("last anchors:" if s["last_anchors"] else "last anchors: none yet")
     for a in s["last_anchors"]:
         at = time.strftime("%H:%M:%S", time.localtime(a["anchored_at_us"] / 1e6))
@@ -612,6 +642,7 @@ async def _verify(td: TwinsDir, anchor: dict[str, Any], asset: str, seq: int, pr
 
 def cmd_verify_reading(args: argparse.Namespace) -> int:
     from twins.anchoring.merkle import leaf_hash
+    from twins.anchoring.record import BatchRecord
     from twins.anchoring.verify import VerificationError
     from twins.readings import us_to_iso
 
@@ -643,11 +674,86 @@ def cmd_verify_reading(args: argparse.Namespace) -> int:
                   f"proof {' '.join(h[:8] for h in v.proof)}")
         if v.batch_id not in shown:
             shown.add(v.batch_id)
-            rng = f", {var} seq {rec['seq_ranges'].get(var)}" if full else ""
+            rng = f", {var} seq {BatchRecord.from_dict(rec).seq_range(r.asset, r.prop)}" if full else ""
             print(f"anchor   batch {v.batch_id}: root {rec['merkle_root']}, {rec['count']} readings{rng}, "
                   f"record hash {v.anchor.get('record_hash')}")
             print(f"tx       {v.anchor.get('tx_id')} on the {label}")
     print(f"OK: {len(res)} reading(s) of {args.asset} #{args.seq} match their anchor on the {label}")
+    return 0
+
+
+# --- twins decide / ack ----------------------------------------------------------------------------------
+TWINS_CONTRACT = "twins"
+#: What chaincode/twins.py's DecideMaintenance accepts (its DECISIONS).
+ACTIONS = ("repair-now", "schedule", "monitor", "dismiss")
+_TX_ID_RE = re.compile(r"[0-9a-f]{64}")
+
+
+def _alert_of(home: Path, target: str) -> tuple[str, str | None]:
+    """``twins decide``'s target -> (alert id, its org if known). An alert id (the RaiseAlert tx id, as `twins status`
+    shows) is taken as is; an asset name means that asset's latest alert on the ledger, from the bridge's store."""
+    if _TX_ID_RE.fullmatch(target):
+        return target, None
+    from twins.anchoring.store import ReadingStore
+
+    td = TwinsDir(home)
+    anchor = _require_state(td)
+    if anchor.get("kind") != "ledger":
+        raise UserError(f"the alerts of {td.root} are in the {FILE_ANCHOR_LABEL}; decisions are made on ledger alerts")
+    store = ReadingStore(td.store)
+    try:
+        raised = [e for e in store.alerts() if e["asset"] == target and e["tx_id"]]
+    finally:
+        store.close()
+    if not raised:
+        raise UserError(f"no alert of {target} is on the ledger (`twinledger twins status` lists them); give an asset "
+                        "with one, or an alert id")
+    return raised[-1]["tx_id"], raised[-1]["org"]
+
+
+def _owner(args: argparse.Namespace, read_function: str, record_id: str) -> str:
+    """The org of an alert or decision on the ledger (any member may read it: the default identity does)."""
+    from orchestrator.ledger_session import open_session
+
+    with open_session(args) as session:
+        return str(session.evaluate(TWINS_CONTRACT, read_function, record_id)["org"])
+
+
+def cmd_decide(args: argparse.Namespace) -> int:
+    from orchestrator.cli_data import short_actor
+    from orchestrator.ledger_session import open_session
+    from orchestrator.tables import emit, render_fields
+
+    alert_id, org = _alert_of(home_of(args), args.target)
+    if args.as_ is None:  # the contract lets only an operator of the alert's org decide
+        args.as_ = org or _owner(args, "ReadAlert", alert_id)
+    with open_session(args) as session:
+        record, status = session.submit(TWINS_CONTRACT, "DecideMaintenance", alert_id, args.action)
+    emit(args, record, render_fields([
+        ("decision", f"{record['id']}"), ("alert", f"{record['alert']} ({record['asset']}, org {record['org']})"),
+        ("action", record["decision"]), ("status", record["status"]), ("by", short_actor(record["decided_by"])),
+        ("tx", f"{status.transaction_id} (block {status.block_number})"),
+        ("next", f"twinledger twins ack {record['id']} once it is done"),
+    ]))
+    return 0
+
+
+def cmd_ack(args: argparse.Namespace) -> int:
+    from orchestrator.cli_data import short_actor
+    from orchestrator.ledger_session import open_session
+    from orchestrator.tables import emit, render_fields
+
+    if not _TX_ID_RE.fullmatch(args.decision_id):
+        raise UserError(f"{args.decision_id!r} is not a decision id (64 hex digits, as `twins decide` prints)")
+    if args.as_ is None:  # an admin or operator of the decision's org acknowledges
+        args.as_ = _owner(args, "ReadDecision", args.decision_id)
+    with open_session(args) as session:
+        record, status = session.submit(TWINS_CONTRACT, "AckDecision", args.decision_id)
+    emit(args, record, render_fields([
+        ("acknowledged", f"decision {record['id']} ({record['decision']} on {record['asset']}, alert {record['alert']})"),
+        ("by", short_actor(record["acked_by"])), ("at", record["acked_at"]),
+        ("tx", f"{status.transaction_id} (block {status.block_number})"),
+    ]))
     return 0
 
 
@@ -658,7 +764,8 @@ def _paragraphs(text: str) -> str:
 
 # --- registration ----------------------------------------------------------------------------------------
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    """Add `twins run|status|whatif` and `verify reading` to the `twinledger` parser."""
+    """Add `twins run|status|whatif|decide|ack` and `verify reading` to the `twinledger` parser."""
+    from twins.runtime import REPORT_EVERY
     t = sub.add_parser("twins", help="OPC-UA simulators, bridge and digital twins: run, status, what-if")
     ts = t.add_subparsers(dest="twins_command", required=True, metavar="SUBCOMMAND")
 
@@ -687,6 +794,10 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     r.add_argument("--anchor", choices=("ledger", "file"), default="ledger",
                    help=f"ledger (default; needs the network's peers up) or file ({FILE_ANCHOR_LABEL})")
     r.add_argument("--port", type=int, default=4840, help="OPC-UA port of the simulators on 127.0.0.1 (default 4840)")
+    r.add_argument("--report-every", type=int, default=REPORT_EVERY, metavar="N",
+                   help="every N intervals (and at start) report each plant's completed UTC days of energy, CO2, "
+                        "water and waste that are not reported yet (the contract keeps one report per org and day; "
+                        f"default {REPORT_EVERY}, 0: never)")
     r.set_defaults(func=cmd_run)
 
     s = ts.add_parser("status", parents=[common], help="per-asset state, risk and model, energy/CO2, plant totals, anchors, alerts")
@@ -700,6 +811,21 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     # "-10%" starts with "-": argparse would take it for an option; accept signed percentages as values
     w._negative_number_matcher = re.compile(r"^-\d+$|^-\d*\.\d+$|^-\d*\.?\d+%$")
     w.set_defaults(func=cmd_whatif)
+
+    from orchestrator.ledger_session import add_ledger_command
+
+    d = add_ledger_command(ts, common, "decide", cmd_decide,
+                           "an operator of the alert's org records what to do about a twin alert (once per alert; "
+                           "without --as: the operator of the alert's org)",
+                           "operator")
+    d.add_argument("target", metavar="ASSET|ALERT_ID",
+                   help="an alert id (as `twins status` shows), or an asset: its latest alert on the ledger")
+    d.add_argument("--action", required=True, choices=ACTIONS, help="the maintenance decision")
+    k = add_ledger_command(ts, common, "ack", cmd_ack,
+                           "an operator or admin of the decision's org acknowledges that it was carried out (once; "
+                           "without --as: the operator of the decision's org)",
+                           "operator")
+    k.add_argument("decision_id", metavar="DECISION_ID", help="as `twins decide` prints it")
 
     v = sub.add_parser("verify", help="verify stored data against its anchors")
     vs = v.add_subparsers(dest="verify_command", required=True, metavar="SUBCOMMAND")

@@ -7,7 +7,9 @@ build them, e.g.::
              health="tcp://127.0.0.1:4840")
 
 ``Proc`` starts one with ``subprocess.Popen`` (own process group), waits for its JSON ``ready`` line and
-stops it (SIGTERM, then SIGKILL) — always by its own pid.
+stops it (SIGTERM, then SIGKILL) — always by its own pid. The child gets SIGTERM if the process that started it
+dies, even by SIGKILL (``network.child_process.die_with_parent``), so a killed ``twinledger twins run`` leaves
+no simulator or bridge behind; start a ``Proc`` from a thread that outlives it (the signal follows the thread).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from network.child_process import die_with_parent
 
 
 def simulator_argv(*, port: int, data_dir: Path, machines: list[str] = (), monitors: list[str] = (),  # type: ignore[assignment]
@@ -60,7 +64,8 @@ class Proc:
         root = str(Path(__file__).resolve().parents[1])
         e["PYTHONPATH"] = root + os.pathsep + e.get("PYTHONPATH", "") if e.get("PYTHONPATH") else root
         e.update(env or {})
-        self.p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self._log, cwd=cwd, env=e, start_new_session=True)
+        self.p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self._log, cwd=cwd, env=e,
+                                  preexec_fn=die_with_parent())
         self.ready: dict[str, Any] | None = None
 
     @property

@@ -4,14 +4,18 @@
 calls ``on_reading`` for every in-order, de-duplicated reading. Every ``interval`` seconds (default 1 s)
 ``anchor_once`` seals one batch per org that received readings and queues its record for the anchorer;
 a separate task submits records in order and records the returned tx ids in the store (a batch sealed but
-not yet anchored when the process dies is resubmitted at the next start).
+not yet anchored when the process dies is resubmitted at the next start). The same task raises the alerts
+that the twins' states open (``twins.anchoring.alert_outbox``: one per episode, after the batch holding the
+reading or state it was seen at) and, every ``report_every`` intervals, the sustainability reports of completed days
+(``twins.anchoring.sustainability_report``).
 
 Restart: the store gives, per variable, the last sealed ``(seq, source_ts)`` — the bridge resumes right after
 it and reads the rest back from the server's history — and the twin state sealed with the latest batch of
 each org, so twins continue exactly from the readings that were sealed.
 
 Latency metrics (per reading, milliseconds, from the value's OPC-UA SourceTimestamp):
-``sensor→twin`` (twin updated) and ``sensor→sealed`` (its batch committed to the local store).
+``sensor→twin`` (twin updated), ``sensor→sealed`` (its batch committed to the local store) and
+``sensor→anchored`` (the anchorer returned: with the ledger, the transaction is committed in a block).
 """
 
 from __future__ import annotations
@@ -24,16 +28,22 @@ from pathlib import Path
 from typing import Any
 
 from twins.alerts import twin_alerts
-from twins.anchoring.anchorer import Anchorer, resubmit_pending
+from twins.anchoring.alert_outbox import AlertTracker
+from twins.anchoring.anchorer import AnchorConflict, Anchorer, resubmit_pending
 from twins.anchoring.batcher import Batcher
 from twins.anchoring.record import BatchRecord
 from twins.anchoring.store import ReadingStore
+from twins.anchoring.sustainability_report import due_reports
 from twins.bridge.mapping import Mapping
 from twins.model.sustainability import SustainabilityConfig, plant_totals
 from twins.model.twin import MachineTwin, Twin, make_twin
 from twins.readings import Reading
 
 log = logging.getLogger("twins.runtime")
+#: Every how many anchoring intervals the bridge looks for sustainability reports that became due (completed days).
+REPORT_EVERY = 60
+#: Attempts per alert or report in one run before it is left in the outbox for the next start.
+SIDE_RECORD_TRIES = 3
 
 
 def load_twin(store: ReadingStore, mapping: Mapping, asset: str) -> Twin:
@@ -48,6 +58,12 @@ def load_twin(store: ReadingStore, mapping: Mapping, asset: str) -> Twin:
         raise ValueError(f"no sealed state of {asset} yet")
     twin.load_state(json.loads(sj))
     return twin
+
+
+def _explained(exc: BaseException | None) -> AnchorConflict:
+    return AnchorConflict(f"{exc}: the ledger already holds this batch number with another record, so this store "
+                          "is not the one that anchored the org's chain (was the twins folder removed?); run from "
+                          "that store, or against another network")
 
 
 class LatencyRecorder:
@@ -77,7 +93,8 @@ class LatencyRecorder:
 
 class TwinRuntime:
     def __init__(self, mapping: Mapping, store_path: str | Path, anchorer: Anchorer, *, interval: float = 1.0,
-                 sustainability: SustainabilityConfig | None = None, restore: bool = True) -> None:
+                 sustainability: SustainabilityConfig | None = None, restore: bool = True,
+                 report_every: int = REPORT_EVERY) -> None:
         self.mapping = mapping
         self.store = ReadingStore(store_path)
         self.anchorer = anchorer
@@ -98,7 +115,16 @@ class TwinRuntime:
         self.batches = 0
         self.anchored = 0
         self.anchor_errors = 0
-        self._submit_q: asyncio.Queue[BatchRecord] | None = None
+        self.anchor_latency = LatencyRecorder()
+        self.alert_tracker = AlertTracker(self.store)
+        self.alerts_raised = 0
+        self.reports = 0
+        self.record_errors = 0  # alerts and reports that failed an attempt
+        self.report_every = report_every
+        self._reports_queued: set[str] = set()
+        self._last_applied: dict[str, tuple[str, int]] = {}  # asset -> (prop, seq) of its latest reading
+        self._seen: dict[str, dict[tuple[str, str], dict[str, Any]]] = {}  # org -> alert conditions since its last seal
+        self._submit_q: asyncio.Queue[tuple] | None = None
 
     def positions(self) -> dict[tuple[str, str], tuple[int, int]]:
         return self.store.last_positions()
@@ -108,26 +134,52 @@ class TwinRuntime:
 
     # --- hot path ----------------------------------------------------------------------------------
     def on_reading(self, r: Reading) -> None:
-        self.twins[r.asset].update(r)
+        twin = self.twins[r.asset]
+        last = self._last_applied.get(r.asset)
+        if last is not None and last[1] != r.seq:
+            # the asset's previous sequence number is complete (all values of a machine's product): check the alert
+            # rules on that state now, as conditions can come and go between two sealings (a worn tool is replaced)
+            for a in twin_alerts({r.asset: twin.snapshot()}):
+                self._seen.setdefault(r.org, {}).setdefault(
+                    (a["asset"], a["kind"]), dict(a, reading={"prop": last[0], "seq": last[1]}))
+        twin.update(r)
+        self._last_applied[r.asset] = (r.prop, r.seq)
         self.batcher.add(r)
         self.readings += 1
         self.twin_latency.add(time.time() * 1000.0 - r.source_ts_us / 1000.0)
 
     # --- anchoring ---------------------------------------------------------------------------------
+    def _take(self) -> list[tuple[str, list[Reading], dict[str, tuple[str, str]], dict[str, dict[str, Any]], dict]]:
+        """Detach every org's pending readings with its twins' states and snapshots at this very moment (no await in
+        between, so alerts are computed from exactly the states the batch hashes)."""
+        out = []
+        for org in sorted(self.batcher.pending):
+            taken = self.batcher.take(org)
+            if taken is not None:
+                out.append((org, taken[0], taken[1], {t.asset: t.snapshot() for t in self.by_org.get(org, [])},
+                            self._seen.pop(org, {})))
+        return out
+
     def anchor_once(self) -> list[BatchRecord]:
         """Seal synchronously (tests, shutdown)."""
-        return self._after_seal(self.batcher.seal_all())
+        out = []
+        for org, readings, states, snaps, seen in self._take():
+            out += self._after_seal(org, self.batcher.seal_taken(org, readings, states), snaps, seen)
+        return out
 
     async def anchor_once_async(self) -> list[BatchRecord]:
         """Detach pending readings + twin states now; hash, build trees and write the store in a worker thread
         so the event loop keeps receiving notifications meanwhile (~16 ms per 1000 readings)."""
-        taken = [(org, t) for org in sorted(self.batcher.pending) if (t := self.batcher.take(org)) is not None]
-        sealed = []
-        for org, (readings, states) in taken:
-            sealed.append(await asyncio.to_thread(self.batcher.seal_taken, org, readings, states))
-        return self._after_seal(sealed)
+        out = []
+        for org, readings, states, snaps, seen in self._take():
+            sealed = await asyncio.to_thread(self.batcher.seal_taken, org, readings, states)
+            out += self._after_seal(org, sealed, snaps, seen)
+        return out
 
-    def _after_seal(self, sealed: list[tuple[BatchRecord, list[Reading]]]) -> list[BatchRecord]:
+    def _after_seal(self, org: str, sealed: list[tuple[BatchRecord, list[Reading]]],
+                    snapshots: dict[str, dict[str, Any]], seen: dict) -> list[BatchRecord]:
+        """Queue the sealed batches, then the alerts their twin states open (an alert goes to the ledger after
+        the batch that proves its state)."""
         now_ms = time.time() * 1000.0
         out = []
         for record, readings in sealed:
@@ -135,35 +187,98 @@ class TwinRuntime:
                 self.seal_latency.add(now_ms - r.source_ts_us / 1000.0)
             self.batches += 1
             out.append(record)
-            if self._submit_q is not None:
-                self._submit_q.put_nowait(record)
+            self._queue(("batch", record, [r.source_ts_us for r in readings]))
+        for alert in self.alert_tracker.observe(org, snapshots, out, seen):
+            log.info("alert %s opened (%s score %s)", alert.key, alert.kind, alert.score)
+            self._queue(("alert", alert))
         return out
+
+    def _queue(self, job: tuple) -> None:
+        if self._submit_q is not None:
+            self._submit_q.put_nowait(job)
+
+    async def _submit_job(self, job: tuple) -> None:
+        """Batches are retried until they are anchored (the chain must not skip one). Alerts and reports are tried
+        ``SIDE_RECORD_TRIES`` times, then left in the store's outbox for the next start, so that a record the
+        ledger refuses cannot hold up anchoring."""
+        kind, item = job[0], job[1]
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                if kind == "batch":
+                    tx = await self.anchorer.submit_anchor(item)
+                    now_us = time.time_ns() // 1000
+                    self.store.record_anchor(item.batch_id, tx, now_us)
+                    self.anchored += 1
+                    for ts in job[2]:
+                        self.anchor_latency.add((now_us - ts) / 1000.0)
+                elif kind == "alert":
+                    tx = await self.anchorer.raise_alert(item)
+                    self.store.record_alert_anchor(item.key, tx, time.time_ns() // 1000)
+                    self.alerts_raised += 1
+                    log.info("alert %s raised on %s: tx %s", item.key, self.anchorer.name, tx)
+                else:
+                    tx = await self.anchorer.report_sustainability(item)
+                    self.store.record_report(item.org, item.period, item.metrics_json(), tx, time.time_ns() // 1000)
+                    self.reports += 1
+                    log.info("sustainability %s reported on %s: tx %s", item.key, self.anchorer.name, tx)
+                return
+            except AnchorConflict:
+                if kind == "batch":
+                    raise  # never fixed by retrying: run_anchoring stops the bridge with the reason
+                self.record_errors += 1
+                log.error("%s %s conflicts with the ledger's record; not resubmitted in this run", kind, item.key)
+                return
+            except Exception as exc:
+                what = item.batch_id if kind == "batch" else item.key
+                if kind == "batch":
+                    self.anchor_errors += 1
+                else:
+                    self.record_errors += 1
+                    if tries >= SIDE_RECORD_TRIES:
+                        log.error("%s %s not recorded (%s); left for the next start", kind, what, exc)
+                        return
+                log.warning("%s %s failed (%s); retrying in 1 s", kind, what, exc)
+                await asyncio.sleep(1.0)
 
     async def _submitter(self) -> None:
         assert self._submit_q is not None
         while True:
-            rec = await self._submit_q.get()
-            while True:
-                try:
-                    tx = await self.anchorer.submit_anchor(rec)
-                    self.store.record_anchor(rec.batch_id, tx, time.time_ns() // 1000)
-                    self.anchored += 1
-                    break
-                except Exception as exc:
-                    self.anchor_errors += 1
-                    log.warning("anchoring %s failed (%s); retrying in 1 s", rec.batch_id, exc)
-                    await asyncio.sleep(1.0)
-            self._submit_q.task_done()
+            job = await self._submit_q.get()
+            try:
+                await self._submit_job(job)
+            finally:
+                if job[0] == "report":
+                    self._reports_queued.discard(job[1].key)
+                self._submit_q.task_done()
+
+    async def _queue_due_reports(self) -> None:
+        due = await asyncio.to_thread(due_reports, self.store, self.mapping, time.time_ns() // 1000, self.cfg)
+        for rep in due:
+            if rep.key not in self._reports_queued:
+                self._reports_queued.add(rep.key)
+                self._queue(("report", rep))
 
     async def run_anchoring(self, stop: asyncio.Event, drain_timeout: float = 5.0) -> None:
-        """Seal every ``interval`` until ``stop``; then seal the rest and wait (bounded) for the anchorer."""
+        """Seal every ``interval`` until ``stop``; then seal the rest and wait (bounded) for the anchorer. At start,
+        first what a previous run left unrecorded: sealed batches, then alerts; every ``report_every`` intervals
+        (and at start) the sustainability reports that have become due."""
         self._submit_q = asyncio.Queue()
-        n = await resubmit_pending(self.store, self.anchorer, time.time_ns() // 1000)
+        try:
+            n = await resubmit_pending(self.store, self.anchorer, time.time_ns() // 1000)
+        except AnchorConflict as exc:
+            raise _explained(exc) from None
         if n:
             log.info("resubmitted %d sealed-but-unanchored batches", n)
             self.anchored += n
+        for alert in self.alert_tracker.pending():
+            self._queue(("alert", alert))
         submitter = asyncio.create_task(self._submitter())
         try:
+            if self.report_every:
+                await self._queue_due_reports()
+            ticks = 0
             next_t = time.monotonic() + self.interval
             while not stop.is_set():
                 try:
@@ -171,12 +286,18 @@ class TwinRuntime:
                 except asyncio.TimeoutError:
                     pass
                 next_t += self.interval
+                if submitter.done():  # it only ends on an error nothing can retry away (AnchorConflict)
+                    raise _explained(submitter.exception())
                 await self.anchor_once_async()
+                ticks += 1
+                if self.report_every and ticks % self.report_every == 0:
+                    await self._queue_due_reports()
             self.anchor_once()  # seal what arrived before the stop
             try:
                 await asyncio.wait_for(self._submit_q.join(), timeout=drain_timeout)
             except asyncio.TimeoutError:
-                log.warning("stopping with %d batches sealed but not anchored (resubmitted at next start)", self._submit_q.qsize())
+                log.warning("stopping with %d records not yet on the %s (resubmitted at next start)",
+                            self._submit_q.qsize(), self.anchorer.name)
         finally:
             submitter.cancel()
             await asyncio.gather(submitter, return_exceptions=True)
@@ -189,6 +310,7 @@ class TwinRuntime:
                 plants.setdefault(t.org, []).append(t.sustainability())
         p50, p99 = self.twin_latency.percentiles(50, 99)
         s50, s99 = self.seal_latency.percentiles(50, 99)
+        a50, a99 = self.anchor_latency.percentiles(50, 99)
         snapshots = {a: t.snapshot() for a, t in sorted(self.twins.items())}
         return {
             "time": time.time(),  # readers derive rates from two statuses
@@ -196,9 +318,11 @@ class TwinRuntime:
             "alerts": twin_alerts(snapshots),
             "plants": {org: plant_totals(v) for org, v in sorted(plants.items())},
             "counters": {"readings": self.readings, "batches": self.batches, "anchored": self.anchored,
-                         "anchor_errors": self.anchor_errors},
+                         "anchor_errors": self.anchor_errors, "alerts_raised": self.alerts_raised,
+                         "reports": self.reports, "record_errors": self.record_errors},
             "latency_ms": {"sensor_to_twin_p50": p50, "sensor_to_twin_p99": p99,
-                           "sensor_to_sealed_p50": s50, "sensor_to_sealed_p99": s99},
+                           "sensor_to_sealed_p50": s50, "sensor_to_sealed_p99": s99,
+                           "sensor_to_anchored_p50": a50, "sensor_to_anchored_p99": a99},
         }
 
     def close(self) -> None:

@@ -9,7 +9,11 @@
                       and reads it back with ``twins:ReadSensorBatch(batch_id)``.
 
 Every implementation is idempotent per batch: submitting the same record twice returns the first tx id, and
-a different record under an already-anchored batch id is refused (``AnchorConflict``), as the chaincode will.
+a different record under an already-anchored batch id is refused (``AnchorConflict``), as the chaincode does.
+
+Alerts (``raise_alert``, one per alert episode: ``twins.anchoring.alert_outbox``) and sustainability reports
+(``report_sustainability``, one per org and day: ``twins.anchoring.sustainability_report``) go the same way and
+are idempotent too: an alert by its stored nonce (hence its transaction id), a report by (org, period).
 """
 
 from __future__ import annotations
@@ -20,14 +24,26 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from twins.anchoring.record import BatchRecord, canonical_json
+
+if TYPE_CHECKING:  # types only: those modules import the twin models, which import twins.anchoring
+    from twins.anchoring.alert_outbox import AlertRecord
+    from twins.anchoring.sustainability_report import SustainabilityReport
 
 # The twins contract's functions (chaincode/twins.py). The caller must be an operator or admin of record.org.
 # args: batch_id, record canonical JSON; returns {"batch_id", "record", "record_hash", "tx_id", ...}.
 ANCHOR_FUNCTION = "twins:AnchorSensorBatch"
 READ_FUNCTION = "twins:ReadSensorBatch"  # args: batch_id; returns the same stored JSON
+# An operator of the asset's org; args asset, kind, score, detail JSON; the alert's id is the tx id.
+RAISE_ALERT_FUNCTION = "twins:RaiseAlert"
+READ_ALERT_FUNCTION = "twins:ReadAlert"  # args: alert id (= RaiseAlert's tx id)
+# An operator or admin of the org; args org, period, metrics JSON; one report per (org, period).
+REPORT_FUNCTION = "twins:ReportSustainability"
+READ_REPORT_FUNCTION = "twins:ReadSustainability"  # args: org, period
+#: How long a resubmitted alert whose first transaction is still being ordered may take to appear.
+DUPLICATE_WAIT_S = 15.0
 
 
 class AnchorConflict(RuntimeError):
@@ -46,6 +62,14 @@ class Anchorer(Protocol):
         """The anchored record as stored by the anchor side: ``{"record": {...}, "record_hash", "tx_id"}``."""
         ...
 
+    async def raise_alert(self, alert: AlertRecord) -> str:
+        """Record one alert episode (idempotent per ``alert.key`` / nonce); return its tx id (= its id)."""
+        ...
+
+    async def report_sustainability(self, report: SustainabilityReport) -> str:
+        """Record one org's report of one period (idempotent per (org, period)); return the tx id."""
+        ...
+
 
 def _entry(record: BatchRecord, tx_id: str) -> dict[str, Any]:
     return {"batch_id": record.batch_id, "record": record.to_dict(), "record_hash": record.record_hash(), "tx_id": tx_id}
@@ -55,11 +79,38 @@ def _local_tx_id(kind: str, record: BatchRecord) -> str:
     return f"{kind}-" + hashlib.sha256(record.canonical()).hexdigest()[:40]
 
 
+def _local_id(kind: str, *parts: str | bytes) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p.encode() if isinstance(p, str) else p)
+        h.update(b"\0")
+    return f"{kind}-" + h.hexdigest()[:40]
+
+
+def _alert_entry(alert: AlertRecord, tx_id: str) -> dict[str, Any]:
+    return {"alert_key": alert.key, "alert": {"org": alert.org, "asset": alert.asset, "kind": alert.kind,
+                                              "score": alert.score, "detail": alert.detail}, "tx_id": tx_id}
+
+
+def _report_entry(report: SustainabilityReport, tx_id: str) -> dict[str, Any]:
+    return {"report_key": report.key, "report": {"org": report.org, "period": report.period,
+                                                 "metrics": report.metrics}, "tx_id": tx_id}
+
+
+def _same_report(old: dict[str, Any], report: SustainabilityReport) -> str:
+    """The stored tx id when ``old`` holds the same metrics; ``AnchorConflict`` otherwise (reports never change)."""
+    if json.loads(canonical_json(old["report"]["metrics"])) != json.loads(canonical_json(report.metrics)):
+        raise AnchorConflict(f"org {report.org} already reported {report.period} with other figures")
+    return str(old["tx_id"])
+
+
 class MemoryAnchorer:
     name = "memory"
 
     def __init__(self) -> None:
         self.entries: dict[str, dict[str, Any]] = {}
+        self.alerts: dict[str, dict[str, Any]] = {}
+        self.reports: dict[str, dict[str, Any]] = {}
 
     async def submit_anchor(self, record: BatchRecord) -> str:
         old = self.entries.get(record.batch_id)
@@ -74,20 +125,29 @@ class MemoryAnchorer:
     async def get_anchor(self, batch_id: str) -> dict[str, Any] | None:
         return self.entries.get(batch_id)
 
+    async def raise_alert(self, alert: AlertRecord) -> str:
+        e = self.alerts.setdefault(alert.key, _alert_entry(alert, _local_id("mem-alert", alert.key, alert.nonce)))
+        return str(e["tx_id"])
 
-class FileAnchorer:
-    """JSON lines: ``{"batch_id", "record", "record_hash", "tx_id"}``; fsync'd before the tx id is returned."""
+    async def report_sustainability(self, report: SustainabilityReport) -> str:
+        old = self.reports.get(report.key)
+        if old is not None:
+            return _same_report(old, report)
+        self.reports[report.key] = _report_entry(report, _local_id("mem-report", report.key, report.metrics_json()))
+        return str(self.reports[report.key]["tx_id"])
 
-    name = "file"
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+class _JsonLines:
+    """One append-only JSON-lines file of entries keyed by ``key_field``, shared by processes (flock)."""
+
+    def __init__(self, path: Path, key_field: str) -> None:
+        self.path, self.key_field = path, key_field
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.touch(exist_ok=True)
-        self._cache: dict[str, dict[str, Any]] = {}
+        self.cache: dict[str, dict[str, Any]] = {}
         self._offset = 0
 
-    def _refresh(self) -> None:
+    def refresh(self) -> None:
         with open(self.path, "rb") as f:
             f.seek(self._offset)
             data = f.read()
@@ -95,20 +155,20 @@ class FileAnchorer:
         for line in data[:end].splitlines():
             if line.strip():
                 e = json.loads(line)
-                self._cache.setdefault(e["batch_id"], e)
+                self.cache.setdefault(e[self.key_field], e)
         self._offset += end
 
-    def _submit_sync(self, record: BatchRecord) -> str:
+    def append(self, key: str, new: Any, same: Any) -> str:
+        """Under the file lock: ``same(old)`` (the old tx id, or raise) if key is there, else append ``new()``;
+        fsync'd before the tx id is returned."""
         with open(self.path, "ab") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
             try:
-                self._refresh()
-                old = self._cache.get(record.batch_id)
+                self.refresh()
+                old = self.cache.get(key)
                 if old is not None:
-                    if old["record_hash"] != record.record_hash():
-                        raise AnchorConflict(f"batch {record.batch_id} already anchored with another record")
-                    return str(old["tx_id"])
-                e = _entry(record, _local_tx_id("file", record))
+                    return str(same(old))
+                e = new()
                 f.write(canonical_json(e) + b"\n")
                 f.flush()
                 os.fsync(f.fileno())
@@ -116,12 +176,43 @@ class FileAnchorer:
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
+
+class FileAnchorer:
+    """JSON lines, one file per kind of record: ``path`` holds ``{"batch_id", "record", "record_hash", "tx_id"}`` per
+    batch; the sibling ``*.alerts.jsonl`` ``{"alert_key", "alert", "tx_id"}`` per alert and ``*.reports.jsonl``
+    ``{"report_key", "report", "tx_id"}`` per sustainability report (so the anchors file keeps one line per batch)."""
+
+    name = "file"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        stem = self.path.name.removesuffix(".jsonl")
+        self._batches = _JsonLines(self.path, "batch_id")
+        self._alerts = _JsonLines(self.path.with_name(f"{stem}.alerts.jsonl"), "alert_key")
+        self._reports = _JsonLines(self.path.with_name(f"{stem}.reports.jsonl"), "report_key")
+
+    def _submit_sync(self, record: BatchRecord) -> str:
+        def same(old: dict[str, Any]) -> str:
+            if old["record_hash"] != record.record_hash():
+                raise AnchorConflict(f"batch {record.batch_id} already anchored with another record")
+            return str(old["tx_id"])
+        return self._batches.append(record.batch_id, lambda: _entry(record, _local_tx_id("file", record)), same)
+
     async def submit_anchor(self, record: BatchRecord) -> str:
         return self._submit_sync(record)
 
+    async def raise_alert(self, alert: AlertRecord) -> str:
+        return self._alerts.append(alert.key, lambda: _alert_entry(alert, _local_id("file-alert", alert.key, alert.nonce)),
+                                   lambda old: old["tx_id"])
+
+    async def report_sustainability(self, report: SustainabilityReport) -> str:
+        return self._reports.append(
+            report.key, lambda: _report_entry(report, _local_id("file-report", report.key, report.metrics_json())),
+            lambda old: _same_report(old, report))
+
     def get_anchor_sync(self, batch_id: str) -> dict[str, Any] | None:
-        self._refresh()
-        return self._cache.get(batch_id)
+        self._batches.refresh()
+        return self._batches.cache.get(batch_id)
 
     async def get_anchor(self, batch_id: str) -> dict[str, Any] | None:
         return self.get_anchor_sync(batch_id)
@@ -135,7 +226,8 @@ class FabricAnchorer:
     canonical JSON; the chaincode stores it under its batch id, answers the same record again with the stored
     anchor, refuses a different one ("already anchored with a different record"), and emits
     ``SensorBatchAnchored``. ``contract`` must be bound to the chaincode without a contract name (the function
-    names above are qualified). Not run against real peers yet: the Fabric binaries are not built here.
+    names above are qualified). Run against the real chaincode behind the peer test double
+    (tests/integration/test_twins_ledger.py); not against real peers yet: the Fabric binaries are not built here.
     """
 
     name = "fabric"
@@ -158,6 +250,29 @@ class FabricAnchorer:
                                   server_name_override=server_name_override)
         return cls(gateway.network(channel).contract(chaincode)), gateway
 
+    async def _commit(self, proposal: Any, what: str) -> str:
+        """Endorse, order and wait for the commit of ``proposal``; its tx id, or RuntimeError if invalidated."""
+        transaction = await proposal.endorse()
+        return await self._order(transaction, proposal, what)
+
+    async def _order(self, transaction: Any, proposal: Any, what: str) -> str:
+        commit = await transaction.submit()
+        status = await commit.status()
+        if not status.successful:
+            raise RuntimeError(f"{what} invalidated by the peers: {status.code_name} "
+                               f"(tx {status.transaction_id}, block {status.block_number})")
+        return str(proposal.transaction_id)
+
+    async def _read(self, function: str, *args: str) -> dict[str, Any] | None:
+        """A read function's JSON answer, or None when the contract says there is no such record."""
+        try:
+            raw = await self.contract.evaluate(function, *args)
+        except Exception as exc:  # the gateway's EvaluateError carries the contract's NotFound message
+            if " not found" in str(exc) or "has no sustainability report" in str(exc):
+                return None
+            raise
+        return json.loads(raw) if raw else None
+
     async def submit_anchor(self, record: BatchRecord) -> str:
         proposal = self.contract.new_proposal(self.anchor_function, record.batch_id, record.canonical())
         try:
@@ -169,23 +284,50 @@ class FabricAnchorer:
         first_tx = _stored_tx_id(getattr(transaction, "result", None))
         if first_tx and first_tx != str(proposal.transaction_id):
             return first_tx  # already anchored with this very record: the first tx id, nothing to order
-        commit = await transaction.submit()
-        status = await commit.status()
-        if not status.successful:
-            raise RuntimeError(
-                f"anchor of {record.batch_id} invalidated by the peers: {status.code_name} "
-                f"(tx {status.transaction_id}, block {status.block_number})"
-            )
-        return str(proposal.transaction_id)
+        return await self._order(transaction, proposal, f"anchor of {record.batch_id}")
 
     async def get_anchor(self, batch_id: str) -> dict[str, Any] | None:
-        raw = await self.contract.evaluate(self.read_function, batch_id)
-        if not raw:
+        """The record as the ledger holds it, with the record hash the contract computed and stored (verification
+        compares both with the local record, so a ledger entry inconsistent with itself fails too)."""
+        d = await self._read(self.read_function, batch_id)
+        if d is None:
             return None
-        d = json.loads(raw)
-        record = d.get("record", d)
-        rec = BatchRecord.from_dict(record)
-        return {"batch_id": batch_id, "record": rec.to_dict(), "record_hash": rec.record_hash(), "tx_id": d.get("tx_id", "")}
+        rec = BatchRecord.from_dict(d.get("record", d))
+        return {"batch_id": batch_id, "record": rec.to_dict(), "record_hash": d.get("record_hash", rec.record_hash()),
+                "tx_id": d.get("tx_id", ""), "anchored_at": d.get("anchored_at"), "anchored_by": d.get("anchored_by")}
+
+    async def raise_alert(self, alert: AlertRecord) -> str:
+        """RaiseAlert as a transaction whose id is fixed by the alert's stored nonce, so that resubmitting after a
+        crash never raises it twice: committed already -> found by ReadAlert under that id; ordered but not yet
+        committed -> the peers refuse the duplicate tx id (at endorsement or validation) and it appears shortly."""
+        proposal = self.contract.new_proposal(RAISE_ALERT_FUNCTION, *alert.args(), nonce=alert.nonce)
+        tx_id = str(proposal.transaction_id)
+        if await self._read(READ_ALERT_FUNCTION, tx_id) is not None:
+            return tx_id
+        try:
+            transaction = await proposal.endorse()
+            return await self._order(transaction, proposal, f"alert {alert.key}")
+        except Exception as exc:
+            if "duplicate" not in str(exc).lower():  # "duplicate transaction found", DUPLICATE_TXID
+                raise
+        deadline = asyncio.get_running_loop().time() + DUPLICATE_WAIT_S
+        while asyncio.get_running_loop().time() < deadline:
+            if await self._read(READ_ALERT_FUNCTION, tx_id) is not None:
+                return tx_id
+            await asyncio.sleep(0.5)
+        raise RuntimeError(f"alert {alert.key}: tx {tx_id} is known to the peers but not readable yet")
+
+    async def report_sustainability(self, report: SustainabilityReport) -> str:
+        proposal = self.contract.new_proposal(REPORT_FUNCTION, *report.args())
+        try:
+            return await self._commit(proposal, f"report {report.key}")
+        except Exception as exc:
+            if "has already reported period" not in str(exc):
+                raise
+        stored = await self._read(READ_REPORT_FUNCTION, report.org, report.period)
+        if stored is None:
+            raise RuntimeError(f"report {report.key}: the contract says it exists but cannot read it")
+        return _same_report({"report": stored, "tx_id": stored.get("tx_id", "")}, report)
 
 
 class OrgRoutedAnchorer:
@@ -211,6 +353,12 @@ class OrgRoutedAnchorer:
 
     async def get_anchor(self, batch_id: str) -> dict[str, Any] | None:
         return await self._for(batch_id.rpartition(":")[0]).get_anchor(batch_id)
+
+    async def raise_alert(self, alert: AlertRecord) -> str:
+        return await self._for(alert.org).raise_alert(alert)
+
+    async def report_sustainability(self, report: SustainabilityReport) -> str:
+        return await self._for(report.org).report_sustainability(report)
 
 
 def connect_ledger(config: dict[str, Any]) -> tuple[OrgRoutedAnchorer, list[Any]]:

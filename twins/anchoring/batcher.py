@@ -1,4 +1,5 @@
-"""Per-org batching: readings accumulate in memory and are sealed into one batch per org per interval.
+"""Per-org batching: readings accumulate in memory and are sealed into one batch per org per interval (more
+than one only when one record would exceed the ledger's argument cap, see ``Batcher.seal_taken``).
 
 Sealing = leaf hashes → Merkle tree → ``BatchRecord`` (root, count, per-variable sequence ranges, time
 range, twin-state hashes, hash of the org's previous record) → one store transaction. The record is then
@@ -11,7 +12,7 @@ import time
 from collections.abc import Callable
 
 from twins.anchoring.merkle import build_levels, leaf_hash
-from twins.anchoring.record import BatchRecord
+from twins.anchoring.record import BatchRecord, compact_ranges
 from twins.anchoring.store import ReadingStore
 from twins.readings import Reading
 
@@ -43,20 +44,50 @@ class Batcher:
             return None
         return readings, self.twin_states(org)
 
-    def seal(self, org: str, now_us: int | None = None) -> tuple[BatchRecord, list[Reading]] | None:
+    def seal(self, org: str, now_us: int | None = None) -> list[tuple[BatchRecord, list[Reading]]]:
         taken = self.take(org)
         if taken is None:
-            return None
+            return []
         return self.seal_taken(org, taken[0], taken[1], now_us)
 
     def seal_taken(self, org: str, readings: list[Reading], states: dict[str, tuple[str, str]],
-                   now_us: int | None = None) -> tuple[BatchRecord, list[Reading]]:
-        """Leaves → tree → record → one store transaction. Calls for one org must not overlap."""
+                   now_us: int | None = None) -> list[tuple[BatchRecord, list[Reading]]]:
+        """Leaves → tree → record → one store transaction per batch. Calls for one org must not overlap.
+
+        Usually one batch. When the record would not fit the ledger's argument cap (``BatchRecord.fits_ledger``:
+        an org with very many assets in one interval), the readings are split by asset into several batches,
+        chained one after the other like any others; each then carries the state hashes of the twins whose
+        readings it holds (a twin without readings in the interval has not changed since it was last sealed)."""
         now_us = now_us if now_us is not None else time.time_ns() // 1000
+        leaves = {id(r): leaf_hash(r.leaf_bytes()) for r in readings}  # hashed once, whatever the split
+        assets = sorted({r.asset for r in readings})
+        todo: list[list[str] | None] = [None]  # None: all of it, with every twin state (the usual single batch)
+        out = []
+        while todo:
+            part = todo.pop(0)
+            keep = None if part is None else set(part)
+            rs = readings if keep is None else [r for r in readings if r.asset in keep]
+            st = states if keep is None else {a: v for a, v in states.items() if a in keep}
+            record, levels = self._record(org, rs, st, leaves, now_us)
+            if not record.fits_ledger():
+                names = assets if part is None else part
+                if len(names) < 2:
+                    raise ValueError(f"the readings of {names[0]} in one interval do not fit one ledger record "
+                                     f"({record.ledger_size()} bytes); seal more often (a shorter interval)")
+                half = len(names) // 2
+                todo[:0] = [names[:half], names[half:]]
+                continue
+            self.store.append_batch(record, rs, levels, st)
+            self._last[org] = (record.batch_no, record.record_hash())
+            out.append((record, rs))
+        return out
+
+    def _record(self, org: str, readings: list[Reading], states: dict[str, tuple[str, str]],
+                leaves: dict[int, bytes], now_us: int) -> tuple[BatchRecord, list[list[bytes]]]:
         if org not in self._last:
             self._last[org] = self.store.last_batch(org) or (0, "")
         last_no, prev_hash = self._last[org]
-        levels = build_levels([leaf_hash(r.leaf_bytes()) for r in readings])
+        levels = build_levels([leaves[id(r)] for r in readings])
         ranges: dict[str, list[int]] = {}
         for r in readings:
             k = f"{r.asset}/{r.prop}"
@@ -68,19 +99,15 @@ class Batcher:
                 rng[1] = max(rng[1], r.seq)
         record = BatchRecord(
             org=org, batch_no=last_no + 1, merkle_root=levels[-1][0].hex(), count=len(readings),
-            seq_ranges=dict(sorted(ranges.items())),
+            seq_ranges=compact_ranges(ranges),
             first_ts_us=min(r.source_ts_us for r in readings), last_ts_us=max(r.source_ts_us for r in readings),
             twin_state_hashes={a: h for a, (_, h) in sorted(states.items())}, prev_record_hash=prev_hash,
             sealed_at_us=now_us,
         )
-        self.store.append_batch(record, readings, levels, states)
-        self._last[org] = (record.batch_no, record.record_hash())
-        return record, readings
+        return record, levels
 
     def seal_all(self, now_us: int | None = None) -> list[tuple[BatchRecord, list[Reading]]]:
         out = []
         for org in sorted(self.pending):
-            sealed = self.seal(org, now_us)
-            if sealed:
-                out.append(sealed)
+            out += self.seal(org, now_us)
         return out

@@ -9,6 +9,30 @@ from dataclasses import asdict, dataclass, field
 LEAF_FORMAT = "TLR1"  # twins.readings.leaf_bytes
 TREE_FORMAT = "sha256-rfc6962"  # twins.anchoring.merkle
 
+# What the twins contract accepts (chaincode/twins.py MAX_RECORD_BYTES, chaincode/arguments.py MAX_ARGUMENT_BYTES;
+# tests/unit/twins/test_ledger_records.py keeps these equal to the contract's): a record's canonical JSON, and
+# all arguments of AnchorSensorBatch (batch id + record) together, in UTF-8 bytes. The batcher splits an org's
+# interval into several chained batches rather than ever exceed them.
+MAX_RECORD_BYTES = 8000
+MAX_ARGUMENT_BYTES = 8192
+
+
+def compact_ranges(per_variable: dict[str, list[int]]) -> dict[str, list[int]]:
+    """``{"asset/prop": [first, last]}`` -> the same, with each asset whose variables all share one range folded
+    into one ``"asset": [first, last]`` entry (sorted keys; see ``BatchRecord.seq_ranges``)."""
+    by_asset: dict[str, dict[str, list[int]]] = {}
+    for var, rng in per_variable.items():
+        asset, sep, prop = var.rpartition("/")
+        by_asset.setdefault(asset if sep else var, {})[prop if sep else ""] = rng
+    out: dict[str, list[int]] = {}
+    for asset, props in by_asset.items():
+        distinct = {tuple(r) for r in props.values()}
+        if len(distinct) == 1 and "" not in props and "/" not in asset:
+            out[asset] = list(next(iter(distinct)))
+        else:
+            out.update({f"{asset}/{p}" if p else asset: r for p, r in props.items()})
+    return dict(sorted(out.items()))
+
 
 def canonical_json(obj: object) -> bytes:
     """Sorted keys, no whitespace, UTF-8: the byte string that record hashes are taken over."""
@@ -19,7 +43,10 @@ def canonical_json(obj: object) -> bytes:
 class BatchRecord:
     """One org's readings sealed during one anchoring interval.
 
-    ``seq_ranges`` maps ``"asset/prop"`` to ``[first_seq, last_seq]`` of that variable in the batch;
+    ``seq_ranges`` maps ``"asset/prop"`` to ``[first_seq, last_seq]`` of that variable in the batch, or
+    ``"asset"`` alone when every variable of that asset in the batch has the same range (``compact_ranges``:
+    a machine's 14 values of one product share its sequence number, so this keeps records ~4x smaller and the
+    ledger's 8 KiB argument cap far away, with no information lost);
     ``first_ts_us``/``last_ts_us`` bound the readings' source timestamps; ``twin_state_hashes`` maps each of
     the org's assets to the SHA-256 of its twin state (canonical JSON) at sealing; ``prev_record_hash`` chains
     the org's batches, so a batch missing from a local store is noticed.
@@ -55,6 +82,17 @@ class BatchRecord:
 
     def canonical(self) -> bytes:
         return canonical_json(self.to_dict())
+
+    def seq_range(self, asset: str, prop: str) -> list[int] | None:
+        """The anchored ``[first, last]`` sequence range of ``asset/prop`` (per variable or per asset)."""
+        return self.seq_ranges.get(f"{asset}/{prop}") or self.seq_ranges.get(asset)
+
+    def ledger_size(self) -> int:
+        """Bytes of AnchorSensorBatch's arguments for this record (the contract's cap applies to their sum)."""
+        return len(self.batch_id.encode()) + len(self.canonical())
+
+    def fits_ledger(self) -> bool:
+        return len(self.canonical()) <= MAX_RECORD_BYTES and self.ledger_size() <= MAX_ARGUMENT_BYTES
 
     def record_hash(self) -> str:
         return hashlib.sha256(self.canonical()).hexdigest()

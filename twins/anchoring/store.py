@@ -8,6 +8,11 @@ A batch is written in ONE transaction with all of its readings, its tree and the
 anchors, so the store never holds a reading that is not in a sealed batch. The anchor (ledger tx id)
 is inserted afterwards into ``anchors``; a batch without an anchors row is "pending" and is resubmitted
 on the next start (outbox pattern).
+
+Alerts follow the same outbox pattern (``twins.anchoring.alert_outbox``): an alert episode is written to
+``alerts`` (with the nonce that fixes its ledger transaction id) before it is submitted, its tx id to
+``alert_anchors`` after the commit, and its end to ``alert_closes``. Sustainability reports land in
+``sustainability_reports`` once on the ledger (one per org and period, as the contract allows).
 """
 
 from __future__ import annotations
@@ -38,8 +43,22 @@ CREATE TABLE IF NOT EXISTS twin_states (
     PRIMARY KEY (batch_id, asset));
 CREATE TABLE IF NOT EXISTS anchors (
     batch_id TEXT PRIMARY KEY, tx_id TEXT NOT NULL, anchored_at_us INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS twin_states_by_asset ON twin_states (asset, batch_id);
+CREATE INDEX IF NOT EXISTS batches_by_sealed ON batches (org, json_extract(record_json, '$.sealed_at_us'));
+CREATE TABLE IF NOT EXISTS alerts (
+    alert_key TEXT PRIMARY KEY, org TEXT NOT NULL, asset TEXT NOT NULL, kind TEXT NOT NULL, episode INTEGER NOT NULL,
+    score TEXT NOT NULL, detail_json TEXT NOT NULL, nonce BLOB NOT NULL, opened_at_us INTEGER NOT NULL,
+    UNIQUE (asset, kind, episode));
+CREATE TABLE IF NOT EXISTS alert_anchors (
+    alert_key TEXT PRIMARY KEY, tx_id TEXT NOT NULL, anchored_at_us INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS alert_closes (
+    alert_key TEXT PRIMARY KEY, closed_at_us INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS sustainability_reports (
+    org TEXT NOT NULL, period TEXT NOT NULL, metrics_json TEXT NOT NULL, tx_id TEXT NOT NULL,
+    reported_at_us INTEGER NOT NULL, PRIMARY KEY (org, period));
 """
-_TABLES = ("batches", "readings", "twin_states", "anchors")
+_TABLES = ("batches", "readings", "twin_states", "anchors", "alerts", "alert_anchors", "alert_closes",
+           "sustainability_reports")
 
 
 def _triggers() -> str:
@@ -119,6 +138,25 @@ class ReadingStore:
         with self._lock:
             self._db.execute("INSERT OR IGNORE INTO anchors VALUES (?,?,?)", (batch_id, tx_id, anchored_at_us))
 
+    def open_alert(self, key: str, org: str, asset: str, kind: str, episode: int, score: str, detail_json: str,
+                   nonce: bytes, at_us: int) -> None:
+        with self._lock:
+            self._db.execute("INSERT INTO alerts VALUES (?,?,?,?,?,?,?,?,?)",
+                             (key, org, asset, kind, episode, score, detail_json, nonce, at_us))
+
+    def record_alert_anchor(self, key: str, tx_id: str, at_us: int) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR IGNORE INTO alert_anchors VALUES (?,?,?)", (key, tx_id, at_us))
+
+    def close_alert(self, key: str, at_us: int) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR IGNORE INTO alert_closes VALUES (?,?)", (key, at_us))
+
+    def record_report(self, org: str, period: str, metrics_json: str, tx_id: str, at_us: int) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR IGNORE INTO sustainability_reports VALUES (?,?,?,?,?)",
+                             (org, period, metrics_json, tx_id, at_us))
+
     # --- reading -------------------------------------------------------------------------------
     def last_positions(self) -> dict[tuple[str, str], tuple[int, int]]:
         """(asset, prop) → (last stored seq, its source_ts_us): where a restarted bridge resumes."""
@@ -171,6 +209,69 @@ class ReadingStore:
         for asset, sj in rows:
             out[asset] = sj
         return out
+
+    def alerts(self, *, pending_only: bool = False, open_only: bool = False) -> list[dict]:
+        """Alert episodes, oldest first: key, org, asset, kind, episode, score, detail (parsed), nonce, opened time,
+        ledger tx id and time (None while pending), closed time (None while open). Episodes are few (one per
+        condition, not per reading), so callers slice the list themselves."""
+        q = ("SELECT a.alert_key, a.org, a.asset, a.kind, a.episode, a.score, a.detail_json, a.nonce, a.opened_at_us, "
+             "n.tx_id, n.anchored_at_us, c.closed_at_us FROM alerts a "
+             "LEFT JOIN alert_anchors n ON n.alert_key = a.alert_key LEFT JOIN alert_closes c ON c.alert_key = a.alert_key")
+        where = (["n.tx_id IS NULL"] if pending_only else []) + (["c.closed_at_us IS NULL"] if open_only else [])
+        q += (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY a.opened_at_us, a.alert_key"
+        with self._lock:
+            rows = self._db.execute(q).fetchall()
+        keys = ("key", "org", "asset", "kind", "episode", "score", "detail", "nonce", "opened_at_us", "tx_id",
+                "anchored_at_us", "closed_at_us")
+        out = []
+        for row in rows:
+            d = dict(zip(keys, row))
+            d["detail"], d["nonce"] = json.loads(d["detail"]), bytes(d["nonce"])
+            out.append(d)
+        return out
+
+    def last_episodes(self) -> dict[tuple[str, str], int]:
+        """(asset, kind) -> the number of its latest alert episode."""
+        with self._lock:
+            rows = self._db.execute("SELECT asset, kind, MAX(episode) FROM alerts GROUP BY asset, kind").fetchall()
+        return {(a, k): int(n) for a, k, n in rows}
+
+    def reports(self) -> dict[tuple[str, str], dict]:
+        """(org, period) -> {"metrics", "tx_id", "reported_at_us"} of the reports on the ledger."""
+        with self._lock:
+            rows = self._db.execute("SELECT org, period, metrics_json, tx_id, reported_at_us FROM sustainability_reports").fetchall()
+        return {(o, p): {"metrics": json.loads(m), "tx_id": t, "reported_at_us": int(at)} for o, p, m, t, at in rows}
+
+    def sealed_span(self, org: str) -> tuple[int, int] | None:
+        """(first, last) sealed_at_us of the org's batches."""
+        ends = []
+        for order in ("ASC", "DESC"):  # one indexed look-up each (MIN and MAX together would scan)
+            with self._lock:
+                row = self._db.execute(
+                    "SELECT json_extract(record_json, '$.sealed_at_us') FROM batches WHERE org=? "
+                    f"ORDER BY json_extract(record_json, '$.sealed_at_us') {order} LIMIT 1", (org,)).fetchone()
+            if row is None:
+                return None
+            ends.append(int(row[0]))
+        return ends[0], ends[1]
+
+    def last_batch_before(self, org: str, sealed_before_us: int) -> int | None:
+        """batch_no of the org's last batch sealed before the time (one indexed look-up)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT batch_no FROM batches WHERE org=? AND json_extract(record_json, '$.sealed_at_us') < ? "
+                "ORDER BY json_extract(record_json, '$.sealed_at_us') DESC LIMIT 1", (org, sealed_before_us)).fetchone()
+        return int(row[0]) if row else None
+
+    def twin_state_at(self, asset: str, batch_id: str) -> str | None:
+        """The asset's state JSON as sealed with batch_id or, failing that, its latest earlier batch of the same org
+        (batch ids are zero-padded, so their text order is their number order)."""
+        org = batch_id.rpartition(":")[0]
+        with self._lock:
+            row = self._db.execute(
+                "SELECT state_json FROM twin_states WHERE asset=? AND batch_id<=? AND batch_id>=? "
+                "ORDER BY batch_id DESC LIMIT 1", (asset, batch_id, f"{org}:")).fetchone()
+        return row[0] if row else None
 
     def find_readings(self, asset: str, seq: int, prop: str | None = None) -> list[StoredReading]:
         q = "SELECT org, asset, prop, seq, source_ts_us, value, batch_id, leaf_index FROM readings WHERE asset=? AND seq=?"

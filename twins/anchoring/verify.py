@@ -84,7 +84,7 @@ async def verify_reading(
             )
         if anchored.record_hash() != b.record_hash or anchor.get("record_hash", b.record_hash) != b.record_hash:
             raise VerificationError(f"{name}: anchored record of {sr.batch_id} differs from the local one")
-        rng = anchored.seq_ranges.get(f"{r.asset}/{r.prop}")
+        rng = anchored.seq_range(r.asset, r.prop)
         if rng is None or not rng[0] <= r.seq <= rng[1]:
             raise VerificationError(f"{name}: outside the anchored sequence range {rng}")
         if not anchored.first_ts_us <= r.source_ts_us <= anchored.last_ts_us:

@@ -27,14 +27,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-from twins.anchoring.anchorer import FileAnchorer, connect_ledger
+from twins.anchoring.anchorer import AnchorConflict, FileAnchorer, connect_ledger
 from twins.anchoring.store import ReadingStore
 from twins.anchoring.verify import VerificationError, verify_reading
 from twins.bridge.client import OpcUaBridge
 from twins.bridge.mapping import MappingError, load_mapping
 from twins.model.twin import MachineTwin
 from twins.model.whatif import whatif_speed
-from twins.runtime import TwinRuntime, load_twin
+from twins.runtime import REPORT_EVERY, TwinRuntime, load_twin
 from twins.security import ClientSecurity
 
 
@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     anchor.add_argument("--anchor-file", type=Path, help="file anchorer path (default HOME/anchors.jsonl)")
     anchor.add_argument("--ledger-config", type=Path, help="anchor on the ledger: JSON config (channel, chaincode, per-org gateway identity)")
     r.add_argument("--interval", type=float, default=1.0, help="anchoring interval in seconds (default 1)")
+    r.add_argument("--report-every", type=int, default=REPORT_EVERY, metavar="N",
+                   help="look for due sustainability reports (completed UTC days) every N intervals and at start "
+                        f"(default {REPORT_EVERY}; 0: never)")
     r.add_argument("--publish-ms", type=float, default=20.0, help="OPC-UA publishing interval (default 20 ms)")
     r.add_argument("--start-from", choices=("live", "history"), default="live",
                    help="for variables never seen before: from the first live value, or from the start of history")
@@ -96,7 +99,7 @@ async def run(args: argparse.Namespace) -> None:
         anchor_file = args.anchor_file or home / "anchors.jsonl"
         anchorer = FileAnchorer(anchor_file)
         anchor_info = {"kind": "file", "path": str(anchor_file)}
-    rt = TwinRuntime(mapping, home / "readings.sqlite", anchorer, interval=args.interval)
+    rt = TwinRuntime(mapping, home / "readings.sqlite", anchorer, interval=args.interval, report_every=args.report_every)
     security = None
     if args.cert or args.key:
         if not (args.cert and args.key):
@@ -149,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
         logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
         try:
             asyncio.run(run(args))
-        except MappingError as exc:
+        except (MappingError, AnchorConflict) as exc:
             raise SystemExit(f"error: {exc}") from None
         return
     store = ReadingStore(args.home / "readings.sqlite")

@@ -35,7 +35,9 @@ def test_batches_per_org_verify_and_chain(tmp_path):
     s1 = _seal(store, anchorer, _readings("plant1", "plant1.m1", 5) + _readings("hospital1", "hospital1.bed1", 3))
     assert [rec.org for rec, _ in s1] == ["hospital1", "plant1"]
     rec = s1[1][0]
-    assert rec.count == 10 and rec.seq_ranges == {"plant1.m1/Torque": [1, 5], "plant1.m1/ToolWear": [1, 5]}
+    # both variables of plant1.m1 span seq 1..5: one per-asset range (compact_ranges); the patient too
+    assert rec.count == 10 and rec.seq_ranges == {"plant1.m1": [1, 5]}
+    assert s1[0][0].seq_ranges == {"hospital1.bed1": [1, 3]}
     assert rec.twin_state_hashes == {"plant1.m1": "ab" * 32} and rec.prev_record_hash == ""
     s2 = _seal(store, anchorer, _readings("plant1", "plant1.m1", 4, start=6))
     rec2 = s2[0][0]
