@@ -31,7 +31,7 @@ from pathlib import Path
 
 from federated.data import task_spec
 from federated.deployment import FlowerDeployment
-from federated.governance import JsonFileLedger
+from federated.governance import JsonFileLedger, grant_federation
 from orchestrator.control import reload_supervisor, start_supervisor, stop_supervisor, wait_healthy
 from orchestrator.procspec import save_manifest, upsert_processes
 
@@ -70,8 +70,7 @@ def run_mode(mode: str, task: str, orgs: list[str], rounds: int, root: Path) -> 
     d.prepare()
     spec = task_spec(task)
     ledger = JsonFileLedger(d.home / "ledger.json")
-    for o in orgs:
-        ledger.grant(o, spec.dataset_id(o), spec.purpose)
+    grant_federation(ledger, [spec.dataset_id(o) for o in orgs], spec.purpose)  # each steward grants the others
     run_dir = home / "run"
     try:
         save_manifest(run_dir, [d.superlink_spec()])

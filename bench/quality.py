@@ -36,7 +36,7 @@ import torch
 
 from federated.clientapp import evaluate_site
 from federated.data import SiteData, load_site, task_spec
-from federated.governance import JsonFileLedger
+from federated.governance import JsonFileLedger, grant_federation
 from federated.local_grid import LocalGrid
 from federated.model import Scaler, TrainConfig, model_arrays, new_model, train_local
 from federated.serverapp import TUNED, run_governed
@@ -103,8 +103,7 @@ def run_task(task: str, seed: int, s: Settings, split: str) -> dict[str, dict[st
     # federated: the governed ServerApp loop + Flower's FedAvg + our ClientApps, in process
     # One JSON ledger the ServerApp logic and every ClientApp share: each org records its own data use.
     ledger = JsonFileLedger(Path(tempfile.mkdtemp(prefix="tl-quality-")) / "ledger.json")
-    for o in orgs:
-        ledger.grant(o, spec.dataset_id(o), spec.purpose)
+    grant_federation(ledger, [spec.dataset_id(o) for o in orgs], spec.purpose)  # each steward grants the others
     grid = LocalGrid({o: {"task": task, "split-seed": seed, "ledger": f"file:{ledger.path}"} for o in orgs},
                      run_id=seed + 1)  # fmt: skip
     cfg = {

@@ -8,11 +8,15 @@ is checked, and an ungoverned plain-Flower run is accepted -- the baseline of ``
 org's updates, ``scale:K``/``signflip``, see ``federated.robustness``).
 
 Before its data is used, the client records the use itself (admission, a QUERY message from the
-ServerApp each round): ``ledger.record_use(org, "<org>.<dataset>", "fl:<task>")`` -- on Fabric
-``data:Check`` with this org's own identity, so the decision and the audit record are its org's. The
-reply carries the decision (allowed, reason, detail, transaction); a denied org answers without touching
-its data and the ServerApp records it as not a participant, with the reason. A node without a ledger
-cannot record its use and refuses governed rounds.
+ServerApp each round). Taking part in a round uses every data set of the ledger task -- the global
+model is derived from all of them -- so the client records one check per data set the task lists
+(``governance.record_admission``: ``ledger.record_use(org, dataset, "fl:<task>")``, on Fabric
+``data:Check`` with this org's own identity, so the decisions and the audit records are its org's): its
+own data set (allowed as its owner) and each other org's (allowed only under that org's live grant).
+It is admitted only if every check allows it. The reply carries the outcome (allowed, reason, detail,
+the first denied data set, and every data set's reason and transaction); a denied org answers without
+touching its data and the ServerApp records it as not a participant, with the reason. A node without a
+ledger cannot record its use and refuses governed rounds.
 
 Before it touches a global model the client checks (``federated.governance.verify_global_model``):
 SHA-256 of the received arrays == the hash the ServerApp announced == the hash the ledger committed for
@@ -44,11 +48,14 @@ from flwr.common.constant import ErrorCode
 
 from federated.data import DataError, SiteData, load_site, task_spec
 from federated.governance import (
+    Admission,
     GlobalModelRefused,
     GovernanceError,
     RoundLedger,
-    UseDecision,
+    TaskRecord,
+    no_longer_allowed,
     open_ledger,
+    record_admission,
     verify_global_model,
 )
 from federated.hashing import arrays_sha256, arrays_to_record, record_to_arrays
@@ -119,8 +126,26 @@ def _error_reply(msg: Message, reason: str) -> Message:
     return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason), reply_to=msg)
 
 
-def _accept_global(msg: Message, s: ClientSettings, phase: str) -> tuple[dict[str, np.ndarray], str, ConfigRecord]:
-    """The received arrays and their hash, after the governance checks; raises GlobalModelRefused."""
+def _served_task(s: ClientSettings, ledger: RoundLedger, ledger_task: str, rnd: object) -> TaskRecord:
+    """The run's task on the ledger, which must be one this node serves: its purpose, over this org's data
+    set among others. Raises GlobalModelRefused."""
+    spec = task_spec(s.task)
+    recorded = ledger.get_task(ledger_task) if ledger_task else None
+    if recorded is None:
+        raise GlobalModelRefused(f"refusing {s.task} round {rnd}: the ledger has no task {ledger_task!r}")
+    if recorded.purpose != spec.purpose or spec.dataset_id(s.org) not in recorded.datasets:
+        raise GlobalModelRefused(
+            f"refusing {s.task} round {rnd}: ledger task {ledger_task!r} is for {recorded.purpose} over "
+            f"{', '.join(recorded.datasets)}, not {spec.purpose} over {spec.dataset_id(s.org)}"
+        )
+    return recorded
+
+
+def _accept_global(
+    msg: Message, s: ClientSettings, phase: str
+) -> tuple[dict[str, np.ndarray], str, ConfigRecord, TaskRecord | None]:
+    """The received arrays, their hash, the config and the ledger task (None without a ledger), after
+    the governance checks; raises GlobalModelRefused."""
     cfg = msg.content["config"]
     task = str(cfg.get("task", ""))
     if task != s.task:
@@ -133,21 +158,12 @@ def _accept_global(msg: Message, s: ClientSettings, phase: str) -> tuple[dict[st
             raise GlobalModelRefused(
                 f"refusing an ungoverned {s.task} round {rnd}: the server announced no model hash"
             )
-        return arrays, received, cfg  # plain Flower (baseline): a node without a ledger accepts it
-    committed = None
+        return arrays, received, cfg, None  # plain Flower (baseline): a node without a ledger accepts it
+    committed = recorded = None
     if s.ledger:
         ledger_task = str(cfg.get("ledger-task", ""))
         ledger = _ledger(s.ledger)
-        # The run's task on the ledger must be one this node serves: its purpose, over this org's data set.
-        spec = task_spec(s.task)
-        recorded = ledger.get_task(ledger_task) if ledger_task else None
-        if recorded is None:
-            raise GlobalModelRefused(f"refusing {s.task} round {rnd}: the ledger has no task {ledger_task!r}")
-        if recorded.purpose != spec.purpose or spec.dataset_id(s.org) not in recorded.datasets:
-            raise GlobalModelRefused(
-                f"refusing {s.task} round {rnd}: ledger task {ledger_task!r} is for {recorded.purpose} over "
-                f"{', '.join(recorded.datasets)}, not {spec.purpose} over {spec.dataset_id(s.org)}"
-            )
+        recorded = _served_task(s, ledger, ledger_task, rnd)
         committed = ledger.get_round(ledger_task, rnd)
         if committed is None:
             raise GlobalModelRefused(
@@ -163,7 +179,7 @@ def _accept_global(msg: Message, s: ClientSettings, phase: str) -> tuple[dict[st
             f"refusing to {phase} in {s.task} round {rnd}: {s.org} is not one of its committed participants "
             f"({', '.join(committed.participants)})"
         )
-    return arrays, received, cfg
+    return arrays, received, cfg, recorded
 
 
 def _seed(cfg: ConfigRecord, org: str, rnd: int) -> int:
@@ -184,16 +200,16 @@ def _scaler(arrays: dict[str, np.ndarray], site: SiteData) -> Scaler:
     return Scaler.from_arrays(arrays) or Scaler.fit(site.x_train)
 
 
-def _still_granted(s: ClientSettings, rnd: int) -> None:
-    """A grant revoked between this round's admission and its training stops the training (read-only:
-    the use was recorded at admission)."""
-    if not s.ledger:
+def _still_granted(s: ClientSettings, task: TaskRecord | None, rnd: int) -> None:
+    """A grant revoked between this round's admission and its training stops the training. Read-only
+    checks of every data set of the task: the use was recorded at admission."""
+    if not s.ledger or task is None:
         return
-    spec = task_spec(s.task)
-    if not _ledger(s.ledger).check_grant(s.org, spec.dataset_id(s.org), spec.purpose):
+    lost = no_longer_allowed(_ledger(s.ledger), s.org, task)
+    if lost:
         raise GovernanceError(
-            f"refusing to train in {s.task} round {rnd}: {s.org}'s use of {spec.dataset_id(s.org)} for "
-            f"{spec.purpose} is no longer allowed"
+            f"refusing to train in {s.task} round {rnd}: {s.org}'s use of {', '.join(lost)} for "
+            f"{task.purpose} is no longer allowed"
         )
 
 
@@ -211,8 +227,8 @@ def _load(s: ClientSettings) -> SiteData:
 def handle_train(msg: Message, context: Context) -> Message:
     try:
         s = _settings(context)
-        arrays, base_sha, cfg = _accept_global(msg, s, PHASE_TRAIN)
-        _still_granted(s, int(cfg["server-round"]))
+        arrays, base_sha, cfg, task = _accept_global(msg, s, PHASE_TRAIN)
+        _still_granted(s, task, int(cfg["server-round"]))
         site = _load(s)
     except (GovernanceError, DataError, KeyError, ValueError) as exc:
         return _error_reply(msg, str(exc))
@@ -252,7 +268,7 @@ def evaluate_site(model_arrays_: dict[str, np.ndarray], site: SiteData, min_prec
 def handle_evaluate(msg: Message, context: Context) -> Message:
     try:
         s = _settings(context)
-        arrays, sha, cfg = _accept_global(msg, s, PHASE_EVALUATE)
+        arrays, sha, cfg, _ = _accept_global(msg, s, PHASE_EVALUATE)
         site = _load(s)
     except (GovernanceError, DataError, KeyError, ValueError) as exc:
         return _error_reply(msg, str(exc))
@@ -265,20 +281,35 @@ def handle_evaluate(msg: Message, context: Context) -> Message:
     return Message(RecordDict({"metrics": metrics, "update": update}), reply_to=msg)
 
 
-def record_own_use(s: ClientSettings) -> UseDecision:
-    """This org records the use of its own data set for the task's purpose, with its own ledger identity."""
+def admit(s: ClientSettings, ledger_task: str, rnd: object) -> Admission:
+    """This org records its use of every data set of the ledger task, with its own ledger identity.
+
+    Asked every round, not once per run: a steward's revocation then takes effect at the next round,
+    and each round's use is on the record."""
     if not s.ledger:
         raise GovernanceError(
             f"{s.org} has no ledger in its node config, so it cannot record the use of its data; "
             "start its SuperNode with --node-config \"... ledger='file:PATH'\" (or 'fabric:CONFIG.json')"
         )
-    spec = task_spec(s.task)
-    return _ledger(s.ledger).record_use(s.org, spec.dataset_id(s.org), spec.purpose)
+    ledger = _ledger(s.ledger)
+    return record_admission(ledger, s.org, _served_task(s, ledger, ledger_task, rnd))
+
+
+def _admission_record(a: Admission) -> ConfigRecord:
+    denied = a.first_denial
+    return ConfigRecord({
+        "org": a.org, "allowed": a.allowed, "reason": a.reason, "detail": a.detail,
+        # The first denied data set and its transaction (what the ServerApp reports), then every check.
+        "dataset": denied.dataset if denied else "", "tx-id": (denied.tx_id if denied else a.decisions[0].tx_id) or "",
+        "datasets": [d.dataset for d in a.decisions], "reasons": [d.reason for d in a.decisions],
+        "tx-ids": [d.tx_id or "" for d in a.decisions],
+    })  # fmt: skip
 
 
 def handle_query(msg: Message, context: Context) -> Message:
-    """Admission: record this org's data use (allowed or denied) and answer with the decision; for
-    ``phase="stats"`` add the per-feature count / sum / sum of squares of the site's training split."""
+    """Admission: record this org's use of every data set of the task (allowed or denied) and answer with
+    the outcome; for ``phase="stats"`` add the per-feature count / sum / sum of squares of the site's
+    training split."""
     try:
         s = _settings(context)
         cfg = msg.content["config"]
@@ -287,14 +318,12 @@ def handle_query(msg: Message, context: Context) -> Message:
         phase = str(cfg.get("phase", PHASE_STATS))
         if phase not in (PHASE_ADMIT, PHASE_STATS):
             raise GlobalModelRefused(f"unknown query phase {phase!r}")
-        decision = record_own_use(s)
+        admission = admit(s, str(cfg.get("ledger-task", "")), cfg.get("server-round"))
     except (GovernanceError, DataError, KeyError, ValueError) as exc:
         return _error_reply(msg, str(exc))
-    admission = ConfigRecord({"org": s.org, "allowed": decision.allowed, "reason": decision.reason,
-                              "detail": decision.detail, "tx-id": decision.tx_id or ""})  # fmt: skip
-    content = RecordDict({"admission": admission})
-    if not decision.allowed:
-        log.warning("%s: not taking part in %s round %s: %s", s.org, s.task, cfg.get("server-round"), decision.detail)
+    content = RecordDict({"admission": _admission_record(admission)})
+    if not admission.allowed:
+        log.warning("%s: not taking part in %s round %s: %s", s.org, s.task, cfg.get("server-round"), admission.detail)
         return Message(content, reply_to=msg)
     if phase == PHASE_STATS:
         try:

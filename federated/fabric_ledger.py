@@ -1,4 +1,4 @@
-"""The RoundLedger on Hyperledger Fabric, through ``network.gateway`` (not runnable here yet: no peers).
+"""The RoundLedger on Hyperledger Fabric, through ``network.gateway`` (tested here against the peers' test double).
 
 All TwinLedger contracts live in one chaincode (``chaincode/app.py``); this class talks to two of its
 contracts: ``registry`` is a Contract bound to the ``models`` contract and ``dataaccess`` one bound to the
@@ -10,7 +10,8 @@ call                   how         chaincode function and arguments
 =====================  ==========  ===============================================================
 record_use             submit      ``data:Check(dataset, purpose)`` -> {"org", "allowed", "reason", "detail",
                                    "tx_id", ...}: the recorded decision for the *caller's* org (its
-                                   certificate), so each org's ClientApp calls it through its own gateway
+                                   certificate), so each org's ClientApp calls it through its own gateway,
+                                   once per data set of the task per round (``record_admission``)
 check_grant            evaluate    ``data:CheckReadOnly(dataset, purpose)``, the same decision unrecorded; for
                                    another org, ``data:ListGrants(dataset)`` + the grant's state, and
                                    ``data:ReadDataset`` for ownership
@@ -29,9 +30,10 @@ The contract enforces what ``InMemoryLedger`` enforces (the task exists, rounds 
 count, each starting from the previous result, updates only from participants), takes the caller's org
 from its certificate and needs an operator (role attribute) of a participant org. ``StartRound`` has no
 argument for the orgs that were not admitted (``excluded``): on Fabric, an org's refusal is its own
-recorded ``data:Check`` (denied, with the reason), which ``data:Audit`` shows. Note that the contract
-lets a data set's owner use it without any grant (reason "owner"), so an org training on its own data
-set is always allowed there; the JSON ledger has no data-set registry and asks for a grant.
+recorded ``data:Check`` of the data set it was denied (with the reason), which ``data:Audit`` of that
+data set shows. The contract lets a data set's owner use it without any grant (reason "owner"); what can
+keep an org out of a round is another org's data set of the task without a live grant for the org
+(``governance.record_admission``). The JSON ledger decides the same way (owner from the data-set ID).
 
 ``fabric:CONFIG.json`` (see ``open_ledger``) names the connection::
 
@@ -99,7 +101,14 @@ class FabricRoundLedger:
 
     def record_use(self, org: str, dataset: str, purpose: str) -> UseDecision:
         """The recorded check (``data:Check``) for this gateway's own org; ``org`` must be that org."""
-        decision = UseDecision.from_dict(json.loads(self.dataaccess.submit(FN_CHECK, dataset, purpose) or b"{}"))
+        try:
+            raw = self.dataaccess.submit(FN_CHECK, dataset, purpose)
+        except Exception as exc:  # EndorseError/CommitError with the contract's message
+            # E.g. a data set of the task that its steward never registered: one line naming it, so the
+            # ServerApp reports why this org is not a participant.
+            why = " ".join(str(exc).split())
+            raise GovernanceError(f"data:Check of {dataset} for {purpose} failed: {why}") from None
+        decision = UseDecision.from_dict(json.loads(raw or b"{}"))
         if decision.org != org:
             # The contract decides for the certificate's org; answering for another would be a lie.
             raise GovernanceError(

@@ -5,7 +5,8 @@
 * ``get_task`` / ``create_task(TaskRecord)`` -- a training run's task (``models:CreateTask``): purpose,
   data sets, round count, aggregation, privacy settings; created once, before its first round;
 * ``record_use(org, dataset, purpose)`` -- the *recorded* access check (``data:Check``) an org's own
-  ClientApp makes, with its own identity, before it trains: allowed or denied, the decision is audited;
+  ClientApp makes, with its own identity, before it trains: allowed or denied, the decision is audited.
+  ``record_admission`` makes one per data set of the task (see "Admission" below);
 * ``check_grant(org, dataset, purpose)`` -- the same decision, read-only and unrecorded (dashboards);
 * ``commit_round_start(task, round, global_sha256, participants, excluded)`` -- the global model a round
   starts from, the orgs admitted to it and why the others were not;
@@ -21,8 +22,9 @@
   enforces (the task exists, rounds in order up to the task's round count, a round starts from the
   previous round's result, updates only from participants, hashes are 64 hex digits) and decides data
   use with the chaincode's own decision function (``chaincode.access.decide``), so reasons and wording
-  are the same. It has no data-set registry, so every use -- the owner's own included -- needs a grant;
-  the chaincode lets an owner use its own data set without one;
+  are the same. A data set's owner is the org its ``register_dataset`` names, else the org its ID
+  starts with (``<org>.<dataset>``, federated/data.py's convention); as in the chaincode the owner
+  needs no grant (reason "owner") and cannot be granted one, every other org needs a live grant;
 * ``JsonFileLedger`` -- the in-memory ledger persisted to one JSON file. Every change happens under an
   exclusive ``flock`` on ``<file>.lock`` after re-reading the file, and replaces it atomically, so the
   ServerApp and every org's ClientApp (separate processes) can all write to it -- the local stand-in
@@ -30,6 +32,14 @@
 * ``federated.fabric_ledger.FabricRoundLedger`` -- the real one, calling chaincode through network.gateway.
 
 ``open_ledger("memory:" | "file:PATH" | "fabric:CONFIG.json")`` picks one from a run/node config string.
+
+Admission. A task lists the data sets of its orgs, and the global model of every round is derived from
+all of them (a round's model carries what earlier rounds learnt from every participant's data). So
+taking part in a round is using every data set of the task: ``record_admission`` records one check per
+data set of the task, with the org's own identity -- its own data set (allowed as the owner) and each
+other org's (allowed only under a live grant from that org's steward for the task's purpose) -- and
+admits the org only if every one is allowed. A task whose org never grants the others therefore admits
+nobody else: the task names its data sets, so a federation without that org is a new task.
 """
 
 from __future__ import annotations
@@ -88,6 +98,52 @@ class UseDecision:
                            purpose=str(d.get("purpose", "")), allowed=bool(d.get("allowed", False)),
                            reason=str(d.get("reason", "")), detail=str(d.get("detail", "")),
                            tx_id=d.get("tx_id"))  # fmt: skip
+
+
+def owner_by_id(dataset: str) -> str | None:
+    """The org a data-set ID names as its owner (``plant1.ai4i2020`` -> ``plant1``), None for an ID that
+    does not follow the ``<org>.<dataset>`` convention of federated/data.py."""
+    org, dot, rest = dataset.partition(".")
+    return org if dot and org and rest else None
+
+
+@dataclass(frozen=True)
+class Admission:
+    """An org's recorded checks for one round: one ``UseDecision`` per data set of the task."""
+
+    org: str
+    purpose: str
+    decisions: tuple[UseDecision, ...]
+
+    @property
+    def allowed(self) -> bool:
+        return bool(self.decisions) and all(d.allowed for d in self.decisions)
+
+    @property
+    def denials(self) -> list[UseDecision]:
+        return [d for d in self.decisions if not d.allowed]
+
+    @property
+    def first_denial(self) -> UseDecision | None:
+        return next(iter(self.denials), None)
+
+    @property
+    def reason(self) -> str:
+        """The first denial's reason (no_grant, revoked, ...); when allowed, "granted" if any other org's
+        data set is used under a grant, else "owner"."""
+        denied = self.first_denial
+        if denied is not None:
+            return denied.reason
+        return "granted" if any(d.reason != "owner" for d in self.decisions) else "owner"
+
+    @property
+    def detail(self) -> str:
+        """Every denial's wording when denied (a steward fixing grants sees all that are missing at once),
+        else each data set with why it is allowed."""
+        denials = self.denials
+        if denials:
+            return "; ".join(d.detail for d in denials)
+        return "; ".join(f"{d.dataset}: {d.reason}" for d in self.decisions)
 
 
 @dataclass(frozen=True)
@@ -243,6 +299,21 @@ def ensure_task(ledger: RoundLedger, wanted: TaskRecord) -> tuple[TaskRecord, bo
     return existing, False
 
 
+def record_admission(ledger: RoundLedger, org: str, task: TaskRecord) -> Admission:
+    """``org``'s recorded checks of every data set of ``task`` for its purpose (see "Admission" above).
+
+    Its own data set first, then the others in the task's order. Every data set is checked even after a
+    denial: each check is one recorded transaction, so this is one ledger call per data set per org per
+    round, and the audit of every data set shows the attempt."""
+    ordered = sorted(task.datasets, key=lambda ds: owner_by_id(ds) != org)  # stable: the task's order otherwise
+    return Admission(org, task.purpose, tuple(ledger.record_use(org, ds, task.purpose) for ds in ordered))
+
+
+def no_longer_allowed(ledger: RoundLedger, org: str, task: TaskRecord) -> list[str]:
+    """The task's data sets ``org`` may no longer use (read-only checks, nothing recorded)."""
+    return [ds for ds in task.datasets if not ledger.check_grant(org, ds, task.purpose)]
+
+
 @dataclass(frozen=True)
 class ResumePoint:
     """Where a run of a task picks up, from the rounds the ledger already holds."""
@@ -311,6 +382,26 @@ class Grant:
         }  # fmt: skip
 
 
+def grant_federation(ledger: InMemoryLedger, datasets: Sequence[str], purpose: str) -> list[tuple[str, str]]:
+    """Each data set's owner grants every other owner of ``datasets`` its use for ``purpose``, where that
+    org holds no live grant yet -- what each org's steward does on Fabric before a task can admit anyone
+    (see "Admission"). For local JSON ledgers, tests and benchmarks. Returns the (grantee, data set)
+    pairs granted now."""
+    owners = {ds: ledger.owner_of(ds) for ds in datasets}
+    unowned = sorted(ds for ds, o in owners.items() if o is None)
+    if unowned:
+        raise GovernanceError(
+            f"no owner known for data set(s) {', '.join(unowned)}: register them or name them <org>.<dataset>"
+        )
+    done = []
+    for grantee in dict.fromkeys(owners.values()):
+        for ds, owner in owners.items():
+            if owner != grantee and not ledger.check_grant(str(grantee), ds, purpose):
+                ledger.grant(str(grantee), ds, purpose)
+                done.append((str(grantee), ds))
+    return done
+
+
 class InMemoryLedger:
     """A RoundLedger kept in process memory (thread-safe), enforcing the chaincode's rules."""
 
@@ -318,6 +409,7 @@ class InMemoryLedger:
         self._lock = threading.RLock()
         self._clock = clock
         self.grants: list[Grant] = []
+        self.datasets: dict[str, str] = {}  # data set -> owner org, where registered (else from the ID)
         self.task_records: dict[str, TaskRecord] = {}
         self.rounds: dict[str, dict[int, RoundRecord]] = {}
         self.audit: list[dict] = []  # every recorded access check, as the data contract records them
@@ -342,10 +434,29 @@ class InMemoryLedger:
         # Marked "local-" so that nobody mistakes it for a Fabric transaction ID.
         return f"local-{uuid.uuid4().hex[:24]}"
 
-    # -- grants (what stewards do on chain; here for tests and local runs) ------------------------------
+    # -- data sets and grants (what stewards do on chain; here for tests and local runs) ---------------
+    def register_dataset(self, dataset: str, owner: str) -> None:
+        """Record ``owner`` as the data set's owner (``data:RegisterDataset``); without it the owner is the
+        org the ID starts with. A data set registered by another org stays that org's."""
+        with self._writing():
+            held = self.datasets.get(dataset)
+            if held is not None and held != owner:
+                raise GovernanceError(f"data set {dataset!r} is already registered by org {held!r}")
+            self.datasets[dataset] = owner
+
+    def owner_of(self, dataset: str) -> str | None:
+        with self._reading():
+            return self._owner(dataset)
+
+    def _owner(self, dataset: str) -> str | None:
+        return self.datasets.get(dataset) or owner_by_id(dataset)
+
     def grant(self, org: str, dataset: str, purpose: str, expires: float | None = None) -> None:
         """Grant (or renew) one (org, data set, purpose), as the chaincode keeps one grant record per key."""
         with self._writing():
+            if org == self._owner(dataset):
+                # The contract refuses it the same way (data:Grant): an owner's use needs no grant.
+                raise GovernanceError(f"org {org!r} owns data set {dataset!r} and needs no grant")
             self.grants = [g for g in self.grants if (g.org, g.dataset, g.purpose) != (org, dataset, purpose)]
             self.grants.append(Grant(org, dataset, purpose, expires))
 
@@ -362,7 +473,8 @@ class InMemoryLedger:
         from chaincode.access import decide
 
         mine = [g.chaincode_record() for g in self.grants if g.org == org and g.dataset == dataset]
-        d = decide({"id": dataset, "owner": None}, org, purpose, mine, int(self._clock() * 1_000_000_000))
+        now = int(self._clock() * 1_000_000_000)
+        d = decide({"id": dataset, "owner": self._owner(dataset)}, org, purpose, mine, now)
         return UseDecision(d.org, d.dataset, d.purpose, d.allowed, d.reason, d.detail)
 
     def check_grant(self, org: str, dataset: str, purpose: str) -> bool:
@@ -500,6 +612,7 @@ class InMemoryLedger:
     def to_dict(self) -> dict:
         return {
             "grants": [asdict(g) for g in self.grants],
+            "datasets": dict(sorted(self.datasets.items())),
             "tasks": {t: r.to_dict() for t, r in sorted(self.task_records.items())},
             "rounds": {t: [r.to_dict() for _, r in sorted(rs.items())] for t, rs in self.rounds.items()},
             "audit": self.audit,
@@ -507,6 +620,7 @@ class InMemoryLedger:
 
     def _load_dict(self, d: Mapping) -> None:
         self.grants = [Grant(**g) for g in d.get("grants", [])]
+        self.datasets = {str(k): str(v) for k, v in (d.get("datasets") or {}).items()}
         self.task_records = {t: TaskRecord.from_dict(r) for t, r in (d.get("tasks") or {}).items()}
         self.rounds = {
             t: {int(r["round"]): RoundRecord.from_dict(r) for r in rs} for t, rs in (d.get("rounds") or {}).items()

@@ -11,7 +11,8 @@ needed), registers each org's SuperNode key, adds the SuperNodes, submits the ap
 reports each round as the ledger records it (``RoundWatcher``), waits, and removes its processes again
 (unless asked to keep them). ``rounds_table`` / ``rounds_json`` and ``verify_task`` read what the ledger
 recorded. The developer entry point always uses the JSON ledger ``<home>/flower/ledger.json``;
-``--grant-all`` writes each org's grant for the task (what the orgs' stewards do on chain).
+``--grant-all`` writes the grants the task needs: every org's data set to every other org of the run
+(what the orgs' stewards do on chain).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from federated.data import task_spec
 from federated.deployment import DeploymentError, FlowerDeployment
-from federated.governance import GovernanceError, JsonFileLedger, RoundLedger, RoundRecord
+from federated.governance import GovernanceError, JsonFileLedger, RoundLedger, RoundRecord, grant_federation
 from federated.store import ModelStore, VerifyReport
 from orchestrator.control import (
     SupervisorError,
@@ -57,16 +58,13 @@ class RunOutcome:
         return self.status == "finished:completed"
 
 
-def grant_all(ledger: JsonFileLedger, kind: str, orgs: Sequence[str]) -> list[str]:
-    """Grant each org's data set for the task's purpose where it holds no live grant (a local JSON
-    ledger only: on Fabric each data set's steward grants). Returns the orgs granted now."""
+def grant_all(ledger: JsonFileLedger, kind: str, orgs: Sequence[str]) -> list[tuple[str, str]]:
+    """The grants a task over ``orgs`` needs before it can admit anyone: each org's data set granted for
+    the task's purpose to every other org, where it holds no live grant (a local JSON ledger only: on
+    Fabric each data set's steward grants). An org uses its own data set as its owner, without a grant.
+    Returns the (grantee, data set) pairs granted now."""
     spec = task_spec(kind)
-    done = []
-    for org in orgs:
-        if not ledger.check_grant(org, spec.dataset_id(org), spec.purpose):
-            ledger.grant(org, spec.dataset_id(org), spec.purpose)
-            done.append(org)
-    return done
+    return grant_federation(ledger, [spec.dataset_id(o) for o in orgs], spec.purpose)
 
 
 def _processes(d: FlowerDeployment) -> list[ProcSpec]:

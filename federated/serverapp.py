@@ -204,6 +204,7 @@ def _report(cfg: Mapping[str, object], task: str, ledger_task: str, info: Govern
         "first_round": at.first_round, "resumed": at.resuming, "nothing_to_do": at.done,
         "participants": {str(k): v for k, v in info.participants.items()},
         "excluded": {str(k): v for k, v in info.excluded.items()},
+        "denied": {str(k): v for k, v in info.denied.items()},
         "rejected": {str(k): v for k, v in info.rejected.items()},
         "round_seconds": [t.seconds for t in info.timings],
         "round_times": [[t.started, t.finished] for t in info.timings],

@@ -5,12 +5,15 @@ Per round, ``GovernedStrategy.start`` does:
 
 1. resolve each connected SuperNode to an org -- by the fingerprint of the public key it authenticated
    with (SuperNode authentication) or, without a members map, by the name it was registered under;
-2. admission: ask each connected org of the task to record the use of its data set for the task's
-   purpose *itself* (a QUERY message; the org's ClientApp calls ``ledger.record_use`` -- ``data:Check``
-   with the org's own identity -- and answers with the decision). The server does not decide for other
-   orgs: only orgs whose own recorded check allowed the use become participants; every other org of
-   the task is recorded with the reason (denied and why, no reply, not connected). Fewer than
-   ``min_nodes`` participants ends the run with that list;
+2. admission: ask each connected org of the task to record *itself* the use of every data set of the
+   task for its purpose (a QUERY message; the org's ClientApp calls ``ledger.record_use`` --
+   ``data:Check`` with the org's own identity -- once per data set: its own, allowed as the owner, and
+   each other org's, allowed only under that org's live grant, since the global model is derived from
+   all of them) and answers with the outcome. The server does not decide for other orgs: only orgs
+   whose own recorded checks all allowed the use become participants; every other org of the task is
+   recorded with the reason (which data set was denied and why, no reply, not connected). Admission is
+   asked every round, so a revocation takes effect at the next round. Fewer than ``min_nodes``
+   participants ends the run with that list;
 3. hash the global model, store it (content-addressed), ``commit_round_start`` with the participants and
    the excluded orgs' reasons, and announce the hash in the train config -- clients refuse a model that
    does not match the committed hash, and a round they are not a participant of;
@@ -139,6 +142,7 @@ class GovernedRun:
     global_hashes: list[str] = field(default_factory=list)  # round 1 start, then each round's result
     participants: dict[int, list[str]] = field(default_factory=dict)
     excluded: dict[int, dict[str, str]] = field(default_factory=dict)  # org -> why it is not a participant
+    denied: dict[int, dict[str, str]] = field(default_factory=dict)  # org -> the data set its check was denied
     rejected: dict[int, list[str]] = field(default_factory=dict)  # reasons, per round
     timings: list[RoundTiming] = field(default_factory=list)
     evaluation: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -237,7 +241,7 @@ class GovernedStrategy(Strategy):
     def select(
         self, grid: Grid, rnd: int, timeout: float, phase: str = PHASE_ADMIT, among: Sequence[str] | None = None
     ) -> tuple[dict[int, str], list[Message]]:
-        """Admission for round ``rnd``: node id -> org of the orgs whose own recorded check allowed the use,
+        """Admission for round ``rnd``: node id -> org of the orgs whose own recorded checks allowed the use,
         and their replies (``phase="stats"`` replies carry feature statistics). ``among`` limits the
         participants (a resumed round keeps the participants it was started with)."""
         nodes, excluded = self.connected(grid)
@@ -260,14 +264,17 @@ class GovernedStrategy(Strategy):
             try:
                 adm = msg.content["admission"]
                 allowed, reason, detail = bool(adm["allowed"]), str(adm["reason"]), str(adm["detail"])
-                tx = str(adm.get("tx-id", "") or "")
+                tx, dataset = str(adm.get("tx-id", "") or ""), str(adm.get("dataset", "") or "")
             except (KeyError, TypeError) as exc:
                 excluded[org] = f"malformed admission reply ({exc})"
                 continue
             if _reply_org(msg, "admission") != org:
                 excluded[org] = f"admission reply claims org {_reply_org(msg, 'admission')!r}"
             elif not allowed:
-                excluded[org] = f"refused to train: its recorded data-use check was denied ({reason}: {detail}; tx {tx})"
+                if dataset:
+                    self.run_info.denied.setdefault(rnd, {})[org] = dataset
+                excluded[org] = (f"refused to train: its recorded check of {dataset or 'a data set of the task'} "
+                                 f"was denied ({reason}: {detail}; tx {tx})")  # fmt: skip
             else:
                 chosen[msg.metadata.src_node_id] = org
                 good.append(msg)

@@ -12,10 +12,14 @@ round, and does nothing once every round is committed and evaluated. The runs th
 ``federated.launch``'s (SuperLink and one SuperNode per org under the home's supervisor).
 
 The ledger is Fabric: the ServerApp and the CLI act as an operator of the first org (``--as`` picks
-another), each org's ClientApp records its own data use with its own org's operator identity, all through
-``orchestrator.connect``. When the run's orgs have no running peer the command stops with one line --
-unless ``--ledger-file PATH`` picks a local JSON ledger, and then every output says so: "local JSON
-ledger, not Fabric".
+another), each org's ClientApp records its use of every data set of the task with its own org's operator
+identity, all through ``orchestrator.connect``. An org is admitted to a round only if each of those
+checks allows it: its own data set as the owner, each other org's under that org's steward's live grant
+for the task's purpose (``twinledger data grant <org>.<dataset> --to ORG --purpose fl:<task>``). On
+Fabric only an operator of a round's participant may start it, so when the first org is not admitted
+``--as`` must name one that is. When the run's orgs have no running peer the command stops with one
+line -- unless ``--ledger-file PATH`` picks a local JSON ledger, and then every output says so: "local
+JSON ledger, not Fabric".
 """
 
 from __future__ import annotations
@@ -57,7 +61,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     s.add_argument("--strategy", choices=STRATEGIES, help="aggregation of a new task (default fedavg)")
     s.add_argument("--min-orgs", type=int, help="fewest admitted orgs a round runs with (default: 2, or all if fewer)")
     s.add_argument("--grant-all", action="store_true",
-                   help="with --ledger-file only: grant each org's data set for the task first (what stewards do on Fabric)")
+                   help="with --ledger-file only: first grant each org's data set for the task to every other org "
+                        "of the run (what each data set's steward does on Fabric)")
     s.add_argument("--port-base", type=int, help="SuperLink port; the SuperNodes use the next ones (default: from the network)")
     s.add_argument("--keep-running", action="store_true", help="leave the SuperLink and SuperNodes running afterwards")
     s.add_argument("--timeout", type=float, default=1800.0, help="seconds the whole run may take (default 1800)")
@@ -340,8 +345,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                 say(f"task {task_id}: resuming at round {at.first_round} of {task.rounds} from {str(at.start_sha256)[:12]}")
             if args.grant_all:
                 granted = grant_all(ledger, kind, orgs)  # type: ignore[arg-type]
-                say(f"granted {', '.join(granted)} the use of their data set for {task.purpose} ({LOCAL_NOTE})"
-                    if granted else f"every org already holds a grant for {task.purpose}")  # fmt: skip
+                say(f"granted for {task.purpose}, as each data set's steward would: "
+                    f"{', '.join(f'{ds} to {org}' for org, ds in granted)} ({LOCAL_NOTE})" if granted else
+                    f"every org already holds a grant of every other org's data set for {task.purpose}")  # fmt: skip
             d = FlowerDeployment(home=home / "flower", task=kind, orgs=orgs, port_base=flower_port_base(home, args.port_base),
                                  ledger=choice.server, org_ledgers=choice.orgs)  # fmt: skip
             outcome = run_on_deployment(
@@ -351,14 +357,22 @@ def cmd_run(args: argparse.Namespace) -> int:
                 timeout=args.timeout,
             )  # fmt: skip
             if not outcome.completed:
+                hint = ""
+                if not choice.local and "StartRound is for operators" in outcome.failure:
+                    # The contract lets only a participant's operator start a round, and the org the server
+                    # acts as was not admitted (e.g. its grant was revoked): another identity is the way on.
+                    hint = f"; the server acted as {choice.identity}: pass --as ORG naming an org that is admitted"
                 raise UserError(f"run {outcome.run_id} of {task_id} ended {outcome.status}: "
-                                f"{outcome.failure or 'see `twinledger logs superlink`'}")  # fmt: skip
+                                f"{outcome.failure or 'see `twinledger logs superlink`'}{hint}")  # fmt: skip
             if not choice.local:
                 # models:StartRound has no field for the orgs that were not admitted (the JSON ledger's
                 # rounds do, and the progress lines showed them): say it from the ServerApp's report.
+                denied = outcome.summary.get("denied", {})
                 for rnd, excluded in sorted(outcome.summary.get("excluded", {}).items(), key=lambda kv: int(kv[0])):
                     for org, why in sorted(excluded.items()):
-                        where = f" (on the ledger: {org}'s own data:Check record)" if why.startswith("refused") else ""
+                        dataset = denied.get(rnd, {}).get(org)
+                        where = (f" (on the ledger: {org}'s own data:Check record, `twinledger data audit {dataset}`)"
+                                 if dataset else "")  # fmt: skip
                         say(f"round {rnd}: {org} not participating: {why}{where}")
             say(f"run {outcome.run_id} of {task_id} completed; seconds per round: "
                 f"{' '.join(f'{s:.1f}' for s in outcome.summary.get('round_seconds', [])) or '-'}")  # fmt: skip

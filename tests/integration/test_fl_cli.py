@@ -1,8 +1,10 @@
 """`twinledger fl run / rounds / verify` as a user runs them: subprocesses of the installed CLI, Flower's
 real SuperLink and one SuperNode per plant (TLS, node authentication) under the TwinLedger supervisor.
 
-Fabric cannot run on this machine, so the runs use ``--ledger-file`` (a local JSON ledger, not Fabric);
-without it and without a network the commands stop with one line.
+Fabric's peers cannot run on this machine: the runs use either ``--ledger-file`` (a local JSON ledger, not
+Fabric) or the peers' test double (tests/fabric_double: the real chaincode behind the Gateway service).
+Without either the commands stop with one line. A grant revoked between two runs is exercised once, on
+the double (the JSON ledger's same rule is covered in process by tests/unit/federated).
 """
 
 from __future__ import annotations
@@ -66,19 +68,22 @@ def _logs(home: Path) -> str:
                      for f in sorted((home / "logs").glob("*.log")))  # fmt: skip
 
 
-def test_run_rounds_verify_tamper_and_a_revoked_grant(env):
+def test_run_rounds_verify_and_tamper(env):
     home, ledger_file, port_base = env
     common = ["--home", str(home), "--ledger-file", str(ledger_file)]
+    d1, d2 = (SPEC.dataset_id(o) for o in PLANTS)
 
-    # 1. Two rounds of the plants' task, every org granted; processes kept for the second run.
+    # 1. Two rounds of the plants' task; --grant-all makes the grants each plant's steward would make.
     t0 = time.monotonic()
     rc, lines, err = run_live("fl", "run", "maintenance-it", "--rounds", "2", "--grant-all", "--port-base", port_base,
-                              "--keep-running", *common)  # fmt: skip
+                              *common)  # fmt: skip
     print(f"\nfl run (2 rounds, 2 plants): {time.monotonic() - t0:.1f} s")
     out = "\n".join(text for _, text in lines)
     assert rc == 0, f"{out}\n{err}\n{_logs(home)}"
     assert lines[0][1] == f"ledger: local JSON ledger, not Fabric ({ledger_file})"
     assert "task maintenance-it created on the local JSON ledger (not Fabric)" in out
+    assert (f"granted for {SPEC.purpose}, as each data set's steward would: {d2} to plant1, {d1} to plant2 "
+            "(local JSON ledger, not Fabric)") in out  # fmt: skip
     for r in (1, 2):
         assert any(text.startswith(f"round {r}/2 started from") and "participants plant1, plant2" in text
                    for _, text in lines), out  # fmt: skip
@@ -87,6 +92,10 @@ def test_run_rounds_verify_tamper_and_a_revoked_grant(env):
     assert done - committed > 3.0, "round 1 was only reported when the whole run had ended"
     assert "round 2/2 committed" in out and "evaluated on each org's test split: plant1 AUROC" in out
     assert "maintenance-it: 7 verified, 0 missing, 0 mismatched" in out  # 3 models + 2 x 2 updates
+    # Each round each plant recorded its use of both data sets: its own as owner, the other's under a grant.
+    uses = [(a["org"], a["dataset"], a["reason"]) for a in JsonFileLedger(ledger_file).audit]
+    assert sorted(uses) == sorted([("plant1", d1, "owner"), ("plant1", d2, "granted"),
+                                   ("plant2", d2, "owner"), ("plant2", d1, "granted")] * 2)  # fmt: skip
 
     # 2. What the ledger recorded, as JSON.
     res = twinledger("fl", "rounds", "maintenance-it", "--json", *common)
@@ -94,7 +103,7 @@ def test_run_rounds_verify_tamper_and_a_revoked_grant(env):
     doc = json.loads(res.stdout)
     assert doc["ledger"] == "local JSON ledger, not Fabric"
     assert doc["task"]["rounds"] == 2 and doc["task"]["purpose"] == SPEC.purpose
-    assert sorted(doc["task"]["datasets"]) == [SPEC.dataset_id(o) for o in PLANTS]
+    assert sorted(doc["task"]["datasets"]) == [d1, d2]
     r1, r2 = doc["rounds"]
     assert r1["participants"] == r2["participants"] == PLANTS and r1["excluded"] == {} == r2["excluded"]
     assert r2["global_sha256"] == r1["result_sha256"] and r1["commit_tx_id"].startswith("local-")
@@ -112,24 +121,7 @@ def test_run_rounds_verify_tamper_and_a_revoked_grant(env):
     again = JsonFileLedger(ledger_file)
     assert again.get_task("maintenance-it").tx_id == doc["task"]["tx_id"] and len(again.list_rounds("maintenance-it")) == 2
 
-    # 4. plant2's steward revokes its grant: plant2's own ClientApp refuses, with the reason on the round record.
-    again.revoke("plant2", SPEC.dataset_id("plant2"), SPEC.purpose)
-    t0 = time.monotonic()
-    rc, lines, err = run_live("fl", "run", "maintenance-rv", "--rounds", "1", "--min-orgs", "1",
-                              "--port-base", port_base, *common)  # fmt: skip
-    print(f"fl run (1 round, plant2 revoked, processes reused): {time.monotonic() - t0:.1f} s")
-    out = "\n".join(text for _, text in lines)
-    assert rc == 0, f"{out}\n{err}\n{_logs(home)}"
-    assert "plant2 not participating: refused to train: its recorded data-use check was denied (revoked" in out
-    rv = json.loads(twinledger("fl", "rounds", "maintenance-rv", "--json", *common).stdout)["rounds"]
-    assert [r["participants"] for r in rv] == [["plant1"]] and [u["org"] for u in rv[0]["updates"]] == ["plant1"]
-    assert "denied (revoked: the grant of 'plant2.ai4i2020' to 'plant2'" in rv[0]["excluded"]["plant2"]
-    assert set(rv[0]["evaluation"]) == {"plant1"}
-    # ... and the refusal is plant2's own recorded use of its data (allowed before, denied now)
-    uses = [(a["granted"], a["reason"]) for a in JsonFileLedger(ledger_file).audit if a["org"] == "plant2"]
-    assert uses[-1] == (False, "revoked") and (True, "granted") in uses
-
-    # 5. A stored update is changed on disk: verify fails naming the file and what the ledger says it is.
+    # 4. A stored update is changed on disk: verify fails naming the file and what the ledger says it is.
     victim = next(u["sha256"] for u in r1["updates"] if u["org"] == "plant2")
     stored = home / "flower" / "store" / victim
     data = bytearray(stored.read_bytes())
@@ -144,13 +136,15 @@ def test_run_rounds_verify_tamper_and_a_revoked_grant(env):
         (str(stored), "mismatched", ["round 1 update of plant2"])]
 
 
-def test_fabric_path_each_org_records_its_use_with_its_own_identity(tmp_path):
+def test_fabric_path_cross_org_grants_admit_and_a_revocation_excludes(tmp_path):
     """The same command against Fabric peers -- here the TEST DOUBLE of the peers (tests/fabric_double:
     the real chaincode behind the Gateway service, with the home's real Fabric-CA identities), since the
-    peer binaries cannot be built on this machine."""
+    peer binaries cannot be built on this machine. Each org's ClientApp records its use of both plants'
+    data sets with its own operator identity; plant2's steward revokes plant1's grant between two runs."""
     from network.layout import Layout
     from network.spec import load_spec
     from orchestrator.bringup import CHAINCODE_NAME
+    from orchestrator.cli_data import short_actor
     from orchestrator.connect import connect_sync
     from peers.binaries import fabric_available
     from tests.fabric_double.process import DoubleProcess, down_home, prepare_home
@@ -169,15 +163,27 @@ def test_fabric_path_each_org_records_its_use_with_its_own_identity(tmp_path):
         down_home(home)
         raise
     double = DoubleProcess(home)
+    port_base = str(free_port_base(len(PLANTS) + 1))
+    d1, d2 = (SPEC.dataset_id(o) for o in PLANTS)
     try:
         spec, layout = load_spec(home / "spec.yaml"), Layout(home)
-        for org in PLANTS:  # each plant's steward registers its data set, as `twinledger data register` does
-            with connect_sync(spec, layout, org, "steward") as gw:
-                gw.network(spec.channel).contract(CHAINCODE_NAME, "data").submit(
-                    "RegisterDataset", SPEC.dataset_id(org), "tabular", "{}", "ab" * 32, "internal")
+
+        def data_contract(org: str):  # noqa: ANN202 -- a steward's SyncContract, as `twinledger data` uses
+            gw = connect_sync(spec, layout, org, "steward")
+            return gw, gw.network(spec.channel).contract(CHAINCODE_NAME, "data")
+
+        # Each plant's steward registers its data set and grants the other plant its use for the task,
+        # as `twinledger data register` / `data grant` do.
+        for org, other in (("plant1", "plant2"), ("plant2", "plant1")):
+            gw, data = data_contract(org)
+            with gw:
+                data.submit("RegisterDataset", SPEC.dataset_id(org), "tabular", "{}", "ab" * 32, "internal")
+                data.submit("Grant", SPEC.dataset_id(org), other, SPEC.purpose, "")
+
+        # 1. One round with both plants; the processes stay up for the next run.
         t0 = time.monotonic()
         rc, lines, err = run_live("fl", "run", "maintenance-fab", "--rounds", "1", "--home", str(home),
-                                  "--port-base", str(free_port_base(len(PLANTS) + 1)))  # fmt: skip
+                                  "--port-base", port_base, "--keep-running")  # fmt: skip
         print(f"\nfl run on the Fabric double (1 round, 2 plants): {time.monotonic() - t0:.1f} s")
         out = "\n".join(text for _, text in lines)
         assert rc == 0, f"{out}\n{err}\n{_logs(home)}"
@@ -187,16 +193,49 @@ def test_fabric_path_each_org_records_its_use_with_its_own_identity(tmp_path):
         assert doc["ledger"] == "Fabric" and doc["task"]["created_by_org"] == "plant1"  # the first org's operator
         (r1,) = doc["rounds"]
         assert r1["participants"] == PLANTS and len(r1["commit_tx_id"]) == 64 and set(r1["evaluation"]) == set(PLANTS)
-        # Each plant's ClientApp recorded the use of its own data set, signed by its own org's operator.
-        for org in PLANTS:
-            with connect_sync(spec, layout, org, "steward") as gw:
-                trail = json.loads(gw.network(spec.channel).contract(CHAINCODE_NAME, "data").evaluate(
-                    "Audit", SPEC.dataset_id(org)))["entries"]
-            uses = [(e["org"], e["role"], e["allowed"], e["reason"]) for e in trail if e["action"] == "access"]
-            assert uses == [(org, "operator", True, "owner")], uses
+
+        # 2. plant2's steward revokes plant1's grant (the CLI, as a steward runs it). On Fabric only a
+        # participant's operator may start a round: acting as plant1, which is no longer admitted, the
+        # run stops at round 1 saying what to do; acting as plant2 it runs.
+        res = twinledger("data", "revoke", d2, "--to", "plant1", "--purpose", SPEC.purpose, "--as", "plant2",
+                         "--home", str(home))  # fmt: skip
+        assert res.returncode == 0, res.stdout + res.stderr
+        rc, lines, err = run_live("fl", "run", "maintenance-fab-rv", "--rounds", "1", "--min-orgs", "1", "--home",
+                                  str(home), "--port-base", port_base, "--keep-running")  # fmt: skip
+        assert rc == 1 and len(err.strip().splitlines()) == 1, err
+        assert "access denied: StartRound is for operators of round 1's participants" in err and err.rstrip().endswith(
+            "the server acted as operator@plant1 via peer0.plant1: pass --as ORG naming an org that is admitted"), err
+        t0 = time.monotonic()
+        rc, lines, err = run_live("fl", "run", "maintenance-fab-rv", "--rounds", "1", "--min-orgs", "1",
+                                  "--as", "plant2", "--home", str(home), "--port-base", port_base)  # fmt: skip
+        print(f"fl run on the Fabric double (1 round, plant1 revoked, processes reused): {time.monotonic() - t0:.1f} s")
+        out = "\n".join(text for _, text in lines)
+        assert rc == 0, f"{out}\n{err}\n{_logs(home)}"
+        assert (f"round 1: plant1 not participating: refused to train: its recorded check of {d2} was denied (revoked: "
+                f"the grant of '{d2}' to 'plant1' for '{SPEC.purpose}' was revoked at ") in out, out
+        assert f"(on the ledger: plant1's own data:Check record, `twinledger data audit {d2}`)" in out
+        rv = json.loads(twinledger("fl", "rounds", "maintenance-fab-rv", "--json", "--home", str(home)).stdout)["rounds"]
+        assert [r["participants"] for r in rv] == [["plant2"]] and [u["org"] for u in rv[0]["updates"]] == ["plant2"]
+        assert set(rv[0]["evaluation"]) == {"plant2"}
+
+        # 3. The audit trails: every check signed by the checking org's own operator. plant1's use of
+        # plant2's data set was granted in run 1 and denied as revoked in run 2, as plant2's steward sees it.
+        res = twinledger("data", "audit", d2, "--json", "--as", "plant2", "--home", str(home))
+        assert res.returncode == 0, res.stderr
+        uses = [(short_actor(e["caller"]), e["org"], e["role"], e["allowed"], e["reason"])
+                for e in json.loads(res.stdout)["entries"] if e["action"] == "access"]  # fmt: skip
+        assert [u for u in uses if u[1] == "plant1"] == [("operator@plant1", "plant1", "operator", True, "granted")] + [
+            ("operator@plant1", "plant1", "operator", False, "revoked")] * 2  # the stopped run's and the last run's
+        assert {u for u in uses if u[1] == "plant2"} == {("operator@plant2", "plant2", "operator", True, "owner")}
+        gw, data = data_contract("plant1")
+        with gw:
+            trail = json.loads(data.evaluate("Audit", d1))["entries"]
+        assert {(e["org"], e["allowed"], e["reason"]) for e in trail if e["action"] == "access"} == {
+            ("plant1", True, "owner"), ("plant2", True, "granted")}
         assert twinledger("fl", "verify", "maintenance-fab", "--home", str(home)).returncode == 0
     finally:
         double.stop()
+        stop_supervisor(home, timeout=30)  # the Flower processes a failed run may have left
         down_home(home)
 
 

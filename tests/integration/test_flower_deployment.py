@@ -20,7 +20,7 @@ from cryptography import x509
 
 from federated.data import task_spec
 from federated.deployment import FlowerDeployment
-from federated.governance import JsonFileLedger
+from federated.governance import JsonFileLedger, grant_federation
 from federated.pki import make_node_key
 from federated.store import ModelStore
 from orchestrator.control import reload_supervisor, start_supervisor, stop_supervisor, wait_healthy
@@ -39,8 +39,7 @@ def deployment(tmp_path):
     d.prepare()
     spec = task_spec("maintenance")
     ledger = JsonFileLedger(home / "flower" / "ledger.json")
-    for org in ORGS:
-        ledger.grant(org, spec.dataset_id(org), spec.purpose)
+    grant_federation(ledger, [spec.dataset_id(o) for o in ORGS], spec.purpose)  # each plant's steward grants the other
     started: list[subprocess.Popen] = []
     yield d, home, started
     for p in started:

@@ -18,7 +18,15 @@ from tests.unit.chaincode.test_models import ChaincodeContract
 
 from federated.data import task_spec
 from federated.fabric_ledger import DATAACCESS_CONTRACT, REGISTRY_CONTRACT, FabricRoundLedger
-from federated.governance import GovernanceError, ResumePoint, TaskExists, TaskRecord, ensure_task
+from federated.governance import (
+    GovernanceError,
+    ResumePoint,
+    TaskExists,
+    TaskRecord,
+    ensure_task,
+    no_longer_allowed,
+    record_admission,
+)
 
 SPEC = task_spec("maintenance")
 H = [f"{i:064x}" for i in range(1, 10)]
@@ -76,3 +84,32 @@ def test_each_org_records_its_own_use_with_its_own_identity(c: Any) -> None:
     audit = c.ok(c.user("plant2"), "data:Audit", SPEC.dataset_id("plant2"))["entries"]
     checks = [(e["org"], e["allowed"], e["tx_id"]) for e in audit if e["action"] == "access"]
     assert checks[0] == ("plant2", True, own.tx_id) and [x[:2] for x in checks] == [("plant2", True)] * 2
+
+
+def test_admission_checks_every_data_set_of_the_task_and_a_revocation_excludes(c: Any) -> None:
+    """An org's admission is one recorded data:Check per data set of the task, each with its own identity:
+    its own data set passes as the owner, another org's only under that org's steward's live grant."""
+    task = _task()
+    plant1, plant2 = fabric_ledger(c, "plant1"), fabric_ledger(c, "plant2")
+    d1, d2 = SPEC.dataset_id("plant1"), SPEC.dataset_id("plant2")
+    first = record_admission(plant1, "plant1", task)
+    assert not first.allowed and [(d.dataset, d.reason) for d in first.decisions] == [(d1, "owner"), (d2, "no_grant")]
+    assert first.first_denial.dataset == d2 and first.reason == "no_grant"
+    for owner, grantee, ds in (("plant2", "plant1", d2), ("plant1", "plant2", d1)):  # each steward grants the other
+        c.ok(c.user(owner), "data:Grant", ds, grantee, SPEC.purpose, "")
+    assert record_admission(plant1, "plant1", task).allowed and record_admission(plant2, "plant2", task).reason == "granted"
+    assert no_longer_allowed(plant1, "plant1", task) == []
+    c.ok(c.user("plant2"), "data:Revoke", d2, "plant1", SPEC.purpose)  # plant2's steward revokes plant1's grant
+    assert no_longer_allowed(plant1, "plant1", task) == [d2]
+    revoked = record_admission(plant1, "plant1", task)
+    assert not revoked.allowed and (revoked.first_denial.dataset, revoked.reason) == (d2, "revoked")
+    assert "the grant of 'plant2.ai4i2020' to 'plant1' for 'fl:maintenance' was revoked at" in revoked.detail
+    assert record_admission(plant2, "plant2", task).allowed  # plant1's grant to plant2 still holds
+    # plant2's data set's audit holds plant1's checks, signed by plant1's operator: denied, granted, revoked
+    audit = c.ok(c.user("plant2"), "data:Audit", d2)["entries"]
+    plant1_uses = [(e["reason"], e["role"]) for e in audit if e["action"] == "access" and e["org"] == "plant1"]
+    assert plant1_uses == [("no_grant", "operator"), ("granted", "operator"), ("revoked", "operator")]
+    assert revoked.first_denial.tx_id == [e["tx_id"] for e in audit if e["action"] == "access"][-2]
+    # a data set of the task that was never registered: one line naming it
+    with pytest.raises(GovernanceError, match=r"data:Check of plant3.ai4i2020 for fl:maintenance failed: .*not registered"):
+        record_admission(plant1, "plant1", TaskRecord("t", "mlp", SPEC.purpose, (d1, "plant3.ai4i2020"), 1, "fedavg"))

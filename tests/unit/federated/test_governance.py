@@ -102,23 +102,25 @@ def test_ledger_refuses_outsiders_duplicates_and_a_broken_chain():
 def test_grants_expire_and_are_revoked_and_only_recorded_uses_are_audited():
     now = [1000.0]
     led = InMemoryLedger(clock=lambda: now[0])
-    led.grant("plant1", "plant1.ai4i2020", "fl:maintenance", expires=2000.0)
-    assert led.check_grant("plant1", "plant1.ai4i2020", "fl:maintenance")
-    assert not led.check_grant("plant1", "plant1.ai4i2020", "fl:cardiac")  # other purpose
-    assert not led.check_grant("plant2", "plant1.ai4i2020", "fl:maintenance")  # other org
+    # plant2's steward lets plant1 use plant2's data set; plant2 itself is its owner
+    led.grant("plant1", "plant2.ai4i2020", "fl:maintenance", expires=2000.0)
+    assert led.check_grant("plant1", "plant2.ai4i2020", "fl:maintenance")
+    assert not led.check_grant("plant1", "plant2.ai4i2020", "fl:cardiac")  # other purpose
+    assert not led.check_grant("hospital1", "plant2.ai4i2020", "fl:maintenance")  # other org
+    assert led.check_grant("plant2", "plant2.ai4i2020", "fl:anything")  # the owner, without a grant
     assert led.audit == []  # check_grant is the read-only check: nothing recorded
     now[0] = 2500.0
-    assert not led.check_grant("plant1", "plant1.ai4i2020", "fl:maintenance")  # expired
-    led.grant("plant1", "plant1.ai4i2020", "fl:maintenance")
-    assert led.check_grant("plant1", "plant1.ai4i2020", "fl:maintenance")
-    led.revoke("plant1", "plant1.ai4i2020", "fl:maintenance")
-    assert not led.check_grant("plant1", "plant1.ai4i2020", "fl:maintenance")
+    assert not led.check_grant("plant1", "plant2.ai4i2020", "fl:maintenance")  # expired
+    led.grant("plant1", "plant2.ai4i2020", "fl:maintenance")
+    assert led.check_grant("plant1", "plant2.ai4i2020", "fl:maintenance")
+    led.revoke("plant1", "plant2.ai4i2020", "fl:maintenance")
+    assert not led.check_grant("plant1", "plant2.ai4i2020", "fl:maintenance")
 
 
 def test_recorded_use_gives_the_chaincode_decision_and_is_audited():
     now = [1000.0]
     led = InMemoryLedger(clock=lambda: now[0])
-    ds, fl = "plant1.ai4i2020", "fl:maintenance"
+    ds, fl = "plant2.ai4i2020", "fl:maintenance"
     first = led.record_use("plant1", ds, fl)
     assert (first.allowed, first.reason) == (False, "no_grant") and first.detail == f"org 'plant1' has no grant of data set '{ds}'"
     led.grant("plant1", ds, "fl:other", expires=1500.0)
@@ -133,11 +135,14 @@ def test_recorded_use_gives_the_chaincode_decision_and_is_audited():
     led.revoke("plant1", ds, fl)
     revoked = led.record_use("plant1", ds, fl)
     assert revoked.reason == "revoked" and "was revoked at 1970-01-01T00:33:20Z" in revoked.detail
-    assert [(a["granted"], a["reason"]) for a in led.audit] == [
-        (False, "no_grant"), (False, "wrong_purpose"), (True, "granted"), (False, "expired"), (True, "granted"),
-        (False, "revoked")]
+    own = led.record_use("plant2", ds, fl)  # the owner's use is recorded too, allowed without a grant
+    assert own.allowed and own.detail == f"org 'plant2' owns data set '{ds}'"
+    assert [(a["org"], a["granted"], a["reason"]) for a in led.audit] == [
+        ("plant1", False, "no_grant"), ("plant1", False, "wrong_purpose"), ("plant1", True, "granted"),
+        ("plant1", False, "expired"), ("plant1", True, "granted"), ("plant1", False, "revoked"),
+        ("plant2", True, "owner")]  # fmt: skip
     tx = [a["tx_id"] for a in led.audit]
-    assert len(set(tx)) == len(tx) and all(t.startswith("local-") for t in tx) and revoked.tx_id == tx[-1]
+    assert len(set(tx)) == len(tx) and all(t.startswith("local-") for t in tx) and revoked.tx_id == tx[-2]
 
 
 def test_tasks_are_created_once_and_bound_their_rounds():
@@ -185,15 +190,16 @@ def test_json_file_ledger_keeps_every_writer_s_changes(tmp_path):
     """The ServerApp and each org's ClientApp write the same file from their own processes."""
     path = tmp_path / "ledger.json"
     _task(JsonFileLedger(path), task="t/1", rounds=3)
-    for org in ("plant1", "plant2"):
-        JsonFileLedger(path).grant(org, f"{org}.ai4i2020", "fl:maintenance")
+    for org, other in (("plant1", "plant2"), ("plant2", "plant1")):
+        JsonFileLedger(path).grant(org, f"{other}.ai4i2020", "fl:maintenance")
     script = (
         "import sys; from federated.governance import JsonFileLedger\n"
-        "org = sys.argv[2]\n"
+        "org, other = sys.argv[2], sys.argv[3]\n"
         "for _ in range(25):\n"
-        "    JsonFileLedger(sys.argv[1]).record_use(org, org + '.ai4i2020', 'fl:maintenance')\n"
+        "    JsonFileLedger(sys.argv[1]).record_use(org, other + '.ai4i2020', 'fl:maintenance')\n"
     )
-    procs = [subprocess.Popen([sys.executable, "-c", script, str(path), org]) for org in ("plant1", "plant2")]
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(path), org, other])
+             for org, other in (("plant1", "plant2"), ("plant2", "plant1"))]  # fmt: skip
     server = JsonFileLedger(path)  # meanwhile the server commits rounds through its own long-lived instance
     for rnd in range(1, 4):
         server.commit_round_start("t/1", rnd, H[rnd - 1], ["plant1", "plant2"])
@@ -201,7 +207,7 @@ def test_json_file_ledger_keeps_every_writer_s_changes(tmp_path):
     assert [p.wait(timeout=60) for p in procs] == [0, 0]
     final = JsonFileLedger(path)
     assert sorted(a["org"] for a in final.audit) == ["plant1"] * 25 + ["plant2"] * 25
-    assert all(a["granted"] for a in final.audit) and [r.round for r in final.list_rounds("t/1")] == [1, 2, 3]
+    assert all(a["reason"] == "granted" for a in final.audit) and [r.round for r in final.list_rounds("t/1")] == [1, 2, 3]
     # a change the rules refuse writes nothing
     before = path.read_bytes()
     with pytest.raises(GovernanceError):

@@ -14,7 +14,7 @@ from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, 
 from flwr.supercore.differential_privacy import compute_adaptive_noise_params
 
 from federated.data import task_spec
-from federated.governance import JsonFileLedger
+from federated.governance import JsonFileLedger, grant_federation
 from federated.local_grid import LocalGrid
 from federated.privacy import KEY_CLIPPING_NORM, DPSettings, clip_update, wrap_dp
 from federated.serverapp import run_governed
@@ -32,8 +32,7 @@ def _norm(a: dict, b: dict) -> float:
 def _run(tmp_path, name: str, rounds: int = 1, **extra):
     logging.getLogger("flwr").setLevel(logging.WARNING)
     led = JsonFileLedger(tmp_path / f"{name}.json")
-    for o in ORGS:
-        led.grant(o, CARDIAC.dataset_id(o), CARDIAC.purpose)
+    grant_federation(led, [CARDIAC.dataset_id(o) for o in ORGS], CARDIAC.purpose)
     grid = LocalGrid({o: {"task": "cardiac", "ledger": f"file:{led.path}"} for o in ORGS})
     store = ModelStore(tmp_path / "store")
     cfg = {"task": "cardiac", "orgs": ",".join(ORGS), "min-nodes": 3, "num-server-rounds": rounds, "seed": 0,

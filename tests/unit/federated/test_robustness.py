@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from federated.data import task_spec
-from federated.governance import JsonFileLedger
+from federated.governance import JsonFileLedger, grant_federation
 from federated.hashing import arrays_sha256
 from federated.local_grid import LocalGrid
 from federated.robustness import attack_factor, poison_update
@@ -41,8 +41,7 @@ HONEST = [o for o in ORGS if o != ATTACKER]
 def _run(tmp_path, strategy: str, attack: str | None, **extra):
     name = f"{strategy}-{attack or 'clean'}".replace(":", "")
     led = JsonFileLedger(tmp_path / f"{name}.json")
-    for o in ORGS:
-        led.grant(o, CARDIAC.dataset_id(o), CARDIAC.purpose)
+    grant_federation(led, [CARDIAC.dataset_id(o) for o in ORGS], CARDIAC.purpose)
     nc = {o: {"task": "cardiac", "ledger": f"file:{led.path}"} for o in ORGS}
     if attack:
         nc[ATTACKER]["attack"] = attack

@@ -11,7 +11,7 @@ from flwr.proto.node_pb2 import NodeInfo  # pylint: disable=no-name-in-module
 
 from federated import clientapp
 from federated.data import task_spec
-from federated.governance import GovernanceError, JsonFileLedger, TaskRecord
+from federated.governance import GovernanceError, JsonFileLedger, TaskRecord, grant_federation
 from federated.hashing import arrays_sha256, arrays_to_record, record_to_arrays
 from federated.local_grid import LocalGrid
 from federated.model import SCALER_MEAN, Scaler
@@ -25,9 +25,9 @@ CARDIAC = task_spec("cardiac")
 
 
 def _ledger(tmp_path, orgs, task=CARDIAC):
+    """A ledger on which every org of ``orgs`` was granted every other one's data set for the task."""
     led = JsonFileLedger(tmp_path / "ledger.json")
-    for org in orgs:
-        led.grant(org, task.dataset_id(org), task.purpose)
+    grant_federation(led, [task.dataset_id(o) for o in orgs], task.purpose)
     return led
 
 
@@ -37,7 +37,10 @@ def _grid(tmp_path, orgs, task="cardiac", **extra):
 
 def test_only_granted_orgs_take_part_and_rounds_are_committed(tmp_path):
     orgs = ["hospital1", "hospital2", "hospital3"]
-    led = _ledger(tmp_path, ["hospital1", "hospital2"])  # hospital3 has no grant
+    led = _ledger(tmp_path, ["hospital1", "hospital2"])
+    ds = {o: CARDIAC.dataset_id(o) for o in orgs}
+    for org in ("hospital1", "hospital2"):  # hospital3's steward lets them use its data; they grant it nothing
+        led.grant(org, ds["hospital3"], CARDIAC.purpose)
     grid = _grid(tmp_path, orgs)
     cfg = {**FAST, "task": "cardiac", "orgs": ",".join(orgs), "ledger": f"file:{led.path}",
            "store": str(tmp_path / "store"), "ledger-task": "cardiac/run-t"}  # fmt: skip
@@ -51,15 +54,22 @@ def test_only_granted_orgs_take_part_and_rounds_are_committed(tmp_path):
     for r in rounds:
         assert r.participants == ["hospital1", "hospital2"]
         assert sorted(u.org for u in r.updates) == ["hospital1", "hospital2"]
-        # why hospital3 is not a participant is part of the round record: its own check was denied
-        assert list(r.excluded) == ["hospital3"] and "denied (no_grant" in r.excluded["hospital3"]
+        # why hospital3 is not a participant is part of the round record: its own check of the first
+        # data set it may not use was denied
+        assert list(r.excluded) == ["hospital3"]
+        assert r.excluded["hospital3"].startswith(f"refused to train: its recorded check of {ds['hospital1']} "
+                                                  "was denied (no_grant: org 'hospital3' has no grant")
     assert rounds[0].global_sha256 == info.global_hashes[0]
     assert rounds[1].global_sha256 == rounds[0].result_sha256 == info.global_hashes[1]
     assert rounds[1].result_sha256 == info.final_sha256
     assert set(rounds[1].evaluation) == {"hospital1", "hospital2"}
-    # every org recorded its own use once per round, allowed or denied
-    assert sorted((a["org"], a["granted"]) for a in led.audit) == sorted(
-        [("hospital1", True), ("hospital2", True), ("hospital3", False)] * 2)
+    # every org recorded its use of each of the task's data sets once per round, allowed or denied
+    uses = [(a["org"], a["dataset"], a["reason"]) for a in led.audit]
+    assert len(uses) == 2 * 3 * 3 and sorted(set(uses)) == sorted([
+        ("hospital1", ds["hospital1"], "owner"), ("hospital1", ds["hospital2"], "granted"),
+        ("hospital1", ds["hospital3"], "granted"), ("hospital2", ds["hospital2"], "owner"),
+        ("hospital2", ds["hospital1"], "granted"), ("hospital2", ds["hospital3"], "granted"),
+        ("hospital3", ds["hospital3"], "owner"), ("hospital3", ds["hospital1"], "no_grant"), ("hospital3", ds["hospital2"], "no_grant")])
     task = led.get_task("cardiac/run-t")
     assert task.rounds == 2 and task.purpose == "fl:cardiac" and task.aggregation == "fedavg"
     assert sorted(task.datasets) == [CARDIAC.dataset_id(o) for o in orgs] and task.architecture == f"mlp-{len(CARDIAC.feature_names)}-8-1"
@@ -72,10 +82,11 @@ def test_only_granted_orgs_take_part_and_rounds_are_committed(tmp_path):
 
 
 def test_too_few_granted_orgs_is_a_clear_error(tmp_path):
-    led = _ledger(tmp_path, ["hospital1"])
+    led = _ledger(tmp_path, [])
+    led.grant("hospital1", CARDIAC.dataset_id("hospital2"), CARDIAC.purpose)  # hospital1 granted nothing back
     grid = _grid(tmp_path, ["hospital1", "hospital2"])
     with pytest.raises(GovernanceError, match=r"only 1 org\(s\) admitted.*hospital2: refused to train: its recorded "
-                                              r"data-use check was denied \(no_grant"):
+                                              r"check of hospital1.heart_disease_uci was denied \(no_grant"):
         run_governed(grid, {**FAST, "task": "cardiac", "ledger": f"file:{led.path}"})
     assert led.list_rounds("cardiac/run-0") == []  # nothing was committed
 
@@ -192,7 +203,7 @@ def test_client_refuses_a_model_that_is_not_the_committed_one(tmp_path, global_m
 def test_client_trains_on_the_committed_model_and_declares_its_update_hash(tmp_path, global_model):
     path = tmp_path / "ledger.json"
     sha = arrays_sha256(global_model)
-    _started(path, sha, ["hospital1"]).grant("hospital1", CARDIAC.dataset_id("hospital1"), CARDIAC.purpose)
+    _started(path, sha, ["hospital1"])  # a task over hospital1's data set only: its owner needs no grant
     reply = clientapp.handle_train(_train_message(global_model, announced=sha), _context("hospital1", path))
     assert not reply.has_error()
     update = record_to_arrays(reply.content["arrays"])
