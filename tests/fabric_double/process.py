@@ -54,10 +54,14 @@ def down_home(home: Path) -> None:
 class DoubleProcess:
     """``python -m tests.fabric_double --home H`` until stop(); ``ready`` is its first output line."""
 
-    def __init__(self, home: Path, *, register_orgs: bool = True, timeout: float = 60) -> None:
+    def __init__(self, home: Path, *, register_orgs: bool = True, timeout: float = 60,
+                 block_ms: int | None = None) -> None:
+        """``block_ms``: the double's block cutting interval (``--block-ms``); None keeps the spec's batch timeout."""
         argv = [sys.executable, "-m", "tests.fabric_double", "--home", str(home)]
         if register_orgs:
             argv.append("--register-orgs")
+        if block_ms is not None:
+            argv += ["--block-ms", str(block_ms)]
         # stderr goes to a log file in the home, never a pipe nobody drains (the chaincode logs there).
         self.log = home / "logs" / "fabric-double.log"
         self.log.parent.mkdir(parents=True, exist_ok=True)
