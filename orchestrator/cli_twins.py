@@ -12,9 +12,12 @@ State lives under ``HOME/twins/``::
                          copied or moved home still verifies against its own file) or {"kind": "ledger", ...}
     ledger.json          for ledger anchoring: channel, chaincode, and each org's operator identity and peer
     anchors.jsonl        the local file anchor (``--anchor file`` only)
-    run.json             the last run: process ids, options, start and stop times
+    run.json             the last run: process ids, options, metrics URLs, start and stop times
 
 Logs: ``HOME/logs/twins-simulators.log`` and ``HOME/logs/twins-bridge.log``.
+
+Metrics: `twins run` gives the simulators and the bridge Prometheus ``/metrics`` endpoints on 127.0.0.1, by
+default on the two ports after the OPC-UA ``--port`` (``metrics_ports``; ``--metrics-port 0`` turns them off).
 
 A twins state keeps one anchor target for its whole life: batches are chained per org (each record holds the
 hash of the previous one), so half of a chain on the ledger and half in a local file could not be verified
@@ -171,6 +174,13 @@ def _org_count(text: str) -> str:
     return text
 
 
+def metrics_ports(port: int, metrics_port: int | None) -> tuple[int, int]:
+    """(simulators, bridge) metrics ports of `twins run`: ``metrics_port`` and the next one, by default the two
+    ports after the OPC-UA port; (0, 0) when ``metrics_port`` is 0 (no metrics)."""
+    base = port + 1 if metrics_port is None else metrics_port
+    return (base, base + 1) if base else (0, 0)
+
+
 def _port_free(port: int) -> bool:
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -324,6 +334,15 @@ def cmd_run(args: argparse.Namespace) -> int:
                         "or another --home")
     if not _port_free(args.port):
         raise UserError(f"port {args.port} on 127.0.0.1 is in use; pick a free one with --port")
+    sim_metrics, bridge_metrics = metrics_ports(args.port, args.metrics_port)
+    if not 0 <= sim_metrics <= 65534:
+        raise UserError(f"metrics ports {sim_metrics} and {sim_metrics + 1} are not valid ports; give --metrics-port P "
+                        "(1 to 65534: simulators on P, bridge on P+1), or --metrics-port 0 for none")
+    for what, p in (("simulators", sim_metrics), ("bridge", bridge_metrics)):
+        if p and (p == args.port or not _port_free(p)):
+            how = "--metrics-port" if args.metrics_port is not None else f"--port + {p - args.port}"
+            raise UserError(f"port {p} on 127.0.0.1 (metrics of the {what}, {how}) is in use; give "
+                            "--metrics-port P (simulators on P, bridge on P+1), or --metrics-port 0 for none")
 
     td.root.mkdir(parents=True, exist_ok=True)
     td.log(SIM_LOG).parent.mkdir(parents=True, exist_ok=True)
@@ -347,7 +366,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     stopper = _Stopper()
     procs: list[tuple[str, Proc]] = []
     run_info: dict[str, Any] = {"pids": {}, "started_at": time.time(), "anchor": target, "port": args.port,
-                                "machines": machines, "monitors": monitors, "duration": args.duration}
+                                "machines": machines, "monitors": monitors, "duration": args.duration, "metrics": {}}
     t_live = time.monotonic()
     live = _LiveLine(td, FILE_ANCHOR_LABEL if tag else "", since=time.time())
     error: str | None = None
@@ -360,10 +379,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             steps = [
                 ("simulators", simulator_argv(port=args.port, data_dir=td.sim, machines=machines, monitors=monitors,
                                               machine_rate=args.machine_rate, monitor_rate=args.monitor_rate,
-                                              mapping_out=td.mapping), SIM_LOG),
+                                              mapping_out=td.mapping, metrics_port=sim_metrics), SIM_LOG),
                 # history: a fresh bridge starts from each variable's first value, so nothing published is skipped
                 ("bridge", bridge_argv(mapping=td.mapping, home=td.root, interval=args.interval, start_from="history",
-                                       anchor_file=td.anchors_file if ledger is None else None, extra=extra), BRIDGE_LOG),
+                                       anchor_file=td.anchors_file if ledger is None else None,
+                                       metrics_port=bridge_metrics, extra=extra), BRIDGE_LOG),
             ]
             for name, argv, log in steps:
                 with stopper.deferred():
@@ -372,12 +392,17 @@ def cmd_run(args: argparse.Namespace) -> int:
                     run_info["pids"][name] = p.pid
                     td.write_json(td.run, run_info)
                 try:
-                    p.wait_ready(60)
+                    ready = p.wait_ready(60)
                 except (RuntimeError, TimeoutError) as exc:
                     raise UserError(f"the twins {name} did not start: {exc}; last log line: {_last_log_line(td.log(log))}") from None
-            say(f"running (simulators pid {procs[0][1].pid}, bridge pid {procs[1][1].pid}); "
+                if ready.get("metrics"):
+                    run_info["metrics"][name] = ready["metrics"]
+                    td.write_json(td.run, run_info)
+            served = run_info["metrics"]
+            metrics_text = ("metrics " + ", ".join(f"{n} {u}" for n, u in served.items()) + "; ") if served else ""
+            say(f"running (simulators pid {procs[0][1].pid}, bridge pid {procs[1][1].pid}); {metrics_text}"
                 + (f"stopping after {args.duration:g} s" if args.duration else "Ctrl-C stops everything"),
-                event="running", pids={n: p.pid for n, p in procs})
+                event="running", pids={n: p.pid for n, p in procs}, metrics=served)
             t_live = time.monotonic()
             next_tick = t_live + 1.0
             while not stopper.requested:
@@ -780,7 +805,11 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                     "through its peer); if the network's peers are not up, run fails with the reason. "
                     "--anchor file anchors to HOME/twins/anchors.jsonl instead, and every line says "
                     f"\"{FILE_ANCHOR_LABEL}\". A twins state keeps its anchor target. --json prints one JSON "
-                    "object per line instead."))
+                    "object per line instead.\n\n"
+                    "Metrics: the simulators and the bridge serve Prometheus metrics at "
+                    "http://127.0.0.1:PORT/metrics, by default the simulators on --port + 1 and the bridge on "
+                    "--port + 2 (4841 and 4842 with the default --port 4840); the running line prints where. "
+                    "--metrics-port P moves them to P and P + 1; --metrics-port 0 turns them off."))
     r.add_argument("--duration", type=float, default=0.0, metavar="S", help="stop after S seconds (default 0: until Ctrl-C)")
     r.add_argument("--machines", type=_org_count, action="append", metavar="ORG:N",
                    help="N AI4I machines of plant ORG (repeatable; default plant1:2 plant2:2 when neither "
@@ -794,6 +823,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     r.add_argument("--anchor", choices=("ledger", "file"), default="ledger",
                    help=f"ledger (default; needs the network's peers up) or file ({FILE_ANCHOR_LABEL})")
     r.add_argument("--port", type=int, default=4840, help="OPC-UA port of the simulators on 127.0.0.1 (default 4840)")
+    r.add_argument("--metrics-port", type=int, default=None, metavar="P",
+                   help="Prometheus /metrics of the simulators on 127.0.0.1:P and of the bridge on P+1 (default: "
+                        "--port + 1, so 4841 and 4842 with the default --port; 0: no metrics)")
     r.add_argument("--report-every", type=int, default=REPORT_EVERY, metavar="N",
                    help="every N intervals (and at start) report each plant's completed UTC days of energy, CO2, "
                         "water and waste that are not reported yet (the contract keeps one report per org and day; "

@@ -6,6 +6,9 @@ build them, e.g.::
     ProcSpec(name="twins-sim", org="plant1", type="twins", argv=simulator_argv(port=4840, data_dir=...),
              health="tcp://127.0.0.1:4840")
 
+``metrics_port`` (0: none) makes the process serve Prometheus metrics at ``http://127.0.0.1:PORT/metrics``
+(``twins.metrics``); its ready line then names the URL.
+
 ``Proc`` starts one with ``subprocess.Popen`` (own process group), waits for its JSON ``ready`` line and
 stops it (SIGTERM, then SIGKILL) — always by its own pid. The child gets SIGTERM if the process that started it
 dies, even by SIGKILL (``network.child_process.die_with_parent``), so a killed ``twinledger twins run`` leaves
@@ -30,9 +33,11 @@ from network.child_process import die_with_parent
 def simulator_argv(*, port: int, data_dir: Path, machines: list[str] = (), monitors: list[str] = (),  # type: ignore[assignment]
                    machine_rate: float = 5.0, monitor_rate: float = 1.0, mapping_out: Path | None = None,
                    seed: int = 2020, tick: float = 0.02, cert: Path | None = None, key: Path | None = None,
-                   trust: list[Path] = (), extra: list[str] = ()) -> list[str]:  # type: ignore[assignment]
+                   trust: list[Path] = (), metrics_port: int = 0, extra: list[str] = ()) -> list[str]:  # type: ignore[assignment]
     argv = [sys.executable, "-m", "twins.simulators", "--port", str(port), "--data-dir", str(data_dir),
             "--machine-rate", str(machine_rate), "--monitor-rate", str(monitor_rate), "--seed", str(seed), "--tick", str(tick)]
+    if metrics_port:
+        argv += ["--metrics-port", str(metrics_port)]
     for m in machines:
         argv += ["--machines", m]
     for m in monitors:
@@ -47,9 +52,12 @@ def simulator_argv(*, port: int, data_dir: Path, machines: list[str] = (), monit
 
 
 def bridge_argv(*, mapping: Path, home: Path, interval: float = 1.0, start_from: str = "live",
-                anchor_file: Path | None = None, extra: list[str] = ()) -> list[str]:  # type: ignore[assignment]
+                anchor_file: Path | None = None, metrics_port: int = 0,
+                extra: list[str] = ()) -> list[str]:  # type: ignore[assignment]
     argv = [sys.executable, "-m", "twins.bridge", "run", "--mapping", str(mapping), "--home", str(home),
             "--interval", str(interval), "--start-from", start_from]
+    if metrics_port:
+        argv += ["--metrics-port", str(metrics_port)]
     if anchor_file:
         argv += ["--anchor-file", str(anchor_file)]
     return argv + list(extra)

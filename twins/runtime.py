@@ -16,6 +16,10 @@ each org, so twins continue exactly from the readings that were sealed.
 Latency metrics (per reading, milliseconds, from the value's OPC-UA SourceTimestamp):
 ``sensor→twin`` (twin updated), ``sensor→sealed`` (its batch committed to the local store) and
 ``sensor→anchored`` (the anchorer returned: with the ledger, the transaction is committed in a block).
+
+Prometheus metrics (``twins.metrics.BridgeMetrics``, ``self.metrics``): per-org totals are plain ints here
+(``*_by_org``), copied into the registry only when ``/metrics`` is scraped; the hot path adds one dict increment
+and one sensor→twin histogram observation per reading.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from twins.anchoring.record import BatchRecord
 from twins.anchoring.store import ReadingStore
 from twins.anchoring.sustainability_report import due_reports
 from twins.bridge.mapping import Mapping
+from twins.metrics import BridgeMetrics
 from twins.model.sustainability import SustainabilityConfig, plant_totals
 from twins.model.twin import MachineTwin, Twin, make_twin
 from twins.readings import Reading
@@ -125,6 +130,21 @@ class TwinRuntime:
         self._last_applied: dict[str, tuple[str, int]] = {}  # asset -> (prop, seq) of its latest reading
         self._seen: dict[str, dict[tuple[str, str], dict[str, Any]]] = {}  # org -> alert conditions since its last seal
         self._submit_q: asyncio.Queue[tuple] | None = None
+        # per-org running totals of this run, read by the metrics at scrape time
+        orgs = sorted(self.by_org)
+        self.readings_by_org: dict[str, int] = dict.fromkeys(orgs, 0)
+        self.sealed_readings_by_org: dict[str, int] = dict.fromkeys(orgs, 0)
+        self.batches_by_org: dict[str, int] = dict.fromkeys(orgs, 0)
+        self.anchored_by_org: dict[str, int] = dict.fromkeys(orgs, 0)
+        self.pending_by_org: dict[str, int] = dict.fromkeys(orgs, 0)
+        self.anchor_errors_by_org: dict[str, int] = dict.fromkeys(orgs, 0)
+        self.alerts_by_org: dict[str, int] = dict.fromkeys(orgs, 0)
+        self.reports_by_org: dict[str, int] = dict.fromkeys(orgs, 0)
+        self.last_anchored_by_org: dict[str, int] = {}
+        self._inflight = 0  # readings detached from the batcher and being sealed
+        self.metrics = BridgeMetrics()
+        self._observe_twin_s = self.metrics.observe_sensor_to_twin
+        self.metrics.attach_runtime(self)
 
     def positions(self) -> dict[tuple[str, str], tuple[int, int]]:
         return self.store.last_positions()
@@ -146,7 +166,14 @@ class TwinRuntime:
         self._last_applied[r.asset] = (r.prop, r.seq)
         self.batcher.add(r)
         self.readings += 1
-        self.twin_latency.add(time.time() * 1000.0 - r.source_ts_us / 1000.0)
+        self.readings_by_org[r.org] += 1
+        ms = time.time() * 1000.0 - r.source_ts_us / 1000.0
+        self.twin_latency.add(ms)
+        self._observe_twin_s(ms / 1000.0)
+
+    def unsealed(self) -> int:
+        """Delivered readings not sealed yet (pending in the batcher, or being sealed right now)."""
+        return self.batcher.pending_count() + self._inflight
 
     # --- anchoring ---------------------------------------------------------------------------------
     def _take(self) -> list[tuple[str, list[Reading], dict[str, tuple[str, str]], dict[str, dict[str, Any]], dict]]:
@@ -156,6 +183,7 @@ class TwinRuntime:
         for org in sorted(self.batcher.pending):
             taken = self.batcher.take(org)
             if taken is not None:
+                self._inflight += len(taken[0])
                 out.append((org, taken[0], taken[1], {t.asset: t.snapshot() for t in self.by_org.get(org, [])},
                             self._seen.pop(org, {})))
         return out
@@ -164,7 +192,13 @@ class TwinRuntime:
         """Seal synchronously (tests, shutdown)."""
         out = []
         for org, readings, states, snaps, seen in self._take():
-            out += self._after_seal(org, self.batcher.seal_taken(org, readings, states), snaps, seen)
+            try:
+                sealed = self.batcher.seal_taken(org, readings, states)
+            except BaseException:
+                self._inflight -= len(readings)
+                raise
+            out += self._after_seal(org, sealed, snaps, seen)
+            self._inflight -= len(readings)  # after _after_seal counted them sealed
         return out
 
     async def anchor_once_async(self) -> list[BatchRecord]:
@@ -172,8 +206,13 @@ class TwinRuntime:
         so the event loop keeps receiving notifications meanwhile (~16 ms per 1000 readings)."""
         out = []
         for org, readings, states, snaps, seen in self._take():
-            sealed = await asyncio.to_thread(self.batcher.seal_taken, org, readings, states)
+            try:
+                sealed = await asyncio.to_thread(self.batcher.seal_taken, org, readings, states)
+            except BaseException:
+                self._inflight -= len(readings)
+                raise
             out += self._after_seal(org, sealed, snaps, seen)
+            self._inflight -= len(readings)  # after _after_seal counted them sealed
         return out
 
     def _after_seal(self, org: str, sealed: list[tuple[BatchRecord, list[Reading]]],
@@ -186,6 +225,8 @@ class TwinRuntime:
             for r in readings:
                 self.seal_latency.add(now_ms - r.source_ts_us / 1000.0)
             self.batches += 1
+            self.batches_by_org[org] = self.batches_by_org.get(org, 0) + 1
+            self.sealed_readings_by_org[org] = self.sealed_readings_by_org.get(org, 0) + len(readings)
             out.append(record)
             self._queue(("batch", record, [r.source_ts_us for r in readings]))
         for alert in self.alert_tracker.observe(org, snapshots, out, seen):
@@ -196,6 +237,16 @@ class TwinRuntime:
     def _queue(self, job: tuple) -> None:
         if self._submit_q is not None:
             self._submit_q.put_nowait(job)
+            if job[0] == "batch":
+                org = job[1].org
+                self.pending_by_org[org] = self.pending_by_org.get(org, 0) + 1
+
+    def _anchored(self, record: BatchRecord, seconds: float) -> None:
+        """A batch was accepted by the anchorer (in order per org), after ``seconds`` in the call."""
+        org = record.org
+        self.anchored_by_org[org] = self.anchored_by_org.get(org, 0) + 1
+        self.last_anchored_by_org[org] = max(record.batch_no, self.last_anchored_by_org.get(org, 0))
+        self.metrics.anchor_submit.labels(org=org).observe(seconds)
 
     async def _submit_job(self, job: tuple) -> None:
         """Batches are retried until they are anchored (the chain must not skip one). Alerts and reports are tried
@@ -207,21 +258,27 @@ class TwinRuntime:
             tries += 1
             try:
                 if kind == "batch":
+                    t0 = time.perf_counter()
                     tx = await self.anchorer.submit_anchor(item)
+                    took = time.perf_counter() - t0
                     now_us = time.time_ns() // 1000
                     self.store.record_anchor(item.batch_id, tx, now_us)
                     self.anchored += 1
+                    self.pending_by_org[item.org] -= 1
+                    self._anchored(item, took)
                     for ts in job[2]:
                         self.anchor_latency.add((now_us - ts) / 1000.0)
                 elif kind == "alert":
                     tx = await self.anchorer.raise_alert(item)
                     self.store.record_alert_anchor(item.key, tx, time.time_ns() // 1000)
                     self.alerts_raised += 1
+                    self.alerts_by_org[item.org] = self.alerts_by_org.get(item.org, 0) + 1
                     log.info("alert %s raised on %s: tx %s", item.key, self.anchorer.name, tx)
                 else:
                     tx = await self.anchorer.report_sustainability(item)
                     self.store.record_report(item.org, item.period, item.metrics_json(), tx, time.time_ns() // 1000)
                     self.reports += 1
+                    self.reports_by_org[item.org] = self.reports_by_org.get(item.org, 0) + 1
                     log.info("sustainability %s reported on %s: tx %s", item.key, self.anchorer.name, tx)
                 return
             except AnchorConflict:
@@ -234,6 +291,7 @@ class TwinRuntime:
                 what = item.batch_id if kind == "batch" else item.key
                 if kind == "batch":
                     self.anchor_errors += 1
+                    self.anchor_errors_by_org[item.org] = self.anchor_errors_by_org.get(item.org, 0) + 1
                 else:
                     self.record_errors += 1
                     if tries >= SIDE_RECORD_TRIES:
@@ -266,12 +324,16 @@ class TwinRuntime:
         (and at start) the sustainability reports that have become due."""
         self._submit_q = asyncio.Queue()
         try:
-            n = await resubmit_pending(self.store, self.anchorer, time.time_ns() // 1000)
+            n = await resubmit_pending(self.store, self.anchorer, time.time_ns() // 1000, on_anchored=self._anchored)
         except AnchorConflict as exc:
             raise _explained(exc) from None
         if n:
             log.info("resubmitted %d sealed-but-unanchored batches", n)
             self.anchored += n
+        for org in self.by_org:  # everything sealed before this run is anchored now
+            last = self.store.last_batch(org)
+            if last is not None:
+                self.last_anchored_by_org[org] = max(last[0], self.last_anchored_by_org.get(org, 0))
         for alert in self.alert_tracker.pending():
             self._queue(("alert", alert))
         submitter = asyncio.create_task(self._submitter())

@@ -88,7 +88,7 @@ def ran(tmp_path_factory):
     home = tmp_path_factory.mktemp("twins-cli") / "home"
     t0 = time.monotonic()
     try:
-        p = tl(*run_args(free_port_base(1), "--anchor", "file", "--duration", str(DURATION)), home=home, timeout=90)
+        p = tl(*run_args(free_port_base(3), "--anchor", "file", "--duration", str(DURATION)), home=home, timeout=90)
     finally:
         kill_leftovers(home)
     return home, p, time.monotonic() - t0
@@ -233,7 +233,7 @@ def test_verify_reading_fails_loudly_after_tampering(ran, tmp_path):
 
 def test_run_without_file_anchor_and_without_network_fails_with_one_line(tmp_path):
     home = tmp_path / "home"
-    p = tl(*run_args(free_port_base(1), "--duration", "2"), home=home, timeout=30)
+    p = tl(*run_args(free_port_base(3), "--duration", "2"), home=home, timeout=30)
     assert p.returncode == 1 and p.stdout == ""
     (line,) = p.stderr.strip().splitlines()
     assert "cannot anchor on the ledger" in line and "--anchor file" in line and "not the ledger" in line
@@ -242,7 +242,7 @@ def test_run_without_file_anchor_and_without_network_fails_with_one_line(tmp_pat
     # a network home whose peers are not running: the reason names them
     home.mkdir(parents=True, exist_ok=True)
     (home / "spec.yaml").write_text(dump_spec(load_spec(None, port_base=free_port_base(200))))
-    p = tl(*run_args(free_port_base(1), "--duration", "2"), home=home, timeout=30)
+    p = tl(*run_args(free_port_base(3), "--duration", "2"), home=home, timeout=30)
     assert p.returncode == 1
     (line,) = p.stderr.strip().splitlines()
     assert "peers are not up" in line and "peer0.plant1" in line and "--anchor file" in line
@@ -251,7 +251,7 @@ def test_run_without_file_anchor_and_without_network_fails_with_one_line(tmp_pat
 def test_sigint_stops_every_process(tmp_path):
     home = tmp_path / "home"
     # --json: the same live figures, one object per line (the text form is checked by the first test)
-    cli = subprocess.Popen([*CLI, *run_args(free_port_base(1), "--anchor", "file", "--json"), "--home", str(home)],
+    cli = subprocess.Popen([*CLI, *run_args(free_port_base(3), "--anchor", "file", "--json"), "--home", str(home)],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(x) for x in cli.stdout], daemon=True).start()  # type: ignore[union-attr]

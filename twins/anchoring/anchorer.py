@@ -23,6 +23,8 @@ import fcntl
 import hashlib
 import json
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -394,12 +396,18 @@ def _stored_tx_id(result: Any) -> str | None:
     return str(tx_id) if tx_id else None
 
 
-async def resubmit_pending(store: Any, anchorer: Anchorer, now_us: int) -> int:
-    """Anchor every sealed batch of ``store`` that has no anchor yet (after a crash); returns how many."""
+async def resubmit_pending(store: Any, anchorer: Anchorer, now_us: int,
+                           on_anchored: Callable[[BatchRecord, float], None] | None = None) -> int:
+    """Anchor every sealed batch of ``store`` that has no anchor yet (after a crash); returns how many.
+    ``on_anchored(record, seconds in the anchorer's call)`` follows each one (metrics)."""
     n = 0
     for rec in store.pending_batches():
+        t0 = time.perf_counter()
         tx = await anchorer.submit_anchor(rec)
+        took = time.perf_counter() - t0
         store.record_anchor(rec.batch_id, tx, now_us)
         n += 1
+        if on_anchored is not None:
+            on_anchored(rec, took)
         await asyncio.sleep(0)
     return n

@@ -6,7 +6,8 @@
     python -m twins.bridge run --mapping sim/mapping.yaml --home .twinledger/twins
     #   (--anchor-file F: file anchorer, default HOME/anchors.jsonl; --ledger-config F: anchor on the ledger,
     #    one Fabric identity per org, see twins.anchoring.anchorer.connect_ledger; --cert/--key/--server-cert:
-    #    Basic256Sha256 SignAndEncrypt; --status-file: JSON status rewritten every interval and at the stop)
+    #    Basic256Sha256 SignAndEncrypt; --status-file: JSON status rewritten every interval and at the stop;
+    #    --metrics-port P: Prometheus /metrics on 127.0.0.1:P, see twins.metrics)
 
     python -m twins.bridge verify --home .twinledger/twins plant1.m1 42 [--prop Torque]
     python -m twins.bridge whatif --home .twinledger/twins --mapping sim/mapping.yaml plant1.m1 --speed 0.9 --hours 8
@@ -32,6 +33,7 @@ from twins.anchoring.store import ReadingStore
 from twins.anchoring.verify import VerificationError, verify_reading
 from twins.bridge.client import OpcUaBridge
 from twins.bridge.mapping import MappingError, load_mapping
+from twins.metrics import metrics_url, start_server, stop_server
 from twins.model.twin import MachineTwin
 from twins.model.whatif import whatif_speed
 from twins.runtime import REPORT_EVERY, TwinRuntime, load_twin
@@ -68,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--server-cert", type=Path, help="pin the server certificate (PEM)")
     r.add_argument("--status-file", type=Path, help="JSON status rewritten every interval (default HOME/status.json)")
     r.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0 = until signalled)")
+    r.add_argument("--metrics-port", type=int, default=0, metavar="P",
+                   help="serve Prometheus metrics at http://127.0.0.1:P/metrics (default 0: not served)")
     r.add_argument("--log-level", default="WARNING")
     v = sub.add_parser("verify", help="verify a stored reading against its anchor")
     v.add_argument("--home", type=Path, required=True)
@@ -107,6 +111,16 @@ async def run(args: argparse.Namespace) -> None:
         security = ClientSecurity(args.cert, args.key, args.server_cert)
     bridge = OpcUaBridge(mapping, rt.on_reading, url=args.url, positions=rt.positions(), security=security,
                          publish_ms=args.publish_ms, start_from=args.start_from)
+    rt.metrics.attach_bridge(bridge)
+    metrics_server = None
+    if args.metrics_port:
+        try:
+            metrics_server = start_server(rt.metrics.registry, args.metrics_port, "bridge")
+        except SystemExit:
+            rt.close()
+            for g in gateways:
+                await g.close()
+            raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -132,7 +146,10 @@ async def run(args: argparse.Namespace) -> None:
             except asyncio.TimeoutError:
                 pass
 
-    print(json.dumps({"event": "ready", "home": str(home), "variables": len(mapping.nodes)}), flush=True)
+    ready = {"event": "ready", "home": str(home), "variables": len(mapping.nodes)}
+    if metrics_server is not None:
+        ready["metrics"] = metrics_url(args.metrics_port)
+    print(json.dumps(ready), flush=True)
     tasks = [asyncio.create_task(bridge.run(stop)), asyncio.create_task(status_loop())]
     try:
         await rt.run_anchoring(stop)
@@ -141,6 +158,7 @@ async def run(args: argparse.Namespace) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
         # the last status counts the batches sealed at the stop, so it matches the store readers see afterwards
         write_status(False)
+        stop_server(metrics_server)
         rt.close()
         for g in gateways:
             await g.close()

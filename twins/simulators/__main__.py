@@ -9,7 +9,8 @@ Examples::
     # Basic256Sha256 SignAndEncrypt only, accepting only the bridge's certificate:
     python -m twins.simulators ... --cert sim.pem --key sim.key --trust bridge.pem
 
-Prints one JSON line ``{"event": "ready", "endpoint": ...}`` on stdout once it accepts connections.
+Prints one JSON line ``{"event": "ready", "endpoint": ...}`` on stdout once it accepts connections (with
+``"metrics": URL`` when ``--metrics-port`` serves Prometheus metrics, see ``twins.metrics``).
 SIGTERM/SIGINT stop it cleanly; SIGKILL loses nothing that was published (history is written first).
 SIGUSR1 pauses production (the server keeps serving subscriptions and HistoryRead), SIGUSR2 resumes it.
 """
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import yaml
 
+from twins.metrics import SimulatorMetrics, metrics_url, start_server, stop_server
 from twins.simulators.machine import MachineSource
 from twins.simulators.patient import PatientSource, default_sepsis_dir, load_patients, pick_patients
 from twins.simulators.server import ServerSecurity, SimulatorServer, ready_line
@@ -56,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust", type=Path, action="append", default=[], help="trusted client certificate file or folder (repeatable)")
     p.add_argument("--allow-insecure", action="store_true", help="with --cert, also offer the None security policy")
     p.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0 = run until signalled)")
+    p.add_argument("--metrics-port", type=int, default=0, metavar="P",
+                   help="serve Prometheus metrics at http://127.0.0.1:P/metrics (default 0: not served)")
     p.add_argument("--log-level", default="WARNING")
     return p
 
@@ -102,12 +106,18 @@ async def amain(args: argparse.Namespace) -> None:
     loop.add_signal_handler(signal.SIGUSR2, lambda: setattr(sim, "paused", False))
     if args.duration > 0:
         loop.call_later(args.duration, sim.stop)
-    await sim.server.start()
-    print(ready_line(sim), flush=True)
+    metrics_server = None
+    if args.metrics_port:
+        metrics_server = start_server(SimulatorMetrics(sim).registry, args.metrics_port, "simulators")
     try:
-        await sim._loop()
+        await sim.server.start()
+        print(ready_line(sim, metrics_url(args.metrics_port) if metrics_server else None), flush=True)
+        try:
+            await sim._loop()
+        finally:
+            await sim.server.stop()
     finally:
-        await sim.server.stop()
+        stop_server(metrics_server)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -81,6 +81,13 @@ class SeqHistoryStore(HistoryStorageInterface):
         )
         self._last_prune = time.monotonic()
         self.closed = False
+        self.rows: int | None = None  # samples held; counted on demand (count_rows), then kept current
+        self.reads = 0  # HistoryRead requests served (per node and page)
+
+    def count_rows(self) -> int:
+        """Count the samples once (a scan: done at start, for the metrics); append and prune keep it current."""
+        self.rows = int(self.db.execute("SELECT COUNT(*) FROM samples").fetchone()[0])
+        return self.rows
 
     # --- simulator side ------------------------------------------------------------------------
     def last_positions(self) -> dict[str, tuple[int, int, float]]:
@@ -102,12 +109,16 @@ class SeqHistoryStore(HistoryStorageInterface):
         except BaseException:
             db.execute("ROLLBACK")
             raise
+        if self.rows is not None:
+            self.rows += len(rows)
         if time.monotonic() - self._last_prune > 60.0:
             self._last_prune = time.monotonic()
             cutoff = time.time_ns() // 1000 - int(self.retention_s * 1e6)
             # keep each variable's newest sample, so its sequence never restarts after a long idle period
-            db.execute("DELETE FROM samples WHERE ts_us < ? AND seq < (SELECT MAX(s2.seq) FROM samples s2 "
-                       "WHERE s2.var = samples.var)", (cutoff,))
+            pruned = db.execute("DELETE FROM samples WHERE ts_us < ? AND seq < (SELECT MAX(s2.seq) FROM samples s2 "
+                                "WHERE s2.var = samples.var)", (cutoff,)).rowcount
+            if self.rows is not None and pruned > 0:
+                self.rows -= pruned
 
     # --- asyncua HistoryStorageInterface -------------------------------------------------------
     async def init(self) -> None:
@@ -132,6 +143,7 @@ class SeqHistoryStore(HistoryStorageInterface):
             hi = _MAX_US
         if lo > hi:
             lo, hi = hi, lo
+        self.reads += 1
         limit = self.max_history_data_response_size
         if nb_values and nb_values < limit:
             limit = nb_values

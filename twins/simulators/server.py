@@ -75,6 +75,8 @@ class SimulatorServer:
         self.nodeids: dict[tuple[str, str], ua.NodeId] = {}
         self.last: dict[str, tuple[int, int]] = {}  # "asset.prop" -> (seq, ts_us)
         self.published = 0
+        self.published_by_org: dict[str, int] = dict.fromkeys(sorted({s.org for s in sources}), 0)
+        self.rate_by_org: dict[str, float] = dict.fromkeys(self.published_by_org, 0.0)  # values/s over the last second
         self.overloads = 0
         self.paused = False
         self._stop = asyncio.Event()
@@ -150,6 +152,10 @@ class SimulatorServer:
     def stop(self) -> None:
         self._stop.set()
 
+    def clients_connected(self) -> int:
+        """OPC-UA client connections open now (asyncua keeps one transport per TCP connection)."""
+        return len(getattr(self.server.iserver, "asyncio_transports", ()))
+
     async def _loop(self) -> None:
         t0 = time.monotonic()
         wall0 = time.time()
@@ -158,8 +164,12 @@ class SimulatorServer:
         # sample period late, so a plant's values spread over time instead of arriving in lock-step bursts
         n = len(self.sources)
         base = {src.asset: t0 + (i / n) / src.rate for i, src in enumerate(self.sources)}
+        rate_t, rate_from = t0, dict(self.published_by_org)
         while not self._stop.is_set():
             now = time.monotonic()
+            if now - rate_t >= 1.0:  # the metrics' current rate, once a second
+                self.rate_by_org = {o: (v - rate_from.get(o, 0)) / (now - rate_t) for o, v in self.published_by_org.items()}
+                rate_t, rate_from = now, dict(self.published_by_org)
             if self.paused:  # keep serving (subscriptions, HistoryRead) without producing; resume re-bases
                 for src in self.sources:
                     base[src.asset] = now - emitted[src.asset] / src.rate
@@ -167,6 +177,7 @@ class SimulatorServer:
                 continue
             rows: list[tuple[str, int, int, float, int]] = []
             writes: list[tuple[ua.NodeId, int, float, int, datetime]] = []
+            by_org: dict[str, int] = {}
             server_ts = time.time_ns() // 1000
             server_dt = us_to_dt(server_ts)
             for src in self.sources:
@@ -176,6 +187,7 @@ class SimulatorServer:
                     log.warning("%s: %d samples behind schedule, skipping ahead", src.asset, due)
                     base[src.asset] = now - (emitted[src.asset] + 1) / src.rate
                     due = 1
+                before = len(writes)
                 for _ in range(max(due, 0)):
                     emitted[src.asset] += 1
                     t_sched = wall0 + (base[src.asset] - t0) + emitted[src.asset] / src.rate
@@ -189,17 +201,25 @@ class SimulatorServer:
                         self.last[key] = (seq + 1, ts)
                         rows.append((key, seq + 1, ts, value, server_ts))
                         writes.append((nid, seq + 1, value, ts, ts_dt if ts == ts_us else us_to_dt(ts)))
+                if len(writes) > before:
+                    by_org[src.org] = by_org.get(src.org, 0) + len(writes) - before
             if rows:
                 self.history.append(rows, {src.asset: src.state() for src in self.sources})  # durable first
                 write = self.server.write_attribute_value
                 for nid, seq, value, ts, ts_dt in writes:
                     await write(nid, sample_datavalue(seq, value, ts, server_ts, ts_dt, server_dt))
                 self.published += len(writes)
+                for org, k in by_org.items():
+                    self.published_by_org[org] += k
             try:
                 await asyncio.wait_for(self._stop.wait(), timeout=max(0.0, self.tick_s - (time.monotonic() - now)))
             except asyncio.TimeoutError:
                 pass
 
 
-def ready_line(server: SimulatorServer) -> str:
-    return json.dumps({"event": "ready", "endpoint": server.url, "assets": len(server.sources), "variables": len(server.nodeids)})
+def ready_line(server: SimulatorServer, metrics: str | None = None) -> str:
+    line: dict[str, Any] = {"event": "ready", "endpoint": server.url, "assets": len(server.sources),
+                            "variables": len(server.nodeids)}
+    if metrics:
+        line["metrics"] = metrics
+    return json.dumps(line)
