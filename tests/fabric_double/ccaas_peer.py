@@ -27,7 +27,6 @@ import ipaddress
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -54,6 +53,8 @@ from fabric_protos.peer import (
 )
 from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
+
+from tests.fabric_double.process import terminate
 
 REPO = Path(__file__).resolve().parents[2]
 Message = chaincode_shim_pb2.ChaincodeMessage
@@ -190,14 +191,7 @@ class ServerProcess:
         return self.log.read_text(errors="replace")
 
     def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        return self.process.returncode
+        return terminate(self.process)
 
 
 def start_server(log: Path, extra_env: dict[str, str]) -> ServerProcess:

@@ -34,6 +34,18 @@ def twinledger(*args: str, home: Path, timeout: float = 120, env: dict[str, str]
                           capture_output=True, text=True, timeout=timeout, cwd=REPO, env=clean)
 
 
+def terminate(process: subprocess.Popen, grace: float = 10) -> int:
+    """SIGTERM, then SIGKILL after ``grace`` seconds; returns the exit status (the test servers' orderly stop)."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=grace)
+    return process.returncode
+
+
 def prepare_home(home: Path) -> int:
     """`twinledger up` on free ports: CAs running and identities enrolled. Returns the port base.
 
@@ -82,13 +94,7 @@ class DoubleProcess:
 
     def stop(self) -> int:
         """SIGTERM, then SIGKILL after 10 s; returns the exit status."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        terminate(self.process)
         if self.process.stdout is not None:
             self.process.stdout.close()
         return self.process.returncode
