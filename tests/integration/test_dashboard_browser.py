@@ -99,15 +99,14 @@ def _tl(*args: str) -> subprocess.CompletedProcess:
 def _federated_run(home: Path) -> str:
     """A governed 2-round cardiac run into HOME/flower: JSON ledger stand-in + content-addressed model store."""
     from federated.data import task_spec
-    from federated.governance import JsonFileLedger
+    from federated.governance import JsonFileLedger, grant_federation
     from federated.local_grid import LocalGrid
     from federated.serverapp import run_governed
 
     fl, spec, orgs, key = home / "flower", task_spec("cardiac"), ["hospital1", "hospital2"], "cardiac/run-browser"
     fl.mkdir(parents=True, exist_ok=True)
     ledger = JsonFileLedger(fl / "ledger.json")
-    for org in orgs:
-        ledger.grant(org, spec.dataset_id(org), spec.purpose)
+    grant_federation(ledger, [spec.dataset_id(o) for o in orgs], spec.purpose)  # each steward grants the other
     grid = LocalGrid({o: {"task": "cardiac", "ledger": f"file:{fl / 'ledger.json'}"} for o in orgs})
     run_governed(grid, {"local-epochs": 1, "num-server-rounds": 2, "hidden": "8", "wait-for-nodes": 0.0,
                         "poll-interval": 0.0, "task": "cardiac", "orgs": ",".join(orgs),

@@ -212,7 +212,10 @@ def test_fabric_anchorer_drives_the_contract(consortium: Any) -> None:
         tx = await anchorer.submit_anchor(rec)
         assert await anchorer.submit_anchor(rec) == tx  # idempotent: the first tx id
         got = await anchorer.get_anchor(rec.batch_id)
-        assert got == {"batch_id": rec.batch_id, "record": rec.to_dict(), "record_hash": rec.record_hash(), "tx_id": tx}
+        assert got == {"batch_id": rec.batch_id, "record": rec.to_dict(), "record_hash": rec.record_hash(), "tx_id": tx,
+                       # who anchored it and when, as the contract stored them (the caller's cert, the tx timestamp)
+                       "anchored_at": "2025-03-01T12:00:00Z", "anchored_by": got["anchored_by"]}
+        assert got["anchored_by"].startswith("x509::CN=operator.plant1,")
         with pytest.raises(AnchorConflict):
             await anchorer.submit_anchor(batch(count=9))
         await anchorer.submit_anchor(batch(no=2, prev=rec.record_hash()))

@@ -245,7 +245,7 @@ def test_verify_box_proves_a_reading_and_detects_a_tampered_one(serve, tmp_path)
 def fl_home(tmp_path_factory):
     """A governed 2-round cardiac run of two hospitals into HOME/flower (JSON ledger + model store)."""
     from federated.data import task_spec
-    from federated.governance import JsonFileLedger
+    from federated.governance import JsonFileLedger, grant_federation
     from federated.local_grid import LocalGrid
     from federated.serverapp import run_governed
 
@@ -254,8 +254,7 @@ def fl_home(tmp_path_factory):
     fl.mkdir()
     spec, orgs = task_spec("cardiac"), ["hospital1", "hospital2"]
     ledger = JsonFileLedger(fl / "ledger.json")
-    for org in orgs:
-        ledger.grant(org, spec.dataset_id(org), spec.purpose)
+    grant_federation(ledger, [spec.dataset_id(o) for o in orgs], spec.purpose)  # each steward grants the other
     grid = LocalGrid({o: {"task": "cardiac", "ledger": f"file:{fl / 'ledger.json'}"} for o in orgs})
     run_governed(grid, {"local-epochs": 1, "num-server-rounds": 2, "hidden": "8", "wait-for-nodes": 0.0,
                         "poll-interval": 0.0, "task": "cardiac", "orgs": ",".join(orgs), "ledger": f"file:{fl / 'ledger.json'}",
