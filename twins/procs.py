@@ -24,6 +24,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,25 @@ class Proc:
         return self.p.pid
 
     def wait_ready(self, timeout: float = 30.0) -> dict[str, Any]:
+        """The process's JSON ``{"event": "ready", ...}`` line (the simulators' and the bridge's)."""
+
+        def ready(line: str) -> dict[str, Any] | None:
+            try:
+                d = json.loads(line)
+            except ValueError:
+                return None
+            return d if isinstance(d, dict) and d.get("event") == "ready" else None
+
+        self.ready = self._wait_for(ready, timeout)
+        return self.ready
+
+    def wait_line(self, prefix: str, timeout: float = 30.0) -> str:
+        """The first stdout line starting with ``prefix`` (processes that announce readiness in plain text)."""
+        return self._wait_for(lambda line: line if line.startswith(prefix) else None, timeout)
+
+    def _wait_for(self, match: Callable[[str], Any], timeout: float) -> Any:
+        """Read stdout line by line until ``match`` returns something other than None; error if the process
+        exits first or the time runs out."""
         assert self.p.stdout is not None
         sel = selectors.DefaultSelector()
         sel.register(self.p.stdout, selectors.EVENT_READ)
@@ -96,13 +116,9 @@ class Proc:
                 buf += chunk
                 while b"\n" in buf:
                     line, buf = buf.split(b"\n", 1)
-                    try:
-                        d = json.loads(line)
-                    except ValueError:
-                        continue
-                    if d.get("event") == "ready":
-                        self.ready = d
-                        return d
+                    found = match(line.decode(errors="replace"))
+                    if found is not None:
+                        return found
         finally:
             sel.close()
         raise TimeoutError(f"{self.argv[2]} not ready after {timeout} s (log: {self.log_path})")

@@ -21,10 +21,7 @@ from __future__ import annotations
 
 import json
 import hashlib
-import os
-import selectors
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -38,6 +35,7 @@ from network.spec import load_spec
 from orchestrator.bringup import CHAINCODE_NAME
 from orchestrator.connect import connect_sync
 from peers.binaries import fabric_available
+from tests.fabric_double.process import DoubleProcess
 from tests.ports import free_port_base
 from twins.procs import Proc, bridge_argv, simulator_argv
 
@@ -46,49 +44,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 ROOT = Path(__file__).resolve().parents[2]
-
-
-class LineProc:
-    """A process we start (own session) and wait for: its first stdout line starting with ``prefix``."""
-
-    def __init__(self, argv: list[str], log: Path) -> None:
-        self.log = open(log, "ab")
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
-        self.p = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=self.log, env=env, start_new_session=True)
-        self.argv, self.log_path = argv, log
-
-    def wait_line(self, prefix: str, timeout: float) -> str:
-        assert self.p.stdout is not None
-        sel = selectors.DefaultSelector()
-        sel.register(self.p.stdout, selectors.EVENT_READ)
-        buf, deadline = b"", time.monotonic() + timeout
-        try:
-            while time.monotonic() < deadline:
-                if not sel.select(timeout=max(0.0, deadline - time.monotonic())):
-                    continue
-                chunk = os.read(self.p.stdout.fileno(), 4096)
-                if not chunk:
-                    raise AssertionError(f"{self.argv[1:4]} exited {self.p.wait()} before ready; log {self.log_path}:\n"
-                                         f"{self.log_path.read_text()[-2000:]}")
-                buf += chunk
-                for line in buf.decode(errors="replace").splitlines():
-                    if line.startswith(prefix):
-                        return line
-        finally:
-            sel.close()
-        raise AssertionError(f"{self.argv[1:4]} not ready after {timeout} s; log {self.log_path}")
-
-    def stop(self, timeout: float = 10) -> None:
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)  # only our own process, by its pid
-            try:
-                self.p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait(5)
-        if self.p.stdout:
-            self.p.stdout.close()
-        self.log.close()
 
 
 def _tl(*args: str) -> subprocess.CompletedProcess:
@@ -138,7 +93,7 @@ def test_dashboard_in_a_browser_live_twins_verified_models_and_a_grant_in_the_au
     t_start = time.monotonic()
     home = tmp_path / "home"
     base = free_port_base(200)  # the network's CAs and (double-served) peers
-    procs: list[LineProc | Proc] = []
+    procs: list[Proc | DoubleProcess] = []
     driver = None
     try:
         # --- real CAs and identities; `up` stops (exit 1) where the Fabric binaries are needed -------------
@@ -148,8 +103,8 @@ def test_dashboard_in_a_browser_live_twins_verified_models_and_a_grant_in_the_au
 
         # --- the real CLI serves the dashboard, acting as hospital1's steward ------------------------------
         dash_port = free_port_base(1)
-        dash = LineProc([sys.executable, "-m", "orchestrator.cli", "dashboard", "--home", str(home), "--port", str(dash_port),
-                         "--as", "hospital1:steward"], tmp_path / "dashboard.log")
+        dash = Proc([sys.executable, "-m", "orchestrator.cli", "dashboard", "--home", str(home), "--port", str(dash_port),
+                     "--as", "hospital1:steward"], cwd=ROOT, log=tmp_path / "dashboard.log")
         procs.append(dash)
         url = dash.wait_line("dashboard of", 30).split(" at ", 1)[1].split(";", 1)[0]
         assert url == f"http://127.0.0.1:{dash_port}/"
@@ -163,10 +118,7 @@ def test_dashboard_in_a_browser_live_twins_verified_models_and_a_grant_in_the_au
             assert json.loads(r.read())["available"] is True
 
         # --- the peers' TEST DOUBLE, orgs registered by their admins, one data set by hospital1's steward ----
-        double = LineProc([sys.executable, "-m", "tests.fabric_double", "--home", str(home), "--register-orgs"],
-                          tmp_path / "double.log")
-        procs.append(double)
-        double.wait_line("ready", 60)
+        procs.append(DoubleProcess(home))  # waits for its "ready" line; registers every org by its admin
         manifest = hashlib.sha256(b"hospital1 ECG manifest v1").hexdigest()
         with connect_sync(spec, layout, "hospital1", "steward") as gw:
             gw.network(spec.channel).contract(CHAINCODE_NAME, "data").submit(
