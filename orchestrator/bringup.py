@@ -21,7 +21,8 @@ from orchestrator.procspec import ProcSpec, upsert_processes
 from orchestrator.fabric_stage import bring_up_fabric
 from orchestrator.lifecycle import deploy
 from orchestrator.membership import register_member_orgs
-from peers.binaries import fabric_available, fabric_ca_binary
+from orchestrator.readiness import wait_converged, wait_ordering
+from peers.binaries import fabric_binary, fabric_ca_binary
 
 # The one chaincode every network runs (contracts registry, data, consent, models, twins: chaincode/app.py);
 # `deploy` skips it when this version is already committed.
@@ -29,10 +30,6 @@ CHAINCODE_NAME = "twinledger"
 CHAINCODE_VERSION = "1.0"
 
 Progress = Callable[[str], None]
-
-
-class FabricUnavailable(RuntimeError):
-    """The CAs and identities are up, but the Fabric node binaries are not installed."""
 
 
 def prepare_home(home: Path, spec_file: Path | None, port_base: int | None) -> tuple[Spec, Layout]:
@@ -70,7 +67,8 @@ def up(home: Path, spec_file: Path | None = None, port_base: int | None = None,
     spec, layout = prepare_home(home, spec_file, port_base)
     lo, hi = spec.port_range
     progress(f"network {spec.name} in {home} (ports {lo}-{hi} on 127.0.0.1)")
-    client_bin = fabric_ca_binary("fabric-ca-client")  # fails early with the setup hint
+    client_bin = fabric_ca_binary("fabric-ca-client")  # these fail early, before any process starts,
+    fabric_binary("peer"), fabric_binary("orderer")     # with the setup hint
 
     cas = ca_processes(spec, layout)
     upsert_processes(layout.run, cas)
@@ -82,13 +80,13 @@ def up(home: Path, spec_file: Path | None = None, port_base: int | None = None,
         for org, done in zip(spec.orgs, pool.map(lambda o: enrol_org(spec, layout, o, client_bin), spec.orgs)):
             progress(f"  identities {org.name}: " + (", ".join(done) if done else "already enrolled"))
 
-    reason = fabric_available()
-    if reason:
-        raise FabricUnavailable(
-            f"CAs and identities are ready, but peers and orderers cannot start: {reason}"
-        )
     bring_up_fabric(spec, layout, progress, timeout)
     deploy(spec, layout, CHAINCODE_NAME, CHAINCODE_VERSION, progress)
+    # Ready means a submit needing any orgs' endorsements succeeds right away: the Raft cluster has a
+    # leader, and each org's peer sees every org's peer with the chaincode (what the Gateway plans
+    # endorsements from).
+    wait_ordering(spec, timeout, progress)
+    wait_converged(spec, layout, CHAINCODE_NAME, timeout, progress)
     asyncio.run(register_member_orgs(spec, layout, CHAINCODE_NAME, progress))
     progress(f"up in {time.monotonic() - t0:.1f} s")
     return spec

@@ -7,18 +7,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shutil
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 from network.layout import Layout, resolve_home
 from network.spec import SpecError, load_spec
-from orchestrator.bringup import FabricUnavailable, up
+from orchestrator.bringup import up
 from orchestrator.fabric_stage import FabricStepError
+from orchestrator.health import scrape
 from orchestrator.control import SupervisorError, read_state, stop_supervisor, supervisor_pid
+from orchestrator.readiness import NotConverged
 from orchestrator import cli_dashboard, cli_data, cli_demo, cli_fl, cli_twins
 from orchestrator.cli_common import UserError
 from peers.binaries import BinariesMissing
@@ -33,12 +33,7 @@ def _home(args: argparse.Namespace) -> Path:
 
 def cmd_up(args: argparse.Namespace) -> int:
     home = _home(args)
-    try:
-        up(home, Path(args.spec) if args.spec else None, args.port_base, progress=lambda m: print(m, flush=True))
-    except FabricUnavailable as e:
-        print(f"twinledger: {e}", file=sys.stderr)
-        print("twinledger: the CAs stay up under the supervisor; `twinledger down` stops them", file=sys.stderr)
-        return 1
+    up(home, Path(args.spec) if args.spec else None, args.port_base, progress=lambda m: print(m, flush=True))
     return 0
 
 
@@ -53,14 +48,8 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 def _metric_height(ops_port: int) -> int | None:
     """Block height from the node's Prometheus metrics (ledger_blockchain_height), if it has a channel."""
-    try:
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        with opener.open(f"http://127.0.0.1:{ops_port}/metrics", timeout=1) as r:
-            text = r.read().decode()
-    except OSError:
-        return None
-    heights = [int(float(m)) for m in re.findall(r"^ledger_blockchain_height\{[^}]*\}\s+(\S+)", text, re.M)]
-    return max(heights) if heights else None
+    heights = scrape(ops_port, "ledger_blockchain_height")
+    return int(max(heights.values())) if heights else None
 
 
 def status_nodes(home: Path) -> list[dict]:
@@ -173,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (UserError, SpecError, SupervisorError, BinariesMissing, FabricStepError) as e:
+    except (UserError, SpecError, SupervisorError, BinariesMissing, FabricStepError, NotConverged) as e:
         print(f"twinledger: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -132,7 +132,6 @@ def ledger_config(home: Path, orgs: list[str]) -> dict[str, Any]:
     from orchestrator.bringup import CHAINCODE_NAME
     from orchestrator.connect import peer_target
     from orchestrator.health import probe
-    from peers.binaries import fabric_available
 
     layout = Layout(home)
     if not layout.spec_file.exists():
@@ -158,10 +157,8 @@ def ledger_config(home: Path, orgs: list[str]) -> dict[str, Any]:
         out["orgs"][org] = {"endpoint": t.endpoint, "msp_dir": str(t.msp_dir), "msp_id": t.msp_id,
                             "tls_root_cert": str(t.tls_ca)}
     if down:
-        reason = fabric_available()
-        why = f" (Fabric binaries: {reason.split(';')[0]})" if reason else ""
-        raise UserError(f"cannot anchor on the ledger: the network's peers are not up ({', '.join(down)} not answering"
-                        f"{why}); {_ledger_hint()}")
+        raise UserError(f"cannot anchor on the ledger: the network's peers are not up ({', '.join(down)} not answering); "
+                        f"{_ledger_hint()}")
     return out
 
 

@@ -26,3 +26,21 @@ def probe(target: str | None, timeout: float = 1.0) -> bool:
             return r.status == 200
     except (urllib.error.URLError, OSError, ValueError):
         return False
+
+
+def scrape(port: int, name: str, timeout: float = 1.0) -> dict[str, float] | None:
+    """The samples of metric ``name`` on a node's operations endpoint, keyed by their label text
+    (``channel="consortium"``); None when the endpoint does not answer."""
+    try:
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(f"http://127.0.0.1:{port}/metrics", timeout=timeout) as r:
+            text = r.read().decode()
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+    samples = {}
+    for line in text.splitlines():
+        if line.startswith(name) and line[len(name):len(name) + 1] in ("{", " "):
+            head, _, value = line.rpartition(" ")
+            labels = head[len(name):].strip().strip("{}")
+            samples[labels] = float(value)
+    return samples

@@ -1,5 +1,8 @@
 """Where the Fabric binaries are found: the per-user cache that scripts/build_fabric.sh fills.
 
+Setup fails when it cannot build them, so a missing binary here means setup was not run (or another
+cache folder is in use).
+
 ``TL_FABRIC_BIN`` / ``TL_FABRIC_CA_BIN`` point at other folders (e.g. binaries built on another machine).
 """
 
@@ -39,11 +42,7 @@ def _find(folder: Path, name: str, what: str) -> Path:
     p = folder / name
     if p.is_file() and os.access(p, os.X_OK):
         return p
-    hint = "run scripts/setup.sh"
-    marker = cache_dir() / f"fabric-{FABRIC_VERSION}.unavailable"
-    if what == "fabric" and marker.exists():
-        hint = f"setup could not build Fabric {FABRIC_VERSION}: {marker.read_text().strip()}"
-    raise BinariesMissing(f"{name} not found in {folder}; {hint}")
+    raise BinariesMissing(f"{name} ({what}) not found in {folder}; run scripts/setup.sh, which builds it")
 
 
 def fabric_binary(name: str) -> Path:
@@ -58,12 +57,3 @@ def fabric_ca_binary(name: str) -> Path:
         raise ValueError(f"not a Fabric CA command: {name}")
     return _find(fabric_ca_bin_dir(), name, "fabric-ca")
 
-
-def fabric_available() -> str | None:
-    """None when every Fabric node binary is installed, else the one-line reason it is not."""
-    try:
-        for c in FABRIC_COMMANDS:
-            fabric_binary(c)
-    except BinariesMissing as e:
-        return str(e)
-    return None

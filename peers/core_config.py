@@ -135,10 +135,12 @@ def render_core_yaml(
                 "maxPropagationBurstSize": 10,
                 "propagateIterations": 1,
                 "propagatePeerNum": 3,
-                "pullInterval": "4s",
+                "pullInterval": "2s",
                 "pullPeerNum": 3,
-                "requestStateInfoInterval": "4s",
-                "publishStateInfoInterval": "4s",
+                # State info carries each peer's installed chaincodes and ledger height; discovery (and
+                # so the Gateway's endorser choice) only sees a chaincode on a peer once it arrived.
+                "requestStateInfoInterval": "1s",
+                "publishStateInfoInterval": "1s",
                 "stateInfoRetentionInterval": None,
                 "publishCertPeriod": "10s",
                 "skipBlockVerification": False,
@@ -149,9 +151,14 @@ def render_core_yaml(
                 "digestWaitTime": "1s",
                 "requestWaitTime": "1500ms",
                 "responseWaitTime": "2s",
-                "aliveTimeInterval": "5s",
+                # A first dial to another org's anchor peer can fail (it is not up yet, or this peer
+                # has not yet loaded the channel's TLS roots: "certificate signed by unknown
+                # authority"); Fabric then sleeps reconnectInterval before the next attempt. Its 25 s
+                # default was the whole of the cross-org convergence time; 1 s makes it a second.
+                # Expiration stays at 25 s so that a busy machine does not drop live peers.
+                "aliveTimeInterval": "2s",
                 "aliveExpirationTimeout": "25s",
-                "reconnectInterval": "25s",
+                "reconnectInterval": "1s",
                 "maxConnectionAttempts": 120,
                 "msgExpirationFactor": 20,
                 # Published to other orgs; without it this peer is invisible to them, so neither

@@ -105,7 +105,6 @@ def render_orderer_yaml(
                 "ReplicationBufferSize": 20971520,
                 "ReplicationPullTimeout": "5s",
                 "ReplicationRetryTimeout": "5s",
-                "ReplicationBackgroundRefreshInterval": "5m",
                 "ReplicationMaxRetries": 12,
                 "CertExpirationWarningThreshold": "168h",
             },

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# TwinLedger setup: venv with pinned Python dependencies, then the Fabric binaries built from their Go module.
+# TwinLedger setup: venv with pinned Python dependencies, Chromium for the browser test, then Fabric CA and the
+# Fabric peer/orderer (scripts/build_fabric.sh says in which order it looks for them). Exits 1 when Fabric
+# cannot be had: TwinLedger without Fabric is not installed.
 # Idempotent: a second run reuses .venv and the per-user binary cache and takes seconds.
-#   TL_REQUIRE_FABRIC=1   fail (exit 1) when the Fabric peer/orderer binaries cannot be built
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)

@@ -12,7 +12,8 @@ from network.layout import Layout
 from network.spec import load_spec
 from peers.orderer_config import OrdererConfigError, render_orderer_yaml, write_orderer_yaml
 
-# Fabric 3.x orderer/common/localconfig.TopLevel. The orderer unmarshals orderer.yaml *exactly*, so a
+# Fabric 3.1.5 orderer/common/localconfig.TopLevel (read off its config.go; v3 dropped
+# ReplicationBackgroundRefreshInterval, which an earlier draft of this tree still listed). The orderer unmarshals orderer.yaml *exactly*, so a
 # key outside this tree stops it at start. None = leaf; "ANY" = free-form (Consensus is interface{}).
 _TLS = {k: None for k in ("Enabled", "PrivateKey", "Certificate", "RootCAs", "ClientAuthRequired",
                           "ClientRootCAs", "TLSHandshakeTimeShift")}
@@ -22,7 +23,7 @@ SCHEMA: dict[str, Any] = {
         "Cluster": {k: None for k in (
             "ListenAddress", "ListenPort", "ServerCertificate", "ServerPrivateKey", "ClientCertificate",
             "ClientPrivateKey", "RootCAs", "DialTimeout", "RPCTimeout", "ReplicationBufferSize",
-            "ReplicationPullTimeout", "ReplicationRetryTimeout", "ReplicationBackgroundRefreshInterval",
+            "ReplicationPullTimeout", "ReplicationRetryTimeout", "ReplicationPolicy",
             "ReplicationMaxRetries", "SendBufferSize", "CertExpirationWarningThreshold", "TLSHandshakeTimeShift")},
         "Keepalive": {"ServerMinInterval": None, "ServerInterval": None, "ServerTimeout": None},
         "ConnectionTimeout": None, "GenesisMethod": None, "GenesisFile": None, "BootstrapMethod": None,
