@@ -146,6 +146,12 @@ class GatewayError(Exception):
         self._peer_names = dict(peer_names or {})
         super().__init__(self._render())
 
+    @property
+    def unreachable(self) -> bool:
+        """True when the client never reached the peer's gateway (transport failure), as opposed to the
+        gateway answering UNAVAILABLE because something *behind* it (orderers, other peers) was."""
+        return self.code == grpc.StatusCode.UNAVAILABLE and not self.details and not _from_gateway(self.message)
+
     def _render(self) -> str:
         if self.details:
             # The per-node messages carry the real cause (chaincode error, policy failure); the gateway's
@@ -208,10 +214,27 @@ class _RpcErrorLike(Protocol):
     def trailing_metadata(self) -> Any: ...
 
 
+#: How the Fabric gateway's own UNAVAILABLE answers begin (internal/pkg/gateway: submit.go, endorse.go,
+#: evaluate.go); gRPC's transport failures ("failed to connect to all addresses", "Socket closed") differ.
+_GATEWAY_UNAVAILABLE_PREFIXES = (
+    "no orderer", "insufficient number of orderers", "no peers available", "no combination of peers",
+    "failed to find any endorsing peers", "no endorsing peers",
+)
+
+
+def _from_gateway(message: str) -> bool:
+    return message.startswith(_GATEWAY_UNAVAILABLE_PREFIXES)
+
+
 def _hint(
-    code: grpc.StatusCode, endpoint: str | None, timeout: float | None, plaintext: bool
+    code: grpc.StatusCode, endpoint: str | None, timeout: float | None, plaintext: bool, message: str = ""
 ) -> str | None:
-    # Two failures users meet first, where the raw gRPC text does not say what to do next.
+    # The failures users meet first, where the raw gRPC text does not say what to do next.
+    if code == grpc.StatusCode.UNAVAILABLE and "orderer" in message and _from_gateway(message):
+        return ("the peer's gateway reached no orderer that would take the transaction: is the ordering "
+                "service up with a Raft leader? (`twinledger status`)")
+    if code == grpc.StatusCode.UNAVAILABLE and _from_gateway(message):
+        return None
     if code == grpc.StatusCode.UNAVAILABLE and plaintext:
         return (
             f"cannot reach the Fabric gateway at {endpoint or 'the endpoint'}: this client uses plain "
@@ -251,6 +274,6 @@ def error_from_rpc(
         details=details,
         transaction_id=transaction_id,
         endpoint=endpoint,
-        hint=None if details else _hint(code, endpoint, timeout, plaintext),
+        hint=None if details else _hint(code, endpoint, timeout, plaintext, rpc_error.details() or ""),
         peer_names=peer_names,
     )

@@ -104,7 +104,7 @@ class Session:
                      else f"see `twinledger logs {self.peer.name}`")
             return UserError(f"transaction {error.transaction_id} was not committed: the peers marked it "
                              f"{error.validation_name}; nothing changed — {retry}")
-        if error.code == grpc.StatusCode.UNAVAILABLE and not error.details:
+        if error.unreachable:
             return UserError(
                 f"cannot reach {self.peer.name} at {endpoint} — is the network up? (`twinledger status`)")
         if error.code == grpc.StatusCode.DEADLINE_EXCEEDED:
