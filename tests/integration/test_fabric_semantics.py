@@ -27,7 +27,7 @@ import pytest
 from network.checkpoint import FileCheckpointer
 from network.gateway import ChaincodeEvent, ChaincodeEventStream, Gateway
 from network.gateway_errors import EvaluateError, GatewayError
-from network.identity import load_msp_identity
+from network.identity import Identity, Signer, load_msp_identity
 from orchestrator import cli
 from orchestrator.fabric_stage import peer_admin_env
 from orchestrator.ledger_session import CONFLICT_RETRIES, Session
@@ -310,39 +310,41 @@ def test_a_conflicting_access_check_is_retried_on_the_new_state(
 # --- f. who the real nodes refuse ---------------------------------------------------------------------
 
 
-def test_plain_text_wrong_ca_and_stranger_identities_are_refused(fabric_net: FabricNet) -> None:
+def test_proposals_signed_by_identities_the_channel_does_not_know_are_refused(fabric_net: FabricNet) -> None:
+    """(Transport mistakes -- plain text, an untrusted server certificate -- are in test_gateway_client.py.)"""
     net = fabric_net
     endpoint = f"127.0.0.1:{net.peer('hospital1').ports.listen}"
-    identity, signer = load_msp_identity(net.layout.user_msp("hospital1", "client"), msp(net, "hospital1"))
-    alien = stranger()
+    hospital1 = msp(net, "hospital1")
 
-    async def who_am_i(**connect: Any) -> GatewayError:
-        async with Gateway.connect(endpoint, **{"identity": identity, "signer": signer, **connect}) as gateway:
+    async def who_am_i(identity: Identity, signer: Signer, forge_signature: bool = False) -> GatewayError:
+        async with Gateway.connect(endpoint, identity=identity, signer=signer,
+                                   tls_root_cert_pem=net.layout.ca_cert("hospital1")) as gateway:
+            proposal = gateway.network(net.spec.channel).contract(net.chaincode).new_proposal("WhoAmI")
+            if forge_signature:
+                proposal.signed_proposal.signature = stranger().identity(hospital1)[1].sign(proposal.proposal_bytes)
             with pytest.raises(GatewayError) as caught:
-                await gateway.network(net.spec.channel).contract(net.chaincode).evaluate("WhoAmI", timeout=10)
+                await proposal.evaluate(timeout=10)
         return caught.value
 
     async def body() -> None:
-        plain = await who_am_i(insecure=True)
-        assert plain.code == grpc.StatusCode.UNAVAILABLE and plain.unreachable
-        assert "Fabric peers only accept TLS" in str(plain)
-        for root in (alien.ca_pem, net.layout.ca_cert("plant1")):  # a stranger's CA, another org's CA
-            wrong = await who_am_i(tls_root_cert_pem=root)
-            assert wrong.code == grpc.StatusCode.UNAVAILABLE and "CERTIFICATE_VERIFY_FAILED" in str(wrong)
-        # Signed proposals: a certificate from an unknown CA claiming Hospital1MSP, another org's
-        # certificate claiming it, and the peer's own (NodeOU peer) identity, which is no channel Writer.
-        tls = {"tls_root_cert_pem": net.layout.ca_cert("hospital1")}
-        forged_identity, forged_signer = alien.identity(msp(net, "hospital1"))
-        forged = await who_am_i(identity=forged_identity, signer=forged_signer, **tls)
-        borrowed_identity, borrowed_signer = load_msp_identity(net.layout.user_msp("plant1", "steward"),
-                                                               msp(net, "hospital1"))
-        borrowed = await who_am_i(identity=borrowed_identity, signer=borrowed_signer, **tls)
+        # A certificate from an unknown CA claiming Hospital1MSP, and another org's certificate claiming it.
+        forged = await who_am_i(*stranger().identity(hospital1))
+        borrowed = await who_am_i(*load_msp_identity(net.layout.user_msp("plant1", "steward"), hospital1))
         for error in (forged, borrowed):
             assert error.code == grpc.StatusCode.FAILED_PRECONDITION
             assert "access denied: channel [consortium] creator org unknown, creator is malformed" in str(error)
-        node_identity, node_signer = load_msp_identity(net.layout.node_msp("peer0.hospital1"), msp(net, "hospital1"))
-        node = await who_am_i(identity=node_identity, signer=node_signer, **tls)
-        assert "/Channel/Application/Writers" in str(node)
+        # A member's real certificate, but the proposal signed by another key: the peer says only that
+        # access is denied (in its log too, at the default level), not why.
+        client = load_msp_identity(net.layout.user_msp("hospital1", "client"), hospital1)
+        tampered = await who_am_i(*client, forge_signature=True)
+        assert tampered.code == grpc.StatusCode.FAILED_PRECONDITION
+        assert str(tampered).endswith("error validating proposal: access denied: channel [consortium] "
+                                      "creator org [Hospital1MSP]")
+        # Known identities that are no channel Writer: the peer's own (NodeOU peer), the orderer org's admin.
+        for msp_dir, msp_id in ((net.layout.node_msp("peer0.hospital1"), hospital1),
+                                (net.layout.user_msp(net.spec.orderer_org.name, "admin"), net.spec.orderer_org.msp_id)):
+            refused = await who_am_i(*load_msp_identity(msp_dir, msp_id))
+            assert "check policy [/Channel/Application/Writers]" in str(refused), refused
 
     run(body())
 
