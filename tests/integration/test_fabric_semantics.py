@@ -3,9 +3,10 @@
 Each test asks the real orderers and peers something a stand-in could only have imitated: the
 committers' key-level endorsement check, private data that never leaves the hospital's peer while its
 hash is in the block, MVCC read conflicts between racing transactions (and the client's retry policy),
-the channel's and the nodes' refusal of clients without TLS, from unknown CAs or signed by strangers,
-the official `peer` CLI reading what the Python client wrote, and chaincode events and block heights
-following the commits. Kills and upgrades are in test_fabric_network.py.
+the channel's refusal of proposals signed by identities it does not know and the orderers' refusal of
+client certificates from unknown CAs, the official `peer` CLI reading what the Python client wrote, and
+chaincode events and block heights following the commits. Kills and upgrades are in
+test_fabric_network.py; TLS mistakes of a client in test_gateway_client.py.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def msp(net: FabricNet, org: str) -> str:
     return net.spec.org(org).msp_id
 
 
-# --- a. key-level endorsement at commit ---------------------------------------------------------------
+# --- key-level endorsement at commit ---------------------------------------------------------------
 
 
 def test_grant_changed_without_the_owners_peer_fails_at_commit(fabric_net: FabricNet) -> None:
@@ -92,7 +93,7 @@ def test_grant_changed_without_the_owners_peer_fails_at_commit(fabric_net: Fabri
     run(body())
 
 
-# --- b. consent: private data on the hospital's peer only, its hash on the channel ------------------
+# --- consent: private data on the hospital's peer only, its hash on the channel ------------------
 
 
 def fetch_block(net: FabricNet, number: int, org: str, out: Path) -> bytes:
@@ -159,7 +160,7 @@ def test_consent_stays_on_the_hospitals_peer_and_only_its_hash_is_on_the_channel
     assert pseudonym.encode() not in block and b"salt" not in block
 
 
-# --- c. racing transactions: MVCC read conflicts, the CLI's line, the retry policy -------------------
+# --- racing transactions: MVCC read conflicts, the CLI's line, the retry policy -------------------
 
 
 def test_racing_registrations_commit_once_and_the_rest_are_read_conflicts(fabric_net: FabricNet) -> None:
@@ -307,7 +308,7 @@ def test_a_conflicting_access_check_is_retried_on_the_new_state(
     assert entries[-1]["tx_id"] == race.attempts[-1]
 
 
-# --- f. who the real nodes refuse ---------------------------------------------------------------------
+# --- who the real nodes refuse ---------------------------------------------------------------------
 
 
 def test_proposals_signed_by_identities_the_channel_does_not_know_are_refused(fabric_net: FabricNet) -> None:
@@ -384,7 +385,7 @@ def test_the_orderers_admin_endpoint_refuses_client_certificates_from_unknown_ca
         https_status(orderer.ports.admin, ca, alien.cert_pem, alien.key_pem, tmp_path)
 
 
-# --- g. the official peer CLI reads what the Python client wrote ------------------------------------
+# --- the official peer CLI reads what the Python client wrote ------------------------------------
 
 
 def test_the_official_peer_cli_reads_what_the_python_client_wrote(fabric_net: FabricNet) -> None:
@@ -404,7 +405,7 @@ def test_the_official_peer_cli_reads_what_the_python_client_wrote(fabric_net: Fa
     assert (written["owner"], written["schema"], written["sensitivity"]) == ("hospital1", {"rows": 303}, "restricted")
 
 
-# --- h. events with a checkpoint across a reconnect; block height follows the commits --------------
+# --- events with a checkpoint across a reconnect; block height follows the commits --------------
 
 
 async def next_matching(stream: ChaincodeEventStream, wanted: set[str], timeout: float = 15) -> ChaincodeEvent:
