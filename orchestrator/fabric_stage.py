@@ -1,8 +1,7 @@
 """The Fabric part of `up`: node configs, the channel, orderer and peer processes, channel joins.
 
-NOT YET RUN AGAINST REAL BINARIES: the Fabric v3.1.5 binaries could not be built on the machine this was
-written on (the Go module proxy refuses the module). Each step drives the real Fabric tools the documented
-way (configtxgen, osnadmin, the peer CLI) and is idempotent, so `up` after `down` resumes the same ledger.
+Each step drives the real Fabric v3.1.5 tools the documented way (configtxgen, osnadmin, the peer CLI) and
+is idempotent, so `up` after `down` resumes the same ledger.
 """
 
 from __future__ import annotations

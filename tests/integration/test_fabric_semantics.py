@@ -82,11 +82,15 @@ def test_grant_changed_without_the_owners_peer_fails_at_commit(fabric_net: Fabri
             # Planned by the gateway, which follows the key's policy, the same revocation commits.
             assert json.loads(await data.submit("Revoke", ds, "plant2", "train:a"))["status"] == "revoked"
             # Granting it again without the owner's peer fails the same way: the revoked grant's key
-            # still carries the owner's policy. (A key-level policy guards keys that exist: a grant of a
-            # purpose never granted before is a new key, validated by the chaincode's policy alone.)
+            # still carries the owner's policy.
             wait_peers_caught_up(net, "peer0.plant1")  # the pinned peers must have the revocation
             regrant = await data.new_proposal("Grant", ds, "plant2", "train:a", "", endorsing_orgs=others).endorse()
             assert (await (await regrant.submit()).status()).code_name == "ENDORSEMENT_POLICY_FAILURE"
+            # A purpose never granted before is a new grant key with no policy of its own yet; the grant
+            # also counts it in the data set's grant register, which carries the owner's policy, so
+            # this too needs the owner's peer.
+            fresh = await data.new_proposal("Grant", ds, "hospital1", "train:new", "", endorsing_orgs=others).endorse()
+            assert (await (await fresh.submit()).status()).code_name == "ENDORSEMENT_POLICY_FAILURE"
             grants = json.loads(await data.evaluate("ListGrants", ds))
             assert [(g["purpose"], g["state"]) for g in grants] == [("train:a", "revoked")]
 
