@@ -66,9 +66,9 @@ def load_twin(store: ReadingStore, mapping: Mapping, asset: str) -> Twin:
 
 
 def _explained(exc: BaseException | None) -> AnchorConflict:
-    return AnchorConflict(f"{exc}: the ledger already holds this batch number with another record, so this store "
-                          "is not the one that anchored the org's chain (was the twins folder removed?); run from "
-                          "that store, or against another network")
+    return AnchorConflict(f"{exc}: this store is not the one that anchored the org's chain on the ledger up to "
+                          "there (another twins state has anchored for the org since, or this one was replaced); "
+                          "start a new twins state (another --home), or use another network")
 
 
 class LatencyRecorder:
@@ -318,11 +318,40 @@ class TwinRuntime:
                 self._reports_queued.add(rep.key)
                 self._queue(("report", rep))
 
+    async def _join_chains(self, stop: asyncio.Event) -> bool:
+        """For every org this store has never sealed a batch of: find the org's chain head on the ledger and seal
+        after it (``Batcher.continue_chain``). Retried until it answers; False if ``stop`` comes first (then nothing
+        is sealed in this run: the readings come back from the servers' history at the next start)."""
+        for org in sorted(self.by_org):
+            if self.store.last_batch(org) is not None:
+                continue
+            while True:
+                try:
+                    head = await self.anchorer.chain_head(org)
+                    break
+                except Exception as exc:
+                    self.anchor_errors += 1
+                    self.anchor_errors_by_org[org] = self.anchor_errors_by_org.get(org, 0) + 1
+                    log.warning("cannot read the chain head of %s on the %s (%s); retrying in 1 s", org,
+                                self.anchorer.name, exc)
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=1.0)
+                    return False
+                except asyncio.TimeoutError:
+                    pass
+            self.batcher.continue_chain(org, head)
+            if head is not None:
+                self.last_anchored_by_org[org] = head[0]
+                log.info("%s: continuing the org's chain on the %s after batch %d", org, self.anchorer.name, head[0])
+        return True
+
     async def run_anchoring(self, stop: asyncio.Event, drain_timeout: float = 5.0) -> None:
         """Seal every ``interval`` until ``stop``; then seal the rest and wait (bounded) for the anchorer. At start,
         first what a previous run left unrecorded: sealed batches, then alerts; every ``report_every`` intervals
         (and at start) the sustainability reports that have become due."""
         self._submit_q = asyncio.Queue()
+        if not await self._join_chains(stop):
+            return
         try:
             n = await resubmit_pending(self.store, self.anchorer, time.time_ns() // 1000, on_anchored=self._anchored)
         except AnchorConflict as exc:
