@@ -114,7 +114,7 @@ def test_run_ends_by_itself_with_live_output(ran, fabric_net):
     rates = [float(re.search(r"(\d+) values/s", line).group(1)) for line in live]
     assert max(rates) > 0
     assert any(re.search(r"anchored [1-9]", line) for line in live)
-    assert elapsed < DURATION + 30
+    assert elapsed < DURATION + 60  # start-up included; generous: the cores are shared with other networks
     # the final line's totals are the store's: every value sealed and anchored
     m = re.search(r"stopped on the end of --duration after [\d.]+ s: (\d+) values, (\d+) batches sealed, (\d+) anchored, (\d+) lost", lines[-1])
     assert m, lines[-1]

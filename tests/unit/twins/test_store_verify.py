@@ -214,3 +214,44 @@ def test_fabric_anchorer_finds_the_chain_head_by_doubling_and_bisecting():
             raise RuntimeError(f"sensor batch {batch_id!r} not found")
 
     assert asyncio.run(FabricAnchorer(Empty()).chain_head("plant2")) is None
+
+
+def test_a_slow_org_does_not_hold_up_the_others(tmp_path):
+    """Each org's records go to the ledger from a task of their own: in order within the org, orgs in parallel."""
+    from twins.bridge.mapping import parse_mapping
+    from twins.runtime import TwinRuntime
+
+    class SlowForPlant1(MemoryAnchorer):
+        order: list[str] = []
+
+        async def submit_anchor(self, record):
+            await asyncio.sleep(0.5 if record.org == "plant1" else 0)
+            self.order.append(record.batch_id)
+            return await super().submit_anchor(record)
+
+    anchorer = SlowForPlant1()
+    mapping = parse_mapping({"assets": {"plant1.m1": {"org": "plant1", "kind": "machine"},
+                                        "plant2.m1": {"org": "plant2", "kind": "machine"}},
+                             "nodes": {"ns=2;s=a": {"asset": "plant1.m1", "property": "Torque"},
+                                       "ns=2;s=b": {"asset": "plant2.m1", "property": "Torque"}}})
+
+    async def go() -> None:
+        rt = TwinRuntime(mapping, tmp_path / "r.sqlite", anchorer, interval=0.05, report_every=0)
+        stop = asyncio.Event()
+        task = asyncio.create_task(rt.run_anchoring(stop))
+        for i in range(1, 4):
+            for org in ("plant1", "plant2"):
+                rt.on_reading(Reading(org, f"{org}.m1", "Torque", i, 1_700_000_000_000_000 + i, 40.0))
+            await asyncio.sleep(0.07)
+        await asyncio.sleep(0.3)
+        # plant1's first batch is still in its 0.5 s call; plant2's are on the ledger already, in order
+        plant2 = [b for b in anchorer.order if b.startswith("plant2")]
+        assert plant2 == [f"plant2:{n:010d}" for n in range(1, len(plant2) + 1)] and len(plant2) >= 2
+        assert not any(b.startswith("plant1") for b in anchorer.order)
+        stop.set()
+        await task
+        rt.close()
+
+    asyncio.run(go())
+    plant1 = [b for b in anchorer.order if b.startswith("plant1")]
+    assert plant1 == [f"plant1:{n:010d}" for n in range(1, len(plant1) + 1)] and len(plant1) >= 2
