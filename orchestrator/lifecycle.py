@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from network.layout import Layout
-from network.spec import Node, Spec
+from network.spec import Node, Org, Spec
 from orchestrator.control import read_state, start_supervisor, wait_healthy
-from orchestrator.fabric_stage import FabricStepError, Progress, chaincode_address, peer_admin_env, run_tool
+from orchestrator.fabric_stage import FabricStepError, Progress, chaincode_address, in_parallel, peer_admin_env, run_tool
 from orchestrator.procspec import ProcSpec, load_manifest, upsert_processes
 from peers.binaries import fabric_binary
 from peers.ccaas import CHAINCODE_ADDRESS_TEMPLATE, CcaasTLS, package_ccaas
@@ -115,14 +115,16 @@ def deploy(spec: Spec, layout: Layout, name: str, version: str, progress: Progre
     pkg = package_ccaas(f"{name}_{version}", CHAINCODE_ADDRESS_TEMPLATE, layout.root / "chaincode" / f"{name}_{version}.tar.gz",
                         CcaasTLS(root_cert=roots))
 
-    procs = []
-    for node in _peers(spec):
+    def install(node: Node) -> None:
         env = peer_admin_env(spec, layout, node)
         installed = run_tool(f"query installed on {node.name}", [peer, "lifecycle", "chaincode", "queryinstalled", "-O", "json"], env)
         if pkg.package_id not in installed.stdout:
             run_tool(f"install {pkg.label} on {node.name}", [peer, "lifecycle", "chaincode", "install", str(pkg.path)], env)
             progress(f"  installed {pkg.label} on {node.name}")
-        procs.append(chaincode_process(layout, node, name, pkg.package_id))
+
+    # Each peer and each org is independent of the others: the peer CLI calls run side by side.
+    in_parallel(install, _peers(spec))
+    procs = [chaincode_process(layout, node, name, pkg.package_id) for node in _peers(spec)]
     before = {p.name: p for p in load_manifest(layout.run)}
     running = {p["name"]: p.get("pid") for p in read_state(layout.root).get("processes", [])}
     upsert_processes(layout.run, procs)
@@ -133,12 +135,13 @@ def deploy(spec: Spec, layout: Layout, name: str, version: str, progress: Progre
     wait_healthy(layout.root, [p.name for p in procs], timeout, lambda n: progress(f"  ready  {n}"))
 
     common = ["--channelID", spec.channel, "--name", name, "--version", version, "--sequence", str(sequence)]
-    for org in spec.member_orgs:
-        node = spec.nodes_of(org.name, "peer")[0]
-        env = peer_admin_env(spec, layout, node)
+    def approve(org: Org) -> None:
+        env = peer_admin_env(spec, layout, spec.nodes_of(org.name, "peer")[0])
         run_tool(f"approve {name} {version} for {org.name}", [peer, "lifecycle", "chaincode", "approveformyorg",
                  *_orderer_args(spec, layout), *common, "--package-id", pkg.package_id], env)
         progress(f"  approved {name} {version} (sequence {sequence}) for {org.name}")
+
+    in_parallel(approve, spec.member_orgs)
 
     targets: list[str] = []
     for org in spec.member_orgs:
