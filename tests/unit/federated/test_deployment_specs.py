@@ -13,7 +13,8 @@ from federated.supernode_launch import _CappedTime
 
 
 def test_process_specs_bind_loopback_with_tls_and_node_auth(tmp_path):
-    d = FlowerDeployment(home=tmp_path, task="maintenance", port_base=23000)
+    d = FlowerDeployment(home=tmp_path, task="maintenance", port_base=23000, ledger="fabric:/l/server.json",
+                         org_ledgers={"plant2": "fabric:/l/plant2.json"}, datasets={"plant2": "plant2.ai4i-x"})
     d.prepare()
     specs = {s.name: s for s in d.process_specs()}
     assert set(specs) == {"superlink", "supernode.plant1", "superexec.plant1", "supernode.plant2", "superexec.plant2"}
@@ -27,7 +28,9 @@ def test_process_specs_bind_loopback_with_tls_and_node_auth(tmp_path):
     assert sn[sn.index("--auth-supernode-private-key") + 1] == str(tmp_path / "keys" / "plant2")
     assert sn[sn.index("--isolation") + 1] == "process" and sn[sn.index("--port") + 1] == "23002"
     node_config = sn[sn.index("--node-config") + 1]
-    assert node_config.startswith('org="plant2" task="maintenance" ledger="file:')
+    # plant2's ClientApp records its data use with plant2's own Fabric identity, for its own data set
+    assert node_config == 'org="plant2" task="maintenance" ledger="fabric:/l/plant2.json" dataset="plant2.ai4i-x"'
+    assert d.run_config()["ledger"] == "fabric:/l/server.json" and d.run_config()["datasets"] == "plant2.ai4i-x"
     assert specs["superexec.plant2"].argv[-1] == "127.0.0.1:23002"
     for s in specs.values():
         assert s.env["FLWR_HOME"].startswith(str(tmp_path)) and s.env["FLWR_TELEMETRY_ENABLED"] == "0"
