@@ -175,20 +175,18 @@ def choose_ledger(args: argparse.Namespace, home: Path, orgs: list[str]) -> Ledg
     return _fabric_choice(args, home, net, orgs)
 
 
-def _fabric_choice(args: argparse.Namespace, home: Path, net, orgs: list[str],  # noqa: ANN001
-                   for_run: bool = True) -> LedgerChoice:  # fmt: skip
-    """The CLI's ledger as the server identity; for a run also the connection files of the ServerApp
-    and of each org's ClientApp."""
-    from federated.fabric_ledger import FabricLedgerConfig, FabricRoundLedger
+def write_ledger_configs(home: Path, net, orgs: list[str], server: tuple[str, str],  # noqa: ANN001
+                         folder: Path | None = None) -> tuple[str, dict[str, str]]:  # fmt: skip
+    """The Fabric connection files of a run, in ``folder`` (default ``<home>/flower/ledger``): the
+    ServerApp's (``server`` = (org, user)) and each org's ClientApp's (its operator). Returns their
+    ``fabric:PATH`` specs."""
+    from federated.fabric_ledger import FabricLedgerConfig
     from network.layout import Layout
     from orchestrator.bringup import CHAINCODE_NAME
-    from orchestrator.connect import connect_sync, parse_as, peer_target
+    from orchestrator.connect import peer_target
 
     layout = Layout(home)
-    server_org, server_user = orgs[0], "operator"
-    if args.as_user:
-        server_org, server_user = parse_as(args.as_user if ":" in args.as_user else f"{args.as_user}:operator", net)
-    folder = home / "flower" / "ledger"
+    folder = folder or home / "flower" / "ledger"
 
     def config(org: str, user: str, name: str) -> str:
         # A connection file per identity: each Flower process opens its own gateway from it.
@@ -201,8 +199,23 @@ def _fabric_choice(args: argparse.Namespace, home: Path, net, orgs: list[str],  
         path.write_text(json.dumps(asdict(cfg), indent=1))
         return f"fabric:{path}"
 
-    server = config(server_org, server_user, "server") if for_run else ""
-    per_org = {org: config(org, "operator", org) for org in orgs} if for_run else {}
+    return config(*server, "server"), {org: config(org, "operator", org) for org in orgs}
+
+
+def _fabric_choice(args: argparse.Namespace, home: Path, net, orgs: list[str],  # noqa: ANN001
+                   for_run: bool = True) -> LedgerChoice:  # fmt: skip
+    """The CLI's ledger as the server identity; for a run also the connection files of the ServerApp
+    and of each org's ClientApp."""
+    from federated.fabric_ledger import FabricRoundLedger
+    from network.layout import Layout
+    from orchestrator.bringup import CHAINCODE_NAME
+    from orchestrator.connect import connect_sync, parse_as, peer_target
+
+    layout = Layout(home)
+    server_org, server_user = orgs[0], "operator"
+    if args.as_user:
+        server_org, server_user = parse_as(args.as_user if ":" in args.as_user else f"{args.as_user}:operator", net)
+    server, per_org = write_ledger_configs(home, net, orgs, (server_org, server_user)) if for_run else ("", {})
     ledger = FabricRoundLedger.on_gateway(connect_sync(net, layout, server_org, server_user), net.channel, CHAINCODE_NAME,
                                           CHAINCODE_NAME)  # fmt: skip
     return LedgerChoice(ledger, server, per_org, channel=net.channel,
