@@ -76,3 +76,20 @@ def test_capped_time_shortens_only_long_sleeps():
     t.sleep(3)
     assert time.monotonic() - start < 1.0
     assert t.monotonic() > 0  # everything else is the real time module
+
+
+def test_a_run_names_one_data_set_per_org():
+    import pytest
+
+    from federated.governance import GovernanceError
+    from federated.serverapp import resolve_config, run_datasets, task_record
+
+    cfg = resolve_config({"task": "maintenance", "orgs": "plant1,plant2"})
+    assert run_datasets(cfg) == {"plant1": "plant1.ai4i2020", "plant2": "plant2.ai4i2020"}
+    named = resolve_config({**cfg, "datasets": "plant2.ai4i-t9, plant1.ai4i-t9"})
+    assert run_datasets(named) == {"plant1": "plant1.ai4i-t9", "plant2": "plant2.ai4i-t9"}
+    assert task_record(named, "maintenance-t9").datasets == ("plant1.ai4i-t9", "plant2.ai4i-t9")
+    for bad, match in [("plant1.a", "no data set named for plant2"), ("plant1.a,plant1.b,plant2.c", "two data sets"),
+                       ("plant1.a,hospital1.b", "does not name an org of the run"), ("ai4i,plant1.a", "does not name")]:
+        with pytest.raises(GovernanceError, match=match):
+            run_datasets(resolve_config({**cfg, "datasets": bad}))
