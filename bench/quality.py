@@ -4,7 +4,8 @@
     .venv/bin/python -m bench.quality --task cardiac --seeds 3 --split val   # for choosing settings
 
 * federated   -- FedAvg over the sites, run in process: our ServerApp logic (``run_governed``: grants,
-                 hashes, in-memory ledger) on ``federated.local_grid.LocalGrid``, Flower's own ``FedAvg``
+                 hashes; the unit tests' in-memory fake of the ledger, tests/unit/federated/fake_ledger.py,
+                 since what is measured here is model quality, not the ledger) on ``federated.local_grid.LocalGrid``, Flower's own ``FedAvg``
                  aggregation, our ClientApp at every site. The figures are the ones each ClientApp reports
                  in the final evaluation round (the committed final model on the site's own test split).
 * centralized -- one model trained on the pooled training splits of all sites (same preprocessing, a
@@ -25,21 +26,20 @@ import logging
 import math
 import statistics
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from federated import clientapp
 from federated.clientapp import evaluate_site
 from federated.data import SiteData, load_site, task_spec
-from federated.governance import JsonFileLedger, grant_federation
 from federated.local_grid import LocalGrid
 from federated.model import Scaler, TrainConfig, model_arrays, new_model, train_local
 from federated.serverapp import TUNED, run_governed
+from tests.unit.federated.fake_ledger import FakeLedger, open_fake
 
 
 @dataclass(frozen=True)
@@ -101,16 +101,18 @@ def run_task(task: str, seed: int, s: Settings, split: str) -> dict[str, dict[st
     out: dict[str, dict[str, dict[str, float]]] = {}
 
     # federated: the governed ServerApp loop + Flower's FedAvg + our ClientApps, in process
-    # One JSON ledger the ServerApp logic and every ClientApp share: each org records its own data use.
-    ledger = JsonFileLedger(Path(tempfile.mkdtemp(prefix="tl-quality-")) / "ledger.json")
-    grant_federation(ledger, [spec.dataset_id(o) for o in orgs], spec.purpose)  # each steward grants the others
-    grid = LocalGrid({o: {"task": task, "split-seed": seed, "ledger": f"file:{ledger.path}"} for o in orgs},
+    # One in-memory ledger the ServerApp logic and every ClientApp (all in this process) share: each org
+    # records its own data use; the ClientApps open it by its spec.
+    clientapp._ledger = open_fake
+    ledger = FakeLedger()
+    ledger.grant_federation([spec.dataset_id(o) for o in orgs], spec.purpose)  # each steward grants the others
+    grid = LocalGrid({o: {"task": task, "split-seed": seed, "ledger": ledger.spec} for o in orgs},
                      run_id=seed + 1)  # fmt: skip
     cfg = {
         "task": task, "orgs": ",".join(orgs), "min-nodes": len(orgs), "num-server-rounds": s.rounds,
         "local-epochs": s.local_epochs, "batch-size": s.batch_size, "lr": s.lr, "weight-decay": s.weight_decay,
         "pos-weight": s.pos_weight, "dropout": s.dropout, "hidden": s.hidden, "seed": seed,
-        "standardize": s.standardize, "ledger": "memory:", "wait-for-nodes": 0.0, "poll-interval": 0.0,
+        "standardize": s.standardize, "wait-for-nodes": 0.0, "poll-interval": 0.0,
     }  # fmt: skip
     result, _info = run_governed(grid, cfg, run_id=f"quality-{seed}", ledger=ledger)
     final = {k: v.numpy() for k, v in result.arrays.items()}

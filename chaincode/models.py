@@ -6,11 +6,18 @@ then the records involved.
 
 * CreateTask: an operator of an org that owns at least one of the task's data sets (a participating
   org); every data set must be registered with the data contract.
-* StartRound / CommitRound / RecordEvaluation: an operator of one of the round's participant orgs
-  (for StartRound, of one of the participants it names). Rounds are strictly consecutive from 1 up to
-  the task's round count; round r starts only after round r-1 was committed and from r-1's result hash;
-  a round is committed once, with updates only from its participants; it is evaluated once, against the
-  hash it committed.
+* StartRound: the caller names each participant with the transactions of its recorded access checks
+  (``data:Check``, one per data set of the task). Every participant must be an org of the task (an org
+  owning one of its data sets, the task record's ``orgs``), and the contract reads each named check back
+  from the ledger (the access record data:Check wrote): it must be that org's own check of that data set,
+  for the task's purpose, allowed, and recorded after the previous round was committed (round 1: after
+  the task was created), so a check made before a revocation cannot start a later round. Every data set
+  of the task needs such a check. The caller must be an operator of one of the participants. Nothing the
+  caller asserts about another org is believed: only what that org's own recorded checks say.
+* CommitRound / RecordEvaluation: an operator of one of the round's participant orgs. Rounds are
+  strictly consecutive from 1 up to the task's round count; round r starts only after round r-1 was
+  committed and from r-1's result hash; a round is committed once, with updates only from its
+  participants; it is evaluated once, against the hash it committed.
 * RegisterNodeKey: an admin, for its own org only (org argument must be the caller's registered org).
 * Reads (ReadTask, ReadRound, ListRounds, ListNodeKeys): any member of a registered org with a role.
 
@@ -26,7 +33,10 @@ from typing import Any
 
 from fabric_chaincode_python.fabric_contract_api.contractapi import Contract, TransactionContext
 
-from chaincode.arguments import limit_arguments, require_id, require_json_object, require_purpose, require_sha256
+from chaincode.access import access_key
+from chaincode.arguments import (
+    MAX_ARGUMENT_BYTES, limit_arguments, require_id, require_json_object, require_purpose, require_sha256,
+)
 from chaincode.datasets import load_dataset
 from chaincode.endorsement import majority_of_peers
 from chaincode.errors import AccessDenied, AlreadyExists, ContractError, NotFound, ValidationError
@@ -35,7 +45,7 @@ from chaincode.fields import (
 )
 from chaincode.membership import Member, caller, member, org_record, require_any_role, require_role
 from chaincode.state import canonical_json, get_record, list_records, put_record, tx_timestamp
-from chaincode.timestamps import NANOS_PER_SECOND, tx_nanos
+from chaincode.timestamps import NANOS_PER_SECOND, parse_utc, tx_nanos
 from chaincode.validation import require_choice, require_name, require_pattern
 
 CONTRACT_NAME = "models"
@@ -108,6 +118,57 @@ async def _load_round(stub: Any, task_id: str, round_no: int) -> dict[str, Any]:
     if record is None:
         raise NotFound(f"round {round_no} of task {task_id!r} not found")
     return record
+
+
+def require_checks(value: Any) -> dict[str, dict[str, str]]:
+    """StartRound's participants: {org: {data set ID: transaction ID of the org's data:Check of it}}."""
+    document = require_json_object("participants' checks", value, max_bytes=MAX_ARGUMENT_BYTES, max_depth=2)
+    if not document:
+        raise ValidationError("participants' checks must name at least one org")
+    if len(document) > MAX_PARTICIPANTS:
+        raise ValidationError(f"participants' checks name {len(document)} orgs; the limit is {MAX_PARTICIPANTS}")
+    checks: dict[str, dict[str, str]] = {}
+    for org, per_dataset in document.items():
+        org = require_name("participant org", org)
+        if not isinstance(per_dataset, dict) or not per_dataset:
+            raise ValidationError(f"the checks of {org!r} must be a non-empty object of data set ID -> "
+                                  "transaction ID of its data:Check")
+        checks[org] = {require_id("data set ID", ds): require_id(f"check transaction of {org!r}", tx)
+                       for ds, tx in per_dataset.items()}
+    return checks
+
+
+async def _require_admitted(stub: Any, task: dict[str, Any], org: str, checks: dict[str, str], since: str,
+                            since_what: str) -> None:
+    """``org``'s own recorded checks allowed every data set of the task for its purpose, after ``since``."""
+    task_id, purpose = task["id"], task["purpose"]
+    denied = f"access denied: {org!r} may not take part in task {task_id!r}"
+    missing = [d for d in task["datasets"] if d not in checks]
+    if missing:
+        raise AccessDenied(f"{denied}: no recorded check of {', '.join(missing)} is named (every data set of the "
+                           "task needs the org's own allowed data:Check)")
+    extra = sorted(set(checks) - set(task["datasets"]))
+    if extra:
+        raise ValidationError(f"the checks of {org!r} name {', '.join(extra)}, which are not data sets of task "
+                              f"{task_id!r}")
+    bound = parse_utc(since_what, since)
+    for dataset in task["datasets"]:
+        tx_id = checks[dataset]
+        record = await get_record(stub, access_key(stub, dataset, tx_id))
+        if record is None:
+            raise AccessDenied(f"{denied}: transaction {tx_id} recorded no check of {dataset!r}")
+        if record.get("org") != org:
+            raise AccessDenied(f"{denied}: the check of {dataset!r} in transaction {tx_id} is org "
+                               f"{record.get('org')!r}'s, not {org!r}'s")
+        if record.get("purpose") != purpose:
+            raise AccessDenied(f"{denied}: its check of {dataset!r} in transaction {tx_id} was for purpose "
+                               f"{record.get('purpose')!r}, not the task's {purpose!r}")
+        if record.get("allowed") is not True:
+            raise AccessDenied(f"{denied}: its check of {dataset!r} in transaction {tx_id} was denied "
+                               f"({record.get('reason')})")
+        if parse_utc("check time", record.get("at")) < bound:
+            raise AccessDenied(f"{denied}: its check of {dataset!r} in transaction {tx_id} was recorded at "
+                               f"{record.get('at')}, before {since_what} {since}; check again")
 
 
 def _require_participant(who: Member, participants: list[str], function: str, round_no: int, task_id: str) -> None:
@@ -188,18 +249,24 @@ class ModelRegistryContract(Contract):
     # --- rounds -----------------------------------------------------------------------------------
 
     async def StartRound(self, ctx: TransactionContext, task_id: str, round: str,  # noqa: N802,A002
-                         global_sha256: str, participants_json: str) -> str:
-        """Start round `round` from the global model global_sha256 with the named participant orgs."""
+                         global_sha256: str, checks_json: str) -> str:
+        """Start round `round` from the global model global_sha256 with the orgs checks_json names:
+        {org: {data set ID: transaction ID of that org's allowed data:Check of it}} (see the rules above)."""
         stub = ctx.get_stub()
         task_id = require_task_id(task_id)
         round_no = require_int_text("round", round, 1, MAX_ROUNDS)
         global_sha256 = require_sha256("global SHA-256", global_sha256)
-        participants = sorted(require_unique_list("participants", participants_json, noun="org",
-                                                  max_items=MAX_PARTICIPANTS,
-                                                  item=lambda p: require_name("participant org", p)))
+        checks = require_checks(checks_json)
+        participants = sorted(checks)
         who = await _with_role(ctx, "StartRound", OPERATOR_ROLE)
 
         task = await _load_task(stub, task_id)
+        task_orgs = list(task.get("orgs", []))
+        outsiders = [p for p in participants if p not in task_orgs]
+        if outsiders:
+            raise AccessDenied(f"access denied: {', '.join(outsiders)} {'is' if len(outsiders) == 1 else 'are'} not "
+                               f"an org of task {task_id!r} ({', '.join(task_orgs)}): only orgs owning one of its "
+                               "data sets take part in its rounds")
         msp_ids = [str((await org_record(stub, p))["msp_id"]) for p in participants]
         _require_participant(who, participants, "StartRound", round_no, task_id)
         if round_no > int(task["rounds"]):
@@ -222,12 +289,18 @@ class ModelRegistryContract(Contract):
                     f"round {round_no} of task {task_id!r} must start from round {round_no - 1}'s result "
                     f"{previous.get('result_sha256')}, not {global_sha256}"
                 )
+            since, since_what = str(previous.get("committed_at_utc")), f"round {round_no - 1}'s commit"
+        else:
+            since, since_what = str(task.get("created_at")), "the task's creation"
+        for org in participants:
+            await _require_admitted(stub, task, org, checks[org], since, since_what)
         record: dict[str, Any] = {
             "task": task_id,
             "round": round_no,
             "status": STARTED,
             "global_sha256": global_sha256,
             "participants": participants,
+            "checks": {org: dict(sorted(checks[org].items())) for org in participants},
             "participant_msps": sorted(set(msp_ids)),
             "started_at": _seconds(stub),
             "started_at_utc": tx_timestamp(stub),

@@ -1,10 +1,12 @@
 """The Flower ClientApp every org runs on its own SuperNode (Message API, flwr 1.41).
 
 The org and task come from the SuperNode's node config, e.g.
-``flower-supernode ... --node-config "org='plant1' task='maintenance' ledger='file:/x/ledger.json'"``.
-Keys: ``org`` and ``task`` (required); ``site`` (override the org's default site), ``data-root``,
-``ledger`` (``memory:``/``file:PATH``/``fabric:CONFIG.json``; without it only the server's announced hash
-is checked, and an ungoverned plain-Flower run is accepted -- the baseline of ``bench/fl.py``), ``split-seed`` (default 0), ``threads`` (torch threads, default 1), ``attack`` (TESTS ONLY: poison this
+``flower-supernode ... --node-config "org='plant1' task='maintenance' ledger='fabric:/x/plant1.json'"``.
+Keys: ``org`` and ``task`` (required); ``dataset`` (this org's data set ID on the ledger, default
+``<org>.<task's data set>``), ``site`` (override the org's default site), ``data-root``, ``ledger``
+(``fabric:CONFIG.json``: the org's own Fabric identity; without it only the server's announced hash is
+checked, and an ungoverned plain-Flower run is accepted -- the baseline of ``bench/fl.py``),
+``split-seed`` (default 0), ``threads`` (torch threads, default 1), ``attack`` (TESTS ONLY: poison this
 org's updates, ``scale:K``/``signflip``, see ``federated.robustness``).
 
 Before its data is used, the client records the use itself (admission, a QUERY message from the
@@ -54,10 +56,10 @@ from federated.governance import (
     RoundLedger,
     TaskRecord,
     no_longer_allowed,
-    open_ledger,
     record_admission,
     verify_global_model,
 )
+from federated.fabric_ledger import open_ledger
 from federated.hashing import arrays_sha256, arrays_to_record, record_to_arrays
 from federated.metrics import best_f1_threshold, roc_auc, summarize
 from federated.privacy import KEY_CLIPPING_NORM, clip_update
@@ -82,6 +84,11 @@ class ClientSettings:
     split_seed: int
     threads: int
     attack: str | None = None  # tests only: poison this org's updates (see federated.robustness)
+    dataset: str | None = None  # this org's data set ID on the ledger (None: the task's default ID)
+
+    @property
+    def dataset_id(self) -> str:
+        return self.dataset or task_spec(self.task).dataset_id(self.org)
 
     @staticmethod
     def from_context(context: Context) -> ClientSettings:
@@ -98,6 +105,7 @@ class ClientSettings:
             ledger=(str(nc["ledger"]) if nc.get("ledger") else None),
             split_seed=int(nc.get("split-seed", 0)), threads=int(nc.get("threads", 1)),
             attack=(str(nc["attack"]) if nc.get("attack") else None),
+            dataset=(str(nc["dataset"]) if nc.get("dataset") else None),
         )  # fmt: skip
 
 
@@ -133,10 +141,10 @@ def _served_task(s: ClientSettings, ledger: RoundLedger, ledger_task: str, rnd: 
     recorded = ledger.get_task(ledger_task) if ledger_task else None
     if recorded is None:
         raise GlobalModelRefused(f"refusing {s.task} round {rnd}: the ledger has no task {ledger_task!r}")
-    if recorded.purpose != spec.purpose or spec.dataset_id(s.org) not in recorded.datasets:
+    if recorded.purpose != spec.purpose or s.dataset_id not in recorded.datasets:
         raise GlobalModelRefused(
             f"refusing {s.task} round {rnd}: ledger task {ledger_task!r} is for {recorded.purpose} over "
-            f"{', '.join(recorded.datasets)}, not {spec.purpose} over {spec.dataset_id(s.org)}"
+            f"{', '.join(recorded.datasets)}, not {spec.purpose} over {s.dataset_id}"
         )
     return recorded
 
@@ -289,7 +297,7 @@ def admit(s: ClientSettings, ledger_task: str, rnd: object) -> Admission:
     if not s.ledger:
         raise GovernanceError(
             f"{s.org} has no ledger in its node config, so it cannot record the use of its data; "
-            "start its SuperNode with --node-config \"... ledger='file:PATH'\" (or 'fabric:CONFIG.json')"
+            "start its SuperNode with --node-config \"... ledger='fabric:CONFIG.json'\" (its org's Fabric identity)"
         )
     ledger = _ledger(s.ledger)
     return record_admission(ledger, s.org, _served_task(s, ledger, ledger_task, rnd))

@@ -23,7 +23,7 @@ Folder layout under ``home``::
     flwr/<process>/                             FLWR_HOME of each Flower process (installed FABs)
     cli/config.toml                             FLWR_HOME of the flwr CLI: the SuperLink connection
     superlink.db                                SuperLink state (registered nodes survive restarts)
-    ledger.json, store/, reports/               JSON ledger (developer runs), model store, run summaries
+    store/, reports/                            model store, run summaries
     ledger/<server|org>.json                    Fabric connection of each identity (``twinledger fl run``)
 """
 
@@ -74,10 +74,12 @@ class FlowerDeployment:
     node_poll: float | None = 0.25
     superexec_poll: float = 0.1
     data_root: str | None = None
-    ledger: str | None = None  # the ServerApp's ledger; default: file:<home>/ledger.json
-    #: org -> that org's own ledger (its ClientApp records its data use with its org's identity);
-    #: an org not named here uses ``ledger`` (the JSON ledger has no identities)
+    ledger: str | None = None  # the ServerApp's ledger, fabric:CONFIG.json (None: an ungoverned deployment)
+    #: org -> that org's own ledger, fabric:CONFIG.json of its own identity (its ClientApp records its
+    #: data use as its org); an org not named here has no ledger and refuses governed rounds
     org_ledgers: Mapping[str, str] = field(default_factory=dict)
+    #: org -> its data set ID on the ledger (default ``<org>.<task's data set>``)
+    datasets: Mapping[str, str] = field(default_factory=dict)
     extra_node_config: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
     trace: str | None = None  # $TL_FL_TRACE for every process: JSON lines of ClientApp timings
 
@@ -85,8 +87,6 @@ class FlowerDeployment:
         self.home = Path(self.home).resolve()
         spec = task_spec(self.task)
         self.orgs = list(self.orgs) or list(spec.default_orgs)
-        if self.ledger is None:
-            self.ledger = f"file:{self.home / 'ledger.json'}"
 
     # -- paths and ports ------------------------------------------------------------------------------
     @property
@@ -166,9 +166,10 @@ class FlowerDeployment:
 
     def node_config(self, org: str) -> dict[str, object]:
         nc: dict[str, object] = {"org": org, "task": self.task}
-        ledger = self.org_ledgers.get(org, self.ledger)
-        if ledger:
-            nc["ledger"] = ledger
+        if self.org_ledgers.get(org):
+            nc["ledger"] = self.org_ledgers[org]
+        if self.datasets.get(org):
+            nc["dataset"] = self.datasets[org]
         if self.data_root:
             nc["data-root"] = self.data_root
         nc.update(self.extra_node_config.get(org, {}))
@@ -259,8 +260,10 @@ class FlowerDeployment:
     def run_config(self, **overrides: object) -> dict[str, object]:
         cfg: dict[str, object] = {
             "task": self.task, "orgs": ",".join(self.orgs), "min-nodes": len(self.orgs),
-            "ledger": self.ledger or "memory:", "store": str(self.store_dir), "members": str(self.members_file),
+            "ledger": self.ledger or "", "store": str(self.store_dir), "members": str(self.members_file),
         }  # fmt: skip
+        if self.datasets:
+            cfg["datasets"] = ",".join(self.datasets[o] for o in self.orgs if o in self.datasets)
         cfg.update(overrides)
         return cfg
 

@@ -1,4 +1,4 @@
-"""The RoundLedger on Hyperledger Fabric, through ``network.gateway`` (tested here against the peers' test double).
+"""The RoundLedger on Hyperledger Fabric, through ``network.gateway``: the only ledger federated learning uses.
 
 All TwinLedger contracts live in one chaincode (``chaincode/app.py``); this class talks to two of its
 contracts: ``registry`` is a Contract bound to the ``models`` contract and ``dataaccess`` one bound to the
@@ -18,7 +18,9 @@ check_grant            evaluate    ``data:CheckReadOnly(dataset, purpose)``, the
 get_task               evaluate    ``models:ReadTask(task)`` -> task JSON (not found -> None)
 create_task            submit      ``models:CreateTask(task, architecture, purpose, datasets[], rounds,
                                    aggregation, privacy{})`` (an operator of an org owning one data set)
-commit_round_start     submit      ``models:StartRound(task, round, global_sha256, participants[])``
+commit_round_start     submit      ``models:StartRound(task, round, global_sha256, checks{})``
+                                   checks = {org: {data set: tx ID of that org's own data:Check}}; the
+                                   contract reads each check back and admits only what it allowed
 commit_round_result    submit      ``models:CommitRound(task, round, new_sha256, updates[], metrics{})``
                                    updates = [{"org", "sha256", "num_examples"}]
 commit_evaluation      submit      ``models:RecordEvaluation(task, round, sha256, {org: metrics})``
@@ -26,14 +28,16 @@ get_round              evaluate    ``models:ReadRound(task, round)`` -> round JS
 list_rounds            evaluate    ``models:ListRounds(task)`` -> [round JSON]
 =====================  ==========  ===============================================================
 
-The contract enforces what ``InMemoryLedger`` enforces (the task exists, rounds in order up to its round
-count, each starting from the previous result, updates only from participants), takes the caller's org
-from its certificate and needs an operator (role attribute) of a participant org. ``StartRound`` has no
-argument for the orgs that were not admitted (``excluded``): on Fabric, an org's refusal is its own
-recorded ``data:Check`` of the data set it was denied (with the reason), which ``data:Audit`` of that
-data set shows. The contract lets a data set's owner use it without any grant (reason "owner"); what can
-keep an org out of a round is another org's data set of the task without a live grant for the org
-(``governance.record_admission``). The JSON ledger decides the same way (owner from the data-set ID).
+The contract enforces the round rules (the task exists, rounds in order up to its round count, each
+starting from the previous result, updates only from participants), takes the caller's org from its
+certificate and needs an operator (role attribute) of a participant org. A round's participants are
+named with their own recorded ``data:Check`` transactions, which ``StartRound`` reads from the ledger:
+each must be that org's allowed check of a data set of the task, for its purpose, recorded since the
+previous round's commit. The orgs that were not admitted are not part of the round record: on Fabric an
+org's refusal is its own recorded ``data:Check`` of the data set it was denied (with the reason), which
+``data:Audit`` of that data set shows. The contract lets a data set's owner use it without any grant
+(reason "owner"); what can keep an org out of a round is another org's data set of the task without a
+live grant for the org (``governance.record_admission``).
 
 ``fabric:CONFIG.json`` (see ``open_ledger``) names the connection::
 
@@ -137,16 +141,10 @@ class FabricRoundLedger:
             raise
         return TaskRecord.from_dict(json.loads(raw)) if raw else task
 
-    def commit_round_start(
-        self,
-        task: str,
-        round: int,
-        global_sha256: str,
-        participants: Sequence[str],
-        excluded: Mapping[str, str] | None = None,
-    ) -> None:
-        # ``excluded`` has no place in models:StartRound (see the module docstring).
-        self.registry.submit(FN_START_ROUND, task, str(round), global_sha256, _json(sorted(participants)))
+    def commit_round_start(self, task: str, round: int, global_sha256: str,
+                           checks: Mapping[str, Mapping[str, str]]) -> None:
+        self.registry.submit(FN_START_ROUND, task, str(round), global_sha256,
+                             _json({org: dict(c) for org, c in checks.items()}))
 
     def commit_round_result(
         self,
@@ -221,6 +219,15 @@ class FabricRoundLedger:
         network = gateway.network(channel)
         return cls(network.contract(registry_chaincode, registry_contract),
                    network.contract(dataaccess_chaincode, dataaccess_contract), gateway)  # fmt: skip
+
+
+def open_ledger(spec: str) -> FabricRoundLedger:
+    """The ledger a run or node config names: ``fabric:CONFIG.json`` (a FabricLedgerConfig as JSON)."""
+    kind, _, arg = (spec or "").strip().partition(":")
+    if kind != "fabric" or not arg:
+        raise GovernanceError(f"bad ledger spec {spec!r}: the ledger is Fabric, named as fabric:CONFIG.json "
+                              "(`twinledger fl run` writes one per identity)")
+    return FabricRoundLedger.from_config_file(arg)
 
 
 @dataclass(frozen=True)

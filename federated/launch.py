@@ -1,36 +1,27 @@
 """A governed federated run on Flower's Deployment Engine, end to end: what ``twinledger fl run / rounds /
-verify`` (orchestrator/cli_fl.py) and the developer entry point below share.
-
-    .venv/bin/python -m federated.launch run maintenance --rounds 3 --grant-all
-    .venv/bin/python -m federated.launch rounds maintenance/run-<id>
-    .venv/bin/python -m federated.launch verify maintenance/run-<id>
+verify`` (orchestrator/cli_fl.py) is built on.
 
 ``run_on_deployment`` prepares the deployment under ``<home>/flower`` (CA + SuperLink certificate, one
 SuperNode key per org), adds the SuperLink to the home's supervisor manifest (starting the supervisor if
 needed), registers each org's SuperNode key, adds the SuperNodes, submits the app with ``flwr run``,
 reports each round as the ledger records it (``RoundWatcher``), waits, and removes its processes again
-(unless asked to keep them). ``rounds_table`` / ``rounds_json`` and ``verify_task`` read what the ledger
-recorded. The developer entry point always uses the JSON ledger ``<home>/flower/ledger.json``;
-``--grant-all`` writes the grants the task needs: every org's data set to every other org of the run
-(what the orgs' stewards do on chain).
+(unless asked to keep them). ``rounds_table`` and ``verify_task`` read what the ledger recorded. The
+ledger is Fabric (``federated.fabric_ledger``); the grants a task needs are the stewards' own
+transactions (``twinledger data grant``), never made here.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from federated.data import task_spec
-from federated.deployment import DeploymentError, FlowerDeployment
-from federated.governance import GovernanceError, JsonFileLedger, RoundLedger, RoundRecord, grant_federation
+from federated.deployment import FlowerDeployment
+from federated.governance import RoundLedger, RoundRecord
 from federated.store import ModelStore, VerifyReport
 from orchestrator.control import (
-    SupervisorError,
     reload_supervisor,
     start_supervisor,
     stop_supervisor,
@@ -56,15 +47,6 @@ class RunOutcome:
     @property
     def completed(self) -> bool:
         return self.status == "finished:completed"
-
-
-def grant_all(ledger: JsonFileLedger, kind: str, orgs: Sequence[str]) -> list[tuple[str, str]]:
-    """The grants a task over ``orgs`` needs before it can admit anyone: each org's data set granted for
-    the task's purpose to every other org, where it holds no live grant (a local JSON ledger only: on
-    Fabric each data set's steward grants). An org uses its own data set as its owner, without a grant.
-    Returns the (grantee, data set) pairs granted now."""
-    spec = task_spec(kind)
-    return grant_federation(ledger, [spec.dataset_id(o) for o in orgs], spec.purpose)
 
 
 def _processes(d: FlowerDeployment) -> list[ProcSpec]:
@@ -179,7 +161,6 @@ class RoundWatcher:
                 if r.start_tx_id:
                     line += f"  tx {r.start_tx_id}"
                 lines.append(line)
-                lines.extend(f"    {org} not participating: {why}" for org, why in sorted(r.excluded.items()))
             if r.complete and not committed:
                 lines.append(f"round {r.round}/{self.total} committed {r.result_sha256[:12] if r.result_sha256 else '-'}: "
                              f"{_metric_text(r.metrics)}; updates "
@@ -204,7 +185,6 @@ def rounds_table(records: Sequence[RoundRecord]) -> list[str]:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row[:-1], widths, strict=False)) + "  " + row[-1] for row in rows]
     for r in records:
-        lines.extend(f"  round {r.round}: {org} not participating: {why}" for org, why in sorted(r.excluded.items()))
         for org, m in sorted(r.evaluation.items()):
             lines.append(f"  round {r.round}: {org} evaluated the final model: AUROC {m.get('auroc', float('nan')):.3f}  "
                          f"F1 {m.get('f1', float('nan')):.3f}  recall@P>=0.6 {m.get('recall-at-p', float('nan')):.3f}")  # fmt: skip
@@ -254,92 +234,3 @@ def verify_task(ledger: RoundLedger, store_dir: Path, task: str) -> TaskVerifica
     records = ledger.list_rounds(task)
     store = ModelStore(store_dir)
     return TaskVerification(task, store.verify_ledger(ledger, task), store, artefact_roles(records))
-
-
-# -- the developer entry point (JSON ledger) ----------------------------------------------------------
-
-
-def _home(arg: str | None) -> Path:
-    from network.layout import resolve_home
-
-    return resolve_home(arg)
-
-
-def _deployment(args: argparse.Namespace, task: str) -> FlowerDeployment:
-    home = _home(args.home)
-    orgs = [o for o in (getattr(args, "orgs", "") or "").split(",") if o]
-    fast = not getattr(args, "flower_defaults", False)
-    return FlowerDeployment(home=home / "flower", task=task, orgs=orgs, port_base=args.port_base, warm=fast,
-                            node_poll=0.25 if fast else None)  # fmt: skip
-
-
-def _say(line: str) -> None:
-    print(line, flush=True)
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    d = _deployment(args, args.task)
-    d.prepare()
-    ledger = JsonFileLedger(d.home / "ledger.json")
-    if args.grant_all:
-        grant_all(ledger, args.task, d.orgs)
-    out = run_on_deployment(
-        d, ledger=ledger, ledger_task=None, total_rounds=args.rounds, progress=_say,
-        run_config={"num-server-rounds": args.rounds, "strategy": args.strategy},
-        keep_running=args.keep_running, timeout=args.timeout,
-    )  # fmt: skip
-    if not out.completed:
-        print(f"run {out.run_id} {out.status}: {out.failure}", file=sys.stderr)
-        return 1
-    print(f"run {out.run_id} completed as {out.ledger_task}; seconds per round: "
-          f"{' '.join(f'{s:.1f}' for s in out.summary.get('round_seconds', []))}")  # fmt: skip
-    for line in rounds_table(ledger.list_rounds(out.ledger_task)):
-        print(line)
-    check = verify_task(ledger, d.store_dir, out.ledger_task)
-    print("\n".join(check.lines()))
-    return 0 if check.passed else 1
-
-
-def cmd_rounds(args: argparse.Namespace) -> int:
-    d = _deployment(args, args.key.split("/")[0])
-    for line in rounds_table(JsonFileLedger(d.home / "ledger.json").list_rounds(args.key)):
-        print(line)
-    return 0
-
-
-def cmd_verify(args: argparse.Namespace) -> int:
-    d = _deployment(args, args.key.split("/")[0])
-    check = verify_task(JsonFileLedger(d.home / "ledger.json"), d.store_dir, args.key)
-    print("\n".join(check.lines()))
-    return 0 if check.passed else 1
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m federated.launch", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--home", help="state folder (default: $TL_HOME or ./.twinledger/twinledger)")
-    ap.add_argument("--port-base", type=int, default=DEFAULT_PORT_BASE, help="SuperLink port; SuperNodes use the next ones")
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("run", help="a governed training run")
-    r.add_argument("task", choices=["maintenance", "cardiac"])
-    r.add_argument("--rounds", type=int, default=3)
-    r.add_argument("--orgs", default="", help="comma-separated orgs (default: the task's default consortium)")
-    r.add_argument("--strategy", default="fedavg", help="fedavg, fedprox, fedmedian, fedtrimmedavg, krum")
-    r.add_argument("--grant-all", action="store_true", help="grant every org's data set for the task first")
-    r.add_argument("--keep-running", action="store_true")
-    r.add_argument("--flower-defaults", action="store_true", help="no warm executor, Flower's 3 s node poll")
-    r.add_argument("--timeout", type=float, default=1800.0)
-    for name, fn in (("rounds", cmd_rounds), ("verify", cmd_verify)):
-        p = sub.add_parser(name, help=f"{name} of a run (ledger key <task>/run-<id>)")
-        p.add_argument("key")
-        p.set_defaults(fn=fn)
-    r.set_defaults(fn=cmd_run)
-    args = ap.parse_args(argv)
-    try:
-        return args.fn(args)
-    except (DeploymentError, GovernanceError, SupervisorError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

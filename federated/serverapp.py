@@ -13,7 +13,10 @@ local-epochs, batch-size, lr, weight-decay, pos-weight, dropout, hidden ("64,32"
                    ("local" | "federated", see ``federated.model``): "" = the task's tuned value (``TUNED``)
 prox-mu, seed      FedProx's mu (strategy fedprox), the seed of the initial model and of local training
 trim-beta          FedTrimmedAvg's beta: int(beta * n) updates are cut at each end (0.2 cuts none below 5 orgs)
-ledger             ``memory:`` | ``file:PATH`` | ``fabric:CONFIG.json``
+ledger             ``fabric:CONFIG.json``: the Fabric identity the server acts as (an operator of a
+                   participant org); required for a governed run
+datasets           comma-separated data set IDs of the task, one per org, each named ``<org>.<name>``
+                   ("" = ``<org>.<task's data set>`` for every org)
 store              folder of the content-addressed model store ("" = do not store)
 members            JSON file {org: public-key fingerprint}; nodes are mapped to orgs by the key they
                    authenticated with ("" = by the name they were registered under)
@@ -46,7 +49,8 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg, FedMedian, FedProx, FedTrimmedAvg, Krum, Strategy
 
 from federated.data import task_spec
-from federated.governance import GovernanceError, ResumePoint, RoundLedger, TaskRecord, ensure_task, open_ledger
+from federated.fabric_ledger import open_ledger
+from federated.governance import GovernanceError, ResumePoint, RoundLedger, TaskRecord, ensure_task, owner_by_id
 from federated.hashing import arrays_to_record
 from federated.model import model_arrays, new_model
 from federated.privacy import NOT_NOISED, DPSettings, dp_round_metrics, wrap_dp
@@ -68,7 +72,7 @@ _TUNED_KEYS = ("local-epochs", "batch-size", "lr", "weight-decay", "pos-weight",
 DEFAULTS: dict[str, object] = {
     "task": "maintenance", "num-server-rounds": 3, "strategy": "fedavg", "orgs": "", "min-nodes": 2,
     **{k: "" for k in _TUNED_KEYS}, "prox-mu": 0.0, "seed": 0,
-    "ledger": "memory:", "store": "", "members": "", "ledger-task": "", "poll-interval": 0.2,
+    "ledger": "", "datasets": "", "store": "", "members": "", "ledger-task": "", "poll-interval": 0.2,
     "round-timeout": 600.0, "report": "", "min-precision": 0.6, "wait-for-nodes": 30.0, "governed": True,
     "trim-beta": 0.2, "dp": "", "dp-noise-multiplier": 0.0, "dp-clipping-norm": 0.0,
 }  # fmt: skip
@@ -123,6 +127,29 @@ def run_orgs(cfg: Mapping[str, object]) -> list[str]:
     return [o.strip() for o in str(cfg["orgs"]).split(",") if o.strip()] or list(task_spec(str(cfg["task"])).default_orgs)
 
 
+def run_datasets(cfg: Mapping[str, object]) -> dict[str, str]:
+    """org -> its data set ID on the ledger: the run config's ``datasets`` (each ``<org>.<name>``, one per
+    org of the run), else ``<org>.<task's data set>``."""
+    spec = task_spec(str(cfg["task"]))
+    orgs = run_orgs(cfg)
+    named = [d.strip() for d in str(cfg.get("datasets", "") or "").split(",") if d.strip()]
+    if not named:
+        return {o: spec.dataset_id(o) for o in orgs}
+    by_org: dict[str, str] = {}
+    for ds in named:
+        org = owner_by_id(ds)
+        if org not in orgs:
+            raise GovernanceError(f"data set {ds!r} does not name an org of the run ({', '.join(orgs)}): "
+                                  "name each as <org>.<name>")
+        if org in by_org:
+            raise GovernanceError(f"org {org} has two data sets in the run ({by_org[org]}, {ds}); name one per org")
+        by_org[org] = ds
+    missing = [o for o in orgs if o not in by_org]
+    if missing:
+        raise GovernanceError(f"no data set named for {', '.join(missing)}; name one per org as <org>.<name>")
+    return {o: by_org[o] for o in orgs}
+
+
 def task_record(cfg: Mapping[str, object], ledger_task: str) -> TaskRecord:
     """What ``models:CreateTask`` records for this run (``cfg`` from ``resolve_config``)."""
     spec = task_spec(str(cfg["task"]))
@@ -131,7 +158,7 @@ def task_record(cfg: Mapping[str, object], ledger_task: str) -> TaskRecord:
     privacy = {"dp": dp.mode, "noise_multiplier": dp.noise_multiplier, "clipping_norm": dp.clipping_norm} if dp.enabled else {}
     return TaskRecord(
         id=ledger_task, architecture="-".join(["mlp", str(len(spec.feature_names)), *hidden, "1"]),
-        purpose=spec.purpose, datasets=tuple(spec.dataset_id(o) for o in run_orgs(cfg)),
+        purpose=spec.purpose, datasets=tuple(run_datasets(cfg).values()),
         rounds=int(cfg["num-server-rounds"]), aggregation=str(cfg["strategy"]).lower(), privacy=privacy,
     )  # fmt: skip
 
@@ -148,7 +175,12 @@ def run_governed(
     members = None
     if cfg["members"]:
         members = json.loads(Path(str(cfg["members"])).read_text())
-    ledger = ledger if ledger is not None else open_ledger(str(cfg["ledger"]))
+    governed_run = _truthy(cfg["governed"])
+    if ledger is None and governed_run:
+        if not cfg["ledger"]:
+            raise GovernanceError("a governed run needs the ledger: set the run config's ledger to "
+                                  "fabric:CONFIG.json (`twinledger fl run` does)")
+        ledger = open_ledger(str(cfg["ledger"]))
     store = ModelStore(str(cfg["store"])) if cfg["store"] else None
     ledger_task = str(cfg["ledger-task"]) or f"{spec.name}/run-{run_id}"
     min_nodes = int(cfg["min-nodes"])
@@ -167,7 +199,7 @@ def run_governed(
     train_config = ConfigRecord({k: cfg[k] for k in train_keys})  # type: ignore[misc]
     eval_config = ConfigRecord({"min-precision": cfg["min-precision"], "dropout": cfg["dropout"]})  # type: ignore[misc]
     init = initial_arrays(spec.name, str(cfg["hidden"]), int(cfg["seed"]), float(cfg["dropout"]))
-    if not _truthy(cfg["governed"]):
+    if not governed_run:
         return _run_plain(grid, inner, cfg, spec.name, init, train_config, eval_config, ledger_task)
     task, created = ensure_task(ledger, task_record(cfg, ledger_task))
     at = ResumePoint.of(ledger.list_rounds(ledger_task), task.rounds)

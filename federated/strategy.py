@@ -14,9 +14,11 @@ Per round, ``GovernedStrategy.start`` does:
    recorded with the reason (which data set was denied and why, no reply, not connected). Admission is
    asked every round, so a revocation takes effect at the next round. Fewer than ``min_nodes``
    participants ends the run with that list;
-3. hash the global model, store it (content-addressed), ``commit_round_start`` with the participants and
-   the excluded orgs' reasons, and announce the hash in the train config -- clients refuse a model that
-   does not match the committed hash, and a round they are not a participant of;
+3. hash the global model, store it (content-addressed), ``commit_round_start`` naming each participant
+   with the transactions of its own recorded checks (the contract reads them back and refuses an org
+   they did not allow), and announce the hash in the train config -- clients refuse a model that does
+   not match the committed hash, and a round they are not a participant of. The excluded orgs' reasons
+   go to the run's report (``GovernedRun.excluded``); on the ledger each is the org's own denied check;
 4. let the wrapped strategy configure the round on a grid that only shows the participants, send, and
    collect replies (polling every ``poll_interval`` s instead of the 3 s of ``Grid.send_and_receive``);
 5. accept an update only from a participant, computed on this round's model, whose arrays hash to the
@@ -143,6 +145,8 @@ class GovernedRun:
     participants: dict[int, list[str]] = field(default_factory=dict)
     excluded: dict[int, dict[str, str]] = field(default_factory=dict)  # org -> why it is not a participant
     denied: dict[int, dict[str, str]] = field(default_factory=dict)  # org -> the data set its check was denied
+    #: org -> {data set: tx ID of its recorded check}, of the orgs admitted to each round
+    checks: dict[int, dict[str, dict[str, str]]] = field(default_factory=dict)
     rejected: dict[int, list[str]] = field(default_factory=dict)  # reasons, per round
     timings: list[RoundTiming] = field(default_factory=list)
     evaluation: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -265,7 +269,8 @@ class GovernedStrategy(Strategy):
                 adm = msg.content["admission"]
                 allowed, reason, detail = bool(adm["allowed"]), str(adm["reason"]), str(adm["detail"])
                 tx, dataset = str(adm.get("tx-id", "") or ""), str(adm.get("dataset", "") or "")
-            except (KeyError, TypeError) as exc:
+                checks = dict(zip([str(d) for d in adm["datasets"]], [str(t) for t in adm["tx-ids"]], strict=True))
+            except (KeyError, TypeError, ValueError) as exc:
                 excluded[org] = f"malformed admission reply ({exc})"
                 continue
             if _reply_org(msg, "admission") != org:
@@ -275,8 +280,11 @@ class GovernedStrategy(Strategy):
                     self.run_info.denied.setdefault(rnd, {})[org] = dataset
                 excluded[org] = (f"refused to train: its recorded check of {dataset or 'a data set of the task'} "
                                  f"was denied ({reason}: {detail}; tx {tx})")  # fmt: skip
+            elif not all(checks.values()):
+                excluded[org] = "its admission reply names no recorded check for some data set"
             else:
                 chosen[msg.metadata.src_node_id] = org
+                self.run_info.checks.setdefault(rnd, {})[org] = checks
                 good.append(msg)
         for nid, org in nodes.items():
             if nid not in chosen and org not in excluded:
@@ -421,8 +429,9 @@ class GovernedStrategy(Strategy):
             if is_pending:
                 log.info("[ROUND %s/%s] resumed: started on the ledger before, from %s", rnd, num_rounds, global_sha[:12])
             else:
-                self.ledger.commit_round_start(self.ledger_task, rnd, global_sha, participants,
-                                               self.run_info.excluded.get(rnd, {}))  # fmt: skip
+                admitted_checks = self.run_info.checks.get(rnd, {})
+                self.ledger.commit_round_start(self.ledger_task, rnd, global_sha,
+                                               {org: admitted_checks[org] for org in participants})  # fmt: skip
             log.info("[ROUND %s/%s] %s from %s", rnd, num_rounds, participants, global_sha[:12])
             last_participants = participants
 

@@ -1,6 +1,6 @@
-"""`twinledger fl run / rounds / verify`: federated training governed by the ledger.
+"""`twinledger fl run / rounds / verify`: federated training governed by the Fabric ledger.
 
-    twinledger fl run [TASK] [--rounds N] [--sector plant|hospital] [--orgs ORG ...] [--ledger-file PATH]
+    twinledger fl run [TASK] [--rounds N] [--sector plant|hospital] [--orgs ORG ...] [--datasets ID ...]
     twinledger fl rounds [TASK] [--json]
     twinledger fl verify [TASK] [--json]
 
@@ -15,11 +15,12 @@ The ledger is Fabric: the ServerApp and the CLI act as an operator of the first 
 another), each org's ClientApp records its use of every data set of the task with its own org's operator
 identity, all through ``orchestrator.connect``. An org is admitted to a round only if each of those
 checks allows it: its own data set as the owner, each other org's under that org's steward's live grant
-for the task's purpose (``twinledger data grant <org>.<dataset> --to ORG --purpose fl:<task>``). On
-Fabric only an operator of a round's participant may start it, so when the first org is not admitted
-``--as`` must name one that is. When the run's orgs have no running peer the command stops with one
-line -- unless ``--ledger-file PATH`` picks a local JSON ledger, and then every output says so: "local
-JSON ledger, not Fabric".
+for the task's purpose (``twinledger data grant <org>.<dataset> --to ORG --purpose fl:<task>``); the
+chaincode's StartRound reads those recorded checks back and refuses any other org. Only an operator of a
+round's participant may start it, so when the first org is not admitted ``--as`` must name one that is.
+The data sets are ``<org>.<task's data set>`` (``plant1.ai4i2020``) unless ``--datasets`` names them,
+one per org, each ``<org>.<name>`` as its steward registered it. When the run's orgs have no running
+peer the command stops with one line.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ from pathlib import Path
 from orchestrator.cli_common import UserError, home_of
 
 DEFAULT_ROUNDS = 3
-LOCAL_NOTE = "local JSON ledger, not Fabric"
 STRATEGIES = ("fedavg", "fedprox", "fedmedian", "fedtrimmedavg", "krum")
 
 
@@ -49,9 +49,6 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     shared.add_argument("--sector", choices=("plant", "hospital"),
                         help="plant: predictive maintenance on AI4I 2020; hospital: cardiac risk on UCI heart disease "
                              "(default: from the task's name)")  # fmt: skip
-    shared.add_argument("--ledger-file", metavar="PATH",
-                        help="use a local JSON ledger at PATH instead of the network's Fabric ledger (not Fabric: "
-                             "for trials while the peers cannot run)")
     shared.add_argument("--as", dest="as_user", metavar="ORG[:USER]",
                         help="identity for the ledger calls of the server and the CLI (default: the first org's operator)")
 
@@ -60,9 +57,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     s.add_argument("--orgs", nargs="+", metavar="ORG", help="the federation (default: the network's orgs of the sector)")
     s.add_argument("--strategy", choices=STRATEGIES, help="aggregation of a new task (default fedavg)")
     s.add_argument("--min-orgs", type=int, help="fewest admitted orgs a round runs with (default: 2, or all if fewer)")
-    s.add_argument("--grant-all", action="store_true",
-                   help="with --ledger-file only: first grant each org's data set for the task to every other org "
-                        "of the run (what each data set's steward does on Fabric)")
+    s.add_argument("--datasets", nargs="+", metavar="ID",
+                   help="the task's data sets, one per org, each <org>.<name> as its steward registered it "
+                        "(default: <org>.<task's data set>, e.g. plant1.ai4i2020)")
     s.add_argument("--port-base", type=int, help="SuperLink port; the SuperNodes use the next ones (default: from the network)")
     s.add_argument("--keep-running", action="store_true", help="leave the SuperLink and SuperNodes running afterwards")
     s.add_argument("--timeout", type=float, default=1800.0, help="seconds the whole run may take (default 1800)")
@@ -141,22 +138,11 @@ def flower_port_base(home: Path, given: int | None) -> int:
 
 @dataclass
 class LedgerChoice:
-    ledger: object  # the CLI's own RoundLedger
-    server: str  # the ServerApp's ledger (open_ledger string)
+    ledger: object  # the CLI's own RoundLedger (federated.fabric_ledger.FabricRoundLedger)
+    server: str  # the ServerApp's ledger (fabric:CONFIG.json)
     orgs: dict[str, str] = field(default_factory=dict)  # each org's ClientApp's ledger
-    local: bool = False
-    channel: str = ""  # Fabric: the channel, and who the CLI and the ServerApp act as
+    channel: str = ""  # the channel, and who the CLI and the ServerApp act as
     identity: str = ""
-
-    @property
-    def kind(self) -> str:
-        """For sentences: "the <kind> has no task X"."""
-        return "local JSON ledger (not Fabric)" if self.local else "Fabric ledger"
-
-    @property
-    def label(self) -> str:
-        """For --json output: which ledger answered."""
-        return LOCAL_NOTE if self.local else "Fabric"
 
     def close(self) -> None:
         close = getattr(self.ledger, "close", None)
@@ -174,16 +160,11 @@ def _healthy_peer_orgs(net) -> set[str]:  # noqa: ANN001 -- network.spec.Spec
 
 def _no_fabric(home: Path, why: str) -> UserError:
     return UserError(f"the Fabric ledger is not reachable: {why} (`twinledger up --home {home}` starts the network; "
-                     "see `twinledger status`); to use a local JSON ledger instead (not Fabric), pass --ledger-file PATH")  # fmt: skip
+                     "see `twinledger status`)")  # fmt: skip
 
 
 def choose_ledger(args: argparse.Namespace, home: Path, orgs: list[str]) -> LedgerChoice:
-    """The JSON file the user named, else Fabric through the orgs' running peers, else one clear error."""
-    from federated.governance import JsonFileLedger
-
-    if args.ledger_file:
-        path = Path(args.ledger_file).expanduser().resolve()
-        return LedgerChoice(JsonFileLedger(path), f"file:{path}", {}, local=True)
+    """Fabric through the orgs' running peers, else one clear error."""
     net = _network_spec(home)
     if net is None:
         raise _no_fabric(home, f"there is no network in {home}")
@@ -194,20 +175,18 @@ def choose_ledger(args: argparse.Namespace, home: Path, orgs: list[str]) -> Ledg
     return _fabric_choice(args, home, net, orgs)
 
 
-def _fabric_choice(args: argparse.Namespace, home: Path, net, orgs: list[str],  # noqa: ANN001
-                   for_run: bool = True) -> LedgerChoice:  # fmt: skip
-    """The CLI's ledger as the server identity; for a run also the connection files of the ServerApp
-    and of each org's ClientApp."""
-    from federated.fabric_ledger import FabricLedgerConfig, FabricRoundLedger
+def write_ledger_configs(home: Path, net, orgs: list[str], server: tuple[str, str],  # noqa: ANN001
+                         folder: Path | None = None) -> tuple[str, dict[str, str]]:  # fmt: skip
+    """The Fabric connection files of a run, in ``folder`` (default ``<home>/flower/ledger``): the
+    ServerApp's (``server`` = (org, user)) and each org's ClientApp's (its operator). Returns their
+    ``fabric:PATH`` specs."""
+    from federated.fabric_ledger import FabricLedgerConfig
     from network.layout import Layout
     from orchestrator.bringup import CHAINCODE_NAME
-    from orchestrator.connect import connect_sync, parse_as, peer_target
+    from orchestrator.connect import peer_target
 
     layout = Layout(home)
-    server_org, server_user = orgs[0], "operator"
-    if args.as_user:
-        server_org, server_user = parse_as(args.as_user if ":" in args.as_user else f"{args.as_user}:operator", net)
-    folder = home / "flower" / "ledger"
+    folder = folder or home / "flower" / "ledger"
 
     def config(org: str, user: str, name: str) -> str:
         # A connection file per identity: each Flower process opens its own gateway from it.
@@ -220,17 +199,30 @@ def _fabric_choice(args: argparse.Namespace, home: Path, net, orgs: list[str],  
         path.write_text(json.dumps(asdict(cfg), indent=1))
         return f"fabric:{path}"
 
-    server = config(server_org, server_user, "server") if for_run else ""
-    per_org = {org: config(org, "operator", org) for org in orgs} if for_run else {}
+    return config(*server, "server"), {org: config(org, "operator", org) for org in orgs}
+
+
+def _fabric_choice(args: argparse.Namespace, home: Path, net, orgs: list[str],  # noqa: ANN001
+                   for_run: bool = True) -> LedgerChoice:  # fmt: skip
+    """The CLI's ledger as the server identity; for a run also the connection files of the ServerApp
+    and of each org's ClientApp."""
+    from federated.fabric_ledger import FabricRoundLedger
+    from network.layout import Layout
+    from orchestrator.bringup import CHAINCODE_NAME
+    from orchestrator.connect import connect_sync, parse_as, peer_target
+
+    layout = Layout(home)
+    server_org, server_user = orgs[0], "operator"
+    if args.as_user:
+        server_org, server_user = parse_as(args.as_user if ":" in args.as_user else f"{args.as_user}:operator", net)
+    server, per_org = write_ledger_configs(home, net, orgs, (server_org, server_user)) if for_run else ("", {})
     ledger = FabricRoundLedger.on_gateway(connect_sync(net, layout, server_org, server_user), net.channel, CHAINCODE_NAME,
                                           CHAINCODE_NAME)  # fmt: skip
-    return LedgerChoice(ledger, server, per_org, local=False, channel=net.channel,
+    return LedgerChoice(ledger, server, per_org, channel=net.channel,
                         identity=f"{server_user}@{server_org} via {peer_target(net, layout, server_org, server_user).peer}")  # fmt: skip
 
 
-def _ledger_line(choice: LedgerChoice, args: argparse.Namespace) -> str:
-    if choice.local:
-        return f"ledger: {LOCAL_NOTE} ({Path(args.ledger_file).expanduser().resolve()})"
+def _ledger_line(choice: LedgerChoice) -> str:
     return f"ledger: Fabric, channel {choice.channel} ({choice.identity})"
 
 
@@ -242,7 +234,7 @@ def _errors() -> tuple[type[BaseException], ...]:
     from network.gateway_errors import GatewayError
     from orchestrator.control import SupervisorError
 
-    # OSError: a ledger file or folder the user named that cannot be read or written.
+    # OSError: a connection file or the model store that cannot be read or written.
     return (GovernanceError, DeploymentError, DataError, StoreError, SupervisorError, GatewayError, OSError)
 
 
@@ -263,8 +255,6 @@ def _open_for_reading(args: argparse.Namespace) -> tuple[Path, str, LedgerChoice
     home = home_of(args)
     # Reading needs no data task: a task ID given is read as is.
     task_id = args.task or resolve_task(None, args.sector)[1]
-    if args.ledger_file:
-        return home, task_id, choose_ledger(args, home, [])
     net = _network_spec(home)
     if net is None:
         raise _no_fabric(home, f"there is no network in {home}")
@@ -281,7 +271,7 @@ def _open_for_reading(args: argparse.Namespace) -> tuple[Path, str, LedgerChoice
 
 
 def _check_task_id(task_id: str) -> None:
-    """The chaincode's own task-ID rule, so that a JSON-ledger trial names its tasks as Fabric accepts them."""
+    """The chaincode's own task-ID rule, checked before any process is started for the run."""
     import logging
 
     # Importing the contracts imports the Fabric shim, which runs logging.basicConfig(level=DEBUG)
@@ -303,8 +293,8 @@ def _check_task_id(task_id: str) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from federated.deployment import FlowerDeployment
     from federated.governance import ResumePoint, ensure_task
-    from federated.launch import grant_all, rounds_table, run_on_deployment, verify_task
-    from federated.serverapp import resolve_config, task_record
+    from federated.launch import rounds_table, run_on_deployment, verify_task
+    from federated.serverapp import resolve_config, run_datasets, task_record
 
     home = home_of(args)
     kind, task_id = resolve_task(args.task, args.sector)
@@ -321,19 +311,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     def say(line: str) -> None:
         print(line, file=out, flush=True)
 
+    base_cfg = {"task": kind, "orgs": ",".join(orgs), "datasets": ",".join(args.datasets or [])}
+    datasets = run_datasets(resolve_config(base_cfg))  # a wrong --datasets stops here, before the ledger
     choice = choose_ledger(args, home, orgs)
     try:
-        if args.grant_all and not choice.local:
-            raise UserError("--grant-all is for a local JSON ledger; on Fabric each data set's steward grants "
-                            "(`twinledger data grant ID --to ORG --purpose fl:...`)")  # fmt: skip
-        say(_ledger_line(choice, args))
+        say(_ledger_line(choice))
         ledger = choice.ledger
         existing = ledger.get_task(task_id)
         rounds = args.rounds or (existing.rounds if existing else DEFAULT_ROUNDS)
         strategy = args.strategy or (existing.aggregation if existing else "fedavg")
-        cfg = resolve_config({"task": kind, "orgs": ",".join(orgs), "num-server-rounds": rounds, "strategy": strategy})
+        cfg = resolve_config({**base_cfg, "num-server-rounds": rounds, "strategy": strategy})
         task, created = ensure_task(ledger, task_record(cfg, task_id))
-        say(f"task {task_id} {'created on' if created else 'found on'} the {choice.kind}"
+        say(f"task {task_id} {'created on' if created else 'found on'} the Fabric ledger"
             f"{' (tx ' + task.tx_id + ')' if task.tx_id else ''}: {task.rounds} round(s) of {task.aggregation} "
             f"for {task.purpose} over {', '.join(task.datasets)}")  # fmt: skip
         at = ResumePoint.of(ledger.list_rounds(task_id), task.rounds)
@@ -343,13 +332,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         else:
             if at.resuming:
                 say(f"task {task_id}: resuming at round {at.first_round} of {task.rounds} from {str(at.start_sha256)[:12]}")
-            if args.grant_all:
-                granted = grant_all(ledger, kind, orgs)  # type: ignore[arg-type]
-                say(f"granted for {task.purpose}, as each data set's steward would: "
-                    f"{', '.join(f'{ds} to {org}' for org, ds in granted)} ({LOCAL_NOTE})" if granted else
-                    f"every org already holds a grant of every other org's data set for {task.purpose}")  # fmt: skip
             d = FlowerDeployment(home=home / "flower", task=kind, orgs=orgs, port_base=flower_port_base(home, args.port_base),
-                                 ledger=choice.server, org_ledgers=choice.orgs)  # fmt: skip
+                                 ledger=choice.server, org_ledgers=choice.orgs, datasets=datasets)  # fmt: skip
             outcome = run_on_deployment(
                 d, ledger=ledger, run_config={"num-server-rounds": task.rounds, "strategy": task.aggregation,
                                               "min-nodes": min_orgs},
@@ -358,28 +342,27 @@ def cmd_run(args: argparse.Namespace) -> int:
             )  # fmt: skip
             if not outcome.completed:
                 hint = ""
-                if not choice.local and "StartRound is for operators" in outcome.failure:
+                if "StartRound is for operators" in outcome.failure:
                     # The contract lets only a participant's operator start a round, and the org the server
                     # acts as was not admitted (e.g. its grant was revoked): another identity is the way on.
                     hint = f"; the server acted as {choice.identity}: pass --as ORG naming an org that is admitted"
                 raise UserError(f"run {outcome.run_id} of {task_id} ended {outcome.status}: "
                                 f"{outcome.failure or 'see `twinledger logs superlink`'}{hint}")  # fmt: skip
-            if not choice.local:
-                # models:StartRound has no field for the orgs that were not admitted (the JSON ledger's
-                # rounds do, and the progress lines showed them): say it from the ServerApp's report.
-                denied = outcome.summary.get("denied", {})
-                for rnd, excluded in sorted(outcome.summary.get("excluded", {}).items(), key=lambda kv: int(kv[0])):
-                    for org, why in sorted(excluded.items()):
-                        dataset = denied.get(rnd, {}).get(org)
-                        where = (f" (on the ledger: {org}'s own data:Check record, `twinledger data audit {dataset}`)"
-                                 if dataset else "")  # fmt: skip
-                        say(f"round {rnd}: {org} not participating: {why}{where}")
+            # The round records hold the participants only; why an org is not one is its own recorded
+            # data:Check on the ledger, and the ServerApp's report says which: name it here.
+            denied = outcome.summary.get("denied", {})
+            for rnd, excluded in sorted(outcome.summary.get("excluded", {}).items(), key=lambda kv: int(kv[0])):
+                for org, why in sorted(excluded.items()):
+                    dataset = denied.get(rnd, {}).get(org)
+                    where = (f" (on the ledger: {org}'s own data:Check record, `twinledger data audit {dataset}`)"
+                             if dataset else "")  # fmt: skip
+                    say(f"round {rnd}: {org} not participating: {why}{where}")
             say(f"run {outcome.run_id} of {task_id} completed; seconds per round: "
                 f"{' '.join(f'{s:.1f}' for s in outcome.summary.get('round_seconds', [])) or '-'}")  # fmt: skip
         records = ledger.list_rounds(task_id)
         check = verify_task(ledger, home / "flower" / "store", task_id)
         if args.json:
-            print(json.dumps({"task": task.to_dict(), "ledger": choice.label, "rounds": [r.to_dict() for r in records],
+            print(json.dumps({"task": task.to_dict(), "ledger": "Fabric", "rounds": [r.to_dict() for r in records],
                               "verified": check.passed, "problems": check.problems()}))  # fmt: skip
         else:
             for line in rounds_table(records):
@@ -400,12 +383,12 @@ def cmd_rounds(args: argparse.Namespace) -> int:
         task = choice.ledger.get_task(task_id)
         records = choice.ledger.list_rounds(task_id)
         if task is None and not records:
-            raise UserError(f"the {choice.kind} has no task {task_id}; `twinledger fl run {task_id}` creates it")
+            raise UserError(f"the Fabric ledger has no task {task_id}; `twinledger fl run {task_id}` creates it")
         if args.json:
-            print(json.dumps({"task": task.to_dict() if task else None, "ledger": choice.label,
+            print(json.dumps({"task": task.to_dict() if task else None, "ledger": "Fabric",
                               "rounds": [r.to_dict() for r in records]}))  # fmt: skip
             return 0
-        print(_ledger_line(choice, args))
+        print(_ledger_line(choice))
         if task is not None:
             print(f"task {task_id}: {len([r for r in records if r.complete])} of {task.rounds} round(s) committed; "
                   f"{task.aggregation} for {task.purpose} over {', '.join(task.datasets)}")  # fmt: skip
@@ -423,13 +406,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
     home, task_id, choice = _open_for_reading(args)
     try:
         if not choice.ledger.list_rounds(task_id):
-            raise UserError(f"the {choice.kind} has no rounds of task {task_id}; nothing to verify")
+            raise UserError(f"the Fabric ledger has no rounds of task {task_id}; nothing to verify")
         check = verify_task(choice.ledger, home / "flower" / "store", task_id)
         if args.json:
-            print(json.dumps({"task": task_id, "ledger": choice.label, "passed": check.passed, "verified": len(check.report.ok),
+            print(json.dumps({"task": task_id, "ledger": "Fabric", "passed": check.passed, "verified": len(check.report.ok),
                               "problems": check.problems()}))  # fmt: skip
         else:
-            print(_ledger_line(choice, args))
+            print(_ledger_line(choice))
             print("\n".join(check.lines()))
         return 0 if check.passed else 1
     finally:

@@ -1,9 +1,8 @@
 """Flower's Deployment Engine for real: SuperLink + 2 SuperNodes (plant1, plant2; maintenance task on AI4I
 2020) as processes under the TwinLedger supervisor, TLS on (a CA made here with ``cryptography``) and
-SuperNode authentication on; a 2-round governed FedAvg run submitted with ``flwr run``.
-
-The Fabric ledger is not available on this machine, so the run is governed by the JSON-file ledger
-(``federated.governance.JsonFileLedger``) that the ServerApp, both ClientApps and this test all read.
+SuperNode authentication on; a 2-round governed FedAvg run submitted with ``flwr run``, every round on
+the real Fabric network of the test run (``fabric_net``): the ServerApp acts as plant1's operator, each
+ClientApp records its data use with its own org's operator identity.
 """
 
 from __future__ import annotations
@@ -18,30 +17,33 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from federated.data import task_spec
 from federated.deployment import FlowerDeployment
-from federated.governance import JsonFileLedger, grant_federation
+from federated.fabric_ledger import open_ledger
 from federated.pki import make_node_key
 from federated.store import ModelStore
+from orchestrator.cli_fl import write_ledger_configs
 from orchestrator.control import reload_supervisor, start_supervisor, stop_supervisor, wait_healthy
 from orchestrator.procspec import save_manifest, upsert_processes
+from tests.fabric_net import FabricNet
+from tests.integration.test_fl_cli import PLANTS, SPEC, audit, register_federation
 from tests.ports import free_port_base
 
 pytestmark = pytest.mark.integration
 
-ORGS = ("plant1", "plant2")
+ORGS = tuple(PLANTS)
 
 
 @pytest.fixture
-def deployment(tmp_path):
+def deployment(tmp_path, fabric_net: FabricNet):
     home = tmp_path / "home"
-    d = FlowerDeployment(home=home / "flower", task="maintenance", orgs=ORGS, port_base=free_port_base(4))
+    datasets = register_federation(fabric_net)  # each plant's steward registers its share and grants the other
+    server, per_org = write_ledger_configs(fabric_net.home, fabric_net.spec, list(ORGS), ("plant1", "operator"),
+                                           folder=tmp_path / "ledger")  # fmt: skip
+    d = FlowerDeployment(home=home / "flower", task="maintenance", orgs=ORGS, port_base=free_port_base(4),
+                         ledger=server, org_ledgers=per_org, datasets=datasets)  # fmt: skip
     d.prepare()
-    spec = task_spec("maintenance")
-    ledger = JsonFileLedger(home / "flower" / "ledger.json")
-    grant_federation(ledger, [spec.dataset_id(o) for o in ORGS], spec.purpose)  # each plant's steward grants the other
     started: list[subprocess.Popen] = []
-    yield d, home, started
+    yield d, home, started, datasets
     for p in started:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGTERM)
@@ -60,8 +62,8 @@ def _logs(home: Path) -> str:
     return "\n".join(out)
 
 
-def test_two_rounds_tls_node_auth_hashes_and_unregistered_node_refused(deployment):
-    d, home, started = deployment
+def test_two_rounds_tls_node_auth_hashes_and_unregistered_node_refused(deployment, fabric_net: FabricNet):
+    d, home, started, datasets = deployment
     run_dir = home / "run"
 
     # TLS: the SuperLink's certificate is issued by our CA for 127.0.0.1.
@@ -99,21 +101,31 @@ def test_two_rounds_tls_node_auth_hashes_and_unregistered_node_refused(deploymen
     assert "Failed to activate SuperNode" in out, out[-2000:]
     assert len(d.registered_nodes()) == 2
 
-    # A 2-round governed FedAvg run through the deployment engine.
+    # A 2-round governed FedAvg run through the deployment engine, a new task on the Fabric ledger.
+    key = fabric_net.unique("maintenance")
     report = d.home / "reports" / "run.json"
     t0 = time.monotonic()
-    run_id = d.start_run(**{"num-server-rounds": 2, "report": str(report), "strategy": "fedavg"})
+    run_id = d.start_run(**{"num-server-rounds": 2, "report": str(report), "strategy": "fedavg", "ledger-task": key})
     status = d.wait_run(run_id, timeout=300)
     elapsed = time.monotonic() - t0
     assert status["status"] == "finished:completed", f"{status}\n{d.run_log(run_id)}\n{_logs(home)}"
 
     summary = json.loads(report.read_text())
     print(f"\nrun {run_id}: {elapsed:.1f} s, seconds per round {[round(s, 2) for s in summary['round_seconds']]}")
-    ledger = JsonFileLedger(d.home / "ledger.json")
-    rounds = ledger.list_rounds(summary["ledger_task"])
+    assert summary["ledger_task"] == key
+    ledger = open_ledger(d.ledger)  # the ServerApp's own connection: plant1's operator through peer0.plant1
+    try:
+        task = ledger.get_task(key)
+        rounds = ledger.list_rounds(key)
+        # Every artefact the ledger names is in the store and re-hashes to its record; so does every stored file.
+        store = ModelStore(d.store_dir)
+        report_ledger = store.verify_ledger(ledger, key)
+    finally:
+        ledger.close()
+    assert task is not None and task.created_by_org == "plant1" and sorted(task.datasets) == sorted(datasets.values())
     assert [r.round for r in rounds] == [1, 2]
     for r in rounds:
-        assert r.complete
+        assert r.complete and len(r.commit_tx_id or "") == 64
         assert r.participants == sorted(ORGS)
         assert sorted(u.org for u in r.updates) == sorted(ORGS)  # both orgs contributed each round
         assert all(u.num_examples > 0 for u in r.updates)
@@ -121,11 +133,16 @@ def test_two_rounds_tls_node_auth_hashes_and_unregistered_node_refused(deploymen
     assert summary["final_sha256"] == rounds[1].result_sha256
     assert set(rounds[1].evaluation) == set(ORGS)  # the final model was evaluated at both plants
     assert all(0.5 < m["auroc"] <= 1.0 for m in rounds[1].evaluation.values())
-
-    # Every artefact the ledger names is in the store and re-hashes to its record; so does every stored file.
-    store = ModelStore(d.store_dir)
-    report_ledger = store.verify_ledger(ledger, summary["ledger_task"])
     assert report_ledger.passed and len(report_ledger.ok) == 2 * 2 + 3, report_ledger.summary()
     assert store.verify(store.list()).passed
-    # Grants were checked (and audited) for both orgs.
-    assert {a["org"] for a in ledger.audit if a["granted"]} == set(ORGS)
+
+    # Each round's participants were admitted on their own recorded checks: every transaction a round
+    # names is that org's allowed check in the data set's audit trail on the ledger.
+    for org, ds in datasets.items():
+        entries = audit(fabric_net, ds, org)
+        checks = {e["tx_id"]: e for e in entries if e["action"] == "access"}
+        for r in rounds:
+            for participant, named in r.checks.items():
+                e = checks[named[ds]]
+                assert (e["org"], e["allowed"], e["purpose"], e["role"]) == (participant, True, SPEC.purpose, "operator")
+        assert {e["org"] for e in checks.values()} == set(ORGS)

@@ -35,7 +35,29 @@ def create(c: Any, who: Any = None, task: str = "maintenance", datasets: str = '
     return c.call(who or op(c), "models:CreateTask", task, "mlp-64", purpose, datasets, rounds, aggregation, privacy)
 
 
-def start(c: Any, rnd: int = 1, sha: str = H[0], participants: str = '["plant2","plant1"]', who: Any = None) -> Any:
+PURPOSE = "train:maintenance-v1"
+DATASETS = ("ai4i-p1", "ai4i-p2")
+
+
+def grant_each_other(c: Any, purpose: str = PURPOSE) -> None:
+    """Each plant's steward lets the other plant use its data set for purpose."""
+    c.ok(c.user("plant1"), "data:Grant", "ai4i-p1", "plant2", purpose, "")
+    c.ok(c.user("plant2"), "data:Grant", "ai4i-p2", "plant1", purpose, "")
+
+
+def admit(c: Any, org: str, purpose: str = PURPOSE, datasets: tuple[str, ...] = DATASETS,
+          at: dt.datetime | None = None) -> dict[str, str]:
+    """org's operator records its use of each data set (data:Check); data set -> the check's transaction."""
+    return {ds: c.ok(op(c, org), "data:Check", ds, purpose, at=at)["tx_id"] for ds in datasets}
+
+
+def checks(c: Any, *orgs: str, at: dt.datetime | None = None) -> str:
+    """StartRound's participants argument: each org with its freshly recorded checks."""
+    return json.dumps({o: admit(c, o, at=at) for o in orgs})
+
+
+def start(c: Any, rnd: int = 1, sha: str = H[0], participants: str | None = None, who: Any = None) -> Any:
+    participants = participants if participants is not None else checks(c, "plant2", "plant1")
     return c.call(who or op(c), "models:StartRound", "maintenance", str(rnd), sha, participants)
 
 
@@ -51,8 +73,10 @@ def commit(c: Any, rnd: int = 1, new: str = H[1], ups: str | None = None, metric
 
 @pytest.fixture
 def task(c: Any) -> Any:
+    """Task "maintenance" over both plants' data sets; each plant's steward granted the other its use."""
     response, _ = create(c)
     assert response.status == 200, response.message
+    grant_each_other(c)
     return c
 
 
@@ -98,10 +122,12 @@ def test_task_rules(c: Any) -> None:
 
 
 def test_rounds_in_order_with_majority_endorsement(task: Any) -> None:
-    response, stub = start(task)
+    named = checks(task, "plant2", "plant1")
+    response, stub = start(task, participants=named)
     assert response.status == 200, response.message
     record = json.loads(response.payload)
     assert record["participants"] == ["plant1", "plant2"] and record["status"] == "started"
+    assert record["checks"] == json.loads(named)  # the recorded checks the round was admitted on
     assert [e.event_name for e in stub.events] == [EVENT_ROUND_STARTED]
     # Key-level endorsement: a majority (2 of 2) of the participants' peers.
     policy = task.ledger.metadata[ROUND1_KEY]
@@ -116,50 +142,57 @@ def test_rounds_in_order_with_majority_endorsement(task: Any) -> None:
     parsed = RoundRecord.from_dict(read)  # the federated side reads the same record
     assert parsed.complete and parsed.updates[0].org == "plant1" and parsed.started_at == 1740830400.0
     # Round 2 must start from round 1's result.
-    task.rejected(op(task), "models:StartRound", "maintenance", "2", H[0], '["plant1","plant2"]',
+    named = checks(task, "plant1", "plant2")
+    task.rejected(op(task), "models:StartRound", "maintenance", "2", H[0], named,
                   fragment=f"round 2 of task 'maintenance' must start from round 1's result {H[1]}, not {H[0]}")
-    assert start(task, 2, H[1], '["plant1","plant2","hospital1"]')[0].status == 200
+    assert start(task, 2, H[1], named)[0].status == 200
     assert policy_threshold(task.ledger.metadata["\x00flround\x00maintenance\x000002\x00"]) == 2
     rounds = task.ok(task.user("plant1", role="client"), "models:ListRounds", "maintenance")
     assert [r["round"] for r in rounds] == [1, 2]
 
 
 def test_round_order_rules(task: Any) -> None:
-    task.rejected(op(task), "models:StartRound", "maintenance", "2", H[0], '["plant1"]',
+    plant1 = checks(task, "plant1")
+    task.rejected(op(task), "models:StartRound", "maintenance", "2", H[0], plant1,
                   fragment="round 2 of task 'maintenance' cannot start: round 1 was never started")
     task.rejected(op(task), "models:CommitRound", "maintenance", "1", H[1], updates("plant1"), "{}",
                   fragment="round 1 of task 'maintenance' was never started; call StartRound first")
     start(task)
-    task.rejected(op(task), "models:StartRound", "maintenance", "1", H[0], '["plant1"]',
+    task.rejected(op(task), "models:StartRound", "maintenance", "1", H[0], plant1,
                   fragment="round 1 of task 'maintenance' was already started")
-    task.rejected(op(task), "models:StartRound", "maintenance", "2", H[0], '["plant1"]',
+    task.rejected(op(task), "models:StartRound", "maintenance", "2", H[0], plant1,
                   fragment="round 2 of task 'maintenance' cannot start: round 1 has no result yet")
-    task.rejected(op(task), "models:StartRound", "maintenance", "4", H[0], '["plant1"]',
+    task.rejected(op(task), "models:StartRound", "maintenance", "4", H[0], plant1,
                   fragment="task 'maintenance' has 3 rounds; round 4 is beyond it")
     commit(task)
     task.rejected(op(task), "models:CommitRound", "maintenance", "1", H[3], updates("plant1"), "{}",
                   fragment=f"round 1 of task 'maintenance' already has a result {H[1]}")
-    task.rejected(op(task), "models:StartRound", "nope", "1", H[0], '["plant1"]',
+    task.rejected(op(task), "models:StartRound", "nope", "1", H[0], plant1,
                   fragment="task 'nope' is not registered")
     task.rejected(task.user("plant1", role="client"), "models:ReadRound", "maintenance", "7",
                   fragment="round 7 of task 'maintenance' not found")
 
 
 def test_round_argument_and_role_rules(task: Any) -> None:
+    plant1 = checks(task, "plant1")
     for role in ("admin", "steward", "client"):
-        task.rejected(task.user("plant1", role=role), "models:StartRound", "maintenance", "1", H[0], '["plant1"]',
+        task.rejected(task.user("plant1", role=role), "models:StartRound", "maintenance", "1", H[0], plant1,
                       fragment="access denied: StartRound needs role 'operator'")
-    task.rejected(op(task, "hospital1"), "models:StartRound", "maintenance", "1", H[0], '["plant1","plant2"]',
-                  fragment="access denied: StartRound is for operators of round 1's participants")
-    task.rejected(op(task), "models:StartRound", "maintenance", "1", H[0], '["plant1","plant9"]',
-                  fragment="org 'plant9' is not registered in the consortium registry")
-    task.rejected(op(task), "models:StartRound", "maintenance", "1", H[0], '["plant1","plant1"]',
-                  fragment="participants lists an org more than once")
-    task.rejected(op(task), "models:StartRound", "maintenance", "1", H[0], "[]",
-                  fragment="participants must name at least one org")
-    task.rejected(op(task), "models:StartRound", "maintenance", "1", "xyz", '["plant1"]',
+    one = json.dumps(json.loads(plant1)["plant1"])
+    for bad, fragment in [
+        ('["plant1","plant2"]', "participants' checks must be a JSON object, got an array"),
+        ("{}", "participants' checks must name at least one org"),
+        ('{"plant1":%s,"plant1":%s}' % (one, one), "duplicate key 'plant1'"),
+        ('{"plant1":["tx-1"]}', "the checks of 'plant1' must be a non-empty object of data set ID -> transaction ID"),
+        ('{"plant1":{}}', "the checks of 'plant1' must be a non-empty object"),
+        ('{"Plant1":{"ai4i-p1":"tx-1"}}', "participant org 'Plant1' is not valid"),
+        ('{"plant1":{"../x":"tx-1"}}', "data set ID '../x' is not valid"),
+        ('{"plant1":{"ai4i-p1":"tx 1"}}', "check transaction of 'plant1' 'tx 1' is not valid"),
+    ]:
+        task.rejected(op(task), "models:StartRound", "maintenance", "1", H[0], bad, fragment=fragment)
+    task.rejected(op(task), "models:StartRound", "maintenance", "1", "xyz", plant1,
                   fragment="global SHA-256 'xyz' is not a SHA-256 digest")
-    task.rejected(op(task), "models:StartRound", "maintenance", "0", H[0], '["plant1"]',
+    task.rejected(op(task), "models:StartRound", "maintenance", "0", H[0], plant1,
                   fragment="round 0 is out of range 1..1000")
     start(task)
     for ups, fragment in [
@@ -184,6 +217,90 @@ def test_round_argument_and_role_rules(task: Any) -> None:
                       fragment=fragment)
     task.rejected(op(task, "hospital1"), "models:CommitRound", "maintenance", "1", H[1], updates("plant1"), "{}",
                   fragment="access denied: CommitRound is for operators of round 1's participants")
+
+
+# --- StartRound admits only orgs of the task whose own recorded checks allowed every data set (issue 11) ---
+
+
+def test_start_round_refuses_an_org_that_is_not_an_org_of_the_task(c: Any) -> None:
+    """The reported bug: one org's operator started a round of another org's task naming only itself."""
+    c.ok(op(c, "plant2"), "models:CreateTask", "p2-only", "mlp", PURPOSE, '["ai4i-p2"]', "3", "fedavg", "{}")
+    c.ok(c.user("plant2"), "data:Grant", "ai4i-p2", "plant1", PURPOSE, "")  # plant1 may even use the data
+    own = json.dumps({"plant1": admit(c, "plant1", datasets=("ai4i-p2",))})
+    c.rejected(op(c, "plant1"), "models:StartRound", "p2-only", "1", H[0], own,
+               fragment="access denied: plant1 is not an org of task 'p2-only' (plant2): only orgs owning one of its "
+                        "data sets take part in its rounds")
+    # and an org outside the sector, granted everything, is still no org of the task
+    c.ok(c.user("plant2"), "data:Grant", "ai4i-p2", "hospital1", PURPOSE, "")
+    theirs = json.dumps({"hospital1": admit(c, "hospital1", datasets=("ai4i-p2",))})
+    c.rejected(op(c, "hospital1"), "models:StartRound", "p2-only", "1", H[0], theirs,
+               fragment="access denied: hospital1 is not an org of task 'p2-only' (plant2)")
+    assert c.ok(op(c, "plant2"), "models:StartRound", "p2-only", "1", H[0],
+                json.dumps({"plant2": admit(c, "plant2", datasets=("ai4i-p2",))}))["participants"] == ["plant2"]
+
+
+def test_start_round_needs_a_recorded_allowed_check(task: Any) -> None:
+    own = admit(task, "plant1")
+    for tx in ("tx-9999", own["ai4i-p1"]):  # no transaction of that ID; a check of the other data set
+        forged = json.dumps({"plant1": {"ai4i-p1": own["ai4i-p1"], "ai4i-p2": tx}})
+        task.rejected(op(task), "models:StartRound", "maintenance", "1", H[0], forged,
+                      fragment=f"access denied: 'plant1' may not take part in task 'maintenance': transaction {tx} "
+                               "recorded no check of 'ai4i-p2'")
+    # plant2's allowed check, presented as plant1's own
+    borrowed = json.dumps({"plant1": {"ai4i-p1": own["ai4i-p1"], "ai4i-p2": admit(task, "plant2")["ai4i-p2"]}})
+    task.rejected(op(task), "models:StartRound", "maintenance", "1", H[0], borrowed,
+                  fragment="the check of 'ai4i-p2' in transaction tx-")
+    # a recorded check that was denied: plant2's steward revoked plant1's grant
+    task.ok(task.user("plant2"), "data:Revoke", "ai4i-p2", "plant1", PURPOSE)
+    denied = admit(task, "plant1")
+    task.rejected(op(task), "models:StartRound", "maintenance", "1", H[0], json.dumps({"plant1": denied}),
+                  fragment=f"access denied: 'plant1' may not take part in task 'maintenance': its check of 'ai4i-p2' "
+                           f"in transaction {denied['ai4i-p2']} was denied (revoked)")
+    # the check made before the revocation still names an allowed decision, but the revocation is on the
+    # ledger: only plant2 can start the round now, and only with its own checks
+    assert start(task, participants=checks(task, "plant2"), who=op(task, "plant2"))[0].status == 200
+
+
+def test_start_round_refuses_a_check_recorded_for_another_purpose(task: Any) -> None:
+    grant_each_other(task, "train:other")
+    other = admit(task, "plant1", purpose="train:other")
+    task.rejected(op(task), "models:StartRound", "maintenance", "1", H[0], json.dumps({"plant1": other}),
+                  fragment=f"its check of 'ai4i-p1' in transaction {other['ai4i-p1']} was for purpose "
+                           "'train:other', not the task's 'train:maintenance-v1'")
+
+
+def test_start_round_refuses_checks_of_only_some_data_sets(task: Any) -> None:
+    some = admit(task, "plant1", datasets=("ai4i-p1",))
+    task.rejected(op(task), "models:StartRound", "maintenance", "1", H[0], json.dumps({"plant1": some}),
+                  fragment="access denied: 'plant1' may not take part in task 'maintenance': no recorded check of "
+                           "ai4i-p2 is named")
+    extra = {**admit(task, "plant1"), "ai4i-p9": "tx-0001"}
+    task.rejected(op(task), "models:StartRound", "maintenance", "1", H[0], json.dumps({"plant1": extra}),
+                  fragment="the checks of 'plant1' name ai4i-p9, which are not data sets of task 'maintenance'")
+
+
+def test_start_round_caller_must_be_a_participant(task: Any) -> None:
+    plant1 = checks(task, "plant1")  # valid checks of plant1, submitted by plant2's operator
+    task.rejected(op(task, "plant2"), "models:StartRound", "maintenance", "1", H[0], plant1,
+                  fragment="access denied: StartRound is for operators of round 1's participants of task "
+                           "'maintenance' (plant1); the caller is an operator of org 'plant2'")
+    task.rejected(op(task, "hospital1"), "models:StartRound", "maintenance", "1", H[0], plant1,
+                  fragment="access denied: StartRound is for operators of round 1's participants")
+
+
+def test_start_round_needs_checks_made_since_the_previous_round(task: Any) -> None:
+    t0 = dt.datetime(2025, 3, 1, 12, 0, 0, tzinfo=dt.timezone.utc)
+    stale = checks(task, "plant1", "plant2", at=t0 + dt.timedelta(minutes=1))
+    assert start(task, participants=stale)[0].status == 200
+    assert task.call(op(task), "models:CommitRound", "maintenance", "1", H[1], updates("plant1", "plant2"), "{}",
+                     at=t0 + dt.timedelta(minutes=5))[0].status == 200
+    # round 2 cannot reuse round 1's checks: a grant revoked in between would not count
+    task.rejected(op(task), "models:StartRound", "maintenance", "2", H[1], stale,
+                  fragment="was recorded at 2025-03-01T12:01:00Z, before round 1's commit 2025-03-01T12:05:00Z; "
+                           "check again")
+    fresh = checks(task, "plant1", "plant2", at=t0 + dt.timedelta(minutes=6))
+    response, _ = task.call(op(task), "models:StartRound", "maintenance", "2", H[1], fresh, at=t0 + dt.timedelta(minutes=7))
+    assert response.status == 200, response.message
 
 
 def test_record_evaluation(task: Any) -> None:
@@ -278,7 +395,7 @@ def test_fabric_round_ledger_drives_the_contract(task: Any) -> None:
                                  ChaincodeContract(task, op(task, org), DATAACCESS_CONTRACT))
 
     led = ledger("plant1")
-    led.commit_round_start("maintenance", 1, H[0], ["plant2", "plant1"])
+    led.commit_round_start("maintenance", 1, H[0], {"plant2": admit(task, "plant2"), "plant1": admit(task, "plant1")})
     led.commit_round_result("maintenance", 1, H[1], [("plant1", H[2], 5), ("plant2", H[3], 7)], {"loss": 0.5})
     led.commit_evaluation("maintenance", 1, H[1], {"plant1": {"auroc": 0.9}})
     record = led.get_round("maintenance", 1)
@@ -286,12 +403,13 @@ def test_fabric_round_ledger_drives_the_contract(task: Any) -> None:
     assert record.evaluation == {"plant1": {"auroc": 0.9}} and led.get_round("maintenance", 2) is None
     assert [r.round for r in led.list_rounds("maintenance")] == [1] and led.list_rounds("other") == []
     with pytest.raises(RuntimeError, match="must start from round 1's result"):
-        led.commit_round_start("maintenance", 2, H[0], ["plant1"])
+        led.commit_round_start("maintenance", 2, H[0], {"plant1": admit(task, "plant1")})
     # Grants: its own org through data:CheckReadOnly, another org through data:ListGrants / ReadDataset.
     task.ok(task.user("plant1"), "data:Grant", "ai4i-p1", "hospital1", "train:maintenance-v1", "")
     assert led.check_grant("plant1", "ai4i-p1", "train:x")  # owner
     assert led.check_grant("hospital1", "ai4i-p1", "train:maintenance-v1")
     assert not led.check_grant("hospital1", "ai4i-p1", "train:other")
-    assert not led.check_grant("plant2", "ai4i-p1", "train:maintenance-v1")
+    assert led.check_grant("plant2", "ai4i-p1", "train:maintenance-v1")  # the task fixture granted it
+    assert not led.check_grant("plant2", "ai4i-p1", "train:other")
     assert ledger("hospital1").check_grant("hospital1", "ai4i-p1", "train:maintenance-v1")
     assert not ledger("hospital2").check_grant("hospital2", "ai4i-p1", "train:maintenance-v1")

@@ -9,11 +9,12 @@ from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 
 from federated import clientapp
 from federated.data import task_spec
-from federated.governance import GovernanceError, JsonFileLedger, TaskRecord, grant_federation
+from federated.governance import GovernanceError, TaskRecord
 from federated.hashing import arrays_sha256, arrays_to_record
 from federated.local_grid import LocalGrid
 from federated.serverapp import initial_arrays, run_governed
 from federated.store import ModelStore
+from tests.unit.federated.fake_ledger import FakeLedger
 
 CARDIAC = task_spec("cardiac")
 ORGS = ["hospital1", "hospital2"]
@@ -22,8 +23,8 @@ FAST = {"task": "cardiac", "local-epochs": 1, "hidden": "8", "wait-for-nodes": 0
         "orgs": ",".join(ORGS)}  # fmt: skip
 
 
-def _context(org: str, ledger_path=None) -> Context:
-    nc = {"org": org, "task": "cardiac", **({"ledger": f"file:{ledger_path}"} if ledger_path else {})}
+def _context(org: str, ledger=None) -> Context:
+    nc = {"org": org, "task": "cardiac", **({"ledger": ledger.spec} if ledger else {})}
     return Context(run_id=1, node_id=7, node_config=nc, state=RecordDict(), run_config={})
 
 
@@ -41,9 +42,9 @@ def _query(phase: str) -> Message:
 
 
 @pytest.fixture
-def led(tmp_path):
+def led():
     LocalGrid({})  # sets Flower's task identity, as the SuperNode runtime does
-    return JsonFileLedger(tmp_path / "ledger.json")
+    return FakeLedger()
 
 
 def _task(led, task_id="cardiac/a", datasets=DATASETS) -> TaskRecord:
@@ -53,7 +54,7 @@ def _task(led, task_id="cardiac/a", datasets=DATASETS) -> TaskRecord:
 def test_admission_records_a_check_of_every_data_set_of_the_task(led):
     h1, h2 = DATASETS
     _task(led)
-    denied = clientapp.handle_query(_query("stats"), _context("hospital1", led.path))
+    denied = clientapp.handle_query(_query("stats"), _context("hospital1", led))
     adm = denied.content["admission"]
     # its own data set is allowed (owner), hospital2's is not: hospital2's steward granted nothing
     assert not denied.has_error() and adm["org"] == "hospital1" and adm["allowed"] is False
@@ -61,15 +62,15 @@ def test_admission_records_a_check_of_every_data_set_of_the_task(led):
     assert list(adm["datasets"]) == [h1, h2] and list(adm["reasons"]) == ["owner", "no_grant"]
     assert "metrics" not in denied.content  # a denied org sends nothing computed from its data
     led.grant("hospital1", h2, CARDIAC.purpose)  # hospital2's steward grants hospital1
-    allowed = clientapp.handle_query(_query("stats"), _context("hospital1", led.path))
+    allowed = clientapp.handle_query(_query("stats"), _context("hospital1", led))
     adm2 = allowed.content["admission"]
     assert adm2["allowed"] is True and adm2["reason"] == "granted" and adm2["dataset"] == ""
     assert list(adm2["reasons"]) == ["owner", "granted"]
     assert allowed.content["metrics"]["num-examples"] == clientapp._site("cardiac", "hospital1", None, None, 0).n_train
-    admit_only = clientapp.handle_query(_query("admit"), _context("hospital1", led.path))
+    admit_only = clientapp.handle_query(_query("admit"), _context("hospital1", led))
     assert admit_only.content["admission"]["allowed"] is True and "metrics" not in admit_only.content
     # one recorded check per data set per admission, each with the org's own identity, own data set first
-    audit = JsonFileLedger(led.path).audit
+    audit = led.audit
     assert [(a["org"], a["dataset"], a["reason"]) for a in audit] == [
         ("hospital1", h1, "owner"), ("hospital1", h2, "no_grant"),
         ("hospital1", h1, "owner"), ("hospital1", h2, "granted"),
@@ -80,51 +81,30 @@ def test_admission_records_a_check_of_every_data_set_of_the_task(led):
     assert reply.has_error() and "cannot record the use of its data" in reply.error.reason
     msg = _query("admit")
     msg.content["config"]["ledger-task"] = "cardiac/none"
-    reply = clientapp.handle_query(msg, _context("hospital1", led.path))
+    reply = clientapp.handle_query(msg, _context("hospital1", led))
     assert reply.has_error() and "the ledger has no task 'cardiac/none'" in reply.error.reason
-    assert len(JsonFileLedger(led.path).audit) == 6  # neither recorded anything
-
-
-def test_json_ledger_decides_ownership_as_the_chaincode_does(led):
-    h1, h2 = DATASETS
-    with pytest.raises(GovernanceError, match="owns data set 'hospital1.heart_disease_uci' and needs no grant"):
-        led.grant("hospital1", h1, CARDIAC.purpose)
-    # --grant-all writes what each steward would grant: every other org's data set, nothing for the owner
-    assert grant_federation(led, DATASETS, CARDIAC.purpose) == [("hospital1", h2), ("hospital2", h1)]
-    assert grant_federation(led, DATASETS, CARDIAC.purpose) == []  # already live: nothing new
-    assert sorted((g.org, g.dataset) for g in led.grants) == [("hospital1", h2), ("hospital2", h1)]
-    # a registered owner wins over the ID's prefix, and persists in the file
-    led.register_dataset("shared.ecg", "hospital2")
-    assert JsonFileLedger(led.path).owner_of("shared.ecg") == "hospital2"
-    assert led.record_use("hospital2", "shared.ecg", CARDIAC.purpose).reason == "owner"
-    assert led.record_use("shared", "shared.ecg", CARDIAC.purpose).reason == "no_grant"
-    with pytest.raises(GovernanceError, match="already registered by org 'hospital2'"):
-        led.register_dataset("shared.ecg", "hospital1")
-    # an ID without an owner prefix and not registered: everyone needs a grant
-    assert led.owner_of("ecg") is None and led.record_use("hospital1", "ecg", CARDIAC.purpose).reason == "no_grant"
-    with pytest.raises(GovernanceError, match="no owner known for data set\\(s\\) ecg"):
-        grant_federation(led, ["ecg", h1], CARDIAC.purpose)
+    assert len(led.audit) == 6  # neither recorded anything
 
 
 def test_client_refuses_to_train_outside_its_round_or_after_a_revocation(led):
     model = initial_arrays("cardiac", "8", seed=0)
     sha = arrays_sha256(model)
     _task(led)
-    led.commit_round_start("cardiac/a", 1, sha, ["hospital1"])
-    grant_federation(led, DATASETS, CARDIAC.purpose)
+    led.grant_federation(DATASETS, CARDIAC.purpose)
+    led.commit_round_start("cardiac/a", 1, sha, led.admit("cardiac/a", "hospital1"))
     cfg = {"task": "cardiac", "ledger-task": "cardiac/a", "global-sha256": sha, "server-round": 1, "local-epochs": 1}
-    reply = clientapp.handle_train(_message(MessageType.TRAIN, cfg, model), _context("hospital2", led.path))
+    reply = clientapp.handle_train(_message(MessageType.TRAIN, cfg, model), _context("hospital2", led))
     assert reply.has_error() and "hospital2 is not one of its committed participants (hospital1)" in reply.error.reason
     # a ledger task for another purpose (or over other data sets) is not one this node serves
     led.create_task(TaskRecord("other", "mlp", "fl:maintenance", (CARDIAC.dataset_id("hospital1"),), 3, "fedavg"))
     reply = clientapp.handle_train(_message(MessageType.TRAIN, {**cfg, "ledger-task": "other"}, model),
-                                   _context("hospital1", led.path))  # fmt: skip
+                                   _context("hospital1", led))  # fmt: skip
     assert reply.has_error() and "ledger task 'other' is for fl:maintenance" in reply.error.reason
-    trained = clientapp.handle_train(_message(MessageType.TRAIN, cfg, model), _context("hospital1", led.path))
+    trained = clientapp.handle_train(_message(MessageType.TRAIN, cfg, model), _context("hospital1", led))
     assert not trained.has_error()
     # hospital2's steward revokes hospital1's grant after admission, before training: no training on it
     led.revoke("hospital1", DATASETS[1], CARDIAC.purpose)
-    reply = clientapp.handle_train(_message(MessageType.TRAIN, cfg, model), _context("hospital1", led.path))
+    reply = clientapp.handle_train(_message(MessageType.TRAIN, cfg, model), _context("hospital1", led))
     assert reply.has_error() and (f"hospital1's use of {DATASETS[1]} for fl:cardiac is no longer allowed"
                                   in reply.error.reason)  # fmt: skip
 
@@ -142,11 +122,11 @@ class CrashInRound:
 
 
 def test_a_run_creates_its_task_once_and_resumes_where_the_ledger_stands(tmp_path, led):
-    grant_federation(led, DATASETS, CARDIAC.purpose)
+    led.grant_federation(DATASETS, CARDIAC.purpose)
     store = ModelStore(tmp_path / "store")
-    cfg = {**FAST, "num-server-rounds": 2, "ledger": f"file:{led.path}", "ledger-task": "cardiac-v1",
+    cfg = {**FAST, "num-server-rounds": 2, "ledger": led.spec, "ledger-task": "cardiac-v1",
            "store": str(store.root), "standardize": "federated"}  # fmt: skip
-    nodes = {o: {"task": "cardiac", "ledger": f"file:{led.path}"} for o in ORGS}
+    nodes = {o: {"task": "cardiac", "ledger": led.spec} for o in ORGS}
 
     with pytest.raises(GovernanceError, match="round 2: 0 valid update"):
         run_governed(LocalGrid(nodes, app=CrashInRound(2)), cfg)

@@ -13,7 +13,8 @@ from federated.supernode_launch import _CappedTime
 
 
 def test_process_specs_bind_loopback_with_tls_and_node_auth(tmp_path):
-    d = FlowerDeployment(home=tmp_path, task="maintenance", port_base=23000)
+    d = FlowerDeployment(home=tmp_path, task="maintenance", port_base=23000, ledger="fabric:/l/server.json",
+                         org_ledgers={"plant2": "fabric:/l/plant2.json"}, datasets={"plant2": "plant2.ai4i-x"})
     d.prepare()
     specs = {s.name: s for s in d.process_specs()}
     assert set(specs) == {"superlink", "supernode.plant1", "superexec.plant1", "supernode.plant2", "superexec.plant2"}
@@ -27,7 +28,9 @@ def test_process_specs_bind_loopback_with_tls_and_node_auth(tmp_path):
     assert sn[sn.index("--auth-supernode-private-key") + 1] == str(tmp_path / "keys" / "plant2")
     assert sn[sn.index("--isolation") + 1] == "process" and sn[sn.index("--port") + 1] == "23002"
     node_config = sn[sn.index("--node-config") + 1]
-    assert node_config.startswith('org="plant2" task="maintenance" ledger="file:')
+    # plant2's ClientApp records its data use with plant2's own Fabric identity, for its own data set
+    assert node_config == 'org="plant2" task="maintenance" ledger="fabric:/l/plant2.json" dataset="plant2.ai4i-x"'
+    assert d.run_config()["ledger"] == "fabric:/l/server.json" and d.run_config()["datasets"] == "plant2.ai4i-x"
     assert specs["superexec.plant2"].argv[-1] == "127.0.0.1:23002"
     for s in specs.values():
         assert s.env["FLWR_HOME"].startswith(str(tmp_path)) and s.env["FLWR_TELEMETRY_ENABLED"] == "0"
@@ -73,3 +76,20 @@ def test_capped_time_shortens_only_long_sleeps():
     t.sleep(3)
     assert time.monotonic() - start < 1.0
     assert t.monotonic() > 0  # everything else is the real time module
+
+
+def test_a_run_names_one_data_set_per_org():
+    import pytest
+
+    from federated.governance import GovernanceError
+    from federated.serverapp import resolve_config, run_datasets, task_record
+
+    cfg = resolve_config({"task": "maintenance", "orgs": "plant1,plant2"})
+    assert run_datasets(cfg) == {"plant1": "plant1.ai4i2020", "plant2": "plant2.ai4i2020"}
+    named = resolve_config({**cfg, "datasets": "plant2.ai4i-t9, plant1.ai4i-t9"})
+    assert run_datasets(named) == {"plant1": "plant1.ai4i-t9", "plant2": "plant2.ai4i-t9"}
+    assert task_record(named, "maintenance-t9").datasets == ("plant1.ai4i-t9", "plant2.ai4i-t9")
+    for bad, match in [("plant1.a", "no data set named for plant2"), ("plant1.a,plant1.b,plant2.c", "two data sets"),
+                       ("plant1.a,hospital1.b", "does not name an org of the run"), ("ai4i,plant1.a", "does not name")]:
+        with pytest.raises(GovernanceError, match=match):
+            run_datasets(resolve_config({**cfg, "datasets": bad}))

@@ -61,11 +61,16 @@ def test_task_is_created_once_through_models_create_task(c: Any) -> None:
         led.create_task(_task())
     with pytest.raises(GovernanceError, match=r"rounds 2 \(this run: 5\)"):
         ensure_task(led, _task(rounds=5))
-    # the contract bounds the rounds by the task, and the resume point reads what it committed
-    led.commit_round_start("maintenance-v1", 1, H[0], ["plant1", "plant2"], {"hospital1": "not in the task"})
+    # each plant's steward grants the other; each plant records its own admission; the round names both
+    # with the transactions of their recorded checks, which the contract reads back
+    for owner, grantee in (("plant1", "plant2"), ("plant2", "plant1")):
+        c.ok(c.user(owner), "data:Grant", SPEC.dataset_id(owner), grantee, SPEC.purpose, "")
+    checks = {org: record_admission(fabric_ledger(c, org), org, rec).checks() for org in ("plant1", "plant2")}
+    led.commit_round_start("maintenance-v1", 1, H[0], checks)
     at = ResumePoint.of(led.list_rounds("maintenance-v1"), rec.rounds)
     assert at.pending is not None and at.first_round == 1 and at.start_sha256 == H[0]
     assert at.pending.start_tx_id  # the Fabric transaction that started it
+    assert at.pending.participants == ["plant1", "plant2"] and at.pending.checks == checks
 
 
 def test_each_org_records_its_own_use_with_its_own_identity(c: Any) -> None:

@@ -14,11 +14,11 @@ from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, 
 from flwr.supercore.differential_privacy import compute_adaptive_noise_params
 
 from federated.data import task_spec
-from federated.governance import JsonFileLedger, grant_federation
 from federated.local_grid import LocalGrid
 from federated.privacy import KEY_CLIPPING_NORM, DPSettings, clip_update, wrap_dp
 from federated.serverapp import run_governed
 from federated.store import ModelStore
+from tests.unit.federated.fake_ledger import FakeLedger
 
 CARDIAC = task_spec("cardiac")
 ORGS = ["hospital1", "hospital2", "hospital3"]
@@ -29,14 +29,17 @@ def _norm(a: dict, b: dict) -> float:
     return float(np.sqrt(sum(float(((a[k] - b[k]).astype(np.float64) ** 2).sum()) for k in a if k.startswith("net."))))
 
 
+LEDGERS: dict[str, FakeLedger] = {}  # name -> the last run's ledger
+
+
 def _run(tmp_path, name: str, rounds: int = 1, **extra):
     logging.getLogger("flwr").setLevel(logging.WARNING)
-    led = JsonFileLedger(tmp_path / f"{name}.json")
-    grant_federation(led, [CARDIAC.dataset_id(o) for o in ORGS], CARDIAC.purpose)
-    grid = LocalGrid({o: {"task": "cardiac", "ledger": f"file:{led.path}"} for o in ORGS})
+    led = LEDGERS[name] = FakeLedger()
+    led.grant_federation([CARDIAC.dataset_id(o) for o in ORGS], CARDIAC.purpose)
+    grid = LocalGrid({o: {"task": "cardiac", "ledger": led.spec} for o in ORGS})
     store = ModelStore(tmp_path / "store")
     cfg = {"task": "cardiac", "orgs": ",".join(ORGS), "min-nodes": 3, "num-server-rounds": rounds, "seed": 0,
-           "wait-for-nodes": 0.0, "poll-interval": 0.0, "ledger": f"file:{led.path}", "ledger-task": f"cardiac/{name}",
+           "wait-for-nodes": 0.0, "poll-interval": 0.0, "ledger": led.spec, "ledger-task": f"cardiac/{name}",
            "store": str(store.root), **extra}  # fmt: skip
     np.random.seed(1234)  # Flower's DP noise draws from numpy's global generator
     _, info = run_governed(grid, cfg)
@@ -114,7 +117,7 @@ def test_client_side_fixed_clipping_clips_before_hashing(tmp_path):
 
 def test_server_side_adaptive_clipping_adapts_and_is_recorded(tmp_path):
     _run(tmp_path, "adaptive", rounds=2, dp="server-adaptive", **{"dp-clipping-norm": C, "dp-noise-multiplier": 0.1})
-    rounds = JsonFileLedger(tmp_path / "adaptive.json").list_rounds("cardiac/adaptive")
+    rounds = LEDGERS["adaptive"].list_rounds("cardiac/adaptive")
     norms = [r.metrics["dp-clipping-norm"] for r in rounds]
     print(f"adaptive clipping norm after each round: {norms}")
     assert all(r.metrics["dp-mode"] == 3.0 for r in rounds)

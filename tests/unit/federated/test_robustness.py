@@ -25,12 +25,12 @@ import numpy as np
 import pytest
 
 from federated.data import task_spec
-from federated.governance import JsonFileLedger, grant_federation
 from federated.hashing import arrays_sha256
 from federated.local_grid import LocalGrid
 from federated.robustness import attack_factor, poison_update
 from federated.serverapp import run_governed
 from federated.store import ModelStore
+from tests.unit.federated.fake_ledger import FakeLedger
 
 CARDIAC = task_spec("cardiac")
 ORGS = ["hospital1", "hospital2", "hospital3", "hospital4"]
@@ -40,13 +40,13 @@ HONEST = [o for o in ORGS if o != ATTACKER]
 
 def _run(tmp_path, strategy: str, attack: str | None, **extra):
     name = f"{strategy}-{attack or 'clean'}".replace(":", "")
-    led = JsonFileLedger(tmp_path / f"{name}.json")
-    grant_federation(led, [CARDIAC.dataset_id(o) for o in ORGS], CARDIAC.purpose)
-    nc = {o: {"task": "cardiac", "ledger": f"file:{led.path}"} for o in ORGS}
+    led = FakeLedger()
+    led.grant_federation([CARDIAC.dataset_id(o) for o in ORGS], CARDIAC.purpose)
+    nc = {o: {"task": "cardiac", "ledger": led.spec} for o in ORGS}
     if attack:
         nc[ATTACKER]["attack"] = attack
     cfg = {"task": "cardiac", "orgs": ",".join(ORGS), "min-nodes": 4, "num-server-rounds": 5, "seed": 0,
-           "strategy": strategy, "wait-for-nodes": 0.0, "poll-interval": 0.0, "ledger": f"file:{led.path}",
+           "strategy": strategy, "wait-for-nodes": 0.0, "poll-interval": 0.0, "ledger": led.spec,
            "ledger-task": f"cardiac/{name}", "store": str(tmp_path / "store"), **extra}  # fmt: skip
     _, info = run_governed(LocalGrid(nc), cfg)
     return float(np.mean([info.evaluation[o]["auroc"] for o in HONEST])), info, led

@@ -11,7 +11,7 @@ from flwr.proto.node_pb2 import NodeInfo  # pylint: disable=no-name-in-module
 
 from federated import clientapp
 from federated.data import task_spec
-from federated.governance import GovernanceError, JsonFileLedger, TaskRecord, grant_federation
+from federated.governance import GovernanceError, TaskRecord
 from federated.hashing import arrays_sha256, arrays_to_record, record_to_arrays
 from federated.local_grid import LocalGrid
 from federated.model import SCALER_MEAN, Scaler
@@ -19,30 +19,31 @@ from federated.pki import make_node_key
 from federated.serverapp import initial_arrays, run_governed
 from federated.store import ModelStore
 from federated.strategy import OrgResolver
+from tests.unit.federated.fake_ledger import FakeLedger
 
 FAST = {"local-epochs": 1, "num-server-rounds": 2, "hidden": "8", "wait-for-nodes": 0.0, "poll-interval": 0.0}
 CARDIAC = task_spec("cardiac")
 
 
-def _ledger(tmp_path, orgs, task=CARDIAC):
+def _ledger(orgs, task=CARDIAC):
     """A ledger on which every org of ``orgs`` was granted every other one's data set for the task."""
-    led = JsonFileLedger(tmp_path / "ledger.json")
-    grant_federation(led, [task.dataset_id(o) for o in orgs], task.purpose)
+    led = FakeLedger()
+    led.grant_federation([task.dataset_id(o) for o in orgs], task.purpose)
     return led
 
 
-def _grid(tmp_path, orgs, task="cardiac", **extra):
-    return LocalGrid({o: {"task": task, "ledger": f"file:{tmp_path / 'ledger.json'}", **extra.get(o, {})} for o in orgs})
+def _grid(led, orgs, task="cardiac", **extra):
+    return LocalGrid({o: {"task": task, "ledger": led.spec, **extra.get(o, {})} for o in orgs})
 
 
 def test_only_granted_orgs_take_part_and_rounds_are_committed(tmp_path):
     orgs = ["hospital1", "hospital2", "hospital3"]
-    led = _ledger(tmp_path, ["hospital1", "hospital2"])
+    led = _ledger(["hospital1", "hospital2"])
     ds = {o: CARDIAC.dataset_id(o) for o in orgs}
     for org in ("hospital1", "hospital2"):  # hospital3's steward lets them use its data; they grant it nothing
         led.grant(org, ds["hospital3"], CARDIAC.purpose)
-    grid = _grid(tmp_path, orgs)
-    cfg = {**FAST, "task": "cardiac", "orgs": ",".join(orgs), "ledger": f"file:{led.path}",
+    grid = _grid(led, orgs)
+    cfg = {**FAST, "task": "cardiac", "orgs": ",".join(orgs), "ledger": led.spec,
            "store": str(tmp_path / "store"), "ledger-task": "cardiac/run-t"}  # fmt: skip
     _, info = run_governed(grid, cfg)
 
@@ -54,11 +55,13 @@ def test_only_granted_orgs_take_part_and_rounds_are_committed(tmp_path):
     for r in rounds:
         assert r.participants == ["hospital1", "hospital2"]
         assert sorted(u.org for u in r.updates) == ["hospital1", "hospital2"]
-        # why hospital3 is not a participant is part of the round record: its own check of the first
-        # data set it may not use was denied
-        assert list(r.excluded) == ["hospital3"]
-        assert r.excluded["hospital3"].startswith(f"refused to train: its recorded check of {ds['hospital1']} "
-                                                  "was denied (no_grant: org 'hospital3' has no grant")
+        # each participant is on the round record with the transactions of its own recorded checks
+        assert set(r.checks) == {"hospital1", "hospital2"} and all(set(c) == set(ds.values()) for c in r.checks.values())
+        # why hospital3 is not a participant is in the run's report: its own check of the first data set it
+        # may not use was denied
+        assert list(info.excluded[r.round]) == ["hospital3"]
+        assert info.excluded[r.round]["hospital3"].startswith(f"refused to train: its recorded check of {ds['hospital1']} "
+                                                              "was denied (no_grant: org 'hospital3' has no grant")
     assert rounds[0].global_sha256 == info.global_hashes[0]
     assert rounds[1].global_sha256 == rounds[0].result_sha256 == info.global_hashes[1]
     assert rounds[1].result_sha256 == info.final_sha256
@@ -82,21 +85,21 @@ def test_only_granted_orgs_take_part_and_rounds_are_committed(tmp_path):
 
 
 def test_too_few_granted_orgs_is_a_clear_error(tmp_path):
-    led = _ledger(tmp_path, [])
+    led = _ledger([])
     led.grant("hospital1", CARDIAC.dataset_id("hospital2"), CARDIAC.purpose)  # hospital1 granted nothing back
-    grid = _grid(tmp_path, ["hospital1", "hospital2"])
+    grid = _grid(led, ["hospital1", "hospital2"])
     with pytest.raises(GovernanceError, match=r"only 1 org\(s\) admitted.*hospital2: refused to train: its recorded "
                                               r"check of hospital1.heart_disease_uci was denied \(no_grant"):
-        run_governed(grid, {**FAST, "task": "cardiac", "ledger": f"file:{led.path}"})
+        run_governed(grid, {**FAST, "task": "cardiac", "ledger": led.spec})
     assert led.list_rounds("cardiac/run-0") == []  # nothing was committed
 
 
 def test_wrapper_works_around_other_flower_strategies(tmp_path):
-    led = _ledger(tmp_path, ["hospital1", "hospital2"])
+    led = _ledger(["hospital1", "hospital2"])
     for name in ("fedmedian", "fedtrimmedavg", "krum", "fedprox"):
-        grid = _grid(tmp_path, ["hospital1", "hospital2"])
+        grid = _grid(led, ["hospital1", "hospital2"])
         _, info = run_governed(grid, {**FAST, "num-server-rounds": 1, "task": "cardiac", "strategy": name,
-                                      "ledger": f"file:{led.path}", "ledger-task": f"cardiac/{name}"})  # fmt: skip
+                                      "ledger": led.spec, "ledger-task": f"cardiac/{name}"})  # fmt: skip
         assert led.get_round(f"cardiac/{name}", 1).result_sha256 == info.final_sha256
 
 
@@ -118,20 +121,20 @@ class TamperingApp:
 
 def test_server_rejects_an_update_that_does_not_hash_to_its_declared_sha(tmp_path):
     orgs = ["hospital1", "hospital2", "hospital3"]
-    led = _ledger(tmp_path, orgs)
-    grid = LocalGrid({o: {"task": "cardiac", "ledger": f"file:{led.path}"} for o in orgs}, app=TamperingApp("hospital2"))
+    led = _ledger(orgs)
+    grid = LocalGrid({o: {"task": "cardiac", "ledger": led.spec} for o in orgs}, app=TamperingApp("hospital2"))
     _, info = run_governed(grid, {**FAST, "num-server-rounds": 1, "task": "cardiac", "orgs": ",".join(orgs),
-                                  "ledger": f"file:{led.path}", "ledger-task": "cardiac/x"})  # fmt: skip
+                                  "ledger": led.spec, "ledger-task": "cardiac/x"})  # fmt: skip
     assert any(r.startswith("hospital2: update hashes to") for r in info.rejected[1])
     assert sorted(u.org for u in led.get_round("cardiac/x", 1).updates) == ["hospital1", "hospital3"]
 
 
 def test_federated_standardization_pools_feature_statistics(tmp_path):
-    led = _ledger(tmp_path, ["hospital1", "hospital2"])
-    grid = _grid(tmp_path, ["hospital1", "hospital2"])
+    led = _ledger(["hospital1", "hospital2"])
+    grid = _grid(led, ["hospital1", "hospital2"])
     store = ModelStore(tmp_path / "store")
     _, info = run_governed(grid, {**FAST, "num-server-rounds": 1, "task": "cardiac", "standardize": "federated",
-                                  "ledger": f"file:{led.path}", "store": str(store.root)})  # fmt: skip
+                                  "ledger": led.spec, "store": str(store.root)})  # fmt: skip
     first = store.get_arrays(info.global_hashes[0])
     pooled = np.concatenate([clientapp._site("cardiac", o, None, None, 0).x_train for o in ("hospital1", "hospital2")])
     np.testing.assert_allclose(first[SCALER_MEAN], Scaler.fit(pooled).mean, rtol=1e-5, atol=1e-4)
@@ -150,18 +153,20 @@ def _train_message(arrays, *, announced, ledger_task="cardiac/run-c", rnd=1, tas
     return msg
 
 
-def _started(path, sha, participants, task="cardiac/run-c"):
+def _started(sha, participants, task="cardiac/run-c"):
     """A ledger on which round 1 of task started from sha with these participants."""
-    led = JsonFileLedger(path)
-    led.create_task(TaskRecord(task, "mlp", CARDIAC.purpose, tuple(CARDIAC.dataset_id(o) for o in participants), 3, "fedavg"))
-    led.commit_round_start(task, 1, sha, participants)
+    led = FakeLedger()
+    datasets = tuple(CARDIAC.dataset_id(o) for o in participants)
+    led.create_task(TaskRecord(task, "mlp", CARDIAC.purpose, datasets, 3, "fedavg"))
+    led.grant_federation(datasets, CARDIAC.purpose)
+    led.commit_round_start(task, 1, sha, led.admit(task, *participants))
     return led
 
 
-def _context(org, ledger_path=None):
+def _context(org, ledger=None):
     nc = {"org": org, "task": "cardiac"}
-    if ledger_path:
-        nc["ledger"] = f"file:{ledger_path}"
+    if ledger:
+        nc["ledger"] = ledger.spec
     return Context(run_id=1, node_id=7, node_config=nc, state=RecordDict(), run_config={})
 
 
@@ -182,9 +187,8 @@ def test_client_refuses_a_model_whose_hash_is_not_the_announced_one(global_model
 
 
 def test_client_refuses_a_model_that_is_not_the_committed_one(tmp_path, global_model):
-    path = tmp_path / "ledger.json"
     committed = {k: v * 0 for k, v in global_model.items()}
-    _started(path, arrays_sha256(committed), ["hospital1"])
+    path = _started(arrays_sha256(committed), ["hospital1"])
     sha = arrays_sha256(global_model)  # announced and received agree, but the ledger committed another model
     reply = clientapp.handle_train(_train_message(global_model, announced=sha), _context("hospital1", path))
     assert reply.has_error() and "but the ledger committed" in reply.error.reason
@@ -201,9 +205,8 @@ def test_client_refuses_a_model_that_is_not_the_committed_one(tmp_path, global_m
 
 
 def test_client_trains_on_the_committed_model_and_declares_its_update_hash(tmp_path, global_model):
-    path = tmp_path / "ledger.json"
     sha = arrays_sha256(global_model)
-    _started(path, sha, ["hospital1"])  # a task over hospital1's data set only: its owner needs no grant
+    path = _started(sha, ["hospital1"])  # a task over hospital1's data set only: its owner needs no grant
     reply = clientapp.handle_train(_train_message(global_model, announced=sha), _context("hospital1", path))
     assert not reply.has_error()
     update = record_to_arrays(reply.content["arrays"])
