@@ -231,8 +231,8 @@ def wait_for_alert(demo: DemoRun, timeout: float = ALERT_WAIT_S) -> list[dict[st
     return []
 
 
-def anchored_reading(demo: DemoRun) -> tuple[str, int] | None:
-    """(asset, seq) of a reading in the latest batch anchored on the ledger, to prove with `verify reading`."""
+def anchored_reading(demo: DemoRun) -> tuple[str, int, str] | None:
+    """(asset, seq, prop) of a reading in the latest batch anchored on the ledger, to prove with `verify reading`."""
     from twins.anchoring.store import ReadingStore
 
     path = demo.home / "twins" / "readings.sqlite"
@@ -244,7 +244,11 @@ def anchored_reading(demo: DemoRun) -> tuple[str, int] | None:
             batch = store.batch(anchor["batch_id"])
             if batch is not None and batch.record.seq_ranges:
                 key, (_, last) = min(batch.record.seq_ranges.items())
-                return key.split("/")[0], int(last)
+                asset = key.split("/")[0]
+                # one property: a machine's product has 14 values under one sequence number
+                found = store.find_readings(asset, int(last), key.split("/")[1] if "/" in key else None)
+                if found:
+                    return asset, int(last), found[0].reading.prop
     finally:
         store.close()
     return None
@@ -267,9 +271,9 @@ def summarise(demo: DemoRun, spec: Spec, tasks: list[str], alerts: list[dict[str
     proof: dict[str, Any] = {}
     reading = anchored_reading(demo)
     if reading is not None:
-        asset, seq = reading
-        result = demo.run("verify", "reading", asset, str(seq), check=False)
-        proof = {"asset": asset, "seq": seq, "exit": result.returncode}
+        asset, seq, prop = reading
+        result = demo.run("verify", "reading", asset, str(seq), "--prop", prop, check=False)
+        proof = {"asset": asset, "seq": seq, "prop": prop, "exit": result.returncode}
     twins = twins_snapshot(demo)
     store = twins.get("store") or {}
     nodes = status_nodes(demo.home)
@@ -293,7 +297,7 @@ def summarise(demo: DemoRun, spec: Spec, tasks: list[str], alerts: list[dict[str
         demo.narrator.detail(f"{task:<18} {state}")
     demo.narrator.detail(f"anchored batches   {summary['anchors']} ({summary['readings']} readings)")
     if proof:
-        demo.narrator.detail(f"reading proof      {proof['asset']} #{proof['seq']}: "
+        demo.narrator.detail(f"reading proof      {proof['asset']}/{proof['prop']} #{proof['seq']}: "
                              + ("matches its anchor on the ledger" if proof["exit"] == 0 else "VERIFICATION FAILED"))
     demo.narrator.detail(f"alerts on ledger   {summary['alerts']}")
     demo.narrator.detail(f"ledger             {summary['ledger']}")

@@ -241,7 +241,7 @@ function renderGovernance(d) {
   setOptions($("grant-as"), actingOrgs);
   if (!$("grant-as").dataset.init && d.acting.default) { $("grant-as").value = d.acting.default; $("grant-as").dataset.init = "1"; }
   $("grant-user").textContent = d.acting.user ? `(${d.acting.user})` : "read-only: start the dashboard with --as ORG:steward to act";
-  setOptions($("grant-dataset"), d.datasets.map((x) => x.id));
+  setOptions($("grant-dataset"), d.dataset_ids || d.datasets.map((x) => x.id));
   setOptions($("grant-grantee"), d.orgs);
   const rows = d.datasets.map((ds) => {
     const grants = ds.grants.length ? ds.grants.map((g) => h("div", {class: "grant", "data-grantee": g.grantee, "data-purpose": g.purpose},
@@ -256,6 +256,7 @@ function renderGovernance(d) {
   const table = d.datasets.length
     ? h("table", {id: "gov-datasets"}, h("tr", {}, ["data set", "kind", "owner", "sensitivity", "grants"].map((t) => h("th", {}, t))), rows)
     : h("div", {class: "muted"}, "no data sets registered yet");
+  const more = d.truncated ? h("div", {class: "muted"}, `the ${d.datasets.length} newest of ${d.dataset_ids.length} data sets; pick another in the grant form's list`) : null;
   let audit = null;
   if (d.audit) {
     audit = [h("h4", {}, `Audit trail of ${d.audit.dataset} (owner ${d.audit.owner})`),
@@ -264,7 +265,7 @@ function renderGovernance(d) {
           h("td", {class: "mono"}, e.at), h("td", {}, e.action),
           h("td", {}, auditDetail(e)), h("td", {class: "mono", title: e.tx_id}, short(e.tx_id, 10)))))];
   }
-  replace(body, h("div", {"data-available": "true"}, table), audit);
+  replace(body, h("div", {"data-available": "true"}, table, more), audit);
 }
 // Fabric client ids read "x509::<subject DN>::<issuer DN>"; "steward (ca.hospital1)" is what a person needs.
 function who(id) {

@@ -46,7 +46,7 @@ from twins.anchoring.anchorer import FabricAnchorer
 from twins.anchoring.store import ReadingStore
 from twins.anchoring.verify import VerificationError, verify_reading
 
-#: At most this many data sets get their grants listed per poll (each is one evaluate).
+#: At most this many data sets (the newest) are listed with their grants per poll (each is one evaluate).
 MAX_DATASETS = 50
 #: A status.json older than this is shown as stale: the bridge rewrites it every interval (1 s default).
 TWINS_STALE_S = 10.0
@@ -106,12 +106,14 @@ class Acting:
 
 def governance_panel(ledger: LedgerClient, acting: Acting, dataset: str | None) -> dict[str, Any]:
     try:
-        datasets = ledger.evaluate(DATA_CONTRACT, "ListDatasets") or []
-        rows = []
-        for d in datasets[:MAX_DATASETS]:
-            grants = ledger.evaluate(DATA_CONTRACT, "ListGrants", d["id"]) or []
-            rows.append(dict(d, grants=grants))
+        # Newest first: on a consortium's ledger the data sets just registered are the ones being acted on.
+        datasets = sorted(ledger.evaluate(DATA_CONTRACT, "ListDatasets") or [],
+                          key=lambda d: str(d.get("registered_at") or ""), reverse=True)
         chosen = dataset if dataset and any(d["id"] == dataset for d in datasets) else (datasets[0]["id"] if datasets else None)
+        rows = []
+        for i, d in enumerate(datasets):
+            if i < MAX_DATASETS or d["id"] == chosen:  # the chosen one always, even beyond the limit
+                rows.append(dict(d, grants=ledger.evaluate(DATA_CONTRACT, "ListGrants", d["id"]) or []))
         audit = ledger.evaluate(DATA_CONTRACT, "Audit", chosen) if chosen else None
     except (LedgerUnavailable, LedgerRefused) as exc:
         raise PanelUnavailable(str(exc)) from None
@@ -120,7 +122,7 @@ def governance_panel(ledger: LedgerClient, acting: Acting, dataset: str | None) 
     return {
         "available": True,
         "source": f"Fabric ledger via the gateway, channel {ledger.spec().channel}, read as {reader[0]}:{reader[1]}",
-        "datasets": rows, "truncated": len(datasets) > MAX_DATASETS,
+        "datasets": rows, "truncated": len(datasets) > len(rows), "dataset_ids": [d["id"] for d in datasets],
         "audit": audit, "audit_dataset": chosen,
         "orgs": [o.name for o in ledger.spec().member_orgs],
         "acting": {"user": acting.user, "orgs": choices,

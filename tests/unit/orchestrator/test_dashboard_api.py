@@ -628,3 +628,22 @@ def test_gateway_failures_are_told_apart_unavailable_or_refused_with_the_chainco
     said = "access denied: Grant is for stewards of org 'hospital1'"
     refused = describe_gateway_error(_refusal("Grant", said, submit=True))
     assert isinstance(refused, LedgerRefused) and str(refused) == said
+
+
+def test_governance_lists_the_newest_data_sets_with_grants_and_always_the_chosen_one(serve, tmp_path, monkeypatch):
+    from orchestrator.dashboard import panels
+
+    monkeypatch.setattr(panels, "MAX_DATASETS", 2)
+    home = network_home(tmp_path / "home", {"admin": ["hospital1"]})
+    chaincode = FakeChaincode()
+    for n, name in enumerate(("oldest", "older", "newer", "newest")):
+        chaincode.register(name, "hospital1")
+        chaincode.datasets[name]["registered_at"] = f"2026-01-0{n + 1}T00:00:00Z"
+    server = serve(fake_ledger(home, chaincode), home=home)
+    _, gov = _get(server, "/api/governance")
+    assert [d["id"] for d in gov["datasets"]] == ["newest", "newer"] and gov["truncated"] is True
+    assert gov["dataset_ids"] == ["newest", "newer", "older", "oldest"] and gov["audit_dataset"] == "newest"
+    _, gov = _get(server, "/api/governance?dataset=oldest")
+    assert [d["id"] for d in gov["datasets"]] == ["newest", "newer", "oldest"] and gov["audit"]["dataset"] == "oldest"
+    listed = [c[2] for c in chaincode.calls if c[1] == "data:ListGrants"]
+    assert ("older",) not in listed, "grants are read only for the data sets shown"
