@@ -97,6 +97,26 @@ class DemoRun:
             raise UserError(f"demo step `twinledger {' '.join(args)}` failed (exit {code}): {tail}")
         return subprocess.CompletedProcess(proc.args, code, "".join(lines), "")
 
+    def run_all(self, commands: Sequence[Sequence[str]], quiet: bool = False,
+                check: bool = True) -> list[subprocess.CompletedProcess]:
+        """Independent `twinledger` commands at once (each its own data set or its own read); each printed with
+        its output beneath, in the given order, once all have finished. UserError if one failed."""
+        procs = [subprocess.Popen(self.argv(*args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                 for args in commands]
+        results = []
+        for args, proc in zip(commands, procs):
+            out, _ = proc.communicate()
+            results.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, ""))
+            if not quiet:
+                self.show(args)
+                for line in out.splitlines():
+                    self.narrator.detail("  " + line.rstrip())
+        for args, result in zip(commands, results):
+            if check and result.returncode != 0:
+                tail = " | ".join(result.stdout.strip().splitlines()[-3:])
+                raise UserError(f"demo step `twinledger {' '.join(args)}` failed (exit {result.returncode}): {tail}")
+        return results
+
     def json_of(self, *args: str) -> Any:
         return json.loads(self.run(*args, "--json", quiet=True).stdout)
 
@@ -134,8 +154,10 @@ def governance_step(demo: DemoRun, spec: Spec) -> None:
     demo.narrator.step("governance: stewards register their data sets and grant the other orgs of their sector")
     members = {o.name: o for o in spec.member_orgs}
     registered = {d["id"] for d in demo.json_of("data", "list")}
-    for task in TASKS.values():
-        orgs = [o for o in task.default_orgs if o in members]
+    sectors = [(task, [o for o in task.default_orgs if o in members]) for task in TASKS.values()]
+    # Each command touches its own data set's keys only, so the stewards act at the same time.
+    registrations = []
+    for task, orgs in sectors:
         for org in orgs:
             dataset = task.dataset_id(org)
             if dataset in registered:
@@ -148,16 +170,18 @@ def governance_step(demo: DemoRun, spec: Spec) -> None:
             manifest = next((p for p in sorted(source.glob("*")) if p.is_file() and p.suffix in (".csv", ".data")), None)
             if manifest is None:
                 raise UserError(f"governance: no data file in {source} to fingerprint for {dataset}")
-            demo.run("data", "register", dataset, "--kind", "tabular", "--sha256", str(manifest),
-                     "--sensitivity", "confidential" if task.org_kind == "hospital" else "internal",
-                     "--as", f"{org}:steward")
-        for org in orgs:
-            dataset = task.dataset_id(org)
-            grants = demo.json_of("data", "grants", dataset, "--as", org)
-            active = {(g.get("grantee"), g.get("purpose")) for g in grants if g.get("state") == "active"}
-            for other in orgs:
-                if other != org and (other, task.purpose) not in active:
-                    demo.run("data", "grant", dataset, "--to", other, "--purpose", task.purpose, "--as", f"{org}:steward")
+            registrations.append(("data", "register", dataset, "--kind", "tabular", "--sha256", str(manifest),
+                                  "--sensitivity", "confidential" if task.org_kind == "hospital" else "internal",
+                                  "--as", f"{org}:steward"))
+    demo.run_all(registrations)
+    # Then each owner's grants to the other orgs of its sector that the ledger does not hold active yet.
+    owners = [(task, org) for task, orgs in sectors for org in orgs]
+    listed = demo.run_all([("data", "grants", task.dataset_id(org), "--as", org, "--json") for task, org in owners], quiet=True)
+    active = {task.dataset_id(org): {(g.get("grantee"), g.get("purpose")) for g in json.loads(r.stdout) if g.get("state") == "active"}
+              for (task, org), r in zip(owners, listed)}
+    demo.run_all([("data", "grant", task.dataset_id(org), "--to", other, "--purpose", task.purpose, "--as", f"{org}:steward")
+                  for task, orgs in sectors for org in orgs for other in orgs
+                  if other != org and (other, task.purpose) not in active[task.dataset_id(org)]])
 
 
 # -- 3. twins --------------------------------------------------------------------------------------
@@ -258,22 +282,26 @@ def summarise(demo: DemoRun, spec: Spec, tasks: list[str], alerts: list[dict[str
     from orchestrator.cli import status_nodes
 
     demo.narrator.step("summary: what the ledger holds, checked against the local stores")
+    # The checks read only: they run at once, each printed (`fl verify`'s JSON summarised below) when all are done.
+    reading = anchored_reading(demo)
+    checks = [("fl", "verify", task, "--json") for task in tasks]
+    if reading is not None:
+        checks.append(("verify", "reading", reading[0], str(reading[1]), "--prop", reading[2]))
+    results = demo.run_all(checks, quiet=True, check=False)
     verified = {}
-    for task in tasks:
-        args = ("fl", "verify", task, "--json")
-        demo.show(args)  # its JSON is summarised below rather than printed
-        result = demo.run(*args, quiet=True, check=False)
+    for task, args, result in zip(tasks, checks, results):
+        demo.show(args)
         try:
             report = json.loads(result.stdout)
         except json.JSONDecodeError:
             report = {}
         verified[task] = {"exit": result.returncode, "verified": report.get("verified"), "problems": len(report.get("problems") or [])}
     proof: dict[str, Any] = {}
-    reading = anchored_reading(demo)
     if reading is not None:
-        asset, seq, prop = reading
-        result = demo.run("verify", "reading", asset, str(seq), "--prop", prop, check=False)
-        proof = {"asset": asset, "seq": seq, "prop": prop, "exit": result.returncode}
+        demo.show(checks[-1])
+        for line in results[-1].stdout.splitlines():
+            demo.narrator.detail("  " + line.rstrip())
+        proof = {"asset": reading[0], "seq": reading[1], "prop": reading[2], "exit": results[-1].returncode}
     twins = twins_snapshot(demo)
     store = twins.get("store") or {}
     nodes = status_nodes(demo.home)
