@@ -11,8 +11,9 @@ event set.
 * Check (recorded) / CheckReadOnly: any member of a registered org, for its own org only.
 * Reads (ReadDataset, ListDatasets, ListGrants, Audit): any member of a registered org.
 
-Data set records and grant keys carry a key-level endorsement policy naming the owner org's peers
-(endorsement.py), so they can only change in transactions the owner's peer endorsed.
+Data set records, grant keys and each data set's grant register carry a key-level endorsement policy
+naming the owner org's peers (endorsement.py), so they can only change in transactions the owner's peer
+endorsed; a grant that creates a new key also writes the register, so it needs the owner's peer too.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from chaincode.grants import (
     REVOKED,
     GrantStateError,
     grant_key,
+    grant_register_key,
     grant_state,
     grants_of,
 )
@@ -84,6 +86,16 @@ def _optional_expiry(value: Any) -> int | None:
     if value == "":
         return None  # no expiry: the grant holds until revoked
     return parse_utc("expires_at", value)
+
+
+async def _count_new_grant_key(stub: Any, dataset: dict[str, Any]) -> None:
+    """Write the data set's grant register (see grants.grant_register_key), creating it with the owner's
+    policy for a data set registered before registers existed."""
+    key = grant_register_key(stub, dataset["id"])
+    register = await get_record(stub, key) or {"dataset": dataset["id"], "grant_keys": 0}
+    register["grant_keys"] = int(register.get("grant_keys", 0)) + 1
+    await put_record(stub, key, register)
+    await stub.set_state_validation_parameter(key, peers_of([dataset["owner_msp"]]))
 
 
 class DataAccessContract(Contract):
@@ -130,6 +142,9 @@ class DataAccessContract(Contract):
         }
         await put_record(stub, key, record)
         await stub.set_state_validation_parameter(key, peers_of([owner.msp_id]))
+        register = grant_register_key(stub, dataset_id)
+        await put_record(stub, register, {"dataset": dataset_id, "grant_keys": 0})
+        await stub.set_state_validation_parameter(register, peers_of([owner.msp_id]))
         stub.set_event(EVENT_DATASET_REGISTERED, canonical_json({
             "id": dataset_id, "owner": owner.org, "kind": kind, "manifest_sha256": manifest_sha256,
             "sensitivity": sensitivity,
@@ -192,6 +207,9 @@ class DataAccessContract(Contract):
         await put_record(stub, key, record)
         # Re-set on every grant (not only the first) so that every version of the key names the owner.
         await stub.set_state_validation_parameter(key, peers_of([dataset["owner_msp"]]))
+        if existing is None:
+            # A new key has no policy of its own yet: the register makes the owner's peer necessary.
+            await _count_new_grant_key(stub, dataset)
         stub.set_event(EVENT_GRANT_ISSUED, canonical_json({
             "dataset": dataset_id, "grantee": grantee_org, "purpose": purpose, "expires_at": record["expires_at"],
         }))

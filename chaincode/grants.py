@@ -16,6 +16,8 @@ from chaincode.state import list_records
 from chaincode.timestamps import parse_utc
 
 GRANT_OBJECT = "grant"
+#: One key per data set, created with the owner's key-level policy when the data set is registered.
+GRANT_REGISTER_OBJECT = "grantregister"
 ACTIVE = "active"
 REVOKED = "revoked"
 EXPIRED = "expired"
@@ -36,6 +38,19 @@ def grant_state(record: dict[str, Any], now_nanos: int) -> str:
     if expires_at is not None and parse_utc("expires_at", expires_at) <= now_nanos:
         return EXPIRED
     return ACTIVE
+
+
+def grant_register_key(stub: Any, dataset_id: str) -> str:
+    """The data set's grant register: counts the grant keys ever created for it.
+
+    Why it exists: a key-level endorsement policy guards a key only once the key exists, so a grant of
+    a (grantee, purpose) never granted before -- a new key -- would be validated by the chaincode's
+    MAJORITY policy alone, and peers of three other orgs could commit it without the owner's peer.
+    Every transaction that creates a grant key also writes this register, which carries the owner's
+    policy from RegisterDataset on, so no grant of a data set commits without its owner's endorsement.
+    Access checks never read it, so they do not conflict with grants.
+    """
+    return stub.create_composite_key(GRANT_REGISTER_OBJECT, [dataset_id])
 
 
 async def grants_of(stub: Any, dataset_id: str, grantee: str | None = None) -> list[dict[str, Any]]:

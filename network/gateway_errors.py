@@ -219,6 +219,8 @@ class _RpcErrorLike(Protocol):
 _GATEWAY_UNAVAILABLE_PREFIXES = (
     "no orderer", "insufficient number of orderers", "no peers available", "no combination of peers",
     "failed to find any endorsing peers", "no endorsing peers",
+    # A channel the peer has not joined (seen from a real v3.1.5 peer): the gateway answered.
+    "failed to get config for channel",
 )
 
 

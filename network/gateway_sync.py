@@ -34,12 +34,17 @@ from network.gateway import (
     Deadlines,
     Gateway,
     Network,
+    Proposal,
+    Transaction,
     TransactionStatus,
 )
 from network.gateway_proposal import Arg
 from network.identity import Identity, Signer
 
-__all__ = ["SyncChaincodeEvents", "SyncCommit", "SyncContract", "SyncGateway", "SyncNetwork"]
+__all__ = [
+    "SyncChaincodeEvents", "SyncCommit", "SyncContract", "SyncGateway", "SyncNetwork", "SyncProposal",
+    "SyncTransaction",
+]
 
 T = TypeVar("T")
 
@@ -221,6 +226,44 @@ class SyncContract:
             )
         )
         return SyncCommit(self._loop, commit)
+
+    def new_proposal(
+        self,
+        function: str,
+        *args: Arg,
+        transient: Mapping[str, bytes] | None = None,
+        endorsing_orgs: Iterable[str] | None = None,
+        nonce: bytes | None = None,
+    ) -> SyncProposal:
+        """The step-by-step flow (proposal -> endorse -> submit -> status), as ``Contract.new_proposal``."""
+        proposal = self._contract.new_proposal(
+            function, *args, transient=transient, endorsing_orgs=endorsing_orgs, nonce=nonce
+        )
+        return SyncProposal(self._loop, proposal)
+
+
+class SyncProposal:
+    def __init__(self, loop_thread: _LoopThread, proposal: Proposal) -> None:
+        self._loop = loop_thread
+        self._proposal = proposal
+        self.transaction_id = proposal.transaction_id
+
+    def evaluate(self, timeout: float | None = None) -> bytes:
+        return self._loop.run(self._proposal.evaluate(timeout=timeout))
+
+    def endorse(self, timeout: float | None = None) -> SyncTransaction:
+        return SyncTransaction(self._loop, self._loop.run(self._proposal.endorse(timeout=timeout)))
+
+
+class SyncTransaction:
+    def __init__(self, loop_thread: _LoopThread, transaction: Transaction) -> None:
+        self._loop = loop_thread
+        self._transaction = transaction
+        self.transaction_id = transaction.transaction_id
+        self.result = transaction.result
+
+    def submit(self, timeout: float | None = None) -> SyncCommit:
+        return SyncCommit(self._loop, self._loop.run(self._transaction.submit(timeout=timeout)))
 
 
 class SyncCommit:

@@ -8,10 +8,8 @@ State lives under ``HOME/twins/``::
     sim/                 the OPC-UA simulators' history (history.sqlite) and the bridge's mapping (mapping.yaml)
     readings.sqlite      the bridge's append-only store: readings, sealed batches, Merkle trees, twin states, anchors
     status.json          the bridge's live status (rewritten every anchoring interval and at its stop)
-    anchor.json          where this twins state anchors: {"kind": "file", "path"} (relative to HOME/twins, so a
-                         copied or moved home still verifies against its own file) or {"kind": "ledger", ...}
-    ledger.json          for ledger anchoring: channel, chaincode, and each org's operator identity and peer
-    anchors.jsonl        the local file anchor (``--anchor file`` only)
+    anchor.json          where this twins state anchors: {"kind": "ledger", "channel", "chaincode"}
+    ledger.json          channel, chaincode, and each org's operator identity and peer (the bridge's --ledger-config)
     run.json             the last run: process ids, options, metrics URLs, start and stop times
 
 Logs: ``HOME/logs/twins-simulators.log`` and ``HOME/logs/twins-bridge.log``.
@@ -19,10 +17,10 @@ Logs: ``HOME/logs/twins-simulators.log`` and ``HOME/logs/twins-bridge.log``.
 Metrics: `twins run` gives the simulators and the bridge Prometheus ``/metrics`` endpoints on 127.0.0.1, by
 default on the two ports after the OPC-UA ``--port`` (``metrics_ports``; ``--metrics-port 0`` turns them off).
 
-A twins state keeps one anchor target for its whole life: batches are chained per org (each record holds the
-hash of the previous one), so half of a chain on the ledger and half in a local file could not be verified
-as one. Local file anchoring is never silent: every line of `twins run`, `twins status` and `verify reading`
-says "local file anchor, not the ledger".
+Anchoring is on the ledger only: `twins run` checks that each org's peer answers before it starts anything and
+otherwise stops with one line saying the network is not up. The ledger keeps one chain of batches per org; a new
+twins state joins it after its last batch (twins.runtime), so several twins homes can anchor on one network one
+after the other.
 """
 
 from __future__ import annotations
@@ -47,7 +45,6 @@ from network.layout import Layout
 from network.spec import _NAME_RE as ORG_NAME_RE, SpecError, load_spec
 from orchestrator.cli_common import UserError, home_of
 
-FILE_ANCHOR_LABEL = "local file anchor, not the ledger"
 SIM_LOG, BRIDGE_LOG = "twins-simulators", "twins-bridge"
 # When the user names no assets: the default consortium's plants and hospitals (network/default_spec.yaml).
 DEFAULT_MACHINES = ("plant1:2", "plant2:2")
@@ -72,7 +69,6 @@ class TwinsDir:
         self.status = self.root / "status.json"
         self.anchor = self.root / "anchor.json"
         self.ledger = self.root / "ledger.json"
-        self.anchors_file = self.root / "anchors.jsonl"
         self.run = self.root / "run.json"
 
     def log(self, name: str) -> Path:
@@ -107,21 +103,27 @@ class TwinsDir:
 def anchor_label(anchor: dict[str, Any] | None) -> str:
     if not anchor:
         return "unknown anchor"
-    if anchor.get("kind") == "file":
-        return FILE_ANCHOR_LABEL
     return f"ledger channel {anchor.get('channel')} (chaincode {anchor.get('chaincode')})"
+
+
+def _not_on_ledger(td: TwinsDir, anchor: dict[str, Any]) -> UserError:
+    # a state written before anchoring became ledger-only: its batches were never on the ledger
+    return UserError(f"the twins state in {td.root} was not anchored on the ledger (anchor kind "
+                     f"{anchor.get('kind')!r}); start a new one in another --home")
 
 
 def _require_state(td: TwinsDir) -> dict[str, Any]:
     anchor = td.read_json(td.anchor)
     if anchor is None or not td.store.exists():
         raise UserError(f"no twins state in {td.root}; start the twins with `twinledger twins run` (see --help)")
+    if anchor.get("kind") != "ledger":
+        raise _not_on_ledger(td, anchor)
     return anchor
 
 
 # --- ledger reachability --------------------------------------------------------------------------------
 def _ledger_hint() -> str:
-    return "start the network with `twinledger up`, or run with `--anchor file` to anchor to a local file (not the ledger)"
+    return "start the network with `twinledger up`"
 
 
 def ledger_config(home: Path, orgs: list[str]) -> dict[str, Any]:
@@ -231,13 +233,10 @@ class _Stopper:
 
 
 class _LiveLine:
-    """One status line per second from the bridge's status.json: rates come from two consecutive statuses.
-    ``where`` (the file-anchor warning, if any) comes right after the time, so a line cut to the terminal's
-    width still carries it."""
+    """One status line per second from the bridge's status.json: rates come from two consecutive statuses."""
 
-    def __init__(self, td: TwinsDir, where: str, since: float) -> None:
+    def __init__(self, td: TwinsDir, since: float) -> None:
         self.td = td
-        self.where = where
         self.since = since  # status.json of an earlier run is not this run's
         self.prev: tuple[float, int] | None = None
         self.rate = 0.0
@@ -270,7 +269,7 @@ class _LiveLine:
 
     def text(self, elapsed: float) -> str:
         f = self.fields(elapsed)
-        parts = [f"[{elapsed:5.0f}s]"] + ([self.where] if self.where else [])
+        parts = [f"[{elapsed:5.0f}s]"]
         if not f["status"]:
             return " | ".join(parts + ["waiting for the bridge's first status…"])
         parts += [f"{f['values_per_s']:6.0f} values/s", f"twins {f['twins_live']}/{f['twins']}",
@@ -317,18 +316,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                         "stop that run first (Ctrl-C in its terminal)")
     orgs = sorted({m.partition(":")[0] for m in machines + monitors})
 
-    # Decide the anchor target before starting anything: an unreachable ledger is an error, never a silent fallback.
-    if args.anchor == "file":
-        target: dict[str, Any] = {"kind": "file", "path": td.anchors_file.name}
-        ledger = None
-    else:
-        ledger = ledger_config(home, orgs)
-        target = {"kind": "ledger", "channel": ledger["channel"], "chaincode": ledger["chaincode"]}
+    # The ledger must answer before anything starts: there is nowhere else to anchor.
+    ledger = ledger_config(home, orgs)
+    target: dict[str, Any] = {"kind": "ledger", "channel": ledger["channel"], "chaincode": ledger["chaincode"]}
     previous = td.read_json(td.anchor)
-    if previous and previous.get("kind") != target["kind"]:
-        raise UserError(f"{td.root} anchors to the {anchor_label(previous)}; its batch chains cannot continue on the "
-                        f"{anchor_label(target)}: use `--anchor {'file' if previous['kind'] == 'file' else 'ledger'}` "
-                        "or another --home")
+    if previous and previous.get("kind") != "ledger":
+        raise _not_on_ledger(td, previous)
     if not _port_free(args.port):
         raise UserError(f"port {args.port} on 127.0.0.1 is in use; pick a free one with --port")
     sim_metrics, bridge_metrics = metrics_ports(args.port, args.metrics_port)
@@ -344,17 +337,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     td.root.mkdir(parents=True, exist_ok=True)
     td.log(SIM_LOG).parent.mkdir(parents=True, exist_ok=True)
     td.write_json(td.anchor, target)
-    extra = (["--ledger-config", str(td.ledger)] if ledger else []) + ["--report-every", str(args.report_every)]
-    if ledger:
-        td.write_json(td.ledger, ledger)
-    tag = f"  [{FILE_ANCHOR_LABEL}]" if target["kind"] == "file" else ""
-    anchor_text = f"{FILE_ANCHOR_LABEL}: {td.anchors_file}" if ledger is None else anchor_label(target)
+    td.write_json(td.ledger, ledger)
+    extra = ["--report-every", str(args.report_every)]
+    anchor_text = anchor_label(target)
 
     def say(line: str, **fields: Any) -> None:
         if args.json:  # one JSON object per line, each naming the anchor target
             print(json.dumps({"message": line, "anchor": anchor_label(target), **fields}), flush=True)
         else:
-            print(line + (tag if tag and FILE_ANCHOR_LABEL not in line else ""), flush=True)
+            print(line, flush=True)
 
     what = ", ".join([f"machines {m}" for m in machines] + [f"monitors {m}" for m in monitors])
     say(f"twins in {td.root}: {what}; OPC-UA on opc.tcp://127.0.0.1:{args.port}; anchoring every {args.interval:g} s "
@@ -365,7 +356,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     run_info: dict[str, Any] = {"pids": {}, "started_at": time.time(), "anchor": target, "port": args.port,
                                 "machines": machines, "monitors": monitors, "duration": args.duration, "metrics": {}}
     t_live = time.monotonic()
-    live = _LiveLine(td, FILE_ANCHOR_LABEL if tag else "", since=time.time())
+    live = _LiveLine(td, since=time.time())
     error: str | None = None
     reason = "the end of --duration"
     tty = sys.stdout.isatty() and not args.json
@@ -378,9 +369,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                                               machine_rate=args.machine_rate, monitor_rate=args.monitor_rate,
                                               mapping_out=td.mapping, metrics_port=sim_metrics), SIM_LOG),
                 # history: a fresh bridge starts from each variable's first value, so nothing published is skipped
-                ("bridge", bridge_argv(mapping=td.mapping, home=td.root, interval=args.interval, start_from="history",
-                                       anchor_file=td.anchors_file if ledger is None else None,
-                                       metrics_port=bridge_metrics, extra=extra), BRIDGE_LOG),
+                ("bridge", bridge_argv(mapping=td.mapping, home=td.root, ledger_config=td.ledger, interval=args.interval,
+                                       start_from="history", metrics_port=bridge_metrics, extra=extra), BRIDGE_LOG),
             ]
             for name, argv, log in steps:
                 with stopper.deferred():
@@ -508,7 +498,7 @@ def twins_status(home: Path) -> dict[str, Any]:
                   reports=len(reports))
     return {
         "home": str(td.root), "running": bool(running), "pids": running,
-        "anchor": dict(anchor, label=label, **({"file": str(td.root / anchor["path"])} if anchor.get("kind") == "file" else {})),
+        "anchor": dict(anchor, label=label),
         "updated_at": st.get("time"),
         "assets": {a: _asset_view(a, s) for a, s in sorted(st.get("twins", {}).items())},
         "plants": st.get("plants", {}), "alerts": st.get("alerts", []),
@@ -529,13 +519,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(s, indent=1, sort_keys=True))
         return 0
     label = s["anchor"]["label"]
-    tag = f"  [{FILE_ANCHOR_LABEL}]" if s["anchor"].get("kind") == "file" else ""
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s["updated_at"])) if s["updated_at"] else "never"
     print(f"twins in {s['home']}: {'RUNNING (pids ' + ', '.join(map(str, s['pids'].values())) + ')' if s['running'] else 'stopped'}; "
           f"status of {when}; anchors: {label}")
     st = s["store"]
     print(f"store: {st['readings']} readings in {st['batches']} sealed batches, {st['anchored']} anchored, "
-          f"{st['pending']} waiting; lost {s['bridge'].get('lost', 0)}{tag}")
+          f"{st['pending']} waiting; lost {s['bridge'].get('lost', 0)}")
     print(f"\n{'ASSET':<16} {'ORG':<10} {'KIND':<8} {'RISK':<30} {'kWh':>8} {'CO2 kg':>8}  KEY SIGNALS")
     for a in s["assets"].values():
         r = a.get("risk", {})
@@ -559,21 +548,20 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"\nalerts ({len(s['alerts'])}):" if s["alerts"] else "\nalerts: none")
     for al in s["alerts"]:
         print(f"  {al['level']:<10} {al['asset']:<16} {al['detail']} [{al.get('label')}]")
-    where = "on the ledger" if s["anchor"].get("kind") == "ledger" else f"in the {FILE_ANCHOR_LABEL}"
-    print(f"alerts recorded {where} ({st['alerts']}, {st['alerts_pending']} waiting):" if s["ledger_alerts"]
-          else f"alerts recorded {where}: none")
+    print(f"alerts recorded on the ledger ({st['alerts']}, {st['alerts_pending']} waiting):" if s["ledger_alerts"]
+          else "alerts recorded on the ledger: none")
     for al in s["ledger_alerts"]:
         state = "open" if al["closed_at_us"] is None else "closed"
         print(f"  {al['asset']:<16} {al['kind']:<13} score {al['score']}  {state:<6} {al['detail'].get('text', '')}  "
-              f"tx {al['tx_id'] or 'waiting'}{tag}")
+              f"tx {al['tx_id'] or 'waiting'}")
     for r in s["sustainability_reports"]:
         m = r["metrics"]
         print(f"sustainability {r['org']} {r['period']}: {m.get('energy_kwh', 0):.2f} kWh, {m.get('co2_kg', 0):.2f} kg CO2, "
-              f"{m.get('products', 0)} products  tx {r['tx_id']}{tag}")
+              f"{m.get('products', 0)} products  tx {r['tx_id']}")
     print("last anchors:" if s["last_anchors"] else "last anchors: none yet")
     for a in s["last_anchors"]:
         at = time.strftime("%H:%M:%S", time.localtime(a["anchored_at_us"] / 1e6))
-        print(f"  {at} {a['batch_id']:<22} {a['count']:>6} readings  root {a['merkle_root'][:16]}…  tx {a['tx_id']}{tag}")
+        print(f"  {at} {a['batch_id']:<22} {a['count']:>6} readings  root {a['merkle_root'][:16]}…  tx {a['tx_id']}")
     return 0
 
 
@@ -641,18 +629,14 @@ def cmd_whatif(args: argparse.Namespace) -> int:
 
 # --- verify reading --------------------------------------------------------------------------------------
 async def _verify(td: TwinsDir, anchor: dict[str, Any], asset: str, seq: int, prop: str | None) -> list:
-    from twins.anchoring.anchorer import FileAnchorer, connect_ledger
+    from twins.anchoring.anchorer import connect_ledger
     from twins.anchoring.store import ReadingStore
     from twins.anchoring.verify import verify_reading
 
-    gateways: list = []
-    if anchor.get("kind") == "file":
-        anchorer: Any = FileAnchorer(td.root / anchor["path"])
-    else:
-        cfg = td.read_json(td.ledger) or {}
-        # the readings were anchored on the ledger: without it there is nothing to prove them against
-        ledger_config(td.home, sorted(cfg.get("orgs", {})))
-        anchorer, gateways = connect_ledger(cfg)
+    cfg = td.read_json(td.ledger) or {}
+    # the readings were anchored on the ledger: without it there is nothing to prove them against
+    ledger_config(td.home, sorted(cfg.get("orgs", {})))
+    anchorer, gateways = connect_ledger(cfg)
     store = ReadingStore(td.store)
     try:
         return await verify_reading(store, anchorer, asset, seq, prop)
@@ -719,9 +703,7 @@ def _alert_of(home: Path, target: str) -> tuple[str, str | None]:
     from twins.anchoring.store import ReadingStore
 
     td = TwinsDir(home)
-    anchor = _require_state(td)
-    if anchor.get("kind") != "ledger":
-        raise UserError(f"the alerts of {td.root} are in the {FILE_ANCHOR_LABEL}; decisions are made on ledger alerts")
+    _require_state(td)
     store = ReadingStore(td.store)
     try:
         raised = [e for e in store.alerts() if e["asset"] == target and e["tx_id"]]
@@ -798,11 +780,10 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                     "second (values/s, twins, sealed and anchored batches, lost values, alerts, top risk), and stop "
                     "everything cleanly at Ctrl-C (exit 0) or after --duration. State stays in HOME/twins for "
                     "`twins status`, `twins whatif` and `verify reading`.\n\n"
-                    "Anchoring: by default on the ledger (each org's batches submitted as that org's operator "
-                    "through its peer); if the network's peers are not up, run fails with the reason. "
-                    "--anchor file anchors to HOME/twins/anchors.jsonl instead, and every line says "
-                    f"\"{FILE_ANCHOR_LABEL}\". A twins state keeps its anchor target. --json prints one JSON "
-                    "object per line instead.\n\n"
+                    "Anchoring: on the ledger (each org's batches submitted as that org's operator through its "
+                    "peer); if the network's peers are not up, run fails with the reason before starting anything. "
+                    "A new twins state continues each org's chain of batches on the ledger after its last batch. "
+                    "--json prints one JSON object per line instead.\n\n"
                     "Metrics: the simulators and the bridge serve Prometheus metrics at "
                     "http://127.0.0.1:PORT/metrics, by default the simulators on --port + 1 and the bridge on "
                     "--port + 2 (4841 and 4842 with the default --port 4840); the running line prints where. "
@@ -817,8 +798,6 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     r.add_argument("--machine-rate", type=float, default=5.0, metavar="R", help="products per second per machine (14 values each; default 5)")
     r.add_argument("--monitor-rate", type=float, default=1.0, metavar="R", help="chart hours replayed per second per monitor (default 1)")
     r.add_argument("--interval", type=float, default=1.0, metavar="S", help="seal and anchor one batch per org every S seconds (default 1)")
-    r.add_argument("--anchor", choices=("ledger", "file"), default="ledger",
-                   help=f"ledger (default; needs the network's peers up) or file ({FILE_ANCHOR_LABEL})")
     r.add_argument("--port", type=int, default=4840, help="OPC-UA port of the simulators on 127.0.0.1 (default 4840)")
     r.add_argument("--metrics-port", type=int, default=None, metavar="P",
                    help="Prometheus /metrics of the simulators on 127.0.0.1:P and of the bridge on P+1 (default: "

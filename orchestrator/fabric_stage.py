@@ -1,15 +1,16 @@
 """The Fabric part of `up`: node configs, the channel, orderer and peer processes, channel joins.
 
-NOT YET RUN AGAINST REAL BINARIES: the Fabric v3.1.5 binaries could not be built on the machine this was
-written on (the Go module proxy refuses the module). Each step drives the real Fabric tools the documented
-way (configtxgen, osnadmin, the peer CLI) and is idempotent, so `up` after `down` resumes the same ledger.
+Each step drives the real Fabric v3.1.5 tools the documented way (configtxgen, osnadmin, the peer CLI) and
+is idempotent, so `up` after `down` resumes the same ledger.
 """
 
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 from network.configtx import configtxgen_command, configtxgen_env, genesis_block_path, write_configtx
 from network.layout import Layout
@@ -22,6 +23,7 @@ from peers.core_config import write_core_yaml
 from peers.orderer_config import write_orderer_yaml
 
 Progress = Callable[[str], None]
+T = TypeVar("T")
 
 
 class FabricStepError(RuntimeError):
@@ -36,6 +38,18 @@ def run_tool(step: str, argv: list[str], env: dict[str, str] | None = None, ok_c
         lines = [ln for ln in (r.stderr + r.stdout).strip().splitlines() if ln.strip()]
         raise FabricStepError(f"{step}: {Path(argv[0]).name} exited {r.returncode}: {lines[-1] if lines else '(no output)'}")
     return r
+
+
+def in_parallel(step: Callable[[T], None], items: Iterable[T]) -> None:
+    """Run ``step`` on every item side by side (each is a Fabric CLI call waiting on a node); the first
+    failure is raised once all have finished, so no call is left running behind the error."""
+    items = list(items)
+    if not items:
+        return
+    with ThreadPoolExecutor(max_workers=len(items)) as pool:
+        futures = [pool.submit(step, item) for item in items]
+    for future in futures:
+        future.result()
 
 
 def chaincode_address(node: Node) -> str:
@@ -84,13 +98,16 @@ def _osnadmin_tls(spec: Spec, layout: Layout) -> list[str]:
 
 def join_orderers(spec: Spec, layout: Layout, block: Path, progress: Progress) -> None:
     osnadmin = str(fabric_binary("osnadmin"))
-    for node in spec.nodes_of(spec.orderer_org.name, "orderer"):
+
+    def join(node: Node) -> None:
         target = ["-o", f"127.0.0.1:{node.ports.admin}", *_osnadmin_tls(spec, layout)]
         listed = run_tool(f"list channels of {node.name}", [osnadmin, "channel", "list", "--channelID", spec.channel, *target], ok_codes=(0, 1))
         if '"status": 200' in listed.stdout or "Status: 200" in listed.stdout:
-            continue
+            return
         run_tool(f"join {node.name} to {spec.channel}", [osnadmin, "channel", "join", "--channelID", spec.channel, "--config-block", str(block), *target])
         progress(f"  joined {node.name} to channel {spec.channel}")
+
+    in_parallel(join, spec.nodes_of(spec.orderer_org.name, "orderer"))
 
 
 def peer_admin_env(spec: Spec, layout: Layout, node: Node) -> dict[str, str]:
@@ -107,13 +124,15 @@ def peer_admin_env(spec: Spec, layout: Layout, node: Node) -> dict[str, str]:
 
 def join_peers(spec: Spec, layout: Layout, block: Path, progress: Progress) -> None:
     peer = str(fabric_binary("peer"))
-    for org in spec.member_orgs:
-        for node in spec.nodes_of(org.name, "peer"):
-            env = peer_admin_env(spec, layout, node)
-            if run_tool(f"channel info of {node.name}", [peer, "channel", "getinfo", "-c", spec.channel], env, ok_codes=(0, 1)).returncode == 0:
-                continue
-            run_tool(f"join {node.name} to {spec.channel}", [peer, "channel", "join", "-b", str(block)], env)
-            progress(f"  joined {node.name} to channel {spec.channel}")
+
+    def join(node: Node) -> None:
+        env = peer_admin_env(spec, layout, node)
+        if run_tool(f"channel info of {node.name}", [peer, "channel", "getinfo", "-c", spec.channel], env, ok_codes=(0, 1)).returncode == 0:
+            return
+        run_tool(f"join {node.name} to {spec.channel}", [peer, "channel", "join", "-b", str(block)], env)
+        progress(f"  joined {node.name} to channel {spec.channel}")
+
+    in_parallel(join, [node for org in spec.member_orgs for node in spec.nodes_of(org.name, "peer")])
 
 
 def bring_up_fabric(spec: Spec, layout: Layout, progress: Progress, timeout: float) -> None:

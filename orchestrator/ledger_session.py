@@ -6,6 +6,17 @@ as DESIGN's default). Without ``--as`` the org is ``$TL_AS`` or else the spec's 
 plant. Calls go to that org's first peer through the Gateway client; every failure a user can meet
 becomes a ``UserError`` of one line: the chaincode's own message for a denial, "cannot reach ..." for
 a peer that is down, the validation code for a transaction the peers refused to commit.
+
+Read conflicts and the retry policy. A transaction the peers mark MVCC_READ_CONFLICT or
+PHANTOM_READ_CONFLICT lost a race: another transaction committed first changed something it had read,
+and it changed nothing itself. Submitting it again means endorsing it again on the new state, so the
+chaincode judges it anew. That is done automatically (``CONFLICT_RETRIES`` times) only for the
+functions in ``RETRY_SAFE``: a recorded access check (data:Check) is a question whose answer the
+chaincode derives from the current grants, and exactly one check ends up recorded because the losing
+attempt left no trace. Governance writes (register, grant, revoke, consent, twin decisions) are never
+retried: their conflict means someone else changed the same records meanwhile -- a grant retried over a
+revocation another steward just committed would silently undo it -- so the user gets one line saying the
+transaction was not committed and why, and decides again on the state as it now is.
 """
 
 from __future__ import annotations
@@ -13,6 +24,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
+import time
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -33,6 +46,12 @@ AS_ENV = "TL_AS"
 CHAINCODE_FAILURE_PREFIX = "chaincode response "
 #: Validation codes of transactions that lost a race and may simply be submitted again.
 RETRYABLE = frozenset({"MVCC_READ_CONFLICT", "PHANTOM_READ_CONFLICT"})
+#: (contract, function) whose submit is retried after a read conflict; see the module docstring.
+RETRY_SAFE = frozenset({("data", "Check")})
+#: Further attempts after the first, and the first pause between them (doubled each time, with jitter:
+#: racers that retried in lock-step would only conflict again).
+CONFLICT_RETRIES = 3
+RETRY_PAUSE_S = 0.05
 
 
 def add_identity_option(parser: argparse.ArgumentParser, default_user: str) -> None:
@@ -100,8 +119,8 @@ class Session:
         if isinstance(error, CommitError):
             # A read conflict means another transaction changed the same records first: the same
             # command, run again, is judged on the new state. Anything else needs a person to look.
-            retry = ("run the command again" if error.validation_name in RETRYABLE
-                     else f"see `twinledger logs {self.peer.name}`")
+            retry = ("another transaction changed the same records first; look at them and run the command "
+                     "again" if error.validation_name in RETRYABLE else f"see `twinledger logs {self.peer.name}`")
             return UserError(f"transaction {error.transaction_id} was not committed: the peers marked it "
                              f"{error.validation_name}; nothing changed — {retry}")
         if error.unreachable:
@@ -120,15 +139,26 @@ class Session:
             raise self.user_error(error) from None
 
     def submit(self, contract: str, function: str, *args: str, **kwargs: Any) -> tuple[Any, TransactionStatus]:
-        """Endorse, order and wait for the commit; returns the JSON answer and the commit status."""
-        try:
-            commit = self.contract(contract).submit_async(function, *args, **kwargs)
-            status = commit.status()
-            if not status.successful:
-                raise CommitError(status.transaction_id, status.code, status.block_number)
-        except GatewayError as error:
-            raise self.user_error(error) from None
-        return _decode(commit.result), status
+        """Endorse, order and wait for the commit; returns the JSON answer and the commit status.
+
+        A read conflict is retried only for the functions in ``RETRY_SAFE`` (module docstring).
+        """
+        retries = CONFLICT_RETRIES if (contract, function) in RETRY_SAFE else 0
+        attempt = 0
+        while True:
+            try:
+                commit = self.contract(contract).submit_async(function, *args, **kwargs)
+                status = commit.status()
+                if not status.successful:
+                    raise CommitError(status.transaction_id, status.code, status.block_number)
+                return _decode(commit.result), status
+            except CommitError as error:
+                if error.validation_name not in RETRYABLE or attempt >= retries:
+                    raise self.user_error(error) from None
+            except GatewayError as error:
+                raise self.user_error(error) from None
+            time.sleep(RETRY_PAUSE_S * 2 ** attempt * (1 + random.random()))
+            attempt += 1
 
     def close(self) -> None:
         self.gateway.close()

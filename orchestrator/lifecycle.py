@@ -2,24 +2,37 @@
 
 One CCaaS package per chaincode version; every peer dials its own chaincode server (the package's address
 is a template the builder fills per peer). Each org's admin installs on its peers and approves for its org;
-then one admin commits with endorsements from every org. An upgrade is the same with a new version and
-the next sequence. Idempotent: what is already installed, approved or committed is skipped.
+then one admin commits with endorsements from every org. An upgrade (``deploy(..., upgrade=True)`` with a
+new version) is the same with the next sequence. Idempotent: what is already installed, approved or
+committed is skipped.
 
-NOT YET RUN AGAINST REAL BINARIES (see fabric_stage.py).
+Why `up` never redefines a committed chaincode: with chaincode-as-a-service the package holds no code, only
+the server's address and TLS roots (peers/ccaas.py); the code is whatever the chaincode servers run, and
+new code takes effect when they restart. A new definition (version, sequence) is needed only to change the
+definition itself, and that is an operator's explicit upgrade. So `up` (``upgrade=False``) defines the
+chaincode when nothing is committed and otherwise keeps the committed definition -- also one that an
+upgrade made with another version than `up` knows -- and submits no lifecycle transaction; the servers of
+the committed package stay in the supervisor's manifest across `down`/`up`. Otherwise every `up` after an
+upgrade would "upgrade" back to its own version label, one sequence further each time.
+
+During an upgrade the chaincode servers are swapped before the new definition is committed (a server
+registers with one package ID only), so invocations fail for the few seconds between the swap and the
+commit; deploy returns only once the new servers answer.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from network.layout import Layout
-from network.spec import Node, Spec
-from orchestrator.control import start_supervisor, wait_healthy
-from orchestrator.fabric_stage import Progress, chaincode_address, peer_admin_env, run_tool
-from orchestrator.procspec import ProcSpec, upsert_processes
+from network.spec import Node, Org, Spec
+from orchestrator.control import read_state, start_supervisor, wait_healthy
+from orchestrator.fabric_stage import FabricStepError, Progress, chaincode_address, in_parallel, peer_admin_env, run_tool
+from orchestrator.procspec import ProcSpec, load_manifest, upsert_processes
 from peers.binaries import fabric_binary
 from peers.ccaas import CHAINCODE_ADDRESS_TEMPLATE, CcaasTLS, package_ccaas
 
@@ -68,9 +81,31 @@ def chaincode_process(layout: Layout, node: Node, name: str, package_id: str) ->
     )
 
 
-def deploy(spec: Spec, layout: Layout, name: str, version: str, progress: Progress, timeout: float = 60) -> Definition:
+def _wait_replaced(layout: Layout, old_pids: dict[str, int | None], timeout: float) -> None:
+    """Until the supervisor has restarted each named process (a new pid: it runs the new manifest entry)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pids = {p["name"]: p.get("pid") for p in read_state(layout.root).get("processes", [])}
+        if all(pids.get(n) is not None and pids.get(n) != old for n, old in old_pids.items()):
+            return
+        time.sleep(0.1)
+    raise FabricStepError(f"the supervisor did not restart {', '.join(sorted(old_pids))} within {timeout:.0f} s "
+                          f"(see {layout.log_file('supervisor')})")
+
+
+def deploy(spec: Spec, layout: Layout, name: str, version: str, progress: Progress, timeout: float = 60,
+           *, upgrade: bool = False) -> Definition:
+    """Define ``name`` on the channel when nothing is committed; with ``upgrade``, move it to ``version``.
+
+    Without ``upgrade`` an already committed definition is kept whatever its version (see the module
+    docstring); with it, a committed definition of another version gets the next sequence.
+    """
     current = committed(spec, layout, name)
     if current and current.version == version:
+        return current
+    if current and not upgrade:
+        progress(f"  {name} {current.version} (sequence {current.sequence}) is committed; kept "
+                 f"(`up` does not redefine a committed chaincode)")
         return current
     sequence = current.sequence + 1 if current else 1
     peer = str(fabric_binary("peer"))
@@ -80,25 +115,33 @@ def deploy(spec: Spec, layout: Layout, name: str, version: str, progress: Progre
     pkg = package_ccaas(f"{name}_{version}", CHAINCODE_ADDRESS_TEMPLATE, layout.root / "chaincode" / f"{name}_{version}.tar.gz",
                         CcaasTLS(root_cert=roots))
 
-    procs = []
-    for node in _peers(spec):
+    def install(node: Node) -> None:
         env = peer_admin_env(spec, layout, node)
         installed = run_tool(f"query installed on {node.name}", [peer, "lifecycle", "chaincode", "queryinstalled", "-O", "json"], env)
         if pkg.package_id not in installed.stdout:
             run_tool(f"install {pkg.label} on {node.name}", [peer, "lifecycle", "chaincode", "install", str(pkg.path)], env)
             progress(f"  installed {pkg.label} on {node.name}")
-        procs.append(chaincode_process(layout, node, name, pkg.package_id))
+
+    # Each peer and each org is independent of the others: the peer CLI calls run side by side.
+    in_parallel(install, _peers(spec))
+    procs = [chaincode_process(layout, node, name, pkg.package_id) for node in _peers(spec)]
+    before = {p.name: p for p in load_manifest(layout.run)}
+    running = {p["name"]: p.get("pid") for p in read_state(layout.root).get("processes", [])}
     upsert_processes(layout.run, procs)
     start_supervisor(layout.root)
+    # The supervisor reloads its manifest asynchronously: until it has stopped the old servers and
+    # started the new ones, "healthy" would describe the previous package's servers.
+    _wait_replaced(layout, {p.name: running.get(p.name) for p in procs if before.get(p.name) != p}, timeout)
     wait_healthy(layout.root, [p.name for p in procs], timeout, lambda n: progress(f"  ready  {n}"))
 
     common = ["--channelID", spec.channel, "--name", name, "--version", version, "--sequence", str(sequence)]
-    for org in spec.member_orgs:
-        node = spec.nodes_of(org.name, "peer")[0]
-        env = peer_admin_env(spec, layout, node)
+    def approve(org: Org) -> None:
+        env = peer_admin_env(spec, layout, spec.nodes_of(org.name, "peer")[0])
         run_tool(f"approve {name} {version} for {org.name}", [peer, "lifecycle", "chaincode", "approveformyorg",
                  *_orderer_args(spec, layout), *common, "--package-id", pkg.package_id], env)
         progress(f"  approved {name} {version} (sequence {sequence}) for {org.name}")
+
+    in_parallel(approve, spec.member_orgs)
 
     targets: list[str] = []
     for org in spec.member_orgs:

@@ -99,6 +99,14 @@ class FabricNet:
         wait_ordering(self.spec, timeout)
         wait_converged(self.spec, self.layout, CHAINCODE_NAME, timeout)
 
+    def client_home(self, path: Path) -> Path:
+        """A home of its own for a user of this network that runs no node (e.g. a twins state of its own, under
+        HOME/twins): the network's spec and the orgs' identities, symlinked; none of its nodes or ledgers."""
+        path.mkdir(parents=True, exist_ok=True)
+        for src in (self.layout.spec_file, self.layout.org_dir("any").parent):
+            (path / src.name).symlink_to(src)
+        return path
+
     def unique(self, prefix: str) -> str:
         """An ID no other test of this run uses (letters, digits and '-' only)."""
         return f"{prefix}-{next(self._ids)}{secrets.token_hex(2)}"

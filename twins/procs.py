@@ -52,15 +52,13 @@ def simulator_argv(*, port: int, data_dir: Path, machines: list[str] = (), monit
     return argv + list(extra)
 
 
-def bridge_argv(*, mapping: Path, home: Path, interval: float = 1.0, start_from: str = "live",
-                anchor_file: Path | None = None, metrics_port: int = 0,
-                extra: list[str] = ()) -> list[str]:  # type: ignore[assignment]
+def bridge_argv(*, mapping: Path, home: Path, ledger_config: Path, interval: float = 1.0, start_from: str = "live",
+                metrics_port: int = 0, extra: list[str] = ()) -> list[str]:  # type: ignore[assignment]
+    """``ledger_config``: the JSON of ``twins.anchoring.anchorer.connect_ledger`` (the bridge anchors on the ledger only)."""
     argv = [sys.executable, "-m", "twins.bridge", "run", "--mapping", str(mapping), "--home", str(home),
-            "--interval", str(interval), "--start-from", start_from]
+            "--ledger-config", str(ledger_config), "--interval", str(interval), "--start-from", start_from]
     if metrics_port:
         argv += ["--metrics-port", str(metrics_port)]
-    if anchor_file:
-        argv += ["--anchor-file", str(anchor_file)]
     return argv + list(extra)
 
 

@@ -3,7 +3,7 @@
 ``TwinRuntime`` owns the local store, the twins (one per asset of the mapping) and the batcher; the bridge
 calls ``on_reading`` for every in-order, de-duplicated reading. Every ``interval`` seconds (default 1 s)
 ``anchor_once`` seals one batch per org that received readings and queues its record for the anchorer;
-a separate task submits records in order and records the returned tx ids in the store (a batch sealed but
+one task per org submits that org's records in order (orgs in parallel) and records the returned tx ids in the store (a batch sealed but
 not yet anchored when the process dies is resubmitted at the next start). The same task raises the alerts
 that the twins' states open (``twins.anchoring.alert_outbox``: one per episode, after the batch holding the
 reading or state it was seen at) and, every ``report_every`` intervals, the sustainability reports of completed days
@@ -66,9 +66,9 @@ def load_twin(store: ReadingStore, mapping: Mapping, asset: str) -> Twin:
 
 
 def _explained(exc: BaseException | None) -> AnchorConflict:
-    return AnchorConflict(f"{exc}: the ledger already holds this batch number with another record, so this store "
-                          "is not the one that anchored the org's chain (was the twins folder removed?); run from "
-                          "that store, or against another network")
+    return AnchorConflict(f"{exc}: this store is not the one that anchored the org's chain on the ledger up to "
+                          "there (another twins state has anchored for the org since, or this one was replaced); "
+                          "start a new twins state (another --home), or use another network")
 
 
 class LatencyRecorder:
@@ -129,7 +129,11 @@ class TwinRuntime:
         self._reports_queued: set[str] = set()
         self._last_applied: dict[str, tuple[str, int]] = {}  # asset -> (prop, seq) of its latest reading
         self._seen: dict[str, dict[tuple[str, str], dict[str, Any]]] = {}  # org -> alert conditions since its last seal
-        self._submit_q: asyncio.Queue[tuple] | None = None
+        # one submission queue and task per org (created as its first record comes): an org's records go to the
+        # ledger in order (its chain, and an alert after the batch that proves it), orgs in parallel, so anchoring
+        # keeps up with one batch per org per interval whatever the number of orgs (a commit takes ~150 ms here)
+        self._queues: dict[str, asyncio.Queue[tuple]] | None = None
+        self._submitters: dict[str, asyncio.Task[None]] = {}
         # per-org running totals of this run, read by the metrics at scrape time
         orgs = sorted(self.by_org)
         self.readings_by_org: dict[str, int] = dict.fromkeys(orgs, 0)
@@ -235,11 +239,16 @@ class TwinRuntime:
         return out
 
     def _queue(self, job: tuple) -> None:
-        if self._submit_q is not None:
-            self._submit_q.put_nowait(job)
-            if job[0] == "batch":
-                org = job[1].org
-                self.pending_by_org[org] = self.pending_by_org.get(org, 0) + 1
+        if self._queues is None:
+            return
+        org = job[1].org
+        q = self._queues.get(org)
+        if q is None:
+            q = self._queues[org] = asyncio.Queue()
+            self._submitters[org] = asyncio.get_running_loop().create_task(self._submitter(q))
+        q.put_nowait(job)
+        if job[0] == "batch":
+            self.pending_by_org[org] = self.pending_by_org.get(org, 0) + 1
 
     def _anchored(self, record: BatchRecord, seconds: float) -> None:
         """A batch was accepted by the anchorer (in order per org), after ``seconds`` in the call."""
@@ -300,16 +309,22 @@ class TwinRuntime:
                 log.warning("%s %s failed (%s); retrying in 1 s", kind, what, exc)
                 await asyncio.sleep(1.0)
 
-    async def _submitter(self) -> None:
-        assert self._submit_q is not None
+    async def _submitter(self, q: asyncio.Queue[tuple]) -> None:
         while True:
-            job = await self._submit_q.get()
+            job = await q.get()
             try:
                 await self._submit_job(job)
             finally:
                 if job[0] == "report":
                     self._reports_queued.discard(job[1].key)
-                self._submit_q.task_done()
+                q.task_done()
+
+    def _failed_submitter(self) -> BaseException | None:
+        """The error of an org's submitter that ended (it only ends on what retrying cannot fix: AnchorConflict)."""
+        for task in self._submitters.values():
+            if task.done():
+                return task.exception() if not task.cancelled() else RuntimeError("submitter cancelled")
+        return None
 
     async def _queue_due_reports(self) -> None:
         due = await asyncio.to_thread(due_reports, self.store, self.mapping, time.time_ns() // 1000, self.cfg)
@@ -318,11 +333,40 @@ class TwinRuntime:
                 self._reports_queued.add(rep.key)
                 self._queue(("report", rep))
 
+    async def _join_chains(self, stop: asyncio.Event) -> bool:
+        """For every org this store has never sealed a batch of: find the org's chain head on the ledger and seal
+        after it (``Batcher.continue_chain``). Retried until it answers; False if ``stop`` comes first (then nothing
+        is sealed in this run: the readings come back from the servers' history at the next start)."""
+        for org in sorted(self.by_org):
+            if self.store.last_batch(org) is not None:
+                continue
+            while True:
+                try:
+                    head = await self.anchorer.chain_head(org)
+                    break
+                except Exception as exc:
+                    self.anchor_errors += 1
+                    self.anchor_errors_by_org[org] = self.anchor_errors_by_org.get(org, 0) + 1
+                    log.warning("cannot read the chain head of %s on the %s (%s); retrying in 1 s", org,
+                                self.anchorer.name, exc)
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=1.0)
+                    return False
+                except asyncio.TimeoutError:
+                    pass
+            self.batcher.continue_chain(org, head)
+            if head is not None:
+                self.last_anchored_by_org[org] = head[0]
+                log.info("%s: continuing the org's chain on the %s after batch %d", org, self.anchorer.name, head[0])
+        return True
+
     async def run_anchoring(self, stop: asyncio.Event, drain_timeout: float = 5.0) -> None:
         """Seal every ``interval`` until ``stop``; then seal the rest and wait (bounded) for the anchorer. At start,
         first what a previous run left unrecorded: sealed batches, then alerts; every ``report_every`` intervals
         (and at start) the sustainability reports that have become due."""
-        self._submit_q = asyncio.Queue()
+        self._queues, self._submitters = {}, {}
+        if not await self._join_chains(stop):
+            return
         try:
             n = await resubmit_pending(self.store, self.anchorer, time.time_ns() // 1000, on_anchored=self._anchored)
         except AnchorConflict as exc:
@@ -334,10 +378,9 @@ class TwinRuntime:
             last = self.store.last_batch(org)
             if last is not None:
                 self.last_anchored_by_org[org] = max(last[0], self.last_anchored_by_org.get(org, 0))
-        for alert in self.alert_tracker.pending():
-            self._queue(("alert", alert))
-        submitter = asyncio.create_task(self._submitter())
         try:
+            for alert in self.alert_tracker.pending():
+                self._queue(("alert", alert))
             if self.report_every:
                 await self._queue_due_reports()
             ticks = 0
@@ -348,21 +391,25 @@ class TwinRuntime:
                 except asyncio.TimeoutError:
                     pass
                 next_t += self.interval
-                if submitter.done():  # it only ends on an error nothing can retry away (AnchorConflict)
-                    raise _explained(submitter.exception())
+                failed = self._failed_submitter()
+                if failed is not None:
+                    raise _explained(failed)
                 await self.anchor_once_async()
                 ticks += 1
                 if self.report_every and ticks % self.report_every == 0:
                     await self._queue_due_reports()
             self.anchor_once()  # seal what arrived before the stop
+            queues = list(self._queues.values())
             try:
-                await asyncio.wait_for(self._submit_q.join(), timeout=drain_timeout)
+                await asyncio.wait_for(asyncio.gather(*(q.join() for q in queues)), timeout=drain_timeout)
             except asyncio.TimeoutError:
                 log.warning("stopping with %d records not yet on the %s (resubmitted at next start)",
-                            self._submit_q.qsize(), self.anchorer.name)
+                            sum(q.qsize() for q in queues), self.anchorer.name)
         finally:
-            submitter.cancel()
-            await asyncio.gather(submitter, return_exceptions=True)
+            tasks = list(self._submitters.values())
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     # --- status --------------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:

@@ -1,83 +1,48 @@
-"""Real fabric-ca-server processes under the real supervisor, driven through the `twinledger` CLI.
+"""Identities from each org's real Fabric CA, as the session network (``fabric_net``) enrolled them, and
+what the chaincode on the real peers reads from them.
 
-Up from nothing -> every org's CA healthy -> every identity enrolled with its NodeOU and `role`
-attribute -> kill -9 a CA, the supervisor restarts it -> down -> up resumes without re-enrolling -> clean.
+Every user has its NodeOU and the `role` (and `org_kind`) attribute the Fabric CA way; keys are private
+to their owner; TLS certificates name loopback; the chaincode's WhoAmI, executed by real peers, sees the
+MSP ID and the role of the signed proposal's creator and nothing else decides access (a steward may not
+register an org). Also: the CLI's one-line errors that need no network.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import signal
+import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from network.layout import Layout
-from network.spec import load_spec
-from peers.binaries import fabric_available
-from tests.ports import free_port_base
+from network.gateway_errors import EndorseError
+from network.spec import USER_ROLES
+from tests.fabric_net import REPO, FabricNet, twinledger
 
 pytestmark = pytest.mark.integration
 ROLE_OID = x509.ObjectIdentifier("1.2.3.4.5.6.7.8.1")
-
-
-def tl(*args: str, home: Path, check: bool = True) -> subprocess.CompletedProcess:
-    r = subprocess.run([sys.executable, "-m", "orchestrator.cli", *args, "--home", str(home)],
-                       capture_output=True, text=True, timeout=300)
-    if check and r.returncode != 0:
-        raise AssertionError(f"twinledger {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
-    return r
-
-
-def status(home: Path) -> dict[str, dict]:
-    return {n["name"]: n for n in json.loads(tl("status", "--json", home=home).stdout)["nodes"]}
-
-
-@pytest.fixture
-def home(tmp_path):
-    yield tmp_path / "net"
-    tl("down", home=tmp_path / "net", check=False)
-
-
-def _up(home: Path, port_base: int) -> subprocess.CompletedProcess:
-    r = tl("up", "--port-base", str(port_base), home=home, check=False)
-    if fabric_available() is None:
-        assert r.returncode == 0, r.stderr
-    else:
-        # Without the Fabric node binaries, up must say so in one line and leave the CAs running.
-        assert r.returncode == 1
-        assert "peers and orderers cannot start" in r.stderr and "Traceback" not in r.stderr
-    return r
 
 
 def _cert(path: Path) -> x509.Certificate:
     return x509.load_pem_x509_certificate(path.read_bytes())
 
 
-def test_ca_identities_restart_and_resume(home):
-    base = free_port_base(200)
-    t0 = time.monotonic()
-    first = _up(home, base)
-    first_up_s = time.monotonic() - t0
-    spec, layout = load_spec(home / "spec.yaml"), Layout(home)
-    assert spec.port_base == base
+def _ou(cert: x509.Certificate) -> str:
+    return str(cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)[0].value)
 
-    nodes = status(home)
-    cas = [n for n in nodes.values() if n["type"] == "ca"]
-    assert len(cas) == 5 and all(n["healthy"] for n in cas), nodes
 
-    # Identities: NodeOU in the subject, role attribute the Fabric CA way, TLS SANs for loopback.
+def test_every_identity_has_its_node_ou_and_role(fabric_net: FabricNet) -> None:
+    net = fabric_net
+    layout, spec = net.layout, net.spec
+    assert set(USER_ROLES) == {"admin", "steward", "operator", "client"}
     for org in spec.member_orgs:
-        for role in ("admin", "steward", "operator", "client"):
+        for role in USER_ROLES:
             cert = _cert(layout.user_msp(org.name, role) / "signcerts" / "cert.pem")
-            ou = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)[0].value
-            assert ou == ("admin" if role == "admin" else "client")
+            assert _ou(cert) == ("admin" if role == "admin" else "client")
             attrs = json.loads(cert.extensions.get_extension_for_oid(ROLE_OID).value.value)["attrs"]
             assert attrs["role"] == role and attrs["org_kind"] == org.kind
             key = next((layout.user_msp(org.name, role) / "keystore").iterdir())
@@ -86,56 +51,56 @@ def test_ca_identities_restart_and_resume(home):
         sans = peer_tls.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         assert "localhost" in sans.get_values_for_type(x509.DNSName)
         assert any(str(ip) == "127.0.0.1" for ip in sans.get_values_for_type(x509.IPAddress))
-        # Signed by the org's own CA, whose root is in the org MSP used by the channel config.
+        # Signed by the org's own CA, whose root is in the org MSP the channel configuration uses.
         root = _cert(layout.org_msp(org.name) / "cacerts" / "ca.pem")
         assert peer_tls.issuer == root.subject
+        assert _ou(_cert(layout.node_msp(f"peer0.{org.name}") / "signcerts" / "cert.pem")) == "peer"
         assert (layout.org_msp(org.name) / "config.yaml").read_text().count("Enable: true") == 1
-    for i in range(3):
-        ou = _cert(layout.node_msp(f"orderer{i}.orderer") / "signcerts" / "cert.pem").subject.get_attributes_for_oid(
-            NameOID.ORGANIZATIONAL_UNIT_NAME)[0].value
-        assert ou == "orderer"
-
-    # kill -9 a CA: the supervisor restarts it and it serves again.
-    victim = nodes["ca.plant1"]["pid"]
-    os.kill(victim, signal.SIGKILL)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        n = status(home)["ca.plant1"]
-        if n["healthy"] and n["pid"] != victim:
-            break
-        time.sleep(0.3)
-    n = status(home)["ca.plant1"]
-    assert n["healthy"] and n["pid"] != victim and n["restarts"] == 1
-
-    # down stops everything; up resumes the same identities without enrolling again.
-    steward_before = (layout.user_msp("hospital1", "steward") / "signcerts" / "cert.pem").read_bytes()
-    pids = [n["pid"] for n in status(home).values() if n["pid"]]
-    assert "stopped every process" in tl("down", home=home).stdout
-    for pid in pids:
-        with pytest.raises(ProcessLookupError):
-            os.kill(pid, 0)
-    assert not any(n["healthy"] for n in status(home).values())
-    again = _up(home, base)
-    assert again.stdout.count("already enrolled") == 5, again.stdout
-    assert (layout.user_msp("hospital1", "steward") / "signcerts" / "cert.pem").read_bytes() == steward_before
-    assert first_up_s < 60, f"CA stage of up took {first_up_s:.1f} s"
-
-    # A different port base for an existing home is refused with one clear line.
-    r = tl("up", "--port-base", str(base + 10), home=home, check=False)
-    assert r.returncode == 1 and "already runs on port base" in r.stderr and "Traceback" not in r.stderr
-
-    assert "removed" in tl("clean", home=home).stdout
-    assert not home.exists()
+    for node in spec.nodes_of(spec.orderer_org.name, "orderer"):
+        assert _ou(_cert(layout.node_msp(node.name) / "signcerts" / "cert.pem")) == "orderer"
 
 
-def test_cli_errors_are_one_line(tmp_path):
-    r = tl("status", home=tmp_path / "none", check=False)
+def test_the_chaincode_on_real_peers_sees_msp_id_and_role(fabric_net: FabricNet) -> None:
+    net = fabric_net
+    for org in ("hospital2", "plant1"):
+        for role in USER_ROLES:
+            with net.connect_sync(org, role) as gateway:
+                me = json.loads(gateway.network(net.spec.channel).contract(net.chaincode).evaluate("WhoAmI"))
+            assert (me["msp_id"], me["role"], me["org_kind"]) == (net.spec.org(org).msp_id, role, net.spec.org(org).kind)
+    # Identity decides: a steward may not register its org, whatever it passes as arguments.
+    with net.connect_sync("plant1", "steward") as gateway:
+        registry = gateway.network(net.spec.channel).contract(net.chaincode)
+        with pytest.raises(EndorseError, match="RegisterOrg needs role 'admin' in the caller's certificate, found 'steward'"):
+            registry.submit("RegisterOrg", "plant1", "plant")
+        # `up` registered every member org, each by its own org's admin (the CA that issued it).
+        registered = {o["name"]: o for o in json.loads(registry.evaluate("ListOrgs"))}
+    assert set(registered) == {o.name for o in net.spec.member_orgs}
+    for org in net.spec.member_orgs:
+        record = registered[org.name]
+        assert (record["msp_id"], record["kind"]) == (org.msp_id, org.kind)
+        assert record["registered_by"].startswith("x509::CN=admin,OU=admin,")
+        assert f"::CN=ca.{org.name}," in record["registered_by"]
+
+
+def test_up_on_an_existing_home_keeps_its_port_base(fabric_net: FabricNet) -> None:
+    line = fabric_net.fails("up", "--port-base", str(fabric_net.port_base + 10))
+    assert f"already runs on port base {fabric_net.port_base}" in line
+
+
+def test_cli_errors_are_one_line(tmp_path: Path, fabric_net: FabricNet) -> None:
+    r = twinledger("status", home=tmp_path / "none")
     assert r.returncode == 1 and r.stderr.strip().count("\n") == 0 and "twinledger up" in r.stderr
     bad = tmp_path / "spec.yaml"
     bad.write_text("orgs: [{name: x, kind: lab}]")
     r = subprocess.run([sys.executable, "-m", "orchestrator.cli", "up", "--spec", str(bad), "--home", str(tmp_path / "h")],
-                       capture_output=True, text=True, timeout=60)
+                       capture_output=True, text=True, timeout=60, cwd=REPO)
     assert r.returncode == 1 and "kind must be hospital, plant or orderer" in r.stderr and "Traceback" not in r.stderr
     (tmp_path / "notours").mkdir()
-    r = tl("clean", home=tmp_path / "notours", check=False)
+    r = twinledger("clean", home=tmp_path / "notours")
     assert r.returncode == 1 and "not a TwinLedger home" in r.stderr and (tmp_path / "notours").exists()
+    # `clean` removes a home (here a stopped copy of the session's spec, so the session network stays).
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    shutil.copy(fabric_net.layout.spec_file, copy / "spec.yaml")
+    r = twinledger("clean", home=copy)
+    assert r.returncode == 0 and "removed" in r.stdout and not copy.exists()

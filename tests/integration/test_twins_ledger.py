@@ -1,11 +1,16 @@
 """`twinledger twins run` anchoring on the ledger: the CLI as a subprocess starts the real OPC-UA simulators and the
 bridge (real sockets on 127.0.0.1), and each org's batches, alerts and reports go through the Fabric Gateway to
-the real chaincode, as that org's operator.
+the real chaincode on the real Fabric network of the test run (``fabric_net``: orderers, peers, CAs, chaincode
+servers), as that org's operator.
 
-The peers are the TEST DOUBLE (``python -m tests.fabric_double``: the real chaincode behind a TLS gateway on every
-peer port of a real `twinledger up` home), until the Fabric binaries can be built here. One home, one double and
-one `twins run` serve the module; tampering works on a copy of the home (same ports, so the copy still reaches
-the double), and the kill/restart test runs last on the same home, so earlier tests see an undisturbed run.
+The module's twins state lives in a home of its own (``FabricNet.client_home``: the network's spec and identities,
+no nodes), so other tests' twins states on the same network never touch it. The ledger keeps ONE chain of batches
+per org: a twins state that has never anchored for an org continues that org's chain after its last batch
+(``twins.runtime``), so this module's first batch numbers depend on what ran before on the network, and the tests
+say "contiguous from the first", not "from 1". Chaincode events are read from the block height the module started
+at. One `twins run` serves the module; tampering works on a copy of the home, the kill/restart test runs on the same
+home after the read-only tests, and the test of a second home joining the chains runs last (after it, this home's
+chains on the ledger have moved on, so this home could not anchor again: that is the point of one chain per org).
 
 The machine rate is high enough that tools wear out within the first run: with the simulators' fixed seed,
 plant1's machines reach the last minutes of a tool's life (P(failure) >= twins.alerts.MACHINE_RISK_ALERT) a few
@@ -31,12 +36,8 @@ from typing import Any
 
 import pytest
 
-from network.layout import Layout
-from network.spec import load_spec
 from orchestrator.bringup import CHAINCODE_NAME
-from orchestrator.connect import connect
-from peers.binaries import fabric_available
-from tests.fabric_double.process import REPO, DoubleProcess, down_home, prepare_home, twinledger
+from tests.fabric_net import REPO, FabricNet, twinledger
 from tests.integration.test_twins_cli import kill_leftovers, procs_using, wait_gone
 from tests.ports import free_port_base
 from twins.alerts import MACHINE_RISK_ALERT
@@ -48,15 +49,17 @@ from twins.readings import Reading
 pytestmark = pytest.mark.integration
 
 MACHINES, MONITORS = ("plant1:2",), ("hospital1:1",)
+ASSETS = {"plant1.m1", "plant1.m2", "hospital1.bed1"}
 MACHINE_RATE = 30  # products per second per machine (x14 values)
 FIRST_RUN_S = 20
 
 
 @dataclass
 class Net:
+    fabric: FabricNet
     home: Path
-    double: DoubleProcess
     first_run: subprocess.CompletedProcess
+    start_block: int  # the channel's height before the module's first run: its events come from here on
 
     def cli(self, *args: str, home: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
         return twinledger(*args, home=home or self.home, timeout=timeout)
@@ -65,13 +68,13 @@ class Net:
         return ReadingStore((home or self.home) / "twins" / "readings.sqlite")
 
     def ledger(self, coro_fn: Any, org: str = "hospital2", user: str = "admin") -> Any:
-        """Run ``coro_fn(contract)`` with a gateway to ``org``'s peer as ``user`` (by default another org than the
-        anchoring ones: any member may read the anchors)."""
-        spec, layout = load_spec(Layout(self.home).spec_file), Layout(self.home)
+        """Run ``coro_fn(contract, network)`` with a gateway to ``org``'s peer as ``user`` (by default another org
+        than the anchoring ones: any member may read the anchors)."""
+        channel = self.fabric.spec.channel
 
         async def go() -> Any:
-            async with connect(spec, layout, org, user) as gw:
-                return await coro_fn(gw.network(spec.channel).contract(CHAINCODE_NAME), gw.network(spec.channel))
+            async with self.fabric.connect(org, user) as gw:
+                return await coro_fn(gw.network(channel).contract(CHAINCODE_NAME), gw.network(channel))
         return asyncio.run(go())
 
 
@@ -84,34 +87,30 @@ def run_args(port: int, *extra: str) -> list[str]:
     return args + list(extra)
 
 
+def channel_height(fabric: FabricNet) -> int:
+    """The channel's block height, as `twinledger status` reads it from the peers' metrics."""
+    return max(n["height"] or 0 for n in fabric.ok("status")["nodes"] if n["type"] == "peer")
+
+
 @pytest.fixture(scope="module")
-def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
-    if fabric_available() is None:
-        # `up` would start real peers on the ports the double serves (see tests/integration/test_data_cli.py)
-        pytest.skip("the Fabric binaries are installed: real peers own the peer ports, not the double")
-    home = tmp_path_factory.mktemp("twins-ledger") / "net"
-    prepare_home(home)
+def net(fabric_net: FabricNet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
+    home = fabric_net.client_home(tmp_path_factory.mktemp("twins-ledger") / "home")
+    start_block = channel_height(fabric_net)
     try:
-        double = DoubleProcess(home)
-        try:
-            # default --anchor: the ledger
-            first = twinledger(*run_args(free_port_base(1), "--duration", str(FIRST_RUN_S)), home=home, timeout=150)
-            yield Net(home, double, first)
-        finally:
-            kill_leftovers(home / "twins")
-            assert double.stop() == 0
+        first = twinledger(*run_args(free_port_base(3), "--duration", str(FIRST_RUN_S)), home=home, timeout=150)
+        yield Net(fabric_net, home, first, start_block)
     finally:
-        down_home(home)
+        kill_leftovers(home / "twins")
 
 
 async def _read(contract: Any, function: str, *args: str) -> dict[str, Any]:
     return json.loads(await contract.evaluate(function, *args))
 
 
-async def _events(network: Any, name: str) -> list[dict[str, Any]]:
-    """Every ``name`` chaincode event on the channel so far (replayed from block 0 until the stream goes quiet)."""
+async def _events(network: Any, name: str, start_block: int) -> list[dict[str, Any]]:
+    """Every ``name`` chaincode event on the channel from ``start_block`` (replayed until the stream goes quiet)."""
     out = []
-    stream = network.chaincode_events(CHAINCODE_NAME, start_block=0)
+    stream = network.chaincode_events(CHAINCODE_NAME, start_block=start_block)
     try:
         while True:
             try:
@@ -127,6 +126,17 @@ async def _events(network: Any, name: str) -> list[dict[str, Any]]:
 def _ledger_batches(net: Net, batch_ids: list[str]) -> dict[str, dict[str, Any]]:
     async def go(contract: Any, _network: Any) -> dict[str, dict[str, Any]]:
         return {b: await _read(contract, "twins:ReadSensorBatch", b) for b in batch_ids}
+    return net.ledger(go)
+
+
+def _ledger_record_hash(net: Net, batch_id: str) -> str | None:
+    """The record hash the ledger holds for batch_id, None when it holds no such batch."""
+    async def go(contract: Any, _network: Any) -> str | None:
+        try:
+            return (await _read(contract, "twins:ReadSensorBatch", batch_id))["record_hash"]
+        except Exception as exc:  # the gateway's EvaluateError with the contract's NotFound
+            assert "not found" in str(exc), exc
+            return None
     return net.ledger(go)
 
 
@@ -147,7 +157,7 @@ def _store_batches(home: Path) -> list[tuple[str, str, str, str | None]]:
 def test_run_anchors_every_batch_on_the_ledger(net: Net) -> None:
     r = net.first_run
     assert r.returncode == 0, r.stderr
-    assert "to the ledger channel consortium (chaincode twinledger)" in r.stdout and "local file" not in r.stdout
+    assert f"to the ledger channel {net.fabric.spec.channel} (chaincode {CHAINCODE_NAME})" in r.stdout
     assert " 0 lost" in r.stdout
     batches = _store_batches(net.home)
     assert all(b[3] for b in batches), "no batch left waiting for its anchor"
@@ -162,11 +172,14 @@ def test_run_anchors_every_batch_on_the_ledger(net: Net) -> None:
         assert anchored["tx_id"] == tx_id
         org = batch_id.split(":")[0]
         assert anchored["anchored_by"].startswith("x509::CN=operator,") and f"CN=ca.{org}," in anchored["anchored_by"]
-    # the per-org chain, as the ledger holds it
+    # the per-org chain, as the ledger holds it: contiguous, each record naming the previous one's hash, and the
+    # store's first batch joined the org's chain on the ledger right after its last batch (or started it)
     for org in ("plant1", "hospital1"):
         chain = [on_ledger[b[0]]["record"] for b in batches if b[0].startswith(org + ":")]
-        assert [c["batch_no"] for c in chain] == list(range(1, len(chain) + 1))
-        assert chain[0]["prev_record_hash"] == ""
+        first = chain[0]["batch_no"]
+        assert [c["batch_no"] for c in chain] == list(range(first, first + len(chain)))
+        assert chain[0]["prev_record_hash"] == (_ledger_record_hash(net, f"{org}:{first - 1:010d}") if first > 1 else "")
+        assert _ledger_record_hash(net, f"{org}:{first + len(chain):010d}") is None, "the store's last is the head"
         for prev, cur in zip(chain, chain[1:]):
             assert cur["prev_record_hash"] == on_ledger[prev["batch_id"]]["record_hash"]
         # a machine's 14 values of one product share a sequence number: one range per asset keeps records small
@@ -178,19 +191,19 @@ def test_verify_reading_against_the_ledger(net: Net) -> None:
     ok = net.cli("verify", "reading", "plant1.m1", "20", "--prop", "Torque", "--json")
     assert ok.returncode == 0, ok.stderr
     v = json.loads(ok.stdout)
-    assert v["ok"] and v["anchor"].startswith("ledger channel consortium")
+    assert v["ok"] and v["anchor"].startswith(f"ledger channel {net.fabric.spec.channel}")
     anchor = v["readings"][0]["anchor"]
     on_ledger = _ledger_batches(net, [anchor["batch_id"]])[anchor["batch_id"]]
     assert anchor["tx_id"] == on_ledger["tx_id"] and anchor["record_hash"] == on_ledger["record_hash"]
     assert v["readings"][0]["merkle_root"] == on_ledger["record"]["merkle_root"]
     every = net.cli("verify", "reading", "hospital1.bed1", "1")
-    assert every.returncode == 0 and "OK:" in every.stdout and "on the ledger channel consortium" in every.stdout
+    assert every.returncode == 0 and "OK:" in every.stdout and f"on the ledger channel {net.fabric.spec.channel}" in every.stdout
 
 
 def test_verify_fails_loudly_when_store_and_ledger_disagree(net: Net, tmp_path: Path) -> None:
-    # a copy of the home: same ports and identities, so it still reads the double's ledger
+    # a copy of the home (its links to the network's spec and identities too), so it reads the same ledger
     home = tmp_path / "copy"
-    shutil.copytree(net.home, home, ignore=shutil.ignore_patterns("*.sock", "logs"))
+    shutil.copytree(net.home, home, symlinks=True, ignore=shutil.ignore_patterns("logs"))
     db = sqlite3.connect(home / "twins" / "readings.sqlite")
     try:
         seq, batch_id = db.execute("SELECT seq, batch_id FROM readings WHERE asset='plant1.m2' AND prop='Torque' "
@@ -250,8 +263,9 @@ def test_worn_tool_raises_one_ledger_alert_per_episode(net: Net) -> None:
 
     async def go(contract: Any, network: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         alerts = [await _read(contract, "twins:ReadAlert", e["tx_id"]) for e in episodes]
-        return alerts, await _events(network, "AlertRaised")
+        return alerts, await _events(network, "AlertRaised", net.start_block)
     alerts, raised = net.ledger(go)
+    raised = [ev for ev in raised if ev["asset"] in ASSETS]
     for e, a in zip(episodes, alerts):
         assert (a["id"], a["org"], a["asset"], a["kind"]) == (e["tx_id"], "plant1", e["asset"], "failure-risk")
         assert a["score"] >= MACHINE_RISK_ALERT and "CN=operator," in a["raised_by"]
@@ -304,8 +318,8 @@ def test_decide_and_acknowledge_an_alert(net: Net) -> None:
 
 def test_sustainability_report_of_a_completed_day(net: Net) -> None:
     """The bridge reports completed UTC days only (one report per org and day, for ever). No day completes in a
-    test, so the reporter runs here in process with tomorrow's date over the run's real store, through the
-    double, as plant1's operator — the code path the bridge runs every --report-every intervals."""
+    test, so the reporter runs here in process with tomorrow's date over the run's real store, on the real
+    network, as plant1's operator — the code path the bridge runs every --report-every intervals."""
     from twins.anchoring.anchorer import connect_ledger
     from twins.anchoring.sustainability_report import day_of, due_reports
     from twins.bridge.mapping import load_mapping
@@ -356,7 +370,7 @@ def _wait_anchored(home: Path, more_than: int, since: float, timeout: float = 60
 
 def test_killed_bridge_and_killed_cli_resume_without_duplicates(net: Net) -> None:
     home, twins = net.home, net.home / "twins"
-    port = free_port_base(1)
+    port = free_port_base(3)
     argv = [sys.executable, "-m", "orchestrator.cli", *run_args(port), "--home", str(home)]
     before = store_alerts(net)
 
@@ -396,18 +410,49 @@ def test_killed_bridge_and_killed_cli_resume_without_duplicates(net: Net) -> Non
 
     async def go(contract: Any, network: Any) -> tuple[dict[str, dict[str, Any]], list, list]:
         ledger = {b[0]: await _read(contract, "twins:ReadSensorBatch", b[0]) for b in batches}
-        return ledger, await _events(network, "SensorBatchAnchored"), await _events(network, "AlertRaised")
+        return (ledger, await _events(network, "SensorBatchAnchored", net.start_block),
+                await _events(network, "AlertRaised", net.start_block))
     ledger, anchored_events, alert_events = net.ledger(go)
-    # each batch anchored exactly once (one anchoring event per batch id), equal to the store's record
-    assert sorted(e["batch_id"] for e in anchored_events) == sorted(b[0] for b in batches)
+    alert_events = [ev for ev in alert_events if ev["asset"] in ASSETS]
+    # each batch anchored exactly once (one anchoring event per batch id of this module's orgs since it started),
+    # equal to the store's record
+    assert sorted(e["batch_id"] for e in anchored_events if e["org"] in ("plant1", "hospital1")) == \
+        sorted(b[0] for b in batches)
     for batch_id, record_json, record_hash, tx_id in batches:
         assert ledger[batch_id]["record_hash"] == record_hash and ledger[batch_id]["tx_id"] == tx_id
     for org in ("plant1", "hospital1"):
         chain = [ledger[b[0]] for b in batches if b[0].startswith(org + ":")]
-        assert [c["record"]["batch_no"] for c in chain] == list(range(1, len(chain) + 1))
+        first = chain[0]["record"]["batch_no"]
+        assert [c["record"]["batch_no"] for c in chain] == list(range(first, first + len(chain)))
         assert all(cur["record"]["prev_record_hash"] == prev["record_hash"] for prev, cur in zip(chain, chain[1:]))
     # alerts: exactly the store's episodes, each once; the episodes open before the restarts were not raised again
     assert sorted(e["tx_id"] for e in alert_events) == sorted(e["tx_id"] for e in after)
     assert {e["key"] for e in before} <= {e["key"] for e in after}
     keys = [(e["asset"], e["kind"], e["episode"]) for e in after]
     assert len(keys) == len(set(keys))
+
+
+def test_a_second_twins_home_continues_the_orgs_chains(net: Net, tmp_path: Path) -> None:
+    """Another twins state on the same network (another home, e.g. another test) anchoring for the same orgs: the
+    ledger keeps one chain per org, so the new store's first batch of each org comes right after the org's last
+    batch on the ledger and names its record hash; both stores' readings keep verifying against the ledger, and
+    the first store, whose chains have moved on without it, is refused rather than forking them."""
+    last_first = [b for b in _store_batches(net.home) if b[0].startswith("plant1:")][-1]
+    other = net.fabric.client_home(tmp_path / "other")
+    run = net.cli("twins", "run", "--port", str(free_port_base(3)), "--machines", "plant1:1", "--machine-rate", "10",
+                  "--duration", "4", home=other)
+    assert run.returncode == 0, run.stderr
+    second = _store_batches(other)
+    assert second and all(b[3] for b in second) and {b[0].split(":")[0] for b in second} == {"plant1"}
+    first_no = int(last_first[0].split(":")[1])
+    assert json.loads(second[0][1])["batch_no"] == first_no + 1
+    assert json.loads(second[0][1])["prev_record_hash"] == last_first[2] == _ledger_record_hash(net, last_first[0])
+    assert net.cli("verify", "reading", "plant1.m1", "3", home=other).returncode == 0
+    assert net.cli("verify", "reading", "plant1.m1", "3").returncode == 0
+
+    # the first home again: its next plant1 batch would fork the chain, so the bridge stops and says why
+    again = net.cli(*run_args(free_port_base(3), "--duration", "15"))
+    assert again.returncode == 1, again.stdout
+    (line,) = again.stderr.strip().splitlines()
+    assert "the twins bridge stopped unexpectedly" in line and "not the one that anchored the org's chain" in line, line
+    assert wait_gone(net.home / "twins") == []

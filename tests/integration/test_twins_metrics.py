@@ -1,8 +1,10 @@
 """Prometheus metrics of the twins processes (issue 7 item 4): the OPC-UA simulators and the bridge as real
-processes over a real socket on 127.0.0.1, with the local file anchor; both ``/metrics`` endpoints are scraped
+processes over a real socket on 127.0.0.1, anchoring on the real Fabric network of the test run (``fabric_net``:
+each org's batches as its operator); both ``/metrics`` endpoints are scraped
 and every line is parsed strictly (``tests.unit.orchestrator.test_dashboard_metrics.parse`` plus the family
 rules below). Then production is paused (SIGUSR1) so that the figures settle: what the simulators published, what
-the bridge delivered and sealed, and what the store holds after the stop must be the same numbers per org.
+the bridge delivered and sealed, and what the store holds after the stop must be the same numbers per org; what it
+anchored must be what the ledger holds.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from pathlib import Path
 import pytest
 
 from network.metrics import CONTENT_TYPE
+from orchestrator.bringup import CHAINCODE_NAME
+from orchestrator.cli_twins import ledger_config
+from tests.fabric_net import FabricNet
 from tests.integration.test_twins_cli import CLI, kill_leftovers, procs_using, wait_gone
 from tests.ports import free_port_base
 from tests.unit.orchestrator.test_dashboard_metrics import parse
@@ -121,7 +126,22 @@ SIM_FAMILIES = {
 }
 
 
-def test_simulator_and_bridge_metrics_grow_and_match_the_store(tmp_path):
+def store_batches(path: Path) -> dict[str, list[tuple[str, str | None]]]:
+    """org -> [(batch_id, anchor tx id or None)] in batch order."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        out: dict[str, list[tuple[str, str | None]]] = {}
+        for org, bid, tx in db.execute("SELECT b.org, b.batch_id, a.tx_id FROM batches b LEFT JOIN anchors a "
+                                       "ON a.batch_id = b.batch_id ORDER BY b.org, b.batch_no"):
+            out.setdefault(org, []).append((bid, tx))
+        return out
+    finally:
+        db.close()
+
+
+def test_simulator_and_bridge_metrics_grow_and_match_the_store(fabric_net: FabricNet, tmp_path):
+    config = tmp_path / "ledger.json"  # what `twins run` writes: each org's operator through its peer
+    config.write_text(json.dumps(ledger_config(fabric_net.home, list(ORGS))))
     base = free_port_base(3)
     opc, sim_port, bridge_port = base, base + 1, base + 2
     sim_url, bridge_url = metrics_url(sim_port), metrics_url(bridge_port)
@@ -132,8 +152,8 @@ def test_simulator_and_bridge_metrics_grow_and_match_the_store(tmp_path):
     bridge = None
     try:
         assert sim.wait_ready(60)["metrics"] == sim_url
-        bridge = Proc(bridge_argv(mapping=tmp_path / "mapping.yaml", home=home, interval=0.5, start_from="history",
-                                  metrics_port=bridge_port), log=tmp_path / "bridge.log")
+        bridge = Proc(bridge_argv(mapping=tmp_path / "mapping.yaml", home=home, ledger_config=config, interval=0.5,
+                                  start_from="history", metrics_port=bridge_port), log=tmp_path / "bridge.log")
         assert bridge.wait_ready(60)["metrics"] == bridge_url
 
         types, _ = scrape(bridge_url)
@@ -193,23 +213,31 @@ def test_simulator_and_bridge_metrics_grow_and_match_the_store(tmp_path):
 
         b = wait_for("the bridge to deliver, seal and anchor everything published", settled, timeout=30)
         assert by_org(b, "twinledger_bridge_readings_sealed_total") == published
-        # a fresh store: batch numbers start at 1 and are anchored in order, so the last one is the count
+        # a fresh store joins each org's chain on the ledger after its last batch and anchors in order, so the last
+        # anchored batch number is the store's first one + the count - 1
         anchored = by_org(b, "twinledger_bridge_batches_anchored_total")
         assert by_org(b, "twinledger_bridge_batches_sealed_total") == anchored
-        assert by_org(b, "twinledger_bridge_last_anchored_batch") == anchored
+        batches = store_batches(home / "readings.sqlite")
+        first_no = {o: int(v[0][0].split(":")[1]) for o, v in batches.items()}
+        assert by_org(b, "twinledger_bridge_last_anchored_batch") == {o: first_no[o] + n - 1 for o, n in anchored.items()}
         assert by_org(b, "twinledger_bridge_anchor_submit_seconds_count") == anchored
         assert one(b, "twinledger_bridge_sensor_to_twin_seconds_count") == sum(published.values())
         assert store_counts(home / "readings.sqlite") == {o: int(n) for o, n in published.items()}
         assert one(b, "twinledger_bridge_readings_lost_total") == 0
 
         assert bridge.stop(timeout=20) == 0
-        # after the stop: nothing more arrived, the store holds what was delivered, the anchors file what was anchored
+        # after the stop: nothing more arrived, the store holds what was delivered, the ledger what was anchored
         assert store_counts(home / "readings.sqlite") == {o: int(n) for o, n in published.items()}
-        entries = [json.loads(x) for x in (home / "anchors.jsonl").read_text().splitlines()]
-        per_org = Counter(e["record"]["org"] for e in entries)
-        assert per_org == Counter({o: int(n) for o, n in by_org(b, "twinledger_bridge_batches_anchored_total").items()})
-        last_no = {o: max(e["record"]["batch_no"] for e in entries if e["record"]["org"] == o) for o in per_org}
-        assert last_no == {o: int(n) for o, n in by_org(b, "twinledger_bridge_last_anchored_batch").items()}
+        batches = store_batches(home / "readings.sqlite")
+        assert Counter({o: len(v) for o, v in batches.items()}) == Counter(
+            {o: int(n) for o, n in by_org(b, "twinledger_bridge_batches_anchored_total").items()})
+        assert all(tx for v in batches.values() for _, tx in v)
+        last = {o: v[-1] for o, v in batches.items()}
+        with fabric_net.connect_sync("hospital2", "client") as gw:
+            contract = gw.network(fabric_net.spec.channel).contract(CHAINCODE_NAME)
+            for org, (bid, tx) in last.items():
+                assert json.loads(contract.evaluate("twins:ReadSensorBatch", bid))["tx_id"] == tx
+                assert int(bid.split(":")[1]) == by_org(b, "twinledger_bridge_last_anchored_batch")[org]
         assert refused(bridge_url), "the bridge's metrics endpoint ends with it"
         assert one(scrape(sim_url)[1], "twinledger_simulator_paused") == 1
     finally:
@@ -236,10 +264,10 @@ def test_a_taken_metrics_port_is_one_clear_line(tmp_path):
     assert "Traceback" not in log
 
 
-def test_twins_run_serves_metrics_next_to_the_opcua_port(tmp_path):
-    home = tmp_path / "home"
+def test_twins_run_serves_metrics_next_to_the_opcua_port(fabric_net: FabricNet, tmp_path):
+    home = fabric_net.client_home(tmp_path / "home")
     port = free_port_base(3)
-    argv = [*CLI, "twins", "run", "--anchor", "file", "--json", "--port", str(port), "--machines", "plant1:1",
+    argv = [*CLI, "twins", "run", "--json", "--port", str(port), "--machines", "plant1:1",
             "--machine-rate", "10", "--home", str(home)]
 
     # a taken default metrics port (--port + 2) stops the run before anything starts, naming the way out

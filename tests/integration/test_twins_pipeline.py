@@ -1,5 +1,5 @@
-"""Simulator process → bridge process → twins → batches anchored (file anchorer) → verified, across real
-sockets, with SIGKILLs: the OPC-UA server is killed and restarted mid-stream, then the bridge is killed and
+"""Simulator process → bridge process → twins → batches anchored on the real Fabric network of the test run
+(``fabric_net``) → verified against the ledger, across real sockets, with SIGKILLs: the OPC-UA server is killed and restarted mid-stream, then the bridge is killed and
 restarted; afterwards every value the simulator ever published is in the bridge's store exactly once, every
 batch is anchored, readings verify, and an altered reading is detected.
 
@@ -19,8 +19,11 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.cli_twins import ledger_config
+from tests.fabric_net import FabricNet
 from tests.ports import free_port_base
-from twins.anchoring import FileAnchorer, ReadingStore, VerificationError, verify_reading
+from twins.anchoring import ReadingStore, VerificationError, verify_reading
+from twins.anchoring.anchorer import connect_ledger
 from twins.procs import Proc, bridge_argv, simulator_argv
 
 pytestmark = pytest.mark.integration
@@ -60,7 +63,21 @@ def _status(home: Path) -> dict:
         return {}
 
 
-def test_kill_restart_no_loss_no_duplicate_then_verify_and_tamper(tmp_path, procs):
+def _verify(store: ReadingStore, config: dict, asset: str, seq: int, prop: str | None = None) -> list:
+    """verify_reading against the ledger, through each org's operator (a gateway per call: asyncio.run's loop)."""
+    async def go() -> list:
+        anchorer, gateways = connect_ledger(config)
+        try:
+            return await verify_reading(store, anchorer, asset, seq, prop)
+        finally:
+            for g in gateways:
+                await g.close()
+    return asyncio.run(go())
+
+
+def test_kill_restart_no_loss_no_duplicate_then_verify_and_tamper(fabric_net: FabricNet, tmp_path, procs):
+    config = ledger_config(fabric_net.home, ["hospital1", "plant1"])
+    (tmp_path / "ledger.json").write_text(json.dumps(config))
     port = free_port_base(1)
     sim_dir, home = tmp_path / "sim", tmp_path / "bridge"
     mapping = sim_dir / "mapping.yaml"
@@ -74,7 +91,8 @@ def test_kill_restart_no_loss_no_duplicate_then_verify_and_tamper(tmp_path, proc
         return p
 
     sim = start(sim_args, "sim1")
-    br_args = bridge_argv(mapping=mapping, home=home, interval=0.5, start_from="history")
+    br_args = bridge_argv(mapping=mapping, home=home, ledger_config=tmp_path / "ledger.json", interval=0.5,
+                          start_from="history")
     bridge = start(br_args, "bridge1")
     _wait_for(lambda: _status(home).get("counters", {}).get("anchored", 0) >= 2, 20, "first anchors")
 
@@ -117,12 +135,11 @@ def test_kill_restart_no_loss_no_duplicate_then_verify_and_tamper(tmp_path, proc
     assert store.count() == total and total > 500
     assert store.pending_batches() == [], "every sealed batch is anchored"
 
-    anchorer = FileAnchorer(home / "anchors.jsonl")
-    lines = (home / "anchors.jsonl").read_text().splitlines()
-    assert len(lines) == store.count("batches")
+    assert store.count("anchors") == store.count("batches")
     for asset, seq in (("plant1.m1", 1), ("plant1.m2", max(stored[("plant1.m2", "Torque")])), ("hospital1.bed1", 3)):
-        res = asyncio.run(verify_reading(store, anchorer, asset, seq))
+        res = _verify(store, config, asset, seq)
         assert res and all(v.reading.seq == seq for v in res)
+        assert all(v.anchor["tx_id"] == store.anchor_of(v.batch_id)[0] for v in res)
     status = _status(home)
     assert status["bridge"]["lost"] == 0
     assert status["bridge"]["replayed"] > 0, "the restarted bridge read its gap back from history"
@@ -138,6 +155,6 @@ def test_kill_restart_no_loss_no_duplicate_then_verify_and_tamper(tmp_path, proc
     db.close()
     store = ReadingStore(home / "readings.sqlite")
     with pytest.raises(VerificationError, match="altered"):
-        asyncio.run(verify_reading(store, anchorer, "plant1.m1", 5, "Torque"))
-    asyncio.run(verify_reading(store, anchorer, "plant1.m1", 6, "Torque"))
+        _verify(store, config, "plant1.m1", 5, "Torque")
+    _verify(store, config, "plant1.m1", 6, "Torque")
     store.close()

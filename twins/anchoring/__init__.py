@@ -1,12 +1,12 @@
 """Local side of sensor-data anchoring: Merkle batches, append-only store, Anchorer, verification."""
 
-from twins.anchoring.anchorer import Anchorer, AnchorConflict, FabricAnchorer, FileAnchorer, MemoryAnchorer
+from twins.anchoring.anchorer import Anchorer, AnchorConflict, FabricAnchorer
 from twins.anchoring.batcher import Batcher
 from twins.anchoring.record import BatchRecord
 from twins.anchoring.store import ReadingStore
 from twins.anchoring.verify import VerificationError, VerifiedReading, verify_reading, verify_reading_sync
 
 __all__ = [
-    "AnchorConflict", "Anchorer", "Batcher", "BatchRecord", "FabricAnchorer", "FileAnchorer", "MemoryAnchorer",
+    "AnchorConflict", "Anchorer", "Batcher", "BatchRecord", "FabricAnchorer",
     "ReadingStore", "VerificationError", "VerifiedReading", "verify_reading", "verify_reading_sync",
 ]

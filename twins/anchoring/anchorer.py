@@ -1,28 +1,30 @@
-"""Where sealed batch records go: the ``Anchorer`` interface and its implementations.
+"""Where sealed batch records go: the ledger. The ``Anchorer`` interface and its Fabric implementation.
 
-- ``MemoryAnchorer``  in-process dict (unit tests).
-- ``FileAnchorer``    one JSON line per anchored batch in an append-only file (integration tests, and local
-                      runs until the Fabric peers exist). Several processes may share the file (flock).
-- ``OrgRoutedAnchorer`` one anchorer per org (``connect_ledger``: one Fabric identity per org).
 - ``FabricAnchorer``  submits the record to the ``twins`` contract of the TwinLedger chaincode through
                       ``network.gateway`` (``twins:AnchorSensorBatch(batch_id, record_json)``, chaincode/twins.py)
                       and reads it back with ``twins:ReadSensorBatch(batch_id)``.
+- ``OrgRoutedAnchorer`` one anchorer per org (``connect_ledger``: one Fabric identity per org, as the contract
+                      lets only an operator or admin of a record's org anchor it).
 
-Every implementation is idempotent per batch: submitting the same record twice returns the first tx id, and
-a different record under an already-anchored batch id is refused (``AnchorConflict``), as the chaincode does.
+The interface exists so that unit tests can run the runtime in process against a small fake
+(tests/unit/twins/fakes.py); every process of the product anchors on the ledger.
+
+Anchoring is idempotent per batch: submitting the same record twice returns the first tx id, and a different
+record under an already-anchored batch id is refused (``AnchorConflict``), as the chaincode does.
 
 Alerts (``raise_alert``, one per alert episode: ``twins.anchoring.alert_outbox``) and sustainability reports
 (``report_sustainability``, one per org and day: ``twins.anchoring.sustainability_report``) go the same way and
 are idempotent too: an alert by its stored nonce (hence its transaction id), a report by (org, period).
+
+The ledger keeps ONE chain of batches per org (batch id ``org:batch_no``; each record holds the previous one's
+hash, which the contract checks). ``chain_head(org)`` finds the org's last anchored batch, so that a store that
+has never sealed anything for an org continues the org's chain instead of colliding with it (``twins.runtime``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import fcntl
-import hashlib
 import json
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -57,7 +59,7 @@ class Anchorer(Protocol):
     name: str
 
     async def submit_anchor(self, record: BatchRecord) -> str:
-        """Anchor the record; return the transaction id (or the file/memory equivalent)."""
+        """Anchor the record; return the transaction id."""
         ...
 
     async def get_anchor(self, batch_id: str) -> dict[str, Any] | None:
@@ -72,31 +74,9 @@ class Anchorer(Protocol):
         """Record one org's report of one period (idempotent per (org, period)); return the tx id."""
         ...
 
-
-def _entry(record: BatchRecord, tx_id: str) -> dict[str, Any]:
-    return {"batch_id": record.batch_id, "record": record.to_dict(), "record_hash": record.record_hash(), "tx_id": tx_id}
-
-
-def _local_tx_id(kind: str, record: BatchRecord) -> str:
-    return f"{kind}-" + hashlib.sha256(record.canonical()).hexdigest()[:40]
-
-
-def _local_id(kind: str, *parts: str | bytes) -> str:
-    h = hashlib.sha256()
-    for p in parts:
-        h.update(p.encode() if isinstance(p, str) else p)
-        h.update(b"\0")
-    return f"{kind}-" + h.hexdigest()[:40]
-
-
-def _alert_entry(alert: AlertRecord, tx_id: str) -> dict[str, Any]:
-    return {"alert_key": alert.key, "alert": {"org": alert.org, "asset": alert.asset, "kind": alert.kind,
-                                              "score": alert.score, "detail": alert.detail}, "tx_id": tx_id}
-
-
-def _report_entry(report: SustainabilityReport, tx_id: str) -> dict[str, Any]:
-    return {"report_key": report.key, "report": {"org": report.org, "period": report.period,
-                                                 "metrics": report.metrics}, "tx_id": tx_id}
+    async def chain_head(self, org: str) -> tuple[int, str] | None:
+        """(batch_no, record_hash) of the org's last anchored batch, or None when it has none."""
+        ...
 
 
 def _same_report(old: dict[str, Any], report: SustainabilityReport) -> str:
@@ -104,120 +84,6 @@ def _same_report(old: dict[str, Any], report: SustainabilityReport) -> str:
     if json.loads(canonical_json(old["report"]["metrics"])) != json.loads(canonical_json(report.metrics)):
         raise AnchorConflict(f"org {report.org} already reported {report.period} with other figures")
     return str(old["tx_id"])
-
-
-class MemoryAnchorer:
-    name = "memory"
-
-    def __init__(self) -> None:
-        self.entries: dict[str, dict[str, Any]] = {}
-        self.alerts: dict[str, dict[str, Any]] = {}
-        self.reports: dict[str, dict[str, Any]] = {}
-
-    async def submit_anchor(self, record: BatchRecord) -> str:
-        old = self.entries.get(record.batch_id)
-        if old is not None:
-            if old["record_hash"] != record.record_hash():
-                raise AnchorConflict(f"batch {record.batch_id} already anchored with another record")
-            return str(old["tx_id"])
-        e = _entry(record, _local_tx_id("mem", record))
-        self.entries[record.batch_id] = e
-        return str(e["tx_id"])
-
-    async def get_anchor(self, batch_id: str) -> dict[str, Any] | None:
-        return self.entries.get(batch_id)
-
-    async def raise_alert(self, alert: AlertRecord) -> str:
-        e = self.alerts.setdefault(alert.key, _alert_entry(alert, _local_id("mem-alert", alert.key, alert.nonce)))
-        return str(e["tx_id"])
-
-    async def report_sustainability(self, report: SustainabilityReport) -> str:
-        old = self.reports.get(report.key)
-        if old is not None:
-            return _same_report(old, report)
-        self.reports[report.key] = _report_entry(report, _local_id("mem-report", report.key, report.metrics_json()))
-        return str(self.reports[report.key]["tx_id"])
-
-
-class _JsonLines:
-    """One append-only JSON-lines file of entries keyed by ``key_field``, shared by processes (flock)."""
-
-    def __init__(self, path: Path, key_field: str) -> None:
-        self.path, self.key_field = path, key_field
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.touch(exist_ok=True)
-        self.cache: dict[str, dict[str, Any]] = {}
-        self._offset = 0
-
-    def refresh(self) -> None:
-        with open(self.path, "rb") as f:
-            f.seek(self._offset)
-            data = f.read()
-        end = data.rfind(b"\n") + 1  # ignore a torn last line (a writer killed mid-append)
-        for line in data[:end].splitlines():
-            if line.strip():
-                e = json.loads(line)
-                self.cache.setdefault(e[self.key_field], e)
-        self._offset += end
-
-    def append(self, key: str, new: Any, same: Any) -> str:
-        """Under the file lock: ``same(old)`` (the old tx id, or raise) if key is there, else append ``new()``;
-        fsync'd before the tx id is returned."""
-        with open(self.path, "ab") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                self.refresh()
-                old = self.cache.get(key)
-                if old is not None:
-                    return str(same(old))
-                e = new()
-                f.write(canonical_json(e) + b"\n")
-                f.flush()
-                os.fsync(f.fileno())
-                return str(e["tx_id"])
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
-
-
-class FileAnchorer:
-    """JSON lines, one file per kind of record: ``path`` holds ``{"batch_id", "record", "record_hash", "tx_id"}`` per
-    batch; the sibling ``*.alerts.jsonl`` ``{"alert_key", "alert", "tx_id"}`` per alert and ``*.reports.jsonl``
-    ``{"report_key", "report", "tx_id"}`` per sustainability report (so the anchors file keeps one line per batch)."""
-
-    name = "file"
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        stem = self.path.name.removesuffix(".jsonl")
-        self._batches = _JsonLines(self.path, "batch_id")
-        self._alerts = _JsonLines(self.path.with_name(f"{stem}.alerts.jsonl"), "alert_key")
-        self._reports = _JsonLines(self.path.with_name(f"{stem}.reports.jsonl"), "report_key")
-
-    def _submit_sync(self, record: BatchRecord) -> str:
-        def same(old: dict[str, Any]) -> str:
-            if old["record_hash"] != record.record_hash():
-                raise AnchorConflict(f"batch {record.batch_id} already anchored with another record")
-            return str(old["tx_id"])
-        return self._batches.append(record.batch_id, lambda: _entry(record, _local_tx_id("file", record)), same)
-
-    async def submit_anchor(self, record: BatchRecord) -> str:
-        return self._submit_sync(record)
-
-    async def raise_alert(self, alert: AlertRecord) -> str:
-        return self._alerts.append(alert.key, lambda: _alert_entry(alert, _local_id("file-alert", alert.key, alert.nonce)),
-                                   lambda old: old["tx_id"])
-
-    async def report_sustainability(self, report: SustainabilityReport) -> str:
-        return self._reports.append(
-            report.key, lambda: _report_entry(report, _local_id("file-report", report.key, report.metrics_json())),
-            lambda old: _same_report(old, report))
-
-    def get_anchor_sync(self, batch_id: str) -> dict[str, Any] | None:
-        self._batches.refresh()
-        return self._batches.cache.get(batch_id)
-
-    async def get_anchor(self, batch_id: str) -> dict[str, Any] | None:
-        return self.get_anchor_sync(batch_id)
 
 
 class FabricAnchorer:
@@ -228,8 +94,7 @@ class FabricAnchorer:
     canonical JSON; the chaincode stores it under its batch id, answers the same record again with the stored
     anchor, refuses a different one ("already anchored with a different record"), and emits
     ``SensorBatchAnchored``. ``contract`` must be bound to the chaincode without a contract name (the function
-    names above are qualified). Run against the real chaincode behind the peer test double
-    (tests/integration/test_twins_ledger.py); not against real peers yet: the Fabric binaries are not built here.
+    names above are qualified). Tested on a real Fabric network (tests/integration/test_twins_ledger.py).
     """
 
     name = "fabric"
@@ -282,6 +147,9 @@ class FabricAnchorer:
         except Exception as exc:  # the gateway's EndorseError carries the contract's one-line message
             if "already anchored with a different record" in str(exc):
                 raise AnchorConflict(f"batch {record.batch_id} already anchored with another record") from exc
+            if "is not the record hash of batch" in str(exc):  # the ledger's previous batch is not this store's
+                raise AnchorConflict(f"batch {record.batch_id} does not follow the org's chain on the ledger: "
+                                     f"its previous batch there is another record") from exc
             raise
         first_tx = _stored_tx_id(getattr(transaction, "result", None))
         if first_tx and first_tx != str(proposal.transaction_id):
@@ -297,6 +165,28 @@ class FabricAnchorer:
         rec = BatchRecord.from_dict(d.get("record", d))
         return {"batch_id": batch_id, "record": rec.to_dict(), "record_hash": d.get("record_hash", rec.record_hash()),
                 "tx_id": d.get("tx_id", ""), "anchored_at": d.get("anchored_at"), "anchored_by": d.get("anchored_by")}
+
+    async def chain_head(self, org: str) -> tuple[int, str] | None:
+        """The org's last anchored batch on the ledger. The contract has no "latest" query, but an org's chain is
+        contiguous from batch 1 (batches are anchored in order, and a new store continues after the head), so
+        doubling then bisecting with ReadSensorBatch finds it in ~2 log2(n) reads (~26 for a day at 1 batch/s)."""
+        async def at(n: int) -> dict[str, Any] | None:
+            return await self._read(self.read_function, f"{org}:{n:010d}")
+
+        first = await at(1)
+        if first is None:
+            return None
+        lo, lo_entry, hi = 1, first, 2  # lo is anchored; hi is probed next
+        while (entry := await at(hi)) is not None:
+            lo, lo_entry, hi = hi, entry, hi * 2
+        while hi - lo > 1:  # lo anchored, hi not
+            mid = (lo + hi) // 2
+            entry = await at(mid)
+            if entry is None:
+                hi = mid
+            else:
+                lo, lo_entry = mid, entry
+        return lo, str(lo_entry["record_hash"])
 
     async def raise_alert(self, alert: AlertRecord) -> str:
         """RaiseAlert as a transaction whose id is fixed by the alert's stored nonce, so that resubmitting after a
@@ -361,6 +251,9 @@ class OrgRoutedAnchorer:
 
     async def report_sustainability(self, report: SustainabilityReport) -> str:
         return await self._for(report.org).report_sustainability(report)
+
+    async def chain_head(self, org: str) -> tuple[int, str] | None:
+        return await self._for(org).chain_head(org)
 
 
 def connect_ledger(config: dict[str, Any]) -> tuple[OrgRoutedAnchorer, list[Any]]:

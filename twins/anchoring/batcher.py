@@ -27,6 +27,14 @@ class Batcher:
         self.pending: dict[str, list[Reading]] = {}
         self._last: dict[str, tuple[int, str]] = {}
 
+    def continue_chain(self, org: str, head: tuple[int, str] | None) -> None:
+        """Seal ``org``'s first batch of this store after ``head`` (batch_no, record_hash), the org's last batch on
+        the ledger (``Anchorer.chain_head``): the ledger keeps one chain per org, which a new store joins rather
+        than restarting at batch 1 (that number is taken). Ignored once the store holds batches of the org: those
+        decide, and a store that no longer matches the ledger is refused at anchoring (``AnchorConflict``)."""
+        if head is not None and self.store.last_batch(org) is None:
+            self._last[org] = head
+
     def add(self, reading: Reading) -> None:
         lst = self.pending.get(reading.org)
         if lst is None:

@@ -174,6 +174,12 @@ class ReadingStore:
             ).fetchone()
         return (int(row[0]), row[1]) if row else None
 
+    def first_batch_no(self, org: str) -> int | None:
+        """The org's first batch number in this store (not 1 when the store joined an existing chain)."""
+        with self._lock:
+            row = self._db.execute("SELECT MIN(batch_no) FROM batches WHERE org=?", (org,)).fetchone()
+        return int(row[0]) if row and row[0] is not None else None
+
     def pending_batches(self) -> list[BatchRecord]:
         with self._lock:
             rows = self._db.execute(

@@ -83,7 +83,9 @@ def day_report(store: ReadingStore, mapping: Mapping, org: str, day: str,
     end_t, start_t = _totals(store, org, machines, last, cfg), _totals(store, org, machines, before, cfg)
     metrics: dict[str, Any] = {k: round(max(0.0, end_t[k] - start_t[k]), 6) for k in end_t}
     metrics["products"] = int(metrics["products"])
-    metrics.update(first_batch_no=(before or 0) + 1, last_batch_no=last)
+    # the store's first batch of the org when it sealed nothing before the day (it may have joined the org's chain)
+    first = before + 1 if before is not None else store.first_batch_no(org)
+    metrics.update(first_batch_no=first, last_batch_no=last)
     return SustainabilityReport(org, day, metrics)
 
 

@@ -3,13 +3,13 @@
 ::
 
     # run: subscribe per the mapping, keep twins current, seal a batch per org every second
-    python -m twins.bridge run --mapping sim/mapping.yaml --home .twinledger/twins
-    #   (--anchor-file F: file anchorer, default HOME/anchors.jsonl; --ledger-config F: anchor on the ledger,
-    #    one Fabric identity per org, see twins.anchoring.anchorer.connect_ledger; --cert/--key/--server-cert:
+    python -m twins.bridge run --mapping sim/mapping.yaml --home .twinledger/twins --ledger-config ledger.json
+    #   (--ledger-config F, required: anchor on the ledger, one Fabric identity per org, see
+    #    twins.anchoring.anchorer.connect_ledger; --cert/--key/--server-cert:
     #    Basic256Sha256 SignAndEncrypt; --status-file: JSON status rewritten every interval and at the stop;
     #    --metrics-port P: Prometheus /metrics on 127.0.0.1:P, see twins.metrics)
 
-    python -m twins.bridge verify --home .twinledger/twins plant1.m1 42 [--prop Torque]
+    python -m twins.bridge verify --home .twinledger/twins --ledger-config ledger.json plant1.m1 42 [--prop Torque]
     python -m twins.bridge whatif --home .twinledger/twins --mapping sim/mapping.yaml plant1.m1 --speed 0.9 --hours 8
 
 The store is ``HOME/readings.sqlite``. SIGTERM/SIGINT seal what is pending and stop; after a SIGKILL the next
@@ -28,7 +28,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from twins.anchoring.anchorer import AnchorConflict, FileAnchorer, connect_ledger
+from twins.anchoring.anchorer import AnchorConflict, connect_ledger
 from twins.anchoring.store import ReadingStore
 from twins.anchoring.verify import VerificationError, verify_reading
 from twins.bridge.client import OpcUaBridge
@@ -53,11 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="run the bridge until signalled")
     r.add_argument("--mapping", type=Path, required=True)
-    r.add_argument("--home", type=Path, required=True, help="state folder (readings.sqlite, anchors.jsonl, status.json)")
+    r.add_argument("--home", type=Path, required=True, help="state folder (readings.sqlite, status.json)")
     r.add_argument("--url", help="OPC-UA endpoint (default: 'server' in the mapping)")
-    anchor = r.add_mutually_exclusive_group()
-    anchor.add_argument("--anchor-file", type=Path, help="file anchorer path (default HOME/anchors.jsonl)")
-    anchor.add_argument("--ledger-config", type=Path, help="anchor on the ledger: JSON config (channel, chaincode, per-org gateway identity)")
+    r.add_argument("--ledger-config", type=Path, required=True,
+                   help="the ledger to anchor on: JSON config (channel, chaincode, per-org gateway identity), as "
+                        "`twinledger twins run` writes it to HOME/twins/ledger.json")
     r.add_argument("--interval", type=float, default=1.0, help="anchoring interval in seconds (default 1)")
     r.add_argument("--report-every", type=int, default=REPORT_EVERY, metavar="N",
                    help="look for due sustainability reports (completed UTC days) every N intervals and at start "
@@ -75,9 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--log-level", default="WARNING")
     v = sub.add_parser("verify", help="verify a stored reading against its anchor")
     v.add_argument("--home", type=Path, required=True)
-    va = v.add_mutually_exclusive_group()
-    va.add_argument("--anchor-file", type=Path)
-    va.add_argument("--ledger-config", type=Path)
+    v.add_argument("--ledger-config", type=Path, required=True)
     v.add_argument("asset")
     v.add_argument("seq", type=int)
     v.add_argument("--prop")
@@ -94,15 +92,9 @@ async def run(args: argparse.Namespace) -> None:
     mapping = load_mapping(args.mapping)
     home: Path = args.home
     home.mkdir(parents=True, exist_ok=True)
-    gateways: list = []
-    if args.ledger_config:
-        ledger = json.loads(args.ledger_config.read_text())
-        anchorer, gateways = connect_ledger(ledger)
-        anchor_info = {"kind": "ledger", "channel": ledger["channel"], "chaincode": ledger["chaincode"]}
-    else:
-        anchor_file = args.anchor_file or home / "anchors.jsonl"
-        anchorer = FileAnchorer(anchor_file)
-        anchor_info = {"kind": "file", "path": str(anchor_file)}
+    ledger = json.loads(args.ledger_config.read_text())
+    anchorer, gateways = connect_ledger(ledger)
+    anchor_info = {"kind": "ledger", "channel": ledger["channel"], "chaincode": ledger["chaincode"]}
     rt = TwinRuntime(mapping, home / "readings.sqlite", anchorer, interval=args.interval, report_every=args.report_every)
     security = None
     if args.cert or args.key:
@@ -177,11 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args.cmd == "verify":
             async def verify() -> list:
-                gateways: list = []
-                if args.ledger_config:
-                    anchorer, gateways = connect_ledger(json.loads(args.ledger_config.read_text()))
-                else:
-                    anchorer = FileAnchorer(args.anchor_file or args.home / "anchors.jsonl")
+                anchorer, gateways = connect_ledger(json.loads(args.ledger_config.read_text()))
                 try:
                     return await verify_reading(store, anchorer, args.asset, args.seq, args.prop)
                 finally:

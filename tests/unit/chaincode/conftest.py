@@ -1,9 +1,11 @@
-"""Fixtures for the chaincode unit tests: the double's in-memory ledger and stub, and test identities.
+"""Fixtures for the chaincode unit tests: an in-memory ledger and stub (unit fakes), and test identities.
 
-The stub and the ledger (``tests.fabric_double``) have a Fabric peer's semantics: committed-state
-reads, write sets applied at commit, private data per collection (and its SHA-256, which every peer
-has), key-level validation parameters, the key history (newest first, as Fabric 2.x returns it) and
-the proposal's transient map. Here each transaction commits as soon as it is endorsed successfully.
+The fake stub and ledger (``fake_stub.py``, ``fake_ledger.py``) give the contracts what a peer's
+simulator gives them: committed-state reads, write sets applied after a successful call, private data
+per collection (and its SHA-256, which every peer has), key-level validation parameters, the key
+history (newest first, as Fabric returns it) and the proposal's transient map. Here each transaction
+commits as soon as it is endorsed successfully; what the channel decides at commit is tested on real
+peers (tests/integration/test_fabric_semantics.py).
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ from fabric_protos.peer import proposal_response_pb2
 from chaincode import compat
 from chaincode.app import build_chaincode
 from chaincode.identity import ATTRIBUTES_OID
-from tests.fabric_double.ledger import Ledger
-from tests.fabric_double.stub import FIXED_TIME, FakeStub
+from tests.unit.chaincode.fake_ledger import Ledger
+from tests.unit.chaincode.fake_stub import FIXED_TIME, FakeStub
 
 __all__ = ["FIXED_TIME", "CertFactory", "Consortium", "FakeStub", "Ledger"]
 

@@ -353,6 +353,16 @@ class Harness:
                 else:
                     assert old is not None and old["status"] == "active" and new["status"] == "revoked", context
                     assert old["expires_at"] is None or parse_utc("e", old["expires_at"]) > now_nanos, context
+            elif object_type == "grantregister":
+                # Created with the data set, then counted up by each grant that creates a new grant key:
+                # always under the owner's policy, so no grant commits without the owner's peer.
+                assert call.function in ("data:RegisterDataset", "data:Grant") and role == "steward", context
+                dataset = record_of(ledger.state, f"\x00dataset\x00{new['dataset']}\x00")
+                assert dataset is not None and dataset["owner_msp"] == msp, context
+                assert ledger.metadata[key] == peers_of([msp]), context
+                new_grant_keys = [k for k in changed if k.startswith("\x00grant\x00") and record_of(state_before, k) is None]
+                assert new["grant_keys"] == (0 if old is None else old["grant_keys"] + len(new_grant_keys)), context
+                assert call.function == "data:RegisterDataset" or new_grant_keys, context
             elif object_type == "access":
                 assert call.function == "data:Check" and old is None, context
                 assert key == f"\x00access\x00{args[0]}\x00{stub.txid}\x00", context
@@ -368,8 +378,13 @@ class Harness:
 
         if call.function == "data:Check":
             assert len(changed) == 1, context
-        if call.function in ("data:Grant", "data:Revoke", "data:RegisterDataset"):
+        if call.function == "data:Revoke":
             assert len(changed) == 1, context
+        if call.function == "data:RegisterDataset":  # the record and its grant register
+            assert sorted(k.split("\x00")[1] for k in changed) == ["dataset", "grantregister"], context
+        if call.function == "data:Grant":  # the grant, and the register when the grant key is new
+            kinds = sorted(k.split("\x00")[1] for k in changed)
+            assert kinds in (["grant"], ["grant", "grantregister"]), context
         if call.function == "RegisterOrg":
             assert len(changed) == 2, context
 

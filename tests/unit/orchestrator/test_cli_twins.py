@@ -57,8 +57,18 @@ def network_home(tmp_path: Path):
 
 def test_ledger_config_refuses_when_a_peer_is_down(network_home):
     home, spec = network_home
-    with pytest.raises(UserError, match=r"peers are not up \(peer0\.plant1.*--anchor file"):
+    with pytest.raises(UserError, match=r"peers are not up \(peer0\.plant1 not answering\); start the network with `twinledger up`$"):
         ledger_config(home, ["plant1"])
+
+
+def test_ledger_config_without_a_network_says_to_start_one(tmp_path):
+    with pytest.raises(UserError, match=r"there is no network in .*; start the network with `twinledger up`$"):
+        ledger_config(tmp_path, ["plant1"])
+
+
+def test_twins_run_has_no_other_anchor_than_the_ledger():
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["twins", "run", "--anchor", "file"])
 
 
 def test_ledger_config_uses_each_orgs_operator_through_its_live_peer(network_home):

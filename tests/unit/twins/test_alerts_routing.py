@@ -7,7 +7,8 @@ import asyncio
 import pytest
 
 from twins.alerts import MACHINE_RISK_ALERT, NEWS2_ALERT_BANDS, twin_alerts
-from twins.anchoring import Batcher, MemoryAnchorer, ReadingStore
+from tests.unit.twins.fakes import MemoryAnchorer
+from twins.anchoring import Batcher, ReadingStore
 from twins.anchoring.anchorer import OrgRoutedAnchorer
 from twins.bridge.mapping import parse_mapping
 from twins.model.twin import MachineTwin, PatientTwin

@@ -15,7 +15,8 @@ import pytest
 from chaincode.arguments import MAX_ARGUMENT_BYTES as CONTRACT_MAX_ARGUMENTS, limit_arguments
 from chaincode.twins import MAX_RECORD_BYTES as CONTRACT_MAX_RECORD, check_batch_record
 from twins.alerts import MACHINE_RISK_ALERT
-from twins.anchoring import Batcher, FileAnchorer, MemoryAnchorer, ReadingStore, verify_reading
+from tests.unit.twins.fakes import MemoryAnchorer
+from twins.anchoring import Batcher, ReadingStore, verify_reading
 from twins.anchoring.alert_outbox import AlertRecord, AlertTracker
 from twins.anchoring.anchorer import AnchorConflict, FabricAnchorer
 from twins.anchoring.record import MAX_ARGUMENT_BYTES, MAX_RECORD_BYTES, compact_ranges
@@ -229,19 +230,16 @@ def test_fabric_alert_still_being_ordered_is_awaited_not_resubmitted() -> None:
     assert asyncio.run(go()) == tx and ledger.submits == 0
 
 
-def test_local_anchorers_record_alerts_and_reports_once(tmp_path) -> None:
+def test_the_fake_anchorer_records_alerts_and_reports_once() -> None:
     report = SustainabilityReport("plant1", "2026-01-01", {"energy_kwh": 1.5, "products": 10})
-    for anchorer in (MemoryAnchorer(), FileAnchorer(tmp_path / "a.jsonl")):
-        first = asyncio.run(anchorer.raise_alert(_alert()))
-        assert asyncio.run(anchorer.raise_alert(_alert())) == first
-        rep = asyncio.run(anchorer.report_sustainability(report))
-        assert asyncio.run(anchorer.report_sustainability(report)) == rep
-        with pytest.raises(AnchorConflict, match="already reported 2026-01-01 with other figures"):
-            asyncio.run(anchorer.report_sustainability(SustainabilityReport("plant1", "2026-01-01", {"energy_kwh": 2.0})))
-    # the anchors file keeps one line per batch; alerts and reports have files of their own, one line each
-    assert (tmp_path / "a.jsonl").read_text() == ""
-    assert [json.loads(x)["alert_key"] for x in (tmp_path / "a.alerts.jsonl").read_text().splitlines()] == [_alert().key]
-    assert [json.loads(x)["report_key"] for x in (tmp_path / "a.reports.jsonl").read_text().splitlines()] == [report.key]
+    anchorer = MemoryAnchorer()
+    first = asyncio.run(anchorer.raise_alert(_alert()))
+    assert asyncio.run(anchorer.raise_alert(_alert())) == first
+    rep = asyncio.run(anchorer.report_sustainability(report))
+    assert asyncio.run(anchorer.report_sustainability(report)) == rep
+    with pytest.raises(AnchorConflict, match="already reported 2026-01-01 with other figures"):
+        asyncio.run(anchorer.report_sustainability(SustainabilityReport("plant1", "2026-01-01", {"energy_kwh": 2.0})))
+    assert list(anchorer.alerts) == [_alert().key] and list(anchorer.reports) == [report.key]
 
 
 # --- sustainability reports ------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from asyncua import ua
 from orchestrator.cli import build_parser
 from orchestrator.cli_twins import metrics_ports
 from tests.unit.orchestrator.test_dashboard_metrics import parse
-from twins.anchoring import MemoryAnchorer
+from tests.unit.twins.fakes import MemoryAnchorer
 from twins.bridge.mapping import parse_mapping
 from twins.metrics import ScrapeRegistry, set_total
 from twins.readings import Reading, us_to_dt

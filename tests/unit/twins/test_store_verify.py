@@ -4,9 +4,8 @@ import sqlite3
 
 import pytest
 
-from twins.anchoring import (
-    AnchorConflict, Batcher, BatchRecord, FileAnchorer, MemoryAnchorer, ReadingStore, VerificationError, verify_reading,
-)
+from tests.unit.twins.fakes import MemoryAnchorer
+from twins.anchoring import AnchorConflict, Batcher, BatchRecord, ReadingStore, VerificationError, verify_reading
 from twins.anchoring.anchorer import FabricAnchorer, resubmit_pending
 from twins.readings import Reading
 
@@ -31,7 +30,7 @@ def _seal(store, anchorer, readings):
 
 def test_batches_per_org_verify_and_chain(tmp_path):
     store = ReadingStore(tmp_path / "r.sqlite")
-    anchorer = FileAnchorer(tmp_path / "anchors.jsonl")
+    anchorer = MemoryAnchorer()
     s1 = _seal(store, anchorer, _readings("plant1", "plant1.m1", 5) + _readings("hospital1", "hospital1.bed1", 3))
     assert [rec.org for rec, _ in s1] == ["hospital1", "plant1"]
     rec = s1[1][0]
@@ -46,12 +45,10 @@ def test_batches_per_org_verify_and_chain(tmp_path):
     assert {v.reading.prop for v in res} == {"Torque", "ToolWear"}
     v = asyncio.run(verify_reading(store, anchorer, "plant1.m1", 3, "Torque"))[0]
     assert v.reading.value == pytest.approx(40.3) and v.batch_id == "plant1:0000000001"
-    assert v.anchor["tx_id"].startswith("file-") and v.merkle_root == rec.merkle_root
+    assert v.anchor["tx_id"] == anchorer.entries[v.batch_id]["tx_id"] and v.merkle_root == rec.merkle_root
     assert store.last_positions()[("plant1.m1", "Torque")] == (9, 1_700_000_000_000_000 + 9000)
     with pytest.raises(VerificationError, match="no stored reading"):
         asyncio.run(verify_reading(store, anchorer, "plant1.m1", 99))
-    # a fresh anchorer instance (another process) reads the same file
-    assert asyncio.run(FileAnchorer(tmp_path / "anchors.jsonl").get_anchor(rec.batch_id))["record_hash"] == rec.record_hash()
 
 
 def test_store_is_append_only_and_tamper_is_detected(tmp_path):
@@ -91,18 +88,17 @@ def test_anchored_record_mismatch_and_missing_anchor(tmp_path):
         asyncio.run(verify_reading(store, MemoryAnchorer(), "plant1.m1", 2))
 
 
-def test_anchorers_are_idempotent_and_refuse_conflicts(tmp_path):
+def test_the_fake_anchorer_keeps_the_contracts_rules(tmp_path):
     rec = BatchRecord("plant1", 1, "aa" * 32, 2, {"a/p": [1, 2]}, 1, 2, {}, "", 3)
     other = BatchRecord("plant1", 1, "bb" * 32, 2, {"a/p": [1, 2]}, 1, 2, {}, "", 3)
-    for a in (MemoryAnchorer(), FileAnchorer(tmp_path / "a.jsonl")):
-        tx = asyncio.run(a.submit_anchor(rec))
-        assert asyncio.run(a.submit_anchor(rec)) == tx
-        with pytest.raises(AnchorConflict):
-            asyncio.run(a.submit_anchor(other))
-    # a torn last line (writer killed mid-append) is ignored
-    with open(tmp_path / "a.jsonl", "ab") as f:
-        f.write(b'{"batch_id": "plant1:00')
-    assert asyncio.run(FileAnchorer(tmp_path / "a.jsonl").get_anchor(rec.batch_id)) is not None
+    a = MemoryAnchorer()
+    tx = asyncio.run(a.submit_anchor(rec))
+    assert asyncio.run(a.submit_anchor(rec)) == tx
+    with pytest.raises(AnchorConflict):
+        asyncio.run(a.submit_anchor(other))
+    with pytest.raises(AnchorConflict, match="chain"):
+        asyncio.run(a.submit_anchor(BatchRecord("plant1", 2, "cc" * 32, 1, {"a/p": [3, 3]}, 3, 3, {}, "00" * 32, 4)))
+    assert asyncio.run(a.chain_head("plant1")) == (1, rec.record_hash()) and asyncio.run(a.chain_head("plant2")) is None
 
 
 def test_pending_batches_are_resubmitted(tmp_path):
@@ -158,3 +154,104 @@ def test_fabric_anchorer_uses_the_gateway_contract_shape():
     got = asyncio.run(a.get_anchor(rec.batch_id))
     assert got["record_hash"] == rec.record_hash()
     assert calls[0][0] == "twins:AnchorSensorBatch" and calls[1][0] == "twins:ReadSensorBatch"
+
+
+def test_a_new_store_continues_the_orgs_chain_on_the_ledger(tmp_path):
+    """The ledger keeps one chain per org: a second store (another twins home) seals its first batch after the
+    first store's last one, and both stores' readings verify against the same anchorer."""
+    from twins.bridge.mapping import parse_mapping
+    from twins.runtime import TwinRuntime
+
+    anchorer = MemoryAnchorer()
+    first = ReadingStore(tmp_path / "a.sqlite")
+    s1 = _seal(first, anchorer, _readings("plant1", "plant1.m1", 3))
+    s1 += _seal(first, anchorer, _readings("plant1", "plant1.m1", 2, start=4))
+    mapping = parse_mapping({"assets": {"plant1.m1": {"org": "plant1", "kind": "machine"}},
+                             "nodes": {"ns=2;s=x": {"asset": "plant1.m1", "property": "Torque"}}})
+
+    async def second_run() -> TwinRuntime:
+        rt = TwinRuntime(mapping, tmp_path / "b.sqlite", anchorer, interval=0.05, report_every=0)
+        stop = asyncio.Event()
+        task = asyncio.create_task(rt.run_anchoring(stop))
+        await asyncio.sleep(0.1)
+        for r in _readings("plant1", "plant1.m1", 2, start=1):
+            rt.on_reading(r)
+        await asyncio.sleep(0.2)
+        stop.set()
+        await task
+        rt.close()
+        return rt
+
+    rt = asyncio.run(second_run())
+    assert rt.last_anchored_by_org["plant1"] == 3
+    second = ReadingStore(tmp_path / "b.sqlite")
+    (rec,) = [b.record for b in (second.batch("plant1:0000000003"),) if b is not None]
+    assert rec.prev_record_hash == s1[-1][0].record_hash() and second.pending_batches() == []
+    assert second.first_batch_no("plant1") == 3
+    asyncio.run(verify_reading(second, anchorer, "plant1.m1", 1, "Torque"))
+    asyncio.run(verify_reading(first, anchorer, "plant1.m1", 1, "Torque"))  # the first store's batch 1 is its own
+    # the first store now lags the ledger's chain: its next batch is refused, never anchored beside the other
+    with pytest.raises(AnchorConflict):
+        _seal(first, anchorer, _readings("plant1", "plant1.m1", 1, start=6))
+
+
+def test_fabric_anchorer_finds_the_chain_head_by_doubling_and_bisecting():
+    reads = []
+
+    class Contract:
+        async def evaluate(self, fn, batch_id):
+            reads.append(batch_id)
+            n = int(batch_id.rpartition(":")[2])
+            if n > 37:
+                raise RuntimeError(f"sensor batch {batch_id!r} not found")
+            return json.dumps({"record_hash": f"h{n}"}).encode()
+
+    assert asyncio.run(FabricAnchorer(Contract()).chain_head("plant1")) == (37, "h37")
+    assert len(reads) <= 2 * 6 + 1 and all(r.startswith("plant1:") for r in reads)
+
+    class Empty:
+        async def evaluate(self, fn, batch_id):
+            raise RuntimeError(f"sensor batch {batch_id!r} not found")
+
+    assert asyncio.run(FabricAnchorer(Empty()).chain_head("plant2")) is None
+
+
+def test_a_slow_org_does_not_hold_up_the_others(tmp_path):
+    """Each org's records go to the ledger from a task of their own: in order within the org, orgs in parallel."""
+    from twins.bridge.mapping import parse_mapping
+    from twins.runtime import TwinRuntime
+
+    class SlowForPlant1(MemoryAnchorer):
+        order: list[str] = []
+
+        async def submit_anchor(self, record):
+            await asyncio.sleep(0.5 if record.org == "plant1" else 0)
+            self.order.append(record.batch_id)
+            return await super().submit_anchor(record)
+
+    anchorer = SlowForPlant1()
+    mapping = parse_mapping({"assets": {"plant1.m1": {"org": "plant1", "kind": "machine"},
+                                        "plant2.m1": {"org": "plant2", "kind": "machine"}},
+                             "nodes": {"ns=2;s=a": {"asset": "plant1.m1", "property": "Torque"},
+                                       "ns=2;s=b": {"asset": "plant2.m1", "property": "Torque"}}})
+
+    async def go() -> None:
+        rt = TwinRuntime(mapping, tmp_path / "r.sqlite", anchorer, interval=0.05, report_every=0)
+        stop = asyncio.Event()
+        task = asyncio.create_task(rt.run_anchoring(stop))
+        for i in range(1, 4):
+            for org in ("plant1", "plant2"):
+                rt.on_reading(Reading(org, f"{org}.m1", "Torque", i, 1_700_000_000_000_000 + i, 40.0))
+            await asyncio.sleep(0.07)
+        await asyncio.sleep(0.3)
+        # plant1's first batch is still in its 0.5 s call; plant2's are on the ledger already, in order
+        plant2 = [b for b in anchorer.order if b.startswith("plant2")]
+        assert plant2 == [f"plant2:{n:010d}" for n in range(1, len(plant2) + 1)] and len(plant2) >= 2
+        assert not any(b.startswith("plant1") for b in anchorer.order)
+        stop.set()
+        await task
+        rt.close()
+
+    asyncio.run(go())
+    plant1 = [b for b in anchorer.order if b.startswith("plant1")]
+    assert plant1 == [f"plant1:{n:010d}" for n in range(1, len(plant1) + 1)] and len(plant1) >= 2
