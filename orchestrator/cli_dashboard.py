@@ -1,4 +1,9 @@
-"""`twinledger dashboard`: serve the web dashboard of a home on 127.0.0.1 until Ctrl-C or SIGTERM."""
+"""`twinledger dashboard`: serve the web dashboard of a home on 127.0.0.1 until Ctrl-C or SIGTERM.
+
+Every panel reads the home's Fabric network (through the Gateway, as an identity enrolled in the home) or
+the stores that are local by design (the twins' status and sealed batches, the model store); a panel whose
+source is down says "... unavailable: <why>" in one line.
+"""
 
 from __future__ import annotations
 
@@ -37,8 +42,6 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     config = DashboardConfig(
         home=home, port=args.port, acting_as=acting,
         twins_home=Path(args.twins_home).resolve() if args.twins_home else None,
-        fl_ledger="file" if args.fl_ledger_file else args.fl_ledger, twins_anchor=args.twins_anchor,
-        fl_ledger_file=Path(args.fl_ledger_file).expanduser().resolve() if args.fl_ledger_file else None,
     )
     try:
         server, thread = start(config)
@@ -68,10 +71,4 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                         "page may switch to the same user of another org enrolled in this home. Without it the page "
                         "is read-only")
     s.add_argument("--twins-home", help="the twins bridge's state folder (default HOME/twins)")
-    s.add_argument("--fl-ledger", choices=("auto", "file", "fabric"), default="auto",
-                   help="federated rounds from HOME/flower/ledger.json (file), Fabric, or the file when it exists (auto)")
-    s.add_argument("--fl-ledger-file", metavar="PATH",
-                   help="the local JSON ledger a `twinledger fl run --ledger-file PATH` wrote (implies --fl-ledger file)")
-    s.add_argument("--twins-anchor", choices=("auto", "file", "fabric"), default="auto",
-                   help="verify readings against the file anchorer, Fabric, or the file when it exists (auto)")
     s.set_defaults(func=cmd_dashboard)

@@ -5,21 +5,22 @@ would type (printed before it runs, output indented beneath), so what the demo s
 the commands do. Steps:
 
 1. network   -- `up` unless every member org's peer already answers /healthz (then the running network
-                is used as it is, and the demo leaves it running at the end);
+                is used as it is, and the demo leaves it running at the end); the ledger is the real Fabric
+                network of the home, there is no other;
 2. governance-- each org's steward registers its federated data set (SHA-256 of the real file) and
                 grants every other org of its sector the task's purpose (``fl:<task>``), skipping what
                 the ledger already holds, so a second demo on the same home submits nothing new;
-3. twins     -- `twins run` in the background: OPC-UA simulators, the bridge, twins, anchoring;
-4. federated -- `fl run` of the plants' maintenance task and the hospitals' cardiac task;
-5. alert     -- waits (bounded) for a twin's alert;
+3. twins     -- `twins run` in the background: OPC-UA simulators, the bridge, twins, batches anchored on the
+                ledger (twins contract) by each org's operator;
+4. federated -- `fl run` of the plants' maintenance task and the hospitals' cardiac task, each round
+                committed on the ledger (models contract), each org's data use checked and recorded;
+5. alert     -- waits (bounded) for a twin's alert raised on the ledger;
 6. summary   -- nodes, block height, rounds with model hashes verified (`fl verify`), anchors, alerts;
 7. dashboard -- served on 127.0.0.1 until Ctrl-C (or ``--duration``), then everything the demo
                 started stops, in reverse order.
 
-``--local-ledger`` runs it without Fabric peers, for machines where the Fabric binaries cannot be
-built: governance is skipped (it exists only on the ledger), the twins anchor to a local file and the
-federated rounds go to a local JSON ledger; every such step says so. It is not the system, only the
-parts of it that run without a ledger.
+When `up` cannot bring the peers up (no Fabric binaries), the demo stops with that one line: without
+the ledger there is nothing to govern, anchor or record.
 """
 
 from __future__ import annotations
@@ -45,7 +46,6 @@ ALERT_WAIT_S = 120.0
 DEFAULT_ROUNDS = 3
 #: Twins: both plants' machines and both hospitals' monitors (the sepsis replays raise NEWS2 alerts).
 TWINS_ASSETS = ("--machines", "plant1:2", "--machines", "plant2:2", "--monitors", "hospital1:2", "--monitors", "hospital2:1")
-LOCAL_LEDGER_NOTE = "local stand-ins, not the ledger"
 
 
 class Narrator:
@@ -68,7 +68,6 @@ class Narrator:
 class DemoRun:
     home: Path
     narrator: Narrator
-    local: bool
     started_network: bool = False
     twins: subprocess.Popen | None = None
     summary: dict[str, Any] = field(default_factory=dict)
@@ -98,6 +97,26 @@ class DemoRun:
             raise UserError(f"demo step `twinledger {' '.join(args)}` failed (exit {code}): {tail}")
         return subprocess.CompletedProcess(proc.args, code, "".join(lines), "")
 
+    def run_all(self, commands: Sequence[Sequence[str]], quiet: bool = False,
+                check: bool = True) -> list[subprocess.CompletedProcess]:
+        """Independent `twinledger` commands at once (each its own data set or its own read); each printed with
+        its output beneath, in the given order, once all have finished. UserError if one failed."""
+        procs = [subprocess.Popen(self.argv(*args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                 for args in commands]
+        results = []
+        for args, proc in zip(commands, procs):
+            out, _ = proc.communicate()
+            results.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, ""))
+            if not quiet:
+                self.show(args)
+                for line in out.splitlines():
+                    self.narrator.detail("  " + line.rstrip())
+        for args, result in zip(commands, results):
+            if check and result.returncode != 0:
+                tail = " | ".join(result.stdout.strip().splitlines()[-3:])
+                raise UserError(f"demo step `twinledger {' '.join(args)}` failed (exit {result.returncode}): {tail}")
+        return results
+
     def json_of(self, *args: str) -> Any:
         return json.loads(self.run(*args, "--json", quiet=True).stdout)
 
@@ -112,27 +131,18 @@ def peers_answering(spec: Spec) -> set[str]:
 
 
 def network_step(demo: DemoRun, port_base: int | None) -> Spec:
-    from orchestrator.bringup import FabricUnavailable, up
-
     layout = Layout(demo.home)
     if layout.spec_file.exists():
         spec = load_spec(layout.spec_file)
         if {o.name for o in spec.member_orgs} <= peers_answering(spec):
             demo.narrator.step(f"network: already running in {demo.home} (every member org's peer answers); using it")
             return spec
-    demo.narrator.step("network: twinledger up (CAs, identities, orderers, peers, channel, chaincode, org registry)")
-    try:
-        spec = up(demo.home, None, port_base, progress=demo.narrator.detail)
-        demo.started_network = True
-    except FabricUnavailable as exc:
-        demo.started_network = True  # the CAs are up under the supervisor; the demo stops them at the end
-        if not demo.local:
-            raise UserError(f"{exc}. `twinledger demo --local-ledger` shows the rest of the system with local "
-                            "stand-ins for the ledger (labelled as such)") from None
-        demo.narrator.detail(f"no Fabric peers: {exc}")
-        demo.narrator.detail(f"--local-ledger: continuing with {LOCAL_LEDGER_NOTE}")
-        spec = load_spec(layout.spec_file)
-    return spec
+    demo.narrator.step("network: CAs, identities, orderers, peers, channel, chaincode, org registry")
+    # `up` runs as the command a user types (output beneath); the demo stops what it started at the end,
+    # including the CAs of an `up` that failed half way.
+    demo.started_network = True
+    demo.run("up", *(["--port-base", str(port_base)] if port_base is not None else []))
+    return load_spec(layout.spec_file)
 
 
 # -- 2. governance ---------------------------------------------------------------------------------
@@ -141,14 +151,13 @@ def network_step(demo: DemoRun, port_base: int | None) -> Spec:
 def governance_step(demo: DemoRun, spec: Spec) -> None:
     from federated.data import TASKS, DataError, data_root
 
-    if demo.local:
-        demo.narrator.step("governance: skipped -- data sets and grants exist only on the ledger (--local-ledger)")
-        return
     demo.narrator.step("governance: stewards register their data sets and grant the other orgs of their sector")
     members = {o.name: o for o in spec.member_orgs}
     registered = {d["id"] for d in demo.json_of("data", "list")}
-    for task in TASKS.values():
-        orgs = [o for o in task.default_orgs if o in members]
+    sectors = [(task, [o for o in task.default_orgs if o in members]) for task in TASKS.values()]
+    # Each command touches its own data set's keys only, so the stewards act at the same time.
+    registrations = []
+    for task, orgs in sectors:
         for org in orgs:
             dataset = task.dataset_id(org)
             if dataset in registered:
@@ -161,16 +170,18 @@ def governance_step(demo: DemoRun, spec: Spec) -> None:
             manifest = next((p for p in sorted(source.glob("*")) if p.is_file() and p.suffix in (".csv", ".data")), None)
             if manifest is None:
                 raise UserError(f"governance: no data file in {source} to fingerprint for {dataset}")
-            demo.run("data", "register", dataset, "--kind", "tabular", "--sha256", str(manifest),
-                     "--sensitivity", "confidential" if task.org_kind == "hospital" else "internal",
-                     "--as", f"{org}:steward")
-        for org in orgs:
-            dataset = task.dataset_id(org)
-            grants = demo.json_of("data", "grants", dataset, "--as", org)
-            active = {(g.get("grantee"), g.get("purpose")) for g in grants if g.get("state") == "active"}
-            for other in orgs:
-                if other != org and (other, task.purpose) not in active:
-                    demo.run("data", "grant", dataset, "--to", other, "--purpose", task.purpose, "--as", f"{org}:steward")
+            registrations.append(("data", "register", dataset, "--kind", "tabular", "--sha256", str(manifest),
+                                  "--sensitivity", "confidential" if task.org_kind == "hospital" else "internal",
+                                  "--as", f"{org}:steward"))
+    demo.run_all(registrations)
+    # Then each owner's grants to the other orgs of its sector that the ledger does not hold active yet.
+    owners = [(task, org) for task, orgs in sectors for org in orgs]
+    listed = demo.run_all([("data", "grants", task.dataset_id(org), "--as", org, "--json") for task, org in owners], quiet=True)
+    active = {task.dataset_id(org): {(g.get("grantee"), g.get("purpose")) for g in json.loads(r.stdout) if g.get("state") == "active"}
+              for (task, org), r in zip(owners, listed)}
+    demo.run_all([("data", "grant", task.dataset_id(org), "--to", other, "--purpose", task.purpose, "--as", f"{org}:steward")
+                  for task, orgs in sectors for org in orgs for other in orgs
+                  if other != org and (other, task.purpose) not in active[task.dataset_id(org)]])
 
 
 # -- 3. twins --------------------------------------------------------------------------------------
@@ -178,9 +189,8 @@ def governance_step(demo: DemoRun, spec: Spec) -> None:
 
 def twins_step(demo: DemoRun, spec: Spec) -> None:
     port = spec.port_range[1] + 11  # just above the network's own ports, so two demos side by side do not collide
-    args = ["twins", "run", *TWINS_ASSETS, "--port", str(port)] + (["--anchor", "file"] if demo.local else [])
-    demo.narrator.step("twins: OPC-UA simulators -> bridge -> twins -> anchoring, in the background"
-                       + (f" ({LOCAL_LEDGER_NOTE})" if demo.local else ""))
+    args = ["twins", "run", *TWINS_ASSETS, "--port", str(port)]
+    demo.narrator.step("twins: OPC-UA simulators -> bridge -> twins -> batches anchored on the ledger, in the background")
     demo.show(args)
     log = Layout(demo.home).logs / "demo-twins.log"
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -213,19 +223,13 @@ def stop_twins(demo: DemoRun) -> None:
 # -- 4. federated ----------------------------------------------------------------------------------
 
 
-def fl_ledger_args(demo: DemoRun) -> list[str]:
-    return ["--ledger-file", str(demo.home / "flower" / "demo-ledger.json")] if demo.local else []
-
-
 def federated_step(demo: DemoRun, rounds: int) -> list[str]:
     from federated.data import TASKS
 
     tasks = [f"{name}-v1" for name in TASKS]
     for task in tasks:
-        demo.narrator.step(f"federated: {task}, {rounds} governed rounds on Flower's deployment engine"
-                           + (f" ({LOCAL_LEDGER_NOTE})" if demo.local else ""))
-        extra = ["--grant-all"] if demo.local else []
-        demo.run("fl", "run", task, "--rounds", str(rounds), *fl_ledger_args(demo), *extra)
+        demo.narrator.step(f"federated: {task}, {rounds} governed round(s) on Flower's deployment engine, recorded on the ledger")
+        demo.run("fl", "run", task, "--rounds", str(rounds))
     return tasks
 
 
@@ -233,54 +237,97 @@ def federated_step(demo: DemoRun, rounds: int) -> list[str]:
 
 
 def wait_for_alert(demo: DemoRun, timeout: float = ALERT_WAIT_S) -> list[dict[str, Any]]:
-    demo.narrator.step("alert: waiting for a twin to raise one")
+    """The twins' alert episodes once one is committed on the ledger (twins:RaiseAlert has its tx id)."""
+    demo.narrator.step("alert: waiting for a twin's alert to be raised on the ledger (as `twinledger twins status` shows)")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        alerts = twins_snapshot(demo).get("alerts") or []
-        if alerts:
-            first = alerts[0]
-            demo.narrator.detail(f"alert on {first.get('asset')}: {first.get('reason') or first.get('kind') or first}")
-            return alerts
+        raised = [a for a in twins_snapshot(demo).get("ledger_alerts") or [] if a.get("tx_id")]
+        if raised:
+            first = raised[0]
+            text = (first.get("detail") or {}).get("text") or first.get("kind")
+            demo.narrator.detail(f"alert on {first['asset']} ({first['kind']}, score {first['score']}): {text}")
+            demo.narrator.detail(f"raised on the ledger in tx {first['tx_id']}")
+            return raised
         if demo.twins is not None and demo.twins.poll() is not None:
             raise UserError(f"the twins run stopped (exit {demo.twins.returncode}); see {Layout(demo.home).logs / 'demo-twins.log'}")
         time.sleep(1.0)
-    demo.narrator.detail(f"no alert within {timeout:.0f} s (the twins keep running; the dashboard shows them)")
+    demo.narrator.detail(f"no alert on the ledger within {timeout:.0f} s (the twins keep running; the dashboard shows them)")
     return []
+
+
+def anchored_reading(demo: DemoRun) -> tuple[str, int, str] | None:
+    """(asset, seq, prop) of a reading in the latest batch anchored on the ledger, to prove with `verify reading`."""
+    from twins.anchoring.store import ReadingStore
+
+    path = demo.home / "twins" / "readings.sqlite"
+    if not path.exists():
+        return None
+    store = ReadingStore(path)
+    try:
+        for anchor in store.recent_anchors(1):
+            batch = store.batch(anchor["batch_id"])
+            if batch is not None and batch.record.seq_ranges:
+                key, (_, last) = min(batch.record.seq_ranges.items())
+                asset = key.split("/")[0]
+                # one property: a machine's product has 14 values under one sequence number
+                found = store.find_readings(asset, int(last), key.split("/")[1] if "/" in key else None)
+                if found:
+                    return asset, int(last), found[0].reading.prop
+    finally:
+        store.close()
+    return None
 
 
 def summarise(demo: DemoRun, spec: Spec, tasks: list[str], alerts: list[dict[str, Any]]) -> dict[str, Any]:
     from orchestrator.cli import status_nodes
 
-    nodes = status_nodes(demo.home)
-    heights = [n["height"] for n in nodes if n.get("height") is not None]
+    demo.narrator.step("summary: what the ledger holds, checked against the local stores")
+    # The checks read only: they run at once, each printed (`fl verify`'s JSON summarised below) when all are done.
+    reading = anchored_reading(demo)
+    checks = [("fl", "verify", task, "--json") for task in tasks]
+    if reading is not None:
+        checks.append(("verify", "reading", reading[0], str(reading[1]), "--prop", reading[2]))
+    results = demo.run_all(checks, quiet=True, check=False)
     verified = {}
-    for task in tasks:
-        result = demo.run("fl", "verify", task, *fl_ledger_args(demo), "--json", quiet=True, check=False)
+    for task, args, result in zip(tasks, checks, results):
+        demo.show(args)
         try:
             report = json.loads(result.stdout)
         except json.JSONDecodeError:
             report = {}
         verified[task] = {"exit": result.returncode, "verified": report.get("verified"), "problems": len(report.get("problems") or [])}
+    proof: dict[str, Any] = {}
+    if reading is not None:
+        demo.show(checks[-1])
+        for line in results[-1].stdout.splitlines():
+            demo.narrator.detail("  " + line.rstrip())
+        proof = {"asset": reading[0], "seq": reading[1], "prop": reading[2], "exit": results[-1].returncode}
     twins = twins_snapshot(demo)
     store = twins.get("store") or {}
+    nodes = status_nodes(demo.home)
+    heights = [n["height"] for n in nodes if n.get("height") is not None]
+    on_ledger = [a for a in twins.get("ledger_alerts") or [] if a.get("tx_id")]
     summary = {
         "nodes": {"total": len(nodes), "healthy": sum(1 for n in nodes if n["healthy"])},
         "block_height": max(heights) if heights else None,
         "federated": verified,
         "anchors": store.get("anchored"),
         "readings": store.get("readings"),
-        "alerts": len(alerts) if alerts else len(twins.get("alerts") or []),
-        "ledger": LOCAL_LEDGER_NOTE if demo.local else "Fabric",
+        "reading_verified": proof,
+        "alerts": max(len(alerts), len(on_ledger)),
+        "ledger": f"Fabric, channel {spec.channel}",
         "elapsed_s": round(demo.narrator.elapsed(), 1),
     }
-    demo.narrator.step("summary")
     demo.narrator.detail(f"nodes healthy      {summary['nodes']['healthy']}/{summary['nodes']['total']}")
     demo.narrator.detail(f"block height       {summary['block_height'] if summary['block_height'] is not None else '-'}")
     for task, v in verified.items():
         state = f"{v['verified']} model hashes verified" if v["exit"] == 0 else f"VERIFICATION FAILED ({v['problems']} problems)"
         demo.narrator.detail(f"{task:<18} {state}")
     demo.narrator.detail(f"anchored batches   {summary['anchors']} ({summary['readings']} readings)")
-    demo.narrator.detail(f"alerts             {summary['alerts']}")
+    if proof:
+        demo.narrator.detail(f"reading proof      {proof['asset']}/{proof['prop']} #{proof['seq']}: "
+                             + ("matches its anchor on the ledger" if proof["exit"] == 0 else "VERIFICATION FAILED"))
+    demo.narrator.detail(f"alerts on ledger   {summary['alerts']}")
     demo.narrator.detail(f"ledger             {summary['ledger']}")
     return summary
 
@@ -293,12 +340,7 @@ def serve_dashboard(demo: DemoRun, port: int, duration: float | None) -> None:
 
     spec = load_spec(Layout(demo.home).spec_file)
     steward = (spec.member_orgs[0].name, "steward")
-    config = DashboardConfig(
-        home=demo.home, port=port, acting_as=steward,
-        fl_ledger="file" if demo.local else "fabric",
-        fl_ledger_file=demo.home / "flower" / "demo-ledger.json" if demo.local else None,
-        twins_anchor="file" if demo.local else "fabric",
-    )
+    config = DashboardConfig(home=demo.home, port=port, acting_as=steward)
     try:
         server, thread = start(config)
     except OSError as exc:
@@ -331,8 +373,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise UserError("--rounds must be at least 1")
     if args.duration is not None and args.duration < 0:
         raise UserError("--duration must be >= 0")
-    demo = DemoRun(home_of(args), Narrator(), args.local_ledger)
-    demo.narrator.step(f"TwinLedger demo in {demo.home}" + (f" ({LOCAL_LEDGER_NOTE} for the ledger)" if demo.local else ""))
+    demo = DemoRun(home_of(args), Narrator())
+    demo.narrator.step(f"TwinLedger demo in {demo.home}")
     try:
         spec = network_step(demo, args.port_base)
         governance_step(demo, spec)
@@ -346,6 +388,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     bad = [t for t, v in demo.summary.get("federated", {}).items() if v["exit"] != 0]
     if bad:
         raise UserError(f"model hashes did not verify for {', '.join(bad)}")
+    proof = demo.summary.get("reading_verified") or {}
+    if proof.get("exit"):
+        raise UserError(f"reading {proof['asset']} #{proof['seq']} did not verify against its anchor on the ledger")
     return 0
 
 
@@ -360,9 +405,6 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     s.add_argument("--port-base", type=int, help="first port of a new network (default 17000)")
     s.add_argument("--alert-wait", type=float, default=ALERT_WAIT_S, metavar="S",
                    help=f"longest wait for a twin's alert (default {ALERT_WAIT_S:.0f})")
-    s.add_argument("--local-ledger", action="store_true",
-                   help="without Fabric peers: skip governance, anchor twins to a local file, FL rounds to a local JSON "
-                        "ledger (all labelled; for machines where the Fabric binaries cannot be built)")
     s.set_defaults(func=cmd_demo)
 
 

@@ -6,7 +6,7 @@ that user's own MSP folder (``orchestrator.connect``) and signs with its key, so
 steward's certificate exactly as it would from `twinledger data grant --as hospital1:steward`.
 
 Connections are cached per (org, user) because opening one costs a TLS handshake; a connection whose
-call failed as unreachable is dropped so the next poll dials again (peers restarted, double started later).
+call failed as unavailable is dropped so the next poll dials again (peers restarted, or started later).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from orchestrator.ledger_session import chaincode_message
 
 DATA_CONTRACT = "data"
 MODELS_CONTRACT = "models"
-#: Seconds a dashboard read may take before the panel says the ledger is unreachable; the page polls
+#: Seconds a dashboard read may take before the panel says the ledger is unavailable; the page polls
 #: every 1-2 s, so a read must not hang on a dead peer for the client's default 30 s.
 READ_TIMEOUT = 4.0
 _UNREACHABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
@@ -45,14 +45,20 @@ class LedgerRefused(Exception):
 
 
 def describe_gateway_error(exc: Exception) -> Exception:
-    """Map a gateway failure to what the page shows: unreachable (retry later) or refused (the contract said no)."""
+    """Map a gateway failure to what the page shows: unavailable (retry later) or refused (the contract said no).
+
+    Refused only when the chaincode itself answered (its own words, "access denied: Grant is for stewards of
+    ...", as the `twinledger data` commands print them) or a transaction was invalidated; a peer that cannot
+    be reached, or that answered UNAVAILABLE because something behind it is down, is "unavailable".
+    """
     if isinstance(exc, GatewayError):
-        if exc.code in _UNREACHABLE and not exc.details:
-            return LedgerUnavailable(f"ledger unreachable: {exc}")
-        # The chaincode's own words ("access denied: Grant is for stewards of ...") rather than the gateway's
-        # wrapping of them, as the `twinledger data` commands print them.
-        return LedgerRefused(chaincode_message(exc) or str(exc))
-    return LedgerUnavailable(f"ledger unreachable: {exc}")
+        said = chaincode_message(exc)
+        if said:
+            return LedgerRefused(said)
+        if exc.code in _UNREACHABLE:
+            return LedgerUnavailable(f"ledger unavailable: {exc}")
+        return LedgerRefused(str(exc))
+    return LedgerUnavailable(f"ledger unavailable: {exc}")
 
 
 class LedgerClient:
@@ -149,7 +155,7 @@ class ReadContract:
     """A contract for the parts' own ledger classes (``FabricRoundLedger``, ``FabricAnchorer``) to read through.
 
     Their ``evaluate(function, *args)`` carries no deadline; here every read gets ``READ_TIMEOUT`` (a dead peer
-    makes a panel say "unreachable" within seconds instead of holding the poll for the client's 30 s), and
+    makes a panel say "unavailable" within seconds instead of holding the poll for the client's 30 s), and
     failures arrive as ``LedgerUnavailable`` / ``LedgerRefused`` like every other dashboard read. The
     dashboard never submits through it.
     """

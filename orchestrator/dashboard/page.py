@@ -241,7 +241,7 @@ function renderGovernance(d) {
   setOptions($("grant-as"), actingOrgs);
   if (!$("grant-as").dataset.init && d.acting.default) { $("grant-as").value = d.acting.default; $("grant-as").dataset.init = "1"; }
   $("grant-user").textContent = d.acting.user ? `(${d.acting.user})` : "read-only: start the dashboard with --as ORG:steward to act";
-  setOptions($("grant-dataset"), d.datasets.map((x) => x.id));
+  setOptions($("grant-dataset"), d.dataset_ids || d.datasets.map((x) => x.id));
   setOptions($("grant-grantee"), d.orgs);
   const rows = d.datasets.map((ds) => {
     const grants = ds.grants.length ? ds.grants.map((g) => h("div", {class: "grant", "data-grantee": g.grantee, "data-purpose": g.purpose},
@@ -256,6 +256,7 @@ function renderGovernance(d) {
   const table = d.datasets.length
     ? h("table", {id: "gov-datasets"}, h("tr", {}, ["data set", "kind", "owner", "sensitivity", "grants"].map((t) => h("th", {}, t))), rows)
     : h("div", {class: "muted"}, "no data sets registered yet");
+  const more = d.truncated ? h("div", {class: "muted"}, `the ${d.datasets.length} newest of ${d.dataset_ids.length} data sets; pick another in the grant form's list`) : null;
   let audit = null;
   if (d.audit) {
     audit = [h("h4", {}, `Audit trail of ${d.audit.dataset} (owner ${d.audit.owner})`),
@@ -264,7 +265,7 @@ function renderGovernance(d) {
           h("td", {class: "mono"}, e.at), h("td", {}, e.action),
           h("td", {}, auditDetail(e)), h("td", {class: "mono", title: e.tx_id}, short(e.tx_id, 10)))))];
   }
-  replace(body, h("div", {"data-available": "true"}, table), audit);
+  replace(body, h("div", {"data-available": "true"}, table, more), audit);
 }
 // Fabric client ids read "x509::<subject DN>::<issuer DN>"; "steward (ca.hospital1)" is what a person needs.
 function who(id) {
@@ -320,8 +321,12 @@ function renderFederated(d) {
   const body = $("fl-body");
   if (!d.available) { $("fl-src").textContent = ""; return unavailable(body, d); }
   $("fl-src").textContent = d.source.label;
-  if (!d.tasks.length) return replace(body, h("div", {class: "muted", "data-available": "true"}, "no federated task has committed a round yet"));
-  replace(body, h("div", {"data-available": "true"}, d.tasks.map((t) => {
+  const keys = d.node_keys || [];
+  const nodeKeys = h("div", {class: "muted", id: "fl-node-keys"}, keys.length
+    ? `SuperNode keys on the ledger: ${keys.map((k) => `${k.org} ${short(k.public_key_sha256, 8)}`).join(", ")}`
+    : "no SuperNode key registered on the ledger yet");
+  if (!d.tasks.length) return replace(body, h("div", {class: "muted", "data-available": "true"}, "no federated task of this home has committed a round yet"), nodeKeys);
+  replace(body, nodeKeys, h("div", {"data-available": "true"}, d.tasks.map((t) => {
     const rounds = t.rounds;
     const keys = [...new Set(rounds.flatMap((r) => Object.keys(r.metrics || {})))].sort();
     const xs = rounds.map((r) => r.round);
@@ -381,7 +386,11 @@ function renderTwins(d) {
     plants.map((o) => { const p = d.plants[o]; return h("tr", {"data-plant": o}, h("td", {}, o), h("td", {}, fmt(p.products, 0)), h("td", {}, fmt(p.energy_kwh)), h("td", {}, fmt(p.co2_kg)), h("td", {}, fmt(p.water_l)), h("td", {}, fmt(p.waste_kg))); })) : null;
   const anchors = d.anchors && d.anchors.length ? h("table", {id: "twins-anchor-table"}, h("tr", {}, ["batch", "readings", "Merkle root", "tx"].map((x) => h("th", {}, x))),
     d.anchors.map((a) => h("tr", {}, h("td", {class: "mono"}, a.batch_id), h("td", {}, a.count), h("td", {class: "mono", title: a.merkle_root}, short(a.merkle_root)), h("td", {class: "mono", title: a.tx_id}, short(a.tx_id, 16))))) : null;
-  replace(body, kv, h("h4", {}, `Alerts (${d.alerts_source})`), alerts, h("h4", {}, "Twins"), assets,
+  const raised = d.ledger_alerts && d.ledger_alerts.length ? h("table", {id: "twins-ledger-alerts"}, h("tr", {}, ["asset", "alert", "score", "state", "tx"].map((x) => h("th", {}, x))),
+    d.ledger_alerts.map((a) => h("tr", {"data-alert": a.key}, h("td", {}, a.asset), h("td", {}, a.kind), h("td", {}, fmt(a.score)), h("td", {}, a.open ? "open" : "closed"),
+      h("td", {class: "mono", title: a.tx_id || ""}, a.tx_id ? short(a.tx_id, 16) : "waiting")))) : null;
+  replace(body, kv, h("h4", {}, `Alerts (${d.alerts_source})`), alerts,
+    raised ? [h("h4", {}, "Alerts raised on the ledger (twins:RaiseAlert)"), raised] : null, h("h4", {}, "Twins"), assets,
     plants.length ? [h("h4", {}, "Energy and CO₂ per plant"), h("div", {class: "row"}, plantCharts), legend(plants), totals] : null,
     anchors ? [h("h4", {}, "Latest anchored batches"), anchors] : null);
   setOptions($("verify-assets"), d.assets.map((a) => a.asset));

@@ -3,10 +3,15 @@
 * network     -- ``orchestrator.cli.status_nodes`` (supervisor state, health, block height) and the spec;
 * governance  -- the data contract through the gateway (``data:ListDatasets``, ``ListGrants``, ``Audit``;
                  ``Grant`` / ``Revoke`` submitted as a local enrolled steward, chosen on the page);
-* federated   -- ``federated.governance.JsonFileLedger`` (the local stand-in) or ``FabricRoundLedger``
-                 (``models:ListRounds``), each model hash re-hashed by ``federated.store.ModelStore.verify``;
-* twins       -- the ``status.json`` the twins bridge rewrites every interval, its store's latest anchors,
-                 and ``twins.anchoring.verify_reading`` for the verify box.
+* federated   -- the models contract through ``FabricRoundLedger`` (``models:ListRounds``, ``ReadTask``) and
+                 ``models:ListNodeKeys``; each model hash the ledger names re-hashed by
+                 ``federated.store.ModelStore.verify`` (the model store is local: weights stay off chain);
+* twins       -- the ``status.json`` the twins bridge rewrites every interval and its sealed-batch store (both
+                 local to the bridge), and for the verify box ``twins.anchoring.verify_reading`` against the
+                 anchor the twins contract holds (``FabricAnchorer``, ``twins:ReadSensorBatch``).
+
+Only the ledger is asked for what is on the ledger; the local sources are the ones that really are local
+(the twins' status and store, the model store, the runs' reports that name their ledger tasks).
 
 A panel whose source is missing or failing answers ``{"available": false, "reason": "..."}`` in one
 line (``PanelUnavailable``) instead of failing the page; the server counts those per panel.
@@ -24,12 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from federated.fabric_ledger import FabricRoundLedger
-from federated.governance import JsonFileLedger, RoundLedger
 from federated.store import ModelStore
 from network.layout import Layout
 from orchestrator.cli_common import UserError
-from orchestrator.cli_fl import LOCAL_NOTE
-from orchestrator.cli_twins import FILE_ANCHOR_LABEL, KEY_SIGNALS, anchor_label
+from orchestrator.cli_twins import KEY_SIGNALS
 from orchestrator.control import supervisor_pid
 from orchestrator.dashboard.ledger import (
     DATA_CONTRACT,
@@ -39,11 +42,11 @@ from orchestrator.dashboard.ledger import (
     LedgerRefused,
     LedgerUnavailable,
 )
-from twins.anchoring.anchorer import FabricAnchorer, FileAnchorer
+from twins.anchoring.anchorer import FabricAnchorer
 from twins.anchoring.store import ReadingStore
 from twins.anchoring.verify import VerificationError, verify_reading
 
-#: At most this many data sets get their grants listed per poll (each is one evaluate).
+#: At most this many data sets (the newest) are listed with their grants per poll (each is one evaluate).
 MAX_DATASETS = 50
 #: A status.json older than this is shown as stale: the bridge rewrites it every interval (1 s default).
 TWINS_STALE_S = 10.0
@@ -103,12 +106,14 @@ class Acting:
 
 def governance_panel(ledger: LedgerClient, acting: Acting, dataset: str | None) -> dict[str, Any]:
     try:
-        datasets = ledger.evaluate(DATA_CONTRACT, "ListDatasets") or []
-        rows = []
-        for d in datasets[:MAX_DATASETS]:
-            grants = ledger.evaluate(DATA_CONTRACT, "ListGrants", d["id"]) or []
-            rows.append(dict(d, grants=grants))
+        # Newest first: on a consortium's ledger the data sets just registered are the ones being acted on.
+        datasets = sorted(ledger.evaluate(DATA_CONTRACT, "ListDatasets") or [],
+                          key=lambda d: str(d.get("registered_at") or ""), reverse=True)
         chosen = dataset if dataset and any(d["id"] == dataset for d in datasets) else (datasets[0]["id"] if datasets else None)
+        rows = []
+        for i, d in enumerate(datasets):
+            if i < MAX_DATASETS or d["id"] == chosen:  # the chosen one always, even beyond the limit
+                rows.append(dict(d, grants=ledger.evaluate(DATA_CONTRACT, "ListGrants", d["id"]) or []))
         audit = ledger.evaluate(DATA_CONTRACT, "Audit", chosen) if chosen else None
     except (LedgerUnavailable, LedgerRefused) as exc:
         raise PanelUnavailable(str(exc)) from None
@@ -117,7 +122,7 @@ def governance_panel(ledger: LedgerClient, acting: Acting, dataset: str | None) 
     return {
         "available": True,
         "source": f"Fabric ledger via the gateway, channel {ledger.spec().channel}, read as {reader[0]}:{reader[1]}",
-        "datasets": rows, "truncated": len(datasets) > MAX_DATASETS,
+        "datasets": rows, "truncated": len(datasets) > len(rows), "dataset_ids": [d["id"] for d in datasets],
         "audit": audit, "audit_dataset": chosen,
         "orgs": [o.name for o in ledger.spec().member_orgs],
         "acting": {"user": acting.user, "orgs": choices,
@@ -156,35 +161,11 @@ def governance_action(ledger: LedgerClient, acting: Acting, action: str, body: d
 
 
 class FederatedSource:
-    """Rounds from the local JSON ledger file or from Fabric; every hash re-hashed in the model store."""
+    """Rounds as the models contract holds them; every hash they name re-hashed in the local model store."""
 
-    def __init__(self, fl_home: Path, ledger: LedgerClient, mode: str = "auto", json_path: Path | None = None) -> None:
-        if mode not in ("auto", "file", "fabric"):
-            raise ValueError(f"federated ledger must be auto, file or fabric, not {mode!r}")
+    def __init__(self, fl_home: Path, ledger: LedgerClient) -> None:
         self.fl_home = fl_home
         self.ledger = ledger
-        self.mode = mode
-        # `twinledger fl run --ledger-file PATH` can put the JSON ledger anywhere; launch.py's default is here.
-        self.json_path = json_path or fl_home / "ledger.json"
-        self._json: JsonFileLedger | None = None
-
-    def _source(self) -> tuple[RoundLedger, list[str], dict[str, str]]:
-        use_file = self.mode == "file" or (self.mode == "auto" and self.json_path.exists())
-        if use_file:
-            if not self.json_path.exists():
-                raise PanelUnavailable(f"federated ledger unavailable: no local ledger file {self.json_path}")
-            if self._json is None:
-                self._json = JsonFileLedger(self.json_path)  # re-reads the file whenever its mtime changes
-            label = f"{LOCAL_NOTE} ({self.json_path})"  # the words `twinledger fl` prints for this ledger
-            return self._json, self._json.tasks(), {"kind": "file", "label": label}
-        try:
-            fabric = FabricRoundLedger(self.ledger.read_contract(MODELS_CONTRACT), self.ledger.read_contract(DATA_CONTRACT))
-        except LedgerUnavailable as exc:
-            if self.mode == "auto":
-                raise PanelUnavailable(f"no federated rounds: no local ledger file {self.json_path}, and {exc}") from None
-            raise
-        label = f"Fabric ledger (models contract), channel {self.ledger.spec().channel}"
-        return fabric, self._report_tasks(), {"kind": "fabric", "label": label}
 
     def _report_tasks(self) -> list[str]:
         # The model registry has no "list tasks" query; the runs this home made name their ledger keys in
@@ -201,13 +182,15 @@ class FederatedSource:
 
     def panel(self) -> dict[str, Any]:
         try:
-            source, tasks, label = self._source()
+            rounds_ledger = FabricRoundLedger(self.ledger.read_contract(MODELS_CONTRACT), self.ledger.read_contract(DATA_CONTRACT))
+            # Asked even when this home has run nothing yet, so the panel always says whether the ledger answers.
+            node_keys = self.ledger.evaluate(MODELS_CONTRACT, "ListNodeKeys") or []
             store_dir = self.fl_home / "store"
             # ModelStore creates its folder; a dashboard must not, so without one every hash is "missing".
             store = ModelStore(store_dir) if store_dir.is_dir() else None
             out = []
-            for task in tasks:
-                rounds = source.list_rounds(task)
+            for task in self._report_tasks():
+                rounds = rounds_ledger.list_rounds(task)
                 hashes = [h for r in rounds for h in r.hashes()]
                 status = {h: "missing" for h in hashes}
                 if store is not None:
@@ -215,15 +198,20 @@ class FederatedSource:
                     status.update({h: "ok" for h in report.ok})
                     status.update({h: "mismatched" for h in report.mismatched})
                 counts = {s: sum(1 for v in status.values() if v == s) for s in ("ok", "missing", "mismatched")}
-                record = source.get_task(task) if hasattr(source, "get_task") else None
+                record = rounds_ledger.get_task(task)
                 out.append({"task": task, "record": record.to_dict() if record is not None else None,
                             "rounds": [r.to_dict() for r in rounds], "verified": status, "counts": counts})
         except (LedgerUnavailable, LedgerRefused) as exc:
             raise PanelUnavailable(str(exc)) from None
         except (OSError, ValueError) as exc:
-            raise PanelUnavailable(f"federated ledger unreadable: {exc}") from None
-        return {"available": True, "source": label, "store": str(self.fl_home / "store"),
-                "store_present": store is not None, "tasks": out}
+            raise PanelUnavailable(f"federated unavailable: {exc}") from None
+        reader = self.ledger.reader()
+        label = (f"Fabric ledger (models contract), channel {self.ledger.spec().channel}, "
+                 f"read as {reader[0]}:{reader[1]}")
+        return {"available": True, "source": {"label": label}, "store": str(store_dir),
+                "store_present": store is not None, "tasks": out,
+                "node_keys": [{"org": k.get("org"), "public_key_sha256": k.get("public_key_sha256"), "tx_id": k.get("tx_id")}
+                              for k in node_keys]}
 
 
 # --- twins ---------------------------------------------------------------------------------------------
@@ -251,12 +239,9 @@ class _History:
 class TwinsSource:
     """The twins bridge's status file, sampled into chart history, plus its store (anchors, verification)."""
 
-    def __init__(self, twins_home: Path, ledger: LedgerClient, anchor_mode: str = "auto") -> None:
-        if anchor_mode not in ("auto", "file", "fabric"):
-            raise ValueError(f"twins anchorer must be auto, file or fabric, not {anchor_mode!r}")
+    def __init__(self, twins_home: Path, ledger: LedgerClient) -> None:
         self.home = twins_home
         self.ledger = ledger
-        self.anchor_mode = anchor_mode
         self._lock = threading.Lock()
         self._mtime: int | None = None
         self._status: dict[str, Any] | None = None
@@ -283,7 +268,7 @@ class TwinsSource:
             status = json.loads(self.status_path.read_text())
         except (OSError, ValueError) as exc:  # the bridge replaces it atomically; this is a real fault
             with self._lock:
-                self._error = f"twins status unreadable: {exc}"
+                self._error = f"twins unavailable: status unreadable: {exc}"
             return
         t = float(status.get("time") or st.st_mtime)
         with self._lock:
@@ -325,7 +310,8 @@ class TwinsSource:
             "stale": age > TWINS_STALE_S, "error": error,
             "counters": status.get("counters"), "bridge": status.get("bridge"), "latency_ms": status.get("latency_ms"),
             "assets": assets, "plants": status.get("plants") or {}, "alerts": alerts, "alerts_source": alerts_label,
-            "anchors": self._recent_anchors(), "anchorer": self._anchorer_label(), "history": history,
+            "anchors": self._recent_anchors(), "ledger_alerts": self._ledger_alerts(), "anchorer": self._anchorer_label(),
+            "history": history,
         }
 
     # --- store, anchors, verification ------------------------------------------------------------------
@@ -346,41 +332,38 @@ class TwinsSource:
         recent = getattr(store, "recent_anchors", None)
         return recent(8) if recent else []
 
-    def _anchor_target(self) -> tuple[str, Path | None]:
-        """("file", path) or ("fabric", None): where this twins state anchors its batches.
-
-        `twinledger twins run` records it in ``anchor.json`` (one target for the state's whole life, since
-        batches are chained per org; a file path there is relative to the twins folder); a bare
-        ``python -m twins.bridge run`` leaves only ``anchors.jsonl``.
-        """
-        recorded = self._anchor_record() or {}
-        file_path = self.home / recorded["path"] if recorded.get("kind") == "file" and recorded.get("path") else self.home / "anchors.jsonl"
-        if self.anchor_mode == "file":
-            return "file", file_path
-        if self.anchor_mode == "fabric" or recorded.get("kind") == "ledger":
-            return "fabric", None
-        return ("file", file_path) if file_path.exists() else ("fabric", None)
+    def _ledger_alerts(self) -> list[dict[str, Any]]:
+        """The bridge's alert episodes with the id of the twins:RaiseAlert transaction (None while it waits)."""
+        try:
+            store = self._open_store()
+        except PanelUnavailable:
+            return []
+        return [{"key": e["key"], "asset": e["asset"], "kind": e["kind"], "score": e["score"], "tx_id": e["tx_id"],
+                 "open": e["closed_at_us"] is None} for e in store.alerts()[-8:]]
 
     def _anchor_record(self) -> dict[str, Any] | None:
+        """Where `twinledger twins run` recorded that this twins state anchors (``anchor.json``), if it did."""
         try:
-            return json.loads((self.home / "anchor.json").read_text())
+            record = json.loads((self.home / "anchor.json").read_text())
         except (OSError, ValueError):
             return None
+        return record if isinstance(record, dict) else None
 
     def _anchorer_label(self) -> str:
-        kind, path = self._anchor_target()
-        if kind == "file":
-            return f"{FILE_ANCHOR_LABEL} ({path})"  # the same words `twinledger twins` prints
         recorded = self._anchor_record()
-        return anchor_label(recorded) if recorded else "Fabric ledger (twins contract)"
+        if recorded and recorded.get("kind") == "ledger":
+            # the words `twinledger twins status` uses for the same target
+            return f"ledger channel {recorded.get('channel')} (chaincode {recorded.get('chaincode')})"
+        if recorded:
+            return f"not the ledger: {self.home / 'anchor.json'} names {recorded.get('kind')!r}"
+        return "Fabric ledger (twins contract)"  # a bare `python -m twins.bridge run` records nothing
 
-    def _anchorer(self) -> FileAnchorer | FabricAnchorer:
-        kind, path = self._anchor_target()
-        if kind == "file":
-            assert path is not None
-            if not path.exists():  # FileAnchorer would create an empty one
-                raise PanelUnavailable(f"anchors unavailable: no anchor file {path}")
-            return FileAnchorer(path)
+    def _anchorer(self) -> FabricAnchorer:
+        recorded = self._anchor_record()
+        if recorded and recorded.get("kind") != "ledger":
+            # State written by an older `twins run --anchor file`: its batch chains were never on the ledger.
+            raise PanelUnavailable(f"anchors unavailable: {self.home} anchored to {recorded.get('kind')!r}, not the "
+                                   "ledger; its readings cannot be verified on Fabric")
         # The anchorer is bound to the chaincode without a contract name: its function names are qualified.
         return FabricAnchorer(AsyncContractAdapter(self.ledger.read_contract(None)))
 

@@ -12,8 +12,8 @@ Routes (all on 127.0.0.1):
     GET  /api/verify?asset=A&seq=N[&prop=P]   Merkle proof of one reading against its anchor
     GET  /metrics                   Prometheus text format
 
-Every panel endpoint answers 200 with ``{"available": false, "reason": ...}`` when its source is down, so
-one missing part never breaks the page. Requests must name this server in ``Host`` (127.0.0.1:PORT or
+Every panel endpoint answers 200 with ``{"available": false, "reason": "... unavailable: <why>"}`` (one line)
+when its source is down, so one missing part never breaks the page. Requests must name this server in ``Host`` (127.0.0.1:PORT or
 localhost:PORT), which stops DNS-rebinding pages from reading the API, and the two POSTs additionally
 need ``Content-Type: application/json`` and, when the browser sends one, a same-origin ``Origin`` -- a
 cross-site form cannot send that content type without a CORS preflight, which this server never grants.
@@ -60,9 +60,6 @@ class DashboardConfig:
     port: int = 8780
     acting_as: tuple[str, str] | None = None  # (org, user) from --as
     twins_home: Path | None = None  # default <home>/twins
-    fl_ledger: str = "auto"  # auto | file | fabric
-    fl_ledger_file: Path | None = None  # the JSON ledger, when not HOME/flower/ledger.json
-    twins_anchor: str = "auto"  # auto | file | fabric
     sample_interval: float = 1.0  # how often the twins status is sampled into chart history
 
 
@@ -95,8 +92,8 @@ class Dashboard:
         self.ledger = ledger or LedgerClient(config.home, read_as=config.acting_as)
         self.acting = Acting(config.acting_as[1] if config.acting_as else None,
                              config.acting_as[0] if config.acting_as else None)
-        self.federated = FederatedSource(config.home / "flower", self.ledger, config.fl_ledger, config.fl_ledger_file)
-        self.twins = TwinsSource(config.twins_home or config.home / "twins", self.ledger, config.twins_anchor)
+        self.federated = FederatedSource(config.home / "flower", self.ledger)
+        self.twins = TwinsSource(config.twins_home or config.home / "twins", self.ledger)
         self.metrics = DashboardMetrics()
         self._stop = threading.Event()
         self._sampler: threading.Thread | None = None
@@ -105,11 +102,11 @@ class Dashboard:
         try:
             out = fn()
         except (PanelUnavailable, LedgerUnavailable, LedgerRefused) as exc:
-            reason = str(exc)
+            reason = " ".join(str(exc).split())  # one line on the page, whatever the source said
         except Exception as exc:  # noqa: BLE001 - one broken source must not take the page down
             # Unexpected (a locked store, a malformed file): the page gets one line, the log the traceback.
             log.exception("panel %s failed", name)
-            reason = f"{name} source failed: {type(exc).__name__}: {exc}"
+            reason = " ".join(f"{name} unavailable: {type(exc).__name__}: {exc}".split())
         else:
             self.metrics.available.labels(panel=name).set(1)
             return out

@@ -1,38 +1,226 @@
-"""The dashboard's HTTP API in process: panels from real twins and federated state, request checks, metrics.
+"""The dashboard's HTTP API in process: every panel, the request checks, the metrics -- no peers.
 
-Twins state is made by the twins' own code (``twins.simulators.machine.MachineSource`` readings through a
-``TwinRuntime``, sealed and anchored with the ``FileAnchorer``); federated state by a governed run on the
-in-process ``LocalGrid`` (real ServerApp logic, ClientApps, JSON ledger and model store). The ledger side of
-the governance panel is a recording stand-in here (``RecordingLedger``): these tests are about what the
-server lets the browser do; the real chaincode answers in tests/integration/test_dashboard_browser.py.
+What runs for real: the dashboard server and its ``LedgerClient`` (identity choice, deadlines, error mapping,
+reconnects), the twins' own code (``MachineSource`` readings through a ``TwinRuntime``, sealed into its
+``ReadingStore``), ``FabricRoundLedger`` and ``FabricAnchorer`` reading through the dashboard's contracts, the
+model store's re-hashing and ``verify_reading``.
+
+What is faked, in process (unit tests only): the Gateway connection. ``FakeGateway`` is what the
+``LedgerClient``'s connector returns; its contracts answer from ``FakeChaincode`` -- a few dicts shaped like
+the TwinLedger chaincode's answers, which refuse the way the peers do (a ``chaincode response 500, <message>``
+detail). ``ChaincodeAnchorer`` is the twins' anchorer writing into those dicts. The real chaincode answers
+the same requests in tests/integration/test_dashboard_browser.py and tests/integration/test_demo.py.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
+import re
 import sqlite3
 import tempfile
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 
+from federated.governance import RoundRecord, TaskRecord, UpdateRecord
+from federated.store import ModelStore
+from network.gateway_errors import EndorseError, ErrorDetail, EvaluateError
+from network.layout import Layout
 from orchestrator.dashboard.ledger import LedgerClient, LedgerRefused, LedgerUnavailable
 from orchestrator.dashboard.server import DashboardConfig, start, stop
 from tests.unit.orchestrator.test_dashboard_metrics import parse as parse_metrics
-from twins.anchoring.anchorer import FileAnchorer, resubmit_pending
+from twins.anchoring.anchorer import resubmit_pending
+from twins.anchoring.record import BatchRecord
 from twins.bridge.mapping import parse_mapping
 from twins.readings import Reading
 from twins.runtime import TwinRuntime
 from twins.simulators.machine import PROPS, MachineSource
 
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+DEFAULT_SPEC = Path(__file__).resolve().parents[3] / "network" / "default_spec.yaml"
+#: What `twinledger twins run` records in HOME/twins/anchor.json for ledger anchoring.
+LEDGER_ANCHOR = {"kind": "ledger", "channel": "consortium", "chaincode": "twinledger"}
+
+
+# --- the fake gateway -------------------------------------------------------------------------------------
+
+
+def _refusal(function: str, message: str, submit: bool = False) -> Exception:
+    """How the peers report a chaincode error: a gateway error whose detail is the chaincode's response."""
+    cls = EndorseError if submit else EvaluateError
+    return cls("failed", code=grpc.StatusCode.ABORTED if submit else grpc.StatusCode.UNKNOWN,
+               details=[ErrorDetail("127.0.0.1:17051", "Hospital1MSP", f"chaincode response 500, {message}")])
+
+
+def _tx(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
+
+
+@dataclass
+class FakeChaincode:
+    """The answers of the chaincode functions the dashboard calls, from dicts; ``down`` = no peer answers."""
+
+    datasets: dict[str, dict] = field(default_factory=dict)
+    grants: dict[tuple[str, str, str], dict] = field(default_factory=dict)
+    trail: dict[str, list[dict]] = field(default_factory=dict)
+    tasks: dict[str, dict] = field(default_factory=dict)
+    rounds: dict[str, list[dict]] = field(default_factory=dict)
+    node_keys: list[dict] = field(default_factory=list)
+    anchors: dict[str, dict] = field(default_factory=dict)
+    alerts: dict[str, dict] = field(default_factory=dict)
+    down: bool = False
+    calls: list[tuple[str, str, str, tuple, bool]] = field(default_factory=list)  # (as, contract:function, ...)
+
+    def register(self, dataset: str, owner: str) -> None:
+        self.datasets[dataset] = {"id": dataset, "kind": "tabular", "owner": owner, "sensitivity": "restricted"}
+        self.trail[dataset] = [{"action": "registered", "owner": owner, "tx_id": _tx("reg", dataset)}]
+
+    def call(self, who: tuple[str, str], contract: str | None, function: str, args: tuple, submit: bool,
+             timeout: float | None) -> bytes:
+        name = function if contract is None else f"{contract}:{function}"
+        self.calls.append((f"{who[0]}:{who[1]}", name, args, submit, timeout))
+        if self.down:
+            raise (EndorseError if submit else EvaluateError)("failed to connect to all addresses",
+                                                              code=grpc.StatusCode.UNAVAILABLE)
+        answer = getattr(self, "fn_" + name.replace(":", "_"))(who, *args)
+        return json.dumps(answer).encode()
+
+    # data contract
+    def fn_data_ListDatasets(self, who):  # noqa: N802
+        return list(self.datasets.values())
+
+    def fn_data_ListGrants(self, who, dataset):  # noqa: N802
+        return [dict(g) for (d, _, _), g in self.grants.items() if d == dataset]
+
+    def fn_data_Audit(self, who, dataset):  # noqa: N802
+        if dataset not in self.datasets:
+            raise _refusal("Audit", f"data set {dataset!r} not found")
+        return {"dataset": dataset, "owner": self.datasets[dataset]["owner"], "entries": self.trail[dataset]}
+
+    def _owner_steward(self, who, dataset, function):
+        owner = self.datasets.get(dataset, {}).get("owner")
+        if who != (owner, "steward"):
+            raise _refusal(function, f"access denied: {function} is for stewards of org {owner!r}; the caller is "
+                                     f"{who[1]} of {who[0]!r}", submit=True)
+
+    def fn_data_Grant(self, who, dataset, grantee, purpose, expires):  # noqa: N802
+        self._owner_steward(who, dataset, "Grant")
+        tx = _tx("grant", dataset, grantee, purpose, len(self.trail[dataset]))
+        self.grants[(dataset, grantee, purpose)] = {"grantee": grantee, "purpose": purpose, "state": "active", "tx_id": tx}
+        self.trail[dataset].append({"action": "granted", "grantee": grantee, "purpose": purpose, "tx_id": tx})
+        return {"dataset": dataset, "grantee": grantee, "purpose": purpose, "tx_id": tx}
+
+    def fn_data_Revoke(self, who, dataset, grantee, purpose):  # noqa: N802
+        self._owner_steward(who, dataset, "Revoke")
+        tx = _tx("revoke", dataset, grantee, purpose, len(self.trail[dataset]))
+        self.grants[(dataset, grantee, purpose)]["state"] = "revoked"
+        self.trail[dataset].append({"action": "revoked", "grantee": grantee, "purpose": purpose, "tx_id": tx})
+        return {"dataset": dataset, "grantee": grantee, "purpose": purpose, "tx_id": tx}
+
+    # models contract
+    def fn_models_ListRounds(self, who, task):  # noqa: N802
+        return self.rounds.get(task, [])
+
+    def fn_models_ReadTask(self, who, task):  # noqa: N802
+        if task not in self.tasks:
+            raise _refusal("ReadTask", f"task {task!r} not found")
+        return self.tasks[task]
+
+    def fn_models_ListNodeKeys(self, who):  # noqa: N802
+        return self.node_keys
+
+    # twins contract (the anchorer calls it by qualified name on the unnamed contract)
+    def fn_twins_ReadSensorBatch(self, who, batch_id):  # noqa: N802
+        if batch_id not in self.anchors:
+            raise _refusal("ReadSensorBatch", f"sensor batch {batch_id!r} not found")
+        return self.anchors[batch_id]
+
+
+class FakeContract:
+    def __init__(self, chaincode: FakeChaincode, who: tuple[str, str], name: str | None) -> None:
+        self.chaincode, self.who, self.name = chaincode, who, name
+
+    def evaluate(self, function: str, *args: str, timeout: float | None = None) -> bytes:
+        assert timeout is not None, "every dashboard read carries a deadline"
+        return self.chaincode.call(self.who, self.name, function, args, False, timeout)
+
+    def submit(self, function: str, *args: str) -> bytes:
+        return self.chaincode.call(self.who, self.name, function, args, True, None)
+
+
+class FakeGateway:
+    """What ``orchestrator.connect.connect_sync`` returns, for one identity; ``opened`` counts the dials."""
+
+    opened = 0
+
+    def __init__(self, chaincode: FakeChaincode, org: str, user: str) -> None:
+        self.chaincode, self.who = chaincode, (org, user)
+        FakeGateway.opened += 1
+
+    def network(self, channel: str) -> FakeGateway:
+        assert channel == "consortium"
+        return self
+
+    def contract(self, chaincode: str, name: str | None = None) -> FakeContract:
+        assert chaincode == "twinledger"
+        return FakeContract(self.chaincode, self.who, name)
+
+    def close(self) -> None:
+        pass
+
+
+def network_home(home: Path, enrolled: dict[str, list[str]]) -> Path:
+    """A home as `twinledger up` leaves it, as far as the dashboard looks: the spec and the users' MSP folders."""
+    layout = Layout(home)
+    layout.spec_file.parent.mkdir(parents=True, exist_ok=True)
+    layout.spec_file.write_text(DEFAULT_SPEC.read_text())
+    for user, orgs in enrolled.items():
+        for org in orgs:
+            layout.user_msp(org, user).mkdir(parents=True, exist_ok=True)
+    return home
+
+
+def fake_ledger(home: Path, chaincode: FakeChaincode, read_as: tuple[str, str] | None = None) -> LedgerClient:
+    return LedgerClient(home, read_as=read_as, connector=lambda spec, layout, org, user: FakeGateway(chaincode, org, user))
+
+
+# --- twins state made by the twins' code, anchored into the fake chaincode --------------------------------
+
+
+class ChaincodeAnchorer:
+    """The twins ``Anchorer`` protocol, storing what the twins contract stores (ReadSensorBatch's answer)."""
+
+    name = "fabric"
+
+    def __init__(self, chaincode: FakeChaincode) -> None:
+        self.chaincode = chaincode
+
+    async def submit_anchor(self, record: BatchRecord) -> str:
+        tx = _tx("anchor", record.batch_id)
+        self.chaincode.anchors.setdefault(record.batch_id, {
+            "batch_id": record.batch_id, "record": record.to_dict(), "record_hash": record.record_hash(), "tx_id": tx,
+            "anchored_at": "2026-01-01T00:00:00Z", "anchored_by": "x509::CN=operator"})
+        return self.chaincode.anchors[record.batch_id]["tx_id"]
+
+    async def get_anchor(self, batch_id: str) -> dict[str, Any] | None:
+        return self.chaincode.anchors.get(batch_id)
+
+    async def raise_alert(self, alert) -> str:  # noqa: ANN001
+        tx = _tx("alert", alert.key)
+        self.chaincode.alerts[tx] = {"key": alert.key}
+        return tx
+
+    async def report_sustainability(self, report) -> str:  # noqa: ANN001
+        return _tx("report", report.key)
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:
@@ -45,14 +233,15 @@ def _write_json_atomic(path: Path, data: Any) -> None:
 class TwinsFeed:
     """One plant machine fed by the simulator's generator, sealed and anchored like the bridge does."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, chaincode: FakeChaincode) -> None:
         home.mkdir(parents=True, exist_ok=True)
         self.home = home
         mapping = parse_mapping({
             "assets": {"plant1.m1": {"org": "plant1", "kind": "machine"}},
             "nodes": {f"ns=2;s=plant1.m1.{p}": {"asset": "plant1.m1", "property": p} for p in PROPS},
         })
-        self.anchorer = FileAnchorer(home / "anchors.jsonl")
+        (home / "anchor.json").write_text(json.dumps(LEDGER_ANCHOR))
+        self.anchorer = ChaincodeAnchorer(chaincode)
         self.rt = TwinRuntime(mapping, home / "readings.sqlite", self.anchorer)
         self.source = MachineSource("plant1.m1", "plant1", seed=7, rate=5)
         self.seq = 0
@@ -74,46 +263,7 @@ class TwinsFeed:
         self.rt.close()
 
 
-class RecordingLedger(LedgerClient):
-    """Stands in for the gateway: remembers who submitted what; answers reads from what was submitted."""
-
-    def __init__(self, home: Path, enrolled: dict[str, list[str]], fail: Exception | None = None) -> None:
-        super().__init__(home)
-        self._enrolled = enrolled
-        self.fail = fail
-        self.submitted: list[tuple[tuple[str, str], str, tuple[str, ...]]] = []
-        self.grants: dict[tuple[str, str, str], str] = {}
-
-    def enrolled(self, user: str) -> list[str]:
-        return self._enrolled.get(user, [])
-
-    def reader(self) -> tuple[str, str]:
-        return ("hospital1", "admin")
-
-    def spec(self):  # the governance panel reads the channel and the member orgs
-        from network.spec import parse_spec
-
-        return parse_spec({"name": "t", "orgs": [{"name": "orderer", "kind": "orderer", "orderers": 1},
-                                                 {"name": "hospital1", "kind": "hospital", "peers": 1},
-                                                 {"name": "hospital2", "kind": "hospital", "peers": 1}]})
-
-    def evaluate(self, contract_name: str, function: str, *args: str, as_=None) -> Any:
-        if self.fail:
-            raise self.fail
-        if function == "ListDatasets":
-            return [{"id": "h1-ecg", "kind": "tabular", "owner": "hospital1", "sensitivity": "restricted"}]
-        if function == "ListGrants":
-            return [{"grantee": g, "purpose": p, "state": s} for (d, g, p), s in self.grants.items() if d == args[0]]
-        if function == "Audit":
-            return {"dataset": args[0], "owner": "hospital1", "entries": []}
-        raise AssertionError(function)
-
-    def submit(self, contract_name: str, function: str, *args: str, as_: tuple[str, str]) -> Any:
-        if self.fail:
-            raise self.fail
-        self.submitted.append((as_, function, args))
-        self.grants[tuple(args[:3])] = "active" if function == "Grant" else "revoked"
-        return {"tx_id": f"tx{len(self.submitted)}", "dataset": args[0]}
+# --- HTTP helpers ---------------------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -121,8 +271,8 @@ def serve(tmp_path):
     """Start a dashboard on a free port; every server started is stopped at the end."""
     running = []
 
-    def _start(ledger: LedgerClient | None = None, **kw: Any):
-        cfg = DashboardConfig(home=tmp_path / "home", port=0, sample_interval=0.1, **kw)
+    def _start(ledger: LedgerClient | None = None, home: Path | None = None, **kw: Any):
+        cfg = DashboardConfig(home=home or tmp_path / "home", port=0, sample_interval=0.1, **kw)
         server, thread = start(cfg, ledger)
         running.append((server, thread))
         return server
@@ -153,21 +303,29 @@ def _post(server, path: str, body: Any, headers: dict[str, str] | None = None) -
         return e.code, json.loads(e.read())
 
 
-def test_every_panel_says_plainly_what_is_missing_and_the_page_is_self_contained(serve, tmp_path):
+def _one_line_unavailable(data: dict) -> str:
+    assert data["available"] is False, data
+    reason = data["reason"]
+    assert "\n" not in reason and re.search(r"\bunavailable: \S", reason), reason
+    return reason
+
+
+# --- tests ----------------------------------------------------------------------------------------------
+
+
+def test_every_panel_says_in_one_line_what_is_missing_and_the_page_is_self_contained(serve, tmp_path):
     server = serve()
     assert server.server_address[0] == "127.0.0.1"
     home = tmp_path / "home"
     for panel, expected in (("network", f"no network in {home}"), ("governance", "no enrolled identity"),
-                            ("federated", "no local ledger file"),  # and no Fabric identity to ask instead
+                            ("federated", "no enrolled identity"),
                             ("twins", f"no status at {home / 'twins' / 'status.json'}")):
         code, data = _get(server, f"/api/{panel}")
-        assert code == 200 and data["available"] is False, panel
-        assert expected in data["reason"], (panel, data["reason"])
+        assert code == 200
+        assert expected in _one_line_unavailable(data), (panel, data)
     code, page = _get(server, "/")
     assert code == 200 and "<script>" in page and "<style>" in page
     # nothing is fetched from anywhere: every reference in the page is inline (data:), none names a host
-    import re
-
     refs = re.findall(r'\b(?:src|href)\s*=\s*["\']([^"\']*)', page)
     assert refs and all(r.startswith("data:") for r in refs), refs
     assert "https://" not in page and "//cdn" not in page.lower()
@@ -177,8 +335,33 @@ def test_every_panel_says_plainly_what_is_missing_and_the_page_is_self_contained
     assert errors["network"] == errors["governance"] == errors["federated"] == errors["twins"] == 1
 
 
+def test_when_the_peers_are_down_the_ledger_panels_say_so_and_come_back_without_a_restart(serve, tmp_path):
+    home = network_home(tmp_path / "home", {"admin": ["hospital1", "hospital2", "plant1", "plant2"]})
+    chaincode = FakeChaincode(down=True)
+    chaincode.register("h1-ecg", "hospital1")
+    FakeGateway.opened = 0
+    server = serve(fake_ledger(home, chaincode), home=home)
+    # the network panel reads the supervisor's local state: no supervisor, every node down
+    _, net = _get(server, "/api/network")
+    from network.spec import load_spec
+
+    nodes = load_spec(Layout(home).spec_file).nodes()
+    assert net["available"] is True and net["supervisor"] is False and net["healthy"] == 0 and net["total"] == len(nodes)
+    for panel in ("governance", "federated"):
+        _, data = _get(server, f"/api/{panel}")
+        assert _one_line_unavailable(data).startswith("ledger unavailable: evaluate failed: UNAVAILABLE"), data
+    dials = FakeGateway.opened
+    chaincode.down = False  # the peers are back: the next poll dials again and answers
+    _, gov = _get(server, "/api/governance")
+    assert gov["available"] is True and [d["id"] for d in gov["datasets"]] == ["h1-ecg"]
+    assert gov["source"] == "Fabric ledger via the gateway, channel consortium, read as hospital1:admin"
+    assert FakeGateway.opened > dials, "a connection whose call found no peer is dropped and dialled again"
+    # every read went out as the home's first admin, with the dashboard's deadline
+    assert {c[0] for c in chaincode.calls} == {"hospital1:admin"} and all(c[4] for c in chaincode.calls)
+
+
 def test_twins_panel_follows_the_status_and_keeps_chart_history(serve, tmp_path):
-    feed = TwinsFeed(tmp_path / "home" / "twins")
+    feed = TwinsFeed(tmp_path / "home" / "twins", FakeChaincode())
     try:
         first = feed.step(10)
         server = serve()
@@ -191,8 +374,9 @@ def test_twins_panel_follows_the_status_and_keeps_chart_history(serve, tmp_path)
         assert asset["risk"]["value"] == pytest.approx(snap["prediction"]["probability"])
         assert d1["counters"] == first["counters"] and d1["counters"]["batches"] == 1
         assert d1["plants"]["plant1"]["energy_kwh"] == pytest.approx(first["plants"]["plant1"]["energy_kwh"])
-        assert "local file anchor, not the ledger" in d1["anchorer"]
+        assert d1["anchorer"] == "ledger channel consortium (chaincode twinledger)"
         assert [a["batch_id"] for a in d1["anchors"]] == ["plant1:0000000001"]
+        assert d1["anchors"][0]["tx_id"] == _tx("anchor", "plant1:0000000001")
 
         time.sleep(0.02)  # a new mtime for the rewritten status
         second = feed.step(5)
@@ -212,23 +396,25 @@ def test_twins_panel_follows_the_status_and_keeps_chart_history(serve, tmp_path)
         feed.close()
 
 
-def test_verify_box_proves_a_reading_and_detects_a_tampered_one(serve, tmp_path):
-    feed = TwinsFeed(tmp_path / "home" / "twins")
+def test_verify_box_proves_a_reading_against_the_ledger_anchor_and_detects_a_tampered_one(serve, tmp_path):
+    home = network_home(tmp_path / "home", {"admin": ["plant1"]})
+    chaincode = FakeChaincode()
+    feed = TwinsFeed(home / "twins", chaincode)
     feed.step(6)
     feed.close()
-    # as `twinledger twins run --anchor file` records it: the path is relative to the twins folder
-    (tmp_path / "home" / "twins" / "anchor.json").write_text(json.dumps({"kind": "file", "path": "anchors.jsonl"}))
-    server = serve()
+    server = serve(fake_ledger(home, chaincode), home=home)
     code, ok = _get(server, "/api/verify?asset=plant1.m1&seq=4&prop=Torque")
-    assert code == 200 and ok["verified"] is True
+    assert code == 200 and ok["verified"] is True, ok
+    assert ok["anchorer"] == "ledger channel consortium (chaincode twinledger)"
     [r] = ok["readings"]
     assert r["reading"]["seq"] == 4 and r["reading"]["prop"] == "Torque" and r["batch_id"] == "plant1:0000000001"
-    anchored = [json.loads(x) for x in (tmp_path / "home" / "twins" / "anchors.jsonl").read_text().splitlines()]
-    assert r["merkle_root"] == anchored[0]["record"]["merkle_root"] and r["tx_id"] == anchored[0]["tx_id"]
+    on_ledger = chaincode.anchors["plant1:0000000001"]
+    assert r["merkle_root"] == on_ledger["record"]["merkle_root"] and r["tx_id"] == on_ledger["tx_id"]
+    assert ("plant1:admin", "twins:ReadSensorBatch", ("plant1:0000000001",), False, 4.0) in chaincode.calls
     _, all_props = _get(server, "/api/verify?asset=plant1.m1&seq=4")
     assert {v["reading"]["prop"] for v in all_props["readings"]} == set(PROPS)
 
-    db = sqlite3.connect(tmp_path / "home" / "twins" / "readings.sqlite")
+    db = sqlite3.connect(home / "twins" / "readings.sqlite")
     db.execute("DROP TRIGGER readings_no_update")
     db.execute("UPDATE readings SET value = value + 1 WHERE asset='plant1.m1' AND prop='Torque' AND seq=4")
     db.commit()
@@ -240,75 +426,98 @@ def test_verify_box_proves_a_reading_and_detects_a_tampered_one(serve, tmp_path)
     code, err = _get(server, "/api/verify?asset=plant1.m1&seq=abc")
     assert code == 400 and "sequence number" in err["error"]
 
-
-@pytest.fixture(scope="module")
-def fl_home(tmp_path_factory):
-    """A governed 2-round cardiac run of two hospitals into HOME/flower (JSON ledger + model store)."""
-    from federated.data import task_spec
-    from federated.governance import JsonFileLedger, grant_federation
-    from federated.local_grid import LocalGrid
-    from federated.serverapp import run_governed
-
-    home = tmp_path_factory.mktemp("flhome")
-    fl = home / "flower"
-    fl.mkdir()
-    spec, orgs = task_spec("cardiac"), ["hospital1", "hospital2"]
-    ledger = JsonFileLedger(fl / "ledger.json")
-    grant_federation(ledger, [spec.dataset_id(o) for o in orgs], spec.purpose)  # each steward grants the other
-    grid = LocalGrid({o: {"task": "cardiac", "ledger": f"file:{fl / 'ledger.json'}"} for o in orgs})
-    run_governed(grid, {"local-epochs": 1, "num-server-rounds": 2, "hidden": "8", "wait-for-nodes": 0.0,
-                        "poll-interval": 0.0, "task": "cardiac", "orgs": ",".join(orgs), "ledger": f"file:{fl / 'ledger.json'}",
-                        "store": str(fl / "store"), "ledger-task": "cardiac/run-dash"})
-    return home
+    # the anchor the ledger holds differs from the local record: caught
+    chaincode.anchors["plant1:0000000001"] = dict(on_ledger, record=dict(on_ledger["record"], count=on_ledger["record"]["count"] + 1))
+    _, forged = _get(server, "/api/verify?asset=plant1.m1&seq=5&prop=Torque")
+    assert forged["verified"] is False and "anchored root/count" in forged["reason"]
+    # a batch the ledger never saw
+    del chaincode.anchors["plant1:0000000001"]
+    _, never = _get(server, "/api/verify?asset=plant1.m1&seq=5&prop=Torque")
+    assert never["verified"] is False and "has no anchor" in never["reason"]
+    # no peer answers: the box says the ledger is unavailable, in one line
+    chaincode.down = True
+    _, down = _get(server, "/api/verify?asset=plant1.m1&seq=5&prop=Torque")
+    assert _one_line_unavailable(down).startswith("ledger unavailable:")
 
 
-def test_federated_panel_rehashes_every_model_against_the_json_ledger(fl_home, tmp_path):
-    import shutil
+def test_verify_box_refuses_state_that_was_never_anchored_on_the_ledger(serve, tmp_path):
+    home = network_home(tmp_path / "home", {"admin": ["plant1"]})
+    feed = TwinsFeed(home / "twins", FakeChaincode())
+    feed.step(2)
+    feed.close()
+    (home / "twins" / "anchor.json").write_text(json.dumps({"kind": "file", "path": "anchors.jsonl"}))  # an old run's
+    server = serve(fake_ledger(home, FakeChaincode()), home=home)
+    _, out = _get(server, "/api/verify?asset=plant1.m1&seq=1")
+    assert "not the ledger" in _one_line_unavailable(out)
 
-    from federated.governance import JsonFileLedger
 
-    home = tmp_path / "home"
-    shutil.copytree(fl_home, home)
-    rounds = JsonFileLedger(home / "flower" / "ledger.json").list_rounds("cardiac/run-dash")
-    cfg = DashboardConfig(home=home, port=0)
-    server, thread = start(cfg)
-    try:
-        _, d = _get(server, "/api/federated")
-        assert d["available"] is True and d["source"]["kind"] == "file"
-        assert d["source"]["label"].startswith("local JSON ledger, not Fabric (")
-        [task] = d["tasks"]
-        assert task["task"] == "cardiac/run-dash"
-        assert [r["round"] for r in task["rounds"]] == [r.round for r in rounds]
-        assert task["rounds"][1]["metrics"] == pytest.approx(rounds[1].metrics)
-        hashes = {h for r in rounds for h in r.hashes()}
-        assert set(task["verified"]) == hashes and set(task["verified"].values()) == {"ok"}
+def _federated_state(home: Path, chaincode: FakeChaincode, task: str = "cardiac-v1") -> list[RoundRecord]:
+    """Two committed rounds on the (fake) models contract, their artefacts in HOME/flower/store, and the run's
+    report naming the task, as `twinledger fl run` leaves them."""
+    store = ModelStore(home / "flower" / "store")
+    rounds, global_sha = [], store.put_bytes(b"initial model")
+    for n in (1, 2):
+        updates = [UpdateRecord(org, store.put_bytes(f"update {n} {org}".encode()), 100 + i)
+                   for i, org in enumerate(("hospital1", "hospital2"))]
+        result = store.put_bytes(f"global after round {n}".encode())
+        rounds.append(RoundRecord(task=task, round=n, global_sha256=global_sha, participants=["hospital1", "hospital2"],
+                                  started_at=1.0 + n, result_sha256=result, updates=updates,
+                                  metrics={"loss": 1.0 / n, "val_auroc": 0.8 + n / 100}, committed_at=2.0 + n,
+                                  start_tx_id=_tx("start", n), commit_tx_id=_tx("commit", n)))
+        global_sha = result
+    chaincode.rounds[task] = [r.to_dict() for r in rounds]
+    chaincode.tasks[task] = TaskRecord(task, "mlp", "fl:cardiac", ("hospital1.heart_disease_uci", "hospital2.heart_disease_uci"),
+                                       2, "fedavg", created_by_org="hospital1", tx_id=_tx("task")).to_dict()
+    chaincode.node_keys = [{"org": "hospital1", "public_key_sha256": "ab" * 32, "tx_id": _tx("key")}]
+    (home / "flower" / "reports").mkdir(parents=True, exist_ok=True)
+    (home / "flower" / "reports" / f"{task}-latest.json").write_text(json.dumps({"ledger_task": task}))
+    return rounds
 
-        # a stored model altered after the fact, and one deleted: the panel says which
-        final = rounds[-1].result_sha256
-        store = home / "flower" / "store"
-        (store / final).write_bytes((store / final).read_bytes() + b"\0")
-        (store / rounds[0].global_sha256).unlink()
-        _, d = _get(server, "/api/federated")
-        verified = d["tasks"][0]["verified"]
-        assert verified[final] == "mismatched" and verified[rounds[0].global_sha256] == "missing"
-        assert d["tasks"][0]["counts"] == {"ok": len(hashes) - 2, "missing": 1, "mismatched": 1}
-    finally:
-        stop(server, thread)
 
-    # a JSON ledger elsewhere (`twinledger fl run --ledger-file PATH`): named explicitly, same answer
-    moved = tmp_path / "elsewhere.json"
-    (home / "flower" / "ledger.json").rename(moved)
-    server, thread = start(DashboardConfig(home=home, port=0, fl_ledger="file", fl_ledger_file=moved))
-    try:
-        _, d = _get(server, "/api/federated")
-    finally:
-        stop(server, thread)
-    assert str(moved) in d["source"]["label"] and d["tasks"][0]["task"] == "cardiac/run-dash"
+def test_federated_panel_rehashes_every_model_the_ledger_names(serve, tmp_path):
+    home = network_home(tmp_path / "home", {"admin": ["hospital1", "hospital2"]})
+    chaincode = FakeChaincode()
+    server = serve(fake_ledger(home, chaincode), home=home)
+    _, empty = _get(server, "/api/federated")
+    assert empty["available"] is True and empty["tasks"] == [] and empty["node_keys"] == []
+
+    rounds = _federated_state(home, chaincode)
+    _, d = _get(server, "/api/federated")
+    assert d["available"] is True, d
+    assert d["source"]["label"] == "Fabric ledger (models contract), channel consortium, read as hospital1:admin"
+    assert d["node_keys"] == [{"org": "hospital1", "public_key_sha256": "ab" * 32, "tx_id": _tx("key")}]
+    [task] = d["tasks"]
+    assert task["task"] == "cardiac-v1" and task["record"]["rounds"] == 2 and task["record"]["aggregation"] == "fedavg"
+    assert [r["round"] for r in task["rounds"]] == [1, 2]
+    assert task["rounds"][1]["metrics"] == pytest.approx(rounds[1].metrics)
+    assert task["rounds"][1]["commit_tx_id"] == _tx("commit", 2)
+    hashes = {h for r in rounds for h in r.hashes()}
+    assert set(task["verified"]) == hashes and set(task["verified"].values()) == {"ok"}
+    assert ("hospital1:admin", "models:ListRounds", ("cardiac-v1",), False, 4.0) in chaincode.calls
+
+    # a stored model altered after the fact, and one deleted: the panel says which
+    store = home / "flower" / "store"
+    final = rounds[-1].result_sha256
+    (store / final).write_bytes((store / final).read_bytes() + b"\0")
+    (store / rounds[0].global_sha256).unlink()
+    _, d = _get(server, "/api/federated")
+    verified = d["tasks"][0]["verified"]
+    assert verified[final] == "mismatched" and verified[rounds[0].global_sha256] == "missing"
+    assert d["tasks"][0]["counts"] == {"ok": len(hashes) - 2, "missing": 1, "mismatched": 1}
+
+    # a report naming a task the ledger does not know: listed without rounds, its record None
+    (home / "flower" / "reports" / "other.json").write_text(json.dumps({"ledger_task": "cardiac-unknown"}))
+    _, d = _get(server, "/api/federated")
+    other = next(t for t in d["tasks"] if t["task"] == "cardiac-unknown")
+    assert other["record"] is None and other["rounds"] == []
 
 
 def test_grant_acts_only_as_a_local_enrolled_identity_chosen_by_org(serve, tmp_path):
-    ledger = RecordingLedger(tmp_path / "home", {"steward": ["hospital1", "hospital2"]})
-    server = serve(ledger, acting_as=("hospital1", "steward"))
+    home = network_home(tmp_path / "home", {"admin": ["hospital1"], "steward": ["hospital1", "hospital2"]})
+    chaincode = FakeChaincode()
+    chaincode.register("h1-ecg", "hospital1")
+    server = serve(fake_ledger(home, chaincode, read_as=("hospital1", "steward")), home=home,
+                   acting_as=("hospital1", "steward"))
     _, gov = _get(server, "/api/governance")
     assert gov["acting"] == {"user": "steward", "orgs": ["hospital1", "hospital2"], "default": "hospital1"}
 
@@ -317,14 +526,19 @@ def test_grant_acts_only_as_a_local_enrolled_identity_chosen_by_org(serve, tmp_p
             "user": "admin", "msp_id": "Hospital2MSP", "certificate": "-----BEGIN CERTIFICATE-----"}
     code, out = _post(server, "/api/governance/grant", body)
     assert code == 200 and out["as"] == "hospital1:steward"
-    assert ledger.submitted == [(("hospital1", "steward"), "Grant", ("h1-ecg", "hospital2", "fl:cardiac", ""))]
+    submitted = [c for c in chaincode.calls if c[3]]
+    assert submitted == [("hospital1:steward", "data:Grant", ("h1-ecg", "hospital2", "fl:cardiac", ""), True, None)]
     _, gov = _get(server, "/api/governance?dataset=h1-ecg")
-    assert gov["datasets"][0]["grants"] == [{"grantee": "hospital2", "purpose": "fl:cardiac", "state": "active"}]
+    assert [(g["grantee"], g["purpose"], g["state"]) for g in gov["datasets"][0]["grants"]] == [("hospital2", "fl:cardiac", "active")]
+    assert [e["action"] for e in gov["audit"]["entries"]] == ["registered", "granted"]
 
+    # hospital2's steward is enrolled here too, but the data set is hospital1's: the chaincode's words reach the page
     code, out = _post(server, "/api/governance/revoke", {**body, "as_org": "hospital2"})
-    assert code == 200 and ledger.submitted[-1] == (("hospital2", "steward"), "Revoke", ("h1-ecg", "hospital2", "fl:cardiac"))
-
-    n = len(ledger.submitted)
+    assert code == 409 and out["error"].startswith("access denied: Revoke is for stewards of org 'hospital1'"), out
+    code, out = _post(server, "/api/governance/revoke", body)
+    assert code == 200 and [c for c in chaincode.calls if c[3]][-1][:3] == ("hospital1:steward", "data:Revoke",
+                                                                              ("h1-ecg", "hospital2", "fl:cardiac"))
+    n = len([c for c in chaincode.calls if c[3]])
     code, out = _post(server, "/api/governance/grant", {**body, "as_org": "plant1"})
     assert code == 403 and "no enrolled steward of org 'plant1'" in out["error"]
     code, out = _post(server, "/api/governance/grant", {**body, "purpose": " "})
@@ -339,37 +553,42 @@ def test_grant_acts_only_as_a_local_enrolled_identity_chosen_by_org(serve, tmp_p
     assert code == 403
     code, _ = _post(server, "/api/governance/grant", b"[1, 2]")
     assert code == 400
-    assert len(ledger.submitted) == n, "no refused request reached the ledger"
+    assert len([c for c in chaincode.calls if c[3]]) == n, "no refused request reached the ledger"
 
     _, metrics = _get(server, "/metrics")
     actions = {(lab["action"], lab["outcome"]): v for name, lab, v in parse_metrics(metrics)[1]
                if name == "dashboard_governance_actions_total"}
     assert actions[("grant", "committed")] == 1 and actions[("revoke", "committed")] == 1
+    assert actions[("revoke", "rejected")] == 1
     assert actions[("grant", "refused")] == 1 and actions[("grant", "invalid")] == 1
 
 
 def test_without_as_the_page_is_read_only(serve, tmp_path):
-    ledger = RecordingLedger(tmp_path / "home", {"steward": ["hospital1"]})
-    server = serve(ledger)
+    home = network_home(tmp_path / "home", {"admin": ["hospital1"], "steward": ["hospital1"]})
+    chaincode = FakeChaincode()
+    chaincode.register("h1-ecg", "hospital1")
+    server = serve(fake_ledger(home, chaincode), home=home)
     _, gov = _get(server, "/api/governance")
     assert gov["available"] is True and gov["acting"]["user"] is None and gov["acting"]["orgs"] == []
     code, out = _post(server, "/api/governance/grant",
                       {"as_org": "hospital1", "dataset": "h1-ecg", "grantee": "hospital2", "purpose": "p"})
-    assert code == 403 and "read-only" in out["error"] and ledger.submitted == []
+    assert code == 403 and "read-only" in out["error"] and not [c for c in chaincode.calls if c[3]]
 
 
-@pytest.mark.parametrize("failure, code, shown", [
-    (LedgerUnavailable("ledger unreachable: evaluate failed: UNAVAILABLE: connection refused"), 503, "ledger unreachable"),
-    (LedgerRefused("endorse failed: access denied: Grant is for stewards of org 'hospital1'"), 409, "access denied"),
-])
-def test_ledger_failures_reach_the_page_as_one_line(serve, tmp_path, failure, code, shown):
-    ledger = RecordingLedger(tmp_path / "home", {"steward": ["hospital2"]}, fail=failure)
-    server = serve(ledger, acting_as=("hospital2", "steward"))
-    _, gov = _get(server, "/api/governance")
-    assert gov == {"available": False, "reason": str(failure)}
+def test_a_grant_while_no_peer_answers_is_503_and_one_line(serve, tmp_path):
+    home = network_home(tmp_path / "home", {"steward": ["hospital1"]})
+    chaincode = FakeChaincode()
+    chaincode.register("h1-ecg", "hospital1")
+    server = serve(fake_ledger(home, chaincode, read_as=("hospital1", "steward")), home=home,
+                   acting_as=("hospital1", "steward"))
+    chaincode.down = True
     got, out = _post(server, "/api/governance/grant",
-                     {"as_org": "hospital2", "dataset": "h1-ecg", "grantee": "hospital1", "purpose": "p"})
-    assert got == code and shown in out["error"]
+                     {"as_org": "hospital1", "dataset": "h1-ecg", "grantee": "hospital2", "purpose": "p"})
+    assert got == 503 and out["error"].startswith("ledger unavailable: endorse failed: UNAVAILABLE") and "\n" not in out["error"]
+    _, metrics = _get(server, "/metrics")
+    actions = {(lab["action"], lab["outcome"]): v for name, lab, v in parse_metrics(metrics)[1]
+               if name == "dashboard_governance_actions_total"}
+    assert actions[("grant", "unreachable")] == 1
 
 
 def test_cli_refuses_bad_as_and_a_busy_port_in_one_line(tmp_path, capsys):
@@ -388,95 +607,43 @@ def test_cli_refuses_bad_as_and_a_busy_port_in_one_line(tmp_path, capsys):
     assert f"port {port} on 127.0.0.1 is in use" in err and "Traceback" not in err
 
 
-class FakeGateway(RecordingLedger):
-    """The gateway's contracts answered from local state, to exercise the dashboard's Fabric read paths."""
+def test_the_cli_has_no_file_ledger_or_file_anchor_options(capsys):
+    from orchestrator.cli import main
 
-    def __init__(self, home: Path, answer) -> None:
-        super().__init__(home, {})
-        self.answer = answer
-        self.calls: list[tuple[str | None, str, tuple]] = []
-
-    def contract(self, contract_name, org, user):
-        outer = self
-
-        class Contract:
-            def evaluate(self, function, *args, timeout=None):
-                assert timeout is not None, "every dashboard read carries a deadline"
-                outer.calls.append((contract_name, function, args))
-                return outer.answer(contract_name, function, args)
-
-        return Contract()
+    for gone in ("--fl-ledger", "--fl-ledger-file", "--twins-anchor"):
+        with pytest.raises(SystemExit):
+            main(["dashboard", gone, "x"])
+        assert "unrecognized arguments" in capsys.readouterr().err
 
 
-def test_federated_panel_reads_rounds_from_fabric_for_the_runs_of_this_home(fl_home, tmp_path):
-    import shutil
-
-    from federated.governance import JsonFileLedger
-
-    home = tmp_path / "home"
-    shutil.copytree(fl_home, home)
-    local = JsonFileLedger(home / "flower" / "ledger.json")
-    (home / "flower" / "ledger.json").unlink()  # the rounds now live only "on the ledger" below
-    (home / "flower" / "reports").mkdir()
-    (home / "flower" / "reports" / "cardiac-latest.json").write_text(json.dumps({"ledger_task": "cardiac/run-dash"}))
-
-    def answer(contract, function, args):
-        if (contract, function) == ("models", "ListRounds"):
-            return json.dumps([r.to_dict() for r in local.list_rounds(args[0])]).encode()
-        if (contract, function) == ("models", "ReadTask"):
-            return json.dumps(local.get_task(args[0]).to_dict()).encode()
-        raise AssertionError((contract, function))
-
-    ledger = FakeGateway(home, answer)
-    server, thread = start(DashboardConfig(home=home, port=0), ledger)
-    try:
-        _, d = _get(server, "/api/federated")
-    finally:
-        stop(server, thread)
-    assert d["source"]["kind"] == "fabric" and "Fabric ledger" in d["source"]["label"]
-    [task] = d["tasks"]
-    assert task["task"] == "cardiac/run-dash" and task["record"]["rounds"] == 2
-    assert set(task["verified"]) == {h for r in local.list_rounds("cardiac/run-dash") for h in r.hashes()}
-    assert set(task["verified"].values()) == {"ok"}
-    assert ("models", "ListRounds", ("cardiac/run-dash",)) in ledger.calls
-
-
-def test_verify_box_reads_the_anchor_from_fabric_when_the_twins_anchor_there(serve, tmp_path):
-    from network.gateway_errors import EvaluateError
-
-    feed = TwinsFeed(tmp_path / "home" / "twins")
-    feed.step(4)
-    feed.close()
-    anchors_file = tmp_path / "home" / "twins" / "anchors.jsonl"
-    on_ledger = {e["batch_id"]: e for e in map(json.loads, anchors_file.read_text().splitlines())}
-    anchors_file.unlink()
-    (tmp_path / "home" / "twins" / "anchor.json").write_text(
-        json.dumps({"kind": "ledger", "channel": "consortium", "chaincode": "twinledger"}))  # as `twins run` writes it
-    state = {"down": False}
-
-    def answer(contract, function, args):
-        assert (contract, function) == (None, "twins:ReadSensorBatch")
-        if state["down"]:
-            raise EvaluateError("failed to connect to all addresses", code=grpc.StatusCode.UNAVAILABLE)
-        return json.dumps(on_ledger[args[0]]).encode()
-
-    server = serve(FakeGateway(tmp_path / "home", answer))
-    _, ok = _get(server, "/api/verify?asset=plant1.m1&seq=3&prop=Torque")
-    assert ok["verified"] is True and ok["anchorer"] == "ledger channel consortium (chaincode twinledger)"
-    assert ok["readings"][0]["tx_id"] == on_ledger["plant1:0000000001"]["tx_id"]
-    state["down"] = True
-    _, down = _get(server, "/api/verify?asset=plant1.m1&seq=3&prop=Torque")
-    assert down["available"] is False and down["reason"].startswith("ledger unreachable:")
-
-
-def test_gateway_failures_are_told_apart_unreachable_or_refused_with_the_chaincode_words():
-    from network.gateway_errors import EndorseError, ErrorDetail, EvaluateError
+def test_gateway_failures_are_told_apart_unavailable_or_refused_with_the_chaincode_words():
     from orchestrator.dashboard.ledger import describe_gateway_error
 
     down = describe_gateway_error(EvaluateError("failed to connect to all addresses", code=grpc.StatusCode.UNAVAILABLE))
-    assert isinstance(down, LedgerUnavailable) and str(down).startswith("ledger unreachable: evaluate failed")
+    assert isinstance(down, LedgerUnavailable) and str(down).startswith("ledger unavailable: evaluate failed: UNAVAILABLE")
+    # the peer answered, but an orderer (or another peer) behind its gateway did not: unavailable too
+    behind = describe_gateway_error(EndorseError("failed to collect enough transaction endorsements", code=grpc.StatusCode.UNAVAILABLE,
+                                                 details=[ErrorDetail("127.0.0.1:7051", "Hospital2MSP", "connection refused")]))
+    assert isinstance(behind, LedgerUnavailable)
     said = "access denied: Grant is for stewards of org 'hospital1'"
-    refused = describe_gateway_error(EndorseError(
-        "failed to endorse", code=grpc.StatusCode.ABORTED,
-        details=[ErrorDetail("127.0.0.1:7051", "Hospital1MSP", f"chaincode response 500, {said}")]))
+    refused = describe_gateway_error(_refusal("Grant", said, submit=True))
     assert isinstance(refused, LedgerRefused) and str(refused) == said
+
+
+def test_governance_lists_the_newest_data_sets_with_grants_and_always_the_chosen_one(serve, tmp_path, monkeypatch):
+    from orchestrator.dashboard import panels
+
+    monkeypatch.setattr(panels, "MAX_DATASETS", 2)
+    home = network_home(tmp_path / "home", {"admin": ["hospital1"]})
+    chaincode = FakeChaincode()
+    for n, name in enumerate(("oldest", "older", "newer", "newest")):
+        chaincode.register(name, "hospital1")
+        chaincode.datasets[name]["registered_at"] = f"2026-01-0{n + 1}T00:00:00Z"
+    server = serve(fake_ledger(home, chaincode), home=home)
+    _, gov = _get(server, "/api/governance")
+    assert [d["id"] for d in gov["datasets"]] == ["newest", "newer"] and gov["truncated"] is True
+    assert gov["dataset_ids"] == ["newest", "newer", "older", "oldest"] and gov["audit_dataset"] == "newest"
+    _, gov = _get(server, "/api/governance?dataset=oldest")
+    assert [d["id"] for d in gov["datasets"]] == ["newest", "newer", "oldest"] and gov["audit"]["dataset"] == "oldest"
+    listed = [c[2] for c in chaincode.calls if c[1] == "data:ListGrants"]
+    assert ("older",) not in listed, "grants are read only for the data sets shown"
