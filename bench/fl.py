@@ -55,8 +55,8 @@ from federated.fabric_ledger import open_ledger  # noqa: E402
 from orchestrator.bringup import CHAINCODE_NAME  # noqa: E402
 from orchestrator.cli_fl import write_ledger_configs  # noqa: E402
 from orchestrator.connect import connect_sync  # noqa: E402
-from orchestrator.control import reload_supervisor, start_supervisor, stop_supervisor, wait_healthy  # noqa: E402
-from orchestrator.procspec import save_manifest, upsert_processes  # noqa: E402
+from network.processes.control import reload_supervisor, start_supervisor, stop_supervisor, wait_healthy  # noqa: E402
+from network.processes.procspec import save_manifest, upsert_processes  # noqa: E402
 from tests.ports import free_port_base  # noqa: E402
 
 MODES = {

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from network.layout import Layout
 from network.spec import Spec, load_spec
-from orchestrator.control import read_state
+from network.processes.control import read_state
 
 ROOT = Path(__file__).resolve().parents[1]
 PORTS = 200  # the default spec's nodes need 121 ports; room to spare

@@ -40,7 +40,7 @@ from pathlib import Path
 
 from federated.data import task_spec
 from federated.pki import NodeKey, TlsFiles, load_node_key, make_ca_and_server_cert, make_node_key
-from orchestrator.procspec import ProcSpec
+from network.processes.procspec import ProcSpec
 
 APP_DIR = Path(__file__).resolve().parent / "app"
 CONNECTION = "twinledger"
@@ -151,7 +151,7 @@ class FlowerDeployment:
             **({"TL_FL_TRACE": self.trace} if self.trace else {}),
         }
 
-    # -- process specs for orchestrator.supervisor --------------------------------------------------------
+    # -- process specs for network.processes.supervisor --------------------------------------------------------
     def superlink_spec(self) -> ProcSpec:
         t = self.tls
         argv = [

@@ -21,14 +21,14 @@ from pathlib import Path
 from federated.deployment import FlowerDeployment
 from federated.governance import RoundLedger, RoundRecord
 from federated.store import ModelStore, VerifyReport
-from orchestrator.control import (
+from network.processes.control import (
     reload_supervisor,
     start_supervisor,
     stop_supervisor,
     supervisor_pid,
     wait_healthy,
 )
-from orchestrator.procspec import ProcSpec, load_manifest, save_manifest, upsert_processes
+from network.processes.procspec import ProcSpec, load_manifest, save_manifest, upsert_processes
 
 DEFAULT_PORT_BASE = 19100
 

@@ -1,6 +1,6 @@
 """Child processes that die with the process that started them (Linux ``PR_SET_PDEATHSIG``).
 
-Shared by the supervisor (``orchestrator.supervisor``) and the twins launcher (``twins.procs``). It lives in
+Shared by the supervisor (``network.processes.supervisor``) and the twins launcher (``twins.procs``). It lives in
 ``network/`` because that is the one package every other package (orchestrator, twins, federated, peers)
 already imports and which imports none of them; ``twins`` may not import ``orchestrator``.
 

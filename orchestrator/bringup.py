@@ -16,8 +16,8 @@ from pathlib import Path
 from network.ca import ca_server, enrol_org
 from network.layout import Layout
 from network.spec import Spec, SpecError, dump_spec, load_spec
-from orchestrator.control import start_supervisor, wait_healthy
-from orchestrator.procspec import ProcSpec, upsert_processes
+from network.processes.control import start_supervisor, wait_healthy
+from network.processes.procspec import ProcSpec, upsert_processes
 from orchestrator.fabric_stage import bring_up_fabric
 from orchestrator.lifecycle import deploy
 from orchestrator.membership import register_member_orgs

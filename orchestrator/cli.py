@@ -16,8 +16,8 @@ from network.layout import Layout, resolve_home
 from network.spec import SpecError, load_spec
 from orchestrator.bringup import up
 from orchestrator.fabric_stage import FabricStepError
-from orchestrator.health import scrape
-from orchestrator.control import SupervisorError, read_state, stop_supervisor, supervisor_pid
+from network.processes.health import scrape
+from network.processes.control import SupervisorError, read_state, stop_supervisor, supervisor_pid
 from orchestrator.readiness import NotConverged
 from orchestrator import cli_dashboard, cli_data, cli_demo, cli_fl, cli_twins
 from orchestrator.cli_common import UserError

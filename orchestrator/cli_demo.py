@@ -125,7 +125,7 @@ class DemoRun:
 
 
 def peers_answering(spec: Spec) -> set[str]:
-    from orchestrator.health import probe
+    from network.processes.health import probe
 
     return {n.org for n in spec.nodes() if n.type == "peer" and probe(f"http://127.0.0.1:{n.ports.operations}/healthz")}
 
@@ -359,7 +359,7 @@ def serve_dashboard(demo: DemoRun, port: int, duration: float | None) -> None:
 
 
 def shut_down(demo: DemoRun) -> None:
-    from orchestrator.control import stop_supervisor
+    from network.processes.control import stop_supervisor
 
     demo.narrator.step("shutting down: twins, then " + ("every process of the home" if demo.started_network
                                                          else "nothing else (the network was running before the demo)"))

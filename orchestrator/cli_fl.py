@@ -153,7 +153,7 @@ class LedgerChoice:
 def _healthy_peer_orgs(net) -> set[str]:  # noqa: ANN001 -- network.spec.Spec
     """Orgs with a peer whose operations endpoint answers /healthz -- asked of the peers themselves, not
     of the supervisor's records, so that peers run by other means count as well."""
-    from orchestrator.health import probe
+    from network.processes.health import probe
 
     return {n.org for n in net.nodes() if n.type == "peer" and probe(f"http://127.0.0.1:{n.ports.operations}/healthz")}
 
@@ -232,7 +232,7 @@ def _errors() -> tuple[type[BaseException], ...]:
     from federated.governance import GovernanceError
     from federated.store import StoreError
     from network.gateway_errors import GatewayError
-    from orchestrator.control import SupervisorError
+    from network.processes.control import SupervisorError
 
     # OSError: a connection file or the model store that cannot be read or written.
     return (GovernanceError, DeploymentError, DataError, StoreError, SupervisorError, GatewayError, OSError)

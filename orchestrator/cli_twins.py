@@ -133,7 +133,7 @@ def ledger_config(home: Path, orgs: list[str]) -> dict[str, Any]:
     peer answers. ``UserError`` otherwise."""
     from orchestrator.bringup import CHAINCODE_NAME
     from orchestrator.connect import peer_target
-    from orchestrator.health import probe
+    from network.processes.health import probe
 
     layout = Layout(home)
     if not layout.spec_file.exists():

@@ -15,8 +15,8 @@ from typing import TypeVar
 from network.configtx import configtxgen_command, configtxgen_env, genesis_block_path, write_configtx
 from network.layout import Layout
 from network.spec import Node, Spec
-from orchestrator.control import start_supervisor, wait_healthy
-from orchestrator.procspec import ProcSpec, upsert_processes
+from network.processes.control import start_supervisor, wait_healthy
+from network.processes.procspec import ProcSpec, upsert_processes
 from peers.binaries import fabric_bin_dir, fabric_binary
 from peers.ccaas import install_builder
 from peers.core_config import write_core_yaml

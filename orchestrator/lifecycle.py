@@ -30,9 +30,9 @@ from pathlib import Path
 
 from network.layout import Layout
 from network.spec import Node, Org, Spec
-from orchestrator.control import read_state, start_supervisor, wait_healthy
+from network.processes.control import read_state, start_supervisor, wait_healthy
 from orchestrator.fabric_stage import FabricStepError, Progress, chaincode_address, in_parallel, peer_admin_env, run_tool
-from orchestrator.procspec import ProcSpec, load_manifest, upsert_processes
+from network.processes.procspec import ProcSpec, load_manifest, upsert_processes
 from peers.binaries import fabric_binary
 from peers.ccaas import CHAINCODE_ADDRESS_TEMPLATE, CcaasTLS, package_ccaas
 

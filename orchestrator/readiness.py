@@ -22,7 +22,7 @@ from network.discovery import DiscoveredPeer, DiscoveryError, discover_peers
 from network.identity import load_msp_identity
 from network.layout import Layout
 from network.spec import Node, Spec
-from orchestrator.health import scrape
+from network.processes.health import scrape
 
 
 class NotConverged(RuntimeError):

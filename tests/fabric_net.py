@@ -26,7 +26,7 @@ from network.layout import Layout
 from network.spec import Node, Spec, load_spec
 from orchestrator.bringup import CHAINCODE_NAME
 from orchestrator.connect import connect, connect_sync
-from orchestrator.control import read_state, wait_healthy
+from network.processes.control import read_state, wait_healthy
 from orchestrator.readiness import wait_converged, wait_ordering
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,6 +1,6 @@
 """Command lines of the twins processes, and a small launcher used by tests and the benchmark.
 
-The supervisor (``orchestrator.procspec.ProcSpec``) takes an ``argv``; ``simulator_argv`` / ``bridge_argv``
+The supervisor (``network.processes.procspec.ProcSpec``) takes an ``argv``; ``simulator_argv`` / ``bridge_argv``
 build them, e.g.::
 
     ProcSpec(name="twins-sim", org="plant1", type="twins", argv=simulator_argv(port=4840, data_dir=...),

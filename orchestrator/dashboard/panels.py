@@ -33,7 +33,7 @@ from federated.store import ModelStore
 from network.layout import Layout
 from orchestrator.cli_common import UserError
 from orchestrator.cli_twins import KEY_SIGNALS
-from orchestrator.control import supervisor_pid
+from network.processes.control import supervisor_pid
 from orchestrator.dashboard.ledger import (
     DATA_CONTRACT,
     MODELS_CONTRACT,

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from network.identity import Identity, Signer
-from orchestrator.health import scrape
+from network.processes.health import scrape
 from tests.fabric_net import FabricNet
 
 

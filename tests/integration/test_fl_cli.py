@@ -23,7 +23,7 @@ import pytest
 from federated.data import data_root, task_spec
 from federated.launch import stop_deployment
 from orchestrator.cli_data import short_actor
-from orchestrator.procspec import load_manifest
+from network.processes.procspec import load_manifest
 from tests.fabric_net import REPO, FabricNet
 from tests.ports import free_port_base
 

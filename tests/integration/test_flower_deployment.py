@@ -22,8 +22,8 @@ from federated.fabric_ledger import open_ledger
 from federated.pki import make_node_key
 from federated.store import ModelStore
 from orchestrator.cli_fl import write_ledger_configs
-from orchestrator.control import reload_supervisor, start_supervisor, stop_supervisor, wait_healthy
-from orchestrator.procspec import save_manifest, upsert_processes
+from network.processes.control import reload_supervisor, start_supervisor, stop_supervisor, wait_healthy
+from network.processes.procspec import save_manifest, upsert_processes
 from tests.fabric_net import FabricNet
 from tests.integration.test_fl_cli import PLANTS, SPEC, audit, register_federation
 from tests.ports import free_port_base

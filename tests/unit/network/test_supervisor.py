@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.control import read_state, start_supervisor, stop_supervisor, supervisor_pid, reload_supervisor, wait_healthy
-from orchestrator.procspec import ProcSpec, save_manifest, upsert_processes, load_manifest
+from network.processes.control import read_state, start_supervisor, stop_supervisor, supervisor_pid, reload_supervisor, wait_healthy
+from network.processes.procspec import ProcSpec, save_manifest, upsert_processes, load_manifest
 from tests.ports import free_port_base
 
 SERVER = "import socket,sys,time; s=socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen(); print('listening', flush=True); time.sleep(3600)"
@@ -105,7 +105,7 @@ def test_a_process_that_cannot_start_is_reported_not_fatal(home):
     save_manifest(home / "run", [ProcSpec("ghost", "org1", "peer", ["/nonexistent/binary"]), _proc("a", base)])
     start_supervisor(home)
     wait_healthy(home, ["a"], timeout=20)
-    from orchestrator.control import SupervisorError
+    from network.processes.control import SupervisorError
     with pytest.raises(SupervisorError, match="ghost"):
         wait_healthy(home, ["ghost"], timeout=2)
     assert "cannot start" in (home / "logs" / "ghost.log").read_text()

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from orchestrator.procspec import pid_path, state_path
+from network.processes.procspec import pid_path, state_path
 
 
 class SupervisorError(RuntimeError):
@@ -49,7 +49,7 @@ def supervisor_pid(home: Path) -> int | None:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return pid
-    if b"orchestrator.supervisor" in cmdline and str(home).encode() in cmdline:
+    if b"network.processes.supervisor" in cmdline and str(home).encode() in cmdline:
         return pid
     return None
 
@@ -66,10 +66,10 @@ def start_supervisor(home: Path, metrics_port: int | None = None) -> int:
     state_path(home / "run").unlink(missing_ok=True)
     log = open(home / "logs" / "supervisor.log", "ab")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.supervisor", "--home", str(home),
+        [sys.executable, "-m", "network.processes.supervisor", "--home", str(home),
          *(["--metrics-port", str(metrics_port)] if metrics_port else [])],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-        cwd=str(Path(__file__).resolve().parent.parent),
+        cwd=str(Path(__file__).resolve().parents[2]),  # the repository root: `-m network...` resolves there
     )
     log.close()
     deadline = time.monotonic() + 10

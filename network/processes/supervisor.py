@@ -13,7 +13,7 @@ supervisor.pid (whom to signal). Behaviour:
 * with ``--metrics-port``, Prometheus metrics of every process it runs (up, healthy, restarts, uptime)
   at http://127.0.0.1:PORT/metrics, beside the Fabric nodes' own operations endpoints.
 
-Run as ``python -m orchestrator.supervisor --home DIR``.
+Run as ``python -m network.processes.supervisor --home DIR``.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from pathlib import Path
 
 from network.child_process import die_with_parent
 from network.metrics import Registry, serve_metrics
-from orchestrator.health import probe
-from orchestrator.procspec import ProcSpec, load_manifest, pid_path, state_path, write_json_atomic
+from network.processes.health import probe
+from network.processes.procspec import ProcSpec, load_manifest, pid_path, state_path, write_json_atomic
 
 BACKOFF_START = 1.0
 BACKOFF_MAX = 30.0
@@ -232,7 +232,7 @@ class Supervisor:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m orchestrator.supervisor")
+    ap = argparse.ArgumentParser(prog="python -m network.processes.supervisor")
     ap.add_argument("--home", required=True, type=Path)
     ap.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on 127.0.0.1:PORT/metrics")
     args = ap.parse_args(argv)
