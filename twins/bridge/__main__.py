@@ -125,7 +125,7 @@ async def run(args: argparse.Namespace) -> None:
         st = rt.status()
         st["bridge"] = {"connected": bridge.connected, "connects": bridge.connects, "delivered": bridge.seq.delivered,
                         "duplicates": bridge.seq.duplicates, "gaps": bridge.seq.gaps, "replayed": bridge.seq.replayed,
-                        "lost": bridge.seq.lost, "last_error": bridge.last_error}
+                        "rereads": bridge.seq.rereads, "lost": bridge.seq.lost, "last_error": bridge.last_error}
         st["anchor"] = anchor_info
         st["running"] = running
         _write_json_atomic(status_path, st)

@@ -5,6 +5,8 @@ or the subscription reports a bad status) the session is torn down and a new one
 exponential backoff with jitter (``backoff_initial`` doubling up to ``backoff_max``). Every (re)connect
 re-resolves the namespace index, re-creates the subscription and asks the sequencer to catch up from
 history, so values published while we were away are replayed in order (see ``twins.bridge.sequencer``).
+One filler task per session serves the history reads; it retries a failed read itself while the session is
+up and ends with the session (the request survives for the next one's catch-up).
 
 Subscription parameters: publishing interval ``publish_ms`` (default 20 ms), queue size 10 000 per monitored
 item and sampling interval 0 on the server (every write is queued), an iterator-mode client queue of
@@ -163,8 +165,6 @@ class OpcUaBridge:
                     elif isinstance(ev, StatusChangeEvent) or ev is None:
                         self.last_error = f"subscription status {getattr(ev, 'notification', None)}"
                         lost.set()
-                if filler.done() and not lost.is_set() and not stop.is_set():
-                    filler = asyncio.create_task(self.seq.run_filler(lambda: self.connected))
         finally:
             self.connected = False
             for t in (filler, get_lost, get_stop):
