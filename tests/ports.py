@@ -16,8 +16,21 @@ def _free(port: int) -> bool:
     return True
 
 
-def free_port_base(count: int, lo: int = 20000, hi: int = 60000) -> int:
-    """A base such that base..base+count-1 are all free right now (random start avoids reuse races)."""
+def _ephemeral_low() -> int:
+    """Where the kernel starts handing out ports to outgoing connections (32768 on Linux by default)."""
+    try:
+        return int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def free_port_base(count: int, lo: int = 20000, hi: int | None = None) -> int:
+    """A base such that base..base+count-1 are all free right now (random start avoids reuse races).
+
+    The range stays below the ephemeral ports: a port free when picked there could be taken minutes
+    later as the local end of some outgoing connection (a CI run lost a demo's dashboard port that way).
+    """
+    hi = min(hi, _ephemeral_low()) if hi is not None else _ephemeral_low()
     rng = random.Random()
     for _ in range(200):
         base = rng.randrange(lo, hi - count, 10)

@@ -67,7 +67,7 @@ def test_grant_changed_without_the_owners_peer_fails_at_commit(fabric_net: Fabri
             data = data_of(net, owner)
             await data.submit("RegisterDataset", ds, "t", "{}", DIGEST, "internal")
             await data.submit("Grant", ds, "plant2", "train:a", "")
-            height = block_height(net, "peer0.plant1")
+            height = wait_peers_caught_up(net, "peer0.plant1")  # the pinned peers must have the grant
 
             revoke = await data.new_proposal("Revoke", ds, "plant2", "train:a", endorsing_orgs=others).endorse()
             status = await (await revoke.submit()).status()
@@ -126,6 +126,7 @@ def test_consent_stays_on_the_hospitals_peer_and_only_its_hash_is_on_the_channel
             status = await commit.status()
             assert status.successful, status.code_name
             recorded = json.loads(commit.result)
+            wait_peers_caught_up(net, "peer0.hospital1")  # the others must have the hash (or lack it for the right reason)
             # The hospital's own peer holds the record ...
             shown = json.loads(await consent.evaluate("ReadConsent", pseudonym, "train:cardiac-v1"))
             assert hashlib.sha256(shown["record"].encode()).hexdigest() == recorded["sha256"]

@@ -27,7 +27,7 @@ from network.gateway_errors import CommitError, EndorseError, EvaluateError, Gat
 from network.gateway_sync import SyncGateway
 from network.identity import load_msp_identity
 from tests.fabric_net import FabricNet
-from tests.integration.fabric_nodes import stranger
+from tests.integration.fabric_nodes import stranger, wait_peers_caught_up
 
 pytestmark = pytest.mark.integration
 
@@ -148,6 +148,7 @@ def test_commit_error_names_the_validation_code(fabric_net: FabricNet) -> None:
             data = gateway.network(net.spec.channel).contract(net.chaincode, "data")
             await data.submit("RegisterDataset", ds, "t", "{}", DIGEST, "internal")
             await data.submit("Grant", ds, "plant2", "train:a", "")
+            wait_peers_caught_up(net, "peer0.plant1")  # else a pinned peer may not know the grant yet
             # Endorsed by a majority that leaves out the owner's peer: the grant key's policy fails.
             with pytest.raises(CommitError) as caught:
                 await data.submit("Revoke", ds, "plant2", "train:a",
