@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -60,6 +61,8 @@ def bench_network(home: Path | None = None, say=print) -> Iterator[BenchNetwork]
 
     work = Path(tempfile.mkdtemp(prefix="tl-bench-"))
     temp_home = work / "net"
+    # `kill` of a bench must still take its network down: SIGTERM unwinds like Ctrl-C, through `finally`.
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         say(f"starting a network in {temp_home} (twinledger up) ...")
         t0 = time.monotonic()
@@ -73,3 +76,8 @@ def bench_network(home: Path | None = None, say=print) -> Iterator[BenchNetwork]
     finally:
         _twinledger("down", home=temp_home, timeout=120)
         shutil.rmtree(work, ignore_errors=True)
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
