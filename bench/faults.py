@@ -1,0 +1,345 @@
+"""Faults under load on the real Fabric network: kill -9 a node while recorded checks run, count what survived.
+
+Each scenario runs the same closed loop as ``bench.ledger`` (``submit data:Check``: endorsed, ordered by
+Raft, validated, committed; the client waits for the commit status) with N checks in flight, and
+kill -9s one supervised process part-way through; the supervisor restarts it. Then:
+
+* acknowledged: every check whose commit status came back VALID. Each must be VALID on *every* peer
+  afterwards (qscc ``GetTransactionByID`` through each org's own Gateway), and the data set's audit trail
+  must hold exactly one access record per acknowledged check -- ``lost`` counts the ones that are not;
+* failed: the checks the client was told did not commit, each with its reason (counted by reason);
+* recovery: seconds from the kill to the first transaction *submitted after the kill* that committed
+  (commits resumed end to end), and to the next block any peer committed;
+* the killed process back (new pid, healthy) and, for an orderer, a Raft leader again.
+
+Scenarios: ``orderer-leader`` (the Raft leader), ``peer`` (the gateway peer of another org that endorses
+the checks), ``chaincode`` (that peer's chaincode server).
+
+    .venv/bin/python -m bench.faults                       # every scenario, 3 runs each, temporary network
+    .venv/bin/python -m bench.faults --scenario orderer-leader --runs 1 --home DIR
+
+The last line is ``key=value``: ``faults=N survived=N lost=N`` plus the median leader-kill recovery.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import hashlib
+import json
+import os
+import secrets
+import signal
+import statistics
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from fabric_protos.peer import transaction_pb2  # noqa: E402
+
+from bench.network import bench_network  # noqa: E402
+from network.gateway_errors import CommitError, GatewayError  # noqa: E402
+from network.layout import Layout  # noqa: E402
+from network.processes.control import read_state  # noqa: E402
+from network.processes.health import scrape  # noqa: E402
+from network.spec import Spec  # noqa: E402
+from orchestrator.bringup import CHAINCODE_NAME  # noqa: E402
+from orchestrator.connect import connect  # noqa: E402
+
+PURPOSE = "train:bench-faults"
+OWNER, CHECKER = ("plant1", "steward"), ("plant2", "client")
+SCENARIOS = ("orderer-leader", "peer", "chaincode")
+POLL_S = 0.05
+
+
+class FaultBenchError(RuntimeError):
+    """The scenario could not run as described (no leader, the process not restarted, ...)."""
+
+
+def now() -> float:
+    return time.monotonic()
+
+
+# --- what the load saw -----------------------------------------------------------------------------------------
+@dataclass
+class Tx:
+    tx_id: str
+    started: float
+    submitted: float | None = None   # Submit returned (the gateway handed it to an orderer)
+    done: float | None = None        # commit status or failure
+    block: int | None = None
+    valid: bool = False
+    reason: str | None = None        # why it failed, when it did
+    attempts: int = 1
+
+
+def reason_of(exc: BaseException) -> str:
+    if isinstance(exc, CommitError):
+        return f"commit: {exc.validation_name}"
+    if isinstance(exc, GatewayError):
+        code = exc.code.name if exc.code else ""
+        return f"{exc.operation}: {code}".rstrip(": ")
+    return f"{type(exc).__name__}: {exc}"
+
+
+# --- what the nodes said -------------------------------------------------------------------------------------
+class Watcher:
+    """Polls every orderer's ``consensus_etcdraft_is_leader`` and every peer's height in a thread."""
+
+    def __init__(self, spec: Spec) -> None:
+        self.spec = spec
+        self.orderers = spec.nodes_of(spec.orderer_org.name, "orderer")
+        self.peers = [n for o in spec.member_orgs for n in spec.nodes_of(o.name, "peer")]
+        self.label = f'channel="{spec.channel}"'
+        self.samples: list[tuple[float, str | None, dict[str, int]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def leader(self) -> str | None:
+        leaders = [n.name for n in self.orderers
+                   if (scrape(n.ports.operations, "consensus_etcdraft_is_leader", 0.5) or {}).get(self.label) == 1]
+        return leaders[0] if len(leaders) == 1 else None
+
+    def heights(self) -> dict[str, int]:
+        out = {}
+        for n in self.peers:
+            sample = scrape(n.ports.operations, "ledger_blockchain_height", 0.5) or {}
+            if self.label in sample:
+                out[n.name] = int(sample[self.label])
+        return out
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append((now(), self.leader(), self.heights()))
+            self._stop.wait(POLL_S)
+
+    def __enter__(self) -> Watcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def leader_back(self, after: float, old: str) -> float | None:
+        """When a leader other than ``old``, or ``old`` again, was first seen after ``after``."""
+        for t, leader, _ in self.samples:
+            if t > after and leader is not None:
+                return t
+        return None
+
+    def first_block_after(self, after: float) -> float | None:
+        """When any peer's height first grew past what every peer had at ``after``."""
+        base = max((h for t, _, hs in self.samples if t <= after for h in hs.values()), default=0)
+        for t, _, hs in self.samples:
+            if t > after and any(h > base for h in hs.values()):
+                return t
+        return None
+
+
+# --- processes -----------------------------------------------------------------------------------------------
+def processes(home: Path) -> dict[str, dict]:
+    return {p["name"]: p for p in read_state(home).get("processes", [])}
+
+
+def kill9(home: Path, name: str) -> int:
+    pid = processes(home)[name]["pid"]
+    if not pid:
+        raise FaultBenchError(f"{name} is not running")
+    os.kill(pid, signal.SIGKILL)
+    return pid
+
+
+def wait_restarted(home: Path, name: str, old_pid: int, timeout: float = 60.0) -> float:
+    deadline = now() + timeout
+    while now() < deadline:
+        p = processes(home).get(name, {})
+        if p.get("pid") not in (None, old_pid) and p.get("healthy"):
+            return now()
+        time.sleep(0.1)
+    raise FaultBenchError(f"the supervisor did not bring {name} back within {timeout:.0f} s")
+
+
+# --- one run -------------------------------------------------------------------------------------------------
+@dataclass
+class Outcome:
+    scenario: str
+    victim: str
+    conc: int
+    duration: float
+    kill_at: float
+    txs: list[Tx]
+    t_kill: float
+    leader_after: float | None      # s after the kill (orderer scenario)
+    first_block_after: float | None   # s after the kill
+    first_commit_after: float | None  # s after the kill: first tx submitted after the kill that committed VALID
+    restarted_after: float | None
+    lost: list[str] = field(default_factory=list)
+    audit_records: int = 0
+
+    @property
+    def acknowledged(self) -> list[Tx]:
+        return [t for t in self.txs if t.valid]
+
+    @property
+    def failures(self) -> dict[str, int]:
+        return dict(collections.Counter(t.reason or "no reason" for t in self.txs if not t.valid and t.done))
+
+    def before_after(self) -> tuple[int, int]:
+        ack = self.acknowledged
+        return (sum(1 for t in ack if t.done <= self.t_kill), sum(1 for t in ack if t.done > self.t_kill))
+
+
+async def prepare(spec: Spec, layout: Layout) -> str:
+    dataset = f"{OWNER[0]}.faults-{secrets.token_hex(3)}"
+    async with connect(spec, layout, *OWNER) as gateway:
+        data = gateway.network(spec.channel).contract(CHAINCODE_NAME, "data")
+        manifest = hashlib.sha256(b"bench.faults manifest").hexdigest()
+        await data.submit("RegisterDataset", dataset, "tabular", '{"rows": 10}', manifest, "internal")
+        await data.submit("Grant", dataset, CHECKER[0], PURPOSE, "")
+    return dataset
+
+
+async def load(spec: Spec, layout: Layout, dataset: str, conc: int, duration: float,
+               txs: list[Tx], on_start=None) -> None:
+    """``conc`` workers submitting recorded checks until ``duration`` has passed; every try is in ``txs``."""
+    async with connect(spec, layout, *CHECKER) as gateway:
+        data = gateway.network(spec.channel).contract(CHAINCODE_NAME, "data")
+        await data.evaluate("CheckReadOnly", dataset, PURPOSE)  # connection warm
+        if on_start:
+            on_start()
+        end = now() + duration
+
+        async def worker() -> None:
+            while now() < end:
+                proposal = data.new_proposal("Check", dataset, PURPOSE)
+                tx = Tx(proposal.transaction_id, now())
+                txs.append(tx)
+                commit = None
+                try:
+                    transaction = await proposal.endorse()
+                    commit = await transaction.submit()
+                    tx.submitted = now()
+                    status = await commit.status()
+                    tx.block = status.block_number
+                    if not status.successful:
+                        raise CommitError(status.transaction_id, status.code, status.block_number)
+                    if not json.loads(transaction.result).get("allowed"):
+                        raise FaultBenchError(f"check denied: {transaction.result!r}")
+                    tx.valid = True
+                except GatewayError as exc:
+                    tx.reason = reason_of(exc)
+                    await asyncio.sleep(0.05)  # a failing network is not hammered
+                finally:
+                    tx.done = now()
+                    tx.attempts = 1 + (commit.resubmissions if commit is not None else 0)
+
+        await asyncio.gather(*(worker() for _ in range(conc)))
+
+
+async def verify(spec: Spec, layout: Layout, dataset: str, outcome: Outcome) -> None:
+    """Every acknowledged check VALID on every peer; the audit trail one record per acknowledged check."""
+    ack = {t.tx_id for t in outcome.acknowledged}
+    lost: set[str] = set()
+    for org in spec.member_orgs:
+        async with connect(spec, layout, org.name, "admin") as gateway:
+            qscc = gateway.network(spec.channel).contract("qscc")
+            for tx_id in sorted(ack):
+                try:
+                    raw = await qscc.evaluate("GetTransactionByID", spec.channel, tx_id)
+                except GatewayError:
+                    lost.add(tx_id)
+                    continue
+                processed = transaction_pb2.ProcessedTransaction()
+                processed.ParseFromString(raw)
+                if processed.validationCode != transaction_pb2.VALID:
+                    lost.add(tx_id)
+    async with connect(spec, layout, *OWNER) as gateway:
+        data = gateway.network(spec.channel).contract(CHAINCODE_NAME, "data")
+        trail = json.loads(await data.evaluate("Audit", dataset))
+    outcome.audit_records = sum(1 for e in trail["entries"] if e["action"] == "access")
+    outcome.lost = sorted(lost)
+
+
+def victim_of(scenario: str, spec: Spec, watcher: Watcher) -> str:
+    if scenario == "orderer-leader":
+        leader = watcher.leader()
+        if leader is None:
+            raise FaultBenchError("no Raft leader to kill")
+        return leader
+    # The checks need plant1's endorsement (the owner's org): its peer and its chaincode server.
+    peer = spec.nodes_of(OWNER[0], "peer")[0]
+    if scenario == "peer":
+        return peer.name
+    return f"{CHAINCODE_NAME}.{peer.name}"  # the supervisor's name for that peer's chaincode server
+
+
+async def run_scenario(spec: Spec, layout: Layout, home: Path, scenario: str, conc: int, duration: float,
+                       kill_at: float, say=print) -> Outcome:
+    dataset = await prepare(spec, layout)
+    txs: list[Tx] = []
+    started = asyncio.Event()
+    with Watcher(spec) as watcher:
+        victim = victim_of(scenario, spec, watcher)
+        task = asyncio.create_task(load(spec, layout, dataset, conc, duration, txs, started.set))
+        await started.wait()
+        await asyncio.sleep(kill_at)
+        if scenario == "orderer-leader":
+            victim = watcher.leader() or victim
+        old_pid = kill9(home, victim)
+        t_kill = now()
+        say(f"  kill -9 {victim} (pid {old_pid}) at {kill_at:.0f} s, {conc} checks in flight")
+        back = await asyncio.to_thread(wait_restarted, home, victim, old_pid)
+        await task
+        await asyncio.sleep(0.3)
+    outcome = Outcome(scenario, victim, conc, duration, kill_at, txs, t_kill,
+                      rel(watcher.leader_back(t_kill, victim), t_kill) if scenario == "orderer-leader" else None,
+                      rel(watcher.first_block_after(t_kill), t_kill),
+                      rel(min((t.done for t in txs if t.valid and t.started > t_kill), default=None), t_kill),
+                      back - t_kill)
+    await verify(spec, layout, dataset, outcome)
+    return outcome
+
+
+def rel(t: float | None, t0: float) -> float | None:
+    return None if t is None else t - t0
+
+
+def describe(o: Outcome) -> str:
+    before, after = o.before_after()
+    f = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+    return (f"{o.scenario} victim={o.victim} acked={len(o.acknowledged)} before={before} after={after} "
+            f"lost={len(o.lost)} audit={o.audit_records} leader+{f(o.leader_after)} block+{f(o.first_block_after)} "
+            f"commit+{f(o.first_commit_after)} restarted+{f(o.restarted_after)} failures={o.failures} "
+            f"resent={sum(t.attempts - 1 for t in o.txs)} slowest={max((t.done - t.started for t in o.txs if t.done), default=0):.1f}s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.faults", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scenario", choices=SCENARIOS, action="append")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--conc", type=int, default=16, help="recorded checks in flight")
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds of load per run")
+    parser.add_argument("--kill-at", type=float, default=6.0, help="seconds into the load")
+    parser.add_argument("--home", type=Path)
+    args = parser.parse_args(argv)
+    scenarios = args.scenario or list(SCENARIOS)
+    say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    with bench_network(args.home, say=say) as net:
+        for scenario in scenarios:
+            for r in range(args.runs):
+                o = asyncio.run(run_scenario(net.spec, net.layout, net.home, scenario, args.conc, args.duration,
+                                             args.kill_at, say))
+                say(describe(o))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
