@@ -47,15 +47,17 @@ from fabric_protos.peer import transaction_pb2  # noqa: E402
 from bench.network import bench_network  # noqa: E402
 from network.gateway_errors import CommitError, GatewayError  # noqa: E402
 from network.layout import Layout  # noqa: E402
-from network.processes.control import read_state  # noqa: E402
+from network.processes.control import read_state, wait_healthy  # noqa: E402
 from network.processes.health import scrape  # noqa: E402
 from network.spec import Spec  # noqa: E402
 from orchestrator.bringup import CHAINCODE_NAME  # noqa: E402
 from orchestrator.connect import connect  # noqa: E402
+from network.configtx import ETCDRAFT_OPTIONS  # noqa: E402
+from orchestrator.readiness import wait_converged, wait_ordering  # noqa: E402
 
 PURPOSE = "train:bench-faults"
 OWNER, CHECKER = ("plant1", "steward"), ("plant2", "client")
-SCENARIOS = ("orderer-leader", "peer", "chaincode")
+SCENARIOS = ("orderer-leader", "peer", "chaincode", "gateway-peer")
 POLL_S = 0.05
 
 
@@ -181,6 +183,7 @@ class Outcome:
     first_block_after: float | None   # s after the kill
     first_commit_after: float | None  # s after the kill: first tx submitted after the kill that committed VALID
     restarted_after: float | None
+    rejoined_after: float | None = None  # s after the kill: the restarted node at the others' height
     lost: list[str] = field(default_factory=list)
     audit_records: int = 0
 
@@ -236,36 +239,63 @@ async def load(spec: Spec, layout: Layout, dataset: str, conc: int, duration: fl
                     tx.valid = True
                 except GatewayError as exc:
                     tx.reason = reason_of(exc)
-                    await asyncio.sleep(0.05)  # a failing network is not hammered
+                    await asyncio.sleep(0.2)  # a failing network is not hammered
                 finally:
                     tx.done = now()
-                    tx.attempts = 1 + (commit.resubmissions if commit is not None else 0)
+                    tx.attempts = 1 + getattr(commit, "resubmissions", 0)
 
         await asyncio.gather(*(worker() for _ in range(conc)))
 
 
 async def verify(spec: Spec, layout: Layout, dataset: str, outcome: Outcome) -> None:
-    """Every acknowledged check VALID on every peer; the audit trail one record per acknowledged check."""
-    ack = {t.tx_id for t in outcome.acknowledged}
+    """Every acknowledged check VALID on every peer (qscc through each org's own peer); the audit trail
+    one access record per acknowledged check."""
+    ack = sorted(t.tx_id for t in outcome.acknowledged)
     lost: set[str] = set()
     for org in spec.member_orgs:
         async with connect(spec, layout, org.name, "admin") as gateway:
             qscc = gateway.network(spec.channel).contract("qscc")
-            for tx_id in sorted(ack):
-                try:
-                    raw = await qscc.evaluate("GetTransactionByID", spec.channel, tx_id)
-                except GatewayError:
-                    lost.add(tx_id)
-                    continue
-                processed = transaction_pb2.ProcessedTransaction()
-                processed.ParseFromString(raw)
+            # Not on every peer yet is not lost: a peer that restarted may still be catching up.
+            await asyncio.to_thread(wait_caught_up, spec, spec.nodes_of(org.name, "peer")[0].name, 30.0)
+            gate = asyncio.Semaphore(32)
+
+            async def look(tx_id: str) -> None:
+                async with gate:
+                    try:
+                        raw = await qscc.evaluate("GetTransactionByID", spec.channel, tx_id)
+                    except GatewayError:
+                        lost.add(tx_id)
+                        return
+                processed = transaction_pb2.ProcessedTransaction.FromString(raw)
                 if processed.validationCode != transaction_pb2.VALID:
                     lost.add(tx_id)
+
+            await asyncio.gather(*(look(tx_id) for tx_id in ack))
     async with connect(spec, layout, *OWNER) as gateway:
         data = gateway.network(spec.channel).contract(CHAINCODE_NAME, "data")
         trail = json.loads(await data.evaluate("Audit", dataset))
     outcome.audit_records = sum(1 for e in trail["entries"] if e["action"] == "access")
     outcome.lost = sorted(lost)
+
+
+def height(node) -> int | None:
+    sample = scrape(node.ports.operations, "ledger_blockchain_height", 0.5) or {}
+    value = next(iter(sample.values()), None) if len(sample) == 1 else None
+    return None if value is None else int(value)
+
+
+def wait_caught_up(spec: Spec, name: str, timeout: float) -> float | None:
+    """Until node ``name`` (peer or orderer) has the height the highest node of its kind has; when, or None."""
+    node = spec.node(name)
+    kin = [n for o in spec.orgs for n in spec.nodes_of(o.name, node.type)]
+    deadline = now() + timeout
+    while now() < deadline:
+        heights = [h for h in (height(n) for n in kin) if h is not None]
+        mine = height(node)
+        if mine is not None and heights and mine >= max(heights):
+            return now()
+        time.sleep(0.1)
+    return None
 
 
 def victim_of(scenario: str, spec: Spec, watcher: Watcher) -> str:
@@ -274,7 +304,9 @@ def victim_of(scenario: str, spec: Spec, watcher: Watcher) -> str:
         if leader is None:
             raise FaultBenchError("no Raft leader to kill")
         return leader
-    # The checks need plant1's endorsement (the owner's org): its peer and its chaincode server.
+    if scenario == "gateway-peer":  # the peer the checking client is connected to
+        return spec.nodes_of(CHECKER[0], "peer")[0].name
+    # An endorser of the checks: the data owner's peer and its chaincode server.
     peer = spec.nodes_of(OWNER[0], "peer")[0]
     if scenario == "peer":
         return peer.name
@@ -297,13 +329,15 @@ async def run_scenario(spec: Spec, layout: Layout, home: Path, scenario: str, co
         t_kill = now()
         say(f"  kill -9 {victim} (pid {old_pid}) at {kill_at:.0f} s, {conc} checks in flight")
         back = await asyncio.to_thread(wait_restarted, home, victim, old_pid)
+        rejoined: float | None = back
+        if victim in {n.name for n in spec.nodes()}:  # a peer or orderer: back at the others' height
+            rejoined = await asyncio.to_thread(wait_caught_up, spec, victim, 30.0)
         await task
-        await asyncio.sleep(0.3)
     outcome = Outcome(scenario, victim, conc, duration, kill_at, txs, t_kill,
                       rel(watcher.leader_back(t_kill, victim), t_kill) if scenario == "orderer-leader" else None,
                       rel(watcher.first_block_after(t_kill), t_kill),
                       rel(min((t.done for t in txs if t.valid and t.started > t_kill), default=None), t_kill),
-                      back - t_kill)
+                      back - t_kill, rel(rejoined, t_kill))
     await verify(spec, layout, dataset, outcome)
     return outcome
 
@@ -312,33 +346,108 @@ def rel(t: float | None, t0: float) -> float | None:
     return None if t is None else t - t0
 
 
+def problems(o: Outcome) -> list[str]:
+    """Why this run does not count as survived (empty: survived)."""
+    out = []
+    if o.lost:
+        out.append(f"{len(o.lost)} acknowledged checks not VALID on every peer")
+    if o.audit_records != len(o.acknowledged):
+        out.append(f"audit trail holds {o.audit_records} access records for {len(o.acknowledged)} acknowledged checks")
+    if any(t.done and not t.valid and not t.reason for t in o.txs):
+        out.append("a check failed without a reason")
+    if o.first_commit_after is None:
+        out.append("no check started after the kill committed")
+    if o.rejoined_after is None:
+        out.append(f"{o.victim} did not catch up with the others")
+    return out
+
+
 def describe(o: Outcome) -> str:
     before, after = o.before_after()
     f = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
-    return (f"{o.scenario} victim={o.victim} acked={len(o.acknowledged)} before={before} after={after} "
+    return (f"  {o.scenario} victim={o.victim} acked={len(o.acknowledged)} before={before} after={after} "
             f"lost={len(o.lost)} audit={o.audit_records} leader+{f(o.leader_after)} block+{f(o.first_block_after)} "
-            f"commit+{f(o.first_commit_after)} restarted+{f(o.restarted_after)} failures={o.failures} "
-            f"resent={sum(t.attempts - 1 for t in o.txs)} slowest={max((t.done - t.started for t in o.txs if t.done), default=0):.1f}s")
+            f"commit+{f(o.first_commit_after)} restarted+{f(o.restarted_after)} rejoined+{f(o.rejoined_after)} "
+            f"failures={o.failures} resent={sum(t.attempts - 1 for t in o.txs)} "
+            f"slowest={max((t.done - t.started for t in o.txs if t.done), default=0):.1f}s")
+
+
+def median(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def print_table(outcomes: list[Outcome]) -> None:
+    f = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+    head = (f"{'fault (kill -9)':<26} {'runs':>4} {'load':>14} {'tx before':>9} {'tx after':>8} {'lost':>4} "
+            f"{'leader s':>8} {'recovery s':>10} {'max s':>6} {'back s':>6}  failed (reason x count)")
+    print(head)
+    print("-" * len(head))
+    for scenario in dict.fromkeys(o.scenario for o in outcomes):
+        runs = [o for o in outcomes if o.scenario == scenario]
+        failures: collections.Counter[str] = collections.Counter()
+        for o in runs:
+            failures.update(o.failures)
+        before = statistics.median(o.before_after()[0] for o in runs)
+        after = statistics.median(o.before_after()[1] for o in runs)
+        victim = {"orderer-leader": "Raft leader", "peer": "endorsing peer", "chaincode": "chaincode server",
+                  "gateway-peer": "client's gateway peer"}[scenario]
+        load = f"{runs[0].conc} checks, {runs[0].duration:.0f} s"
+        recovery = [o.first_commit_after for o in runs]
+        print(f"{victim:<26} {len(runs):>4} {load:>14} {before:>9.0f} {after:>8.0f} {sum(len(o.lost) for o in runs):>4} "
+              f"{f(median([o.leader_after for o in runs])):>8} {f(median(recovery)):>10} "
+              f"{f(max((r for r in recovery if r is not None), default=None)):>6} "
+              f"{f(median([o.rejoined_after for o in runs])):>6}  "
+              f"{', '.join(f'{k} x{v}' for k, v in failures.items()) or '-'}")
+    print("tx before / after: acknowledged (VALID) checks before and after the kill, medians; lost: acknowledged but "
+          "not VALID on every peer, or the audit trail not matching; leader: a Raft leader again; recovery: the "
+          "first check started after the kill committed; back: the node restarted and at the others' height.")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.faults", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scenario", choices=SCENARIOS, action="append")
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--scenario", choices=SCENARIOS, action="append", help="default: all")
+    parser.add_argument("--runs", type=int, default=3, help="runs of each scenario")
     parser.add_argument("--conc", type=int, default=16, help="recorded checks in flight")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of load per run")
     parser.add_argument("--kill-at", type=float, default=6.0, help="seconds into the load")
-    parser.add_argument("--home", type=Path)
+    parser.add_argument("--home", type=Path, help="a running network (default: a temporary one)")
     args = parser.parse_args(argv)
+    if args.runs < 1 or args.conc < 1 or not 0 < args.kill_at < args.duration:
+        parser.error("--runs and --conc must be positive and --kill-at inside --duration")
     scenarios = args.scenario or list(SCENARIOS)
     say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    t0 = now()
+    outcomes: list[Outcome] = []
     with bench_network(args.home, say=say) as net:
         for scenario in scenarios:
-            for r in range(args.runs):
+            for _ in range(args.runs):
                 o = asyncio.run(run_scenario(net.spec, net.layout, net.home, scenario, args.conc, args.duration,
                                              args.kill_at, say))
                 say(describe(o))
-    return 0
+                for problem in problems(o):
+                    say(f"  NOT SURVIVED: {problem}")
+                outcomes.append(o)
+                # The next run starts from a whole network: every process healthy, a leader, peers level.
+                await_ready(net.spec, net.layout, net.home)
+    print(f"Fabric v3.1.5 on this machine ({os.cpu_count()} cores), Raft {ETCDRAFT_OPTIONS['TickInterval']} tick x "
+          f"{ETCDRAFT_OPTIONS['ElectionTick']}; each run: {args.conc} recorded checks in flight for "
+          f"{args.duration:.0f} s, kill -9 at {args.kill_at:.0f} s, the supervisor restarts the process")
+    print_table(outcomes)
+    print(f"(whole bench {now() - t0:.0f} s)")
+    leader = [o.first_commit_after for o in outcomes if o.scenario == "orderer-leader"]
+    survived = sum(1 for o in outcomes if not problems(o))
+    tail = (f" leader_kill_recovery_s_median={median(leader):.2f} leader_kill_recovery_s_max="
+            f"{max(r for r in leader if r is not None):.2f}") if median(leader) is not None else ""
+    print(f"faults={len(outcomes)} survived={survived} lost={sum(len(o.lost) for o in outcomes)}"
+          f" acknowledged={sum(len(o.acknowledged) for o in outcomes)}{tail}")
+    return 0 if survived == len(outcomes) else 1
+
+
+def await_ready(spec: Spec, layout: Layout, home: Path, timeout: float = 90.0) -> None:
+    wait_healthy(home, list(processes(home)), timeout)
+    wait_ordering(spec, timeout)
+    wait_converged(spec, layout, CHAINCODE_NAME, timeout)
 
 
 if __name__ == "__main__":

@@ -544,7 +544,7 @@ class Transaction:
                     raise
                 commit.resubmissions += 1
                 await asyncio.sleep(pause * (1 + random.random()))  # jitter: many clients fail together
-                pause = min(0.5, pause * 2)
+                pause = min(0.3, pause * 2)
                 continue
             commit.submitted_at = loop.time()
             return commit
