@@ -623,9 +623,9 @@ class Commit:
             status = TransactionStatus(
                 self.transaction_id, int(response.result), int(response.block_number)
             )
-            if status.code == transaction_pb2.DUPLICATE_TXID and self.resubmissions and not looked_again:
-                # A copy we sent again was reported as the duplicate of the first (same block): the
-                # ledger's transaction index holds the first copy, which a second look reports.
+            if status.code == transaction_pb2.DUPLICATE_TXID and not looked_again:
+                # A copy sent again was reported as the duplicate of an earlier one (in the same block):
+                # the ledger's transaction index holds the first copy, whose code a second look reports.
                 looked_again = True
                 continue
             if self.submitted_at is not None:
