@@ -8,12 +8,16 @@ kill -9s one supervised process part-way through; the supervisor restarts it. Th
   afterwards (qscc ``GetTransactionByID`` through each org's own Gateway), and the data set's audit trail
   must hold exactly one access record per acknowledged check -- ``lost`` counts the ones that are not;
 * failed: the checks the client was told did not commit, each with its reason (counted by reason);
-* recovery: seconds from the kill to the first transaction *submitted after the kill* that committed
-  (commits resumed end to end), and to the next block any peer committed;
-* the killed process back (new pid, healthy) and, for an orderer, a Raft leader again.
+* recovery: seconds from the kill to the first check *started after the kill* that committed (commits
+  resumed end to end; the goal for the Raft leader is 3 s); also when a Raft leader was seen again;
+* back: the killed process restarted (new pid, healthy) and, for a peer or orderer, at the height the
+  others have.
 
-Scenarios: ``orderer-leader`` (the Raft leader), ``peer`` (the gateway peer of another org that endorses
-the checks), ``chaincode`` (that peer's chaincode server).
+Scenarios: ``orderer-leader`` (the orderer that is Raft leader), ``peer`` (plant1's peer: an endorser
+of every check, the data owner's), ``chaincode`` (that peer's chaincode server), ``gateway-peer``
+(plant2's peer, the one the checking client is connected to: its calls fail until it is back). A run
+counts as survived when nothing acknowledged is lost, every failure has a reason, commits resumed and
+the node rejoined. About 30 s per run; the default (4 scenarios x 3 runs, 16 in flight) ~6 minutes.
 
     .venv/bin/python -m bench.faults                       # every scenario, 3 runs each, temporary network
     .venv/bin/python -m bench.faults --scenario orderer-leader --runs 1 --home DIR
