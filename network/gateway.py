@@ -24,6 +24,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import hashlib
+import random
+import statistics
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +48,7 @@ from network.gateway_errors import (
     GatewayError,
     SubmitError,
     error_from_rpc,
+    worth_resubmitting,
 )
 from network.gateway_proposal import (
     Arg,
@@ -79,12 +82,26 @@ class Deadlines:
 
     Endorsement is the longest because the gateway may have to collect several organisations'
     endorsements; the commit-status wait covers ordering plus block validation.
+
+    Ordering-service failover. Resending a transaction is always safe: it is the same signed envelope
+    (same transaction id), and the peers commit a transaction id once -- a second copy in a later block
+    is marked DUPLICATE_TXID and changes nothing. So:
+
+    * ``submit_retry``: a Submit the ordering service refused for now (the gateway reached no orderer that
+      took it: no Raft leader yet, the leader just died) or did not answer within ``submit`` is sent
+      again, the same envelope, with a short pause, until this many seconds have passed;
+    * ``resubmit_after``: a commit-status wait that hears nothing for this long sends the envelope again
+      (a transaction handed to a Raft leader that died before it was ordered is otherwise never
+      committed, and its client would wait out ``commit_status``). Under load a commit can take longer
+      than this, so the client waits at least 3x the median commit time it has recently seen.
     """
 
     evaluate: float = 5.0
     endorse: float = 15.0
     submit: float = 5.0
     commit_status: float = 60.0
+    submit_retry: float = 20.0
+    resubmit_after: float = 3.0
 
 
 @dataclass(frozen=True)
@@ -139,6 +156,15 @@ class _Connection:
         self.deadlines = deadlines
         self.peer_names = dict(peer_names)
         self.plaintext = plaintext
+        # Recent submit-to-commit times (s): how long a commit normally takes on this connection now.
+        self.commit_times: collections.deque[float] = collections.deque(maxlen=64)
+
+    def resubmit_after(self) -> float:
+        """Seconds of silence after which a commit-status wait resends the envelope (see ``Deadlines``)."""
+        floor = self.deadlines.resubmit_after
+        if len(self.commit_times) < 8:
+            return floor
+        return max(floor, 3 * statistics.median(self.commit_times))
 
     def error(
         self,
@@ -497,10 +523,34 @@ class Transaction:
         return hashlib.sha256(self.envelope.payload).digest()
 
     async def submit(self, timeout: float | None = None) -> Commit:
+        """Hand the transaction to the ordering service (through the gateway); returns a ``Commit``.
+
+        An attempt the ordering service refused for now, or did not answer within ``timeout``, is sent
+        again -- the same envelope -- until ``Deadlines.submit_retry`` has passed (see ``Deadlines``);
+        other failures (an invalid or refused transaction) raise at once.
+        """
         timeout = self._conn.deadlines.submit if timeout is None else timeout
         # The commit-status request is built before submitting so nothing can fail after the
         # transaction has left for the orderer.
-        commit = Commit(self._conn, self.channel_name, self.transaction_id, self.result)
+        commit = Commit(self._conn, self.channel_name, self.transaction_id, self.result, transaction=self)
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self._conn.deadlines.submit_retry
+        pause = 0.1
+        while True:
+            try:
+                await self.send(timeout)
+            except SubmitError as error:
+                if not worth_resubmitting(error) or loop.time() + pause >= give_up:
+                    raise
+                commit.resubmissions += 1
+                await asyncio.sleep(pause * (1 + random.random()))  # jitter: many clients fail together
+                pause = min(0.3, pause * 2)
+                continue
+            commit.submitted_at = loop.time()
+            return commit
+
+    async def send(self, timeout: float) -> None:
+        """One Submit of the signed envelope (no retry)."""
         request = gateway_pb2.SubmitRequest(
             transaction_id=self.transaction_id,
             channel_id=self.channel_name,
@@ -510,18 +560,29 @@ class Transaction:
             await self._conn.stub.Submit(request, timeout=timeout)
         except grpc.aio.AioRpcError as exc:
             raise self._conn.error(SubmitError, exc, self.transaction_id, timeout) from None
-        return commit
 
 
 class Commit:
     """A submitted transaction whose commit status can be awaited."""
 
     def __init__(
-        self, conn: _Connection, channel_name: str, transaction_id: str, result: bytes
+        self,
+        conn: _Connection,
+        channel_name: str,
+        transaction_id: str,
+        result: bytes,
+        *,
+        transaction: Transaction | None = None,
     ) -> None:
         self._conn = conn
         self.transaction_id = transaction_id
         self.result = result
+        # The signed envelope, to send again when the ordering service seems to have lost it (None:
+        # a commit built from a transaction id alone only waits).
+        self._transaction = transaction
+        #: How many times the envelope was sent again (by ``Transaction.submit`` or ``status``).
+        self.resubmissions = 0
+        self.submitted_at: float | None = None
         request = gateway_pb2.CommitStatusRequest(
             transaction_id=transaction_id,
             channel_id=channel_name,
@@ -533,13 +594,51 @@ class Commit:
         )
 
     async def status(self, timeout: float | None = None) -> TransactionStatus:
-        """Wait until the transaction is in a committed block and return its validation code."""
+        """Wait until the transaction is in a committed block and return its validation code.
+
+        With the envelope at hand, a wait that hears nothing for ``resubmit_after`` (see ``Deadlines``)
+        sends it again and keeps waiting, up to ``timeout`` in all; a gateway peer that restarts
+        meanwhile is waited for too.
+        """
         timeout = self._conn.deadlines.commit_status if timeout is None else timeout
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + timeout
+        looked_again = False
+        while True:
+            left = give_up - loop.time()
+            wait = left if self._transaction is None else min(left, self._conn.resubmit_after())
+            try:
+                response = await self._conn.stub.CommitStatus(self._signed_request, timeout=wait)
+            except grpc.aio.AioRpcError as exc:
+                error = self._conn.error(CommitStatusError, exc, self.transaction_id, timeout)
+                if self._transaction is None or give_up - loop.time() < 0.2:
+                    raise error from None
+                if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    await self._resend(give_up - loop.time())
+                elif error.unreachable:  # our own peer restarting: wait for it, then ask again
+                    await asyncio.sleep(0.2)
+                else:
+                    raise error from None
+                continue
+            status = TransactionStatus(
+                self.transaction_id, int(response.result), int(response.block_number)
+            )
+            if status.code == transaction_pb2.DUPLICATE_TXID and not looked_again:
+                # A copy sent again was reported as the duplicate of an earlier one (in the same block):
+                # the ledger's transaction index holds the first copy, whose code a second look reports.
+                looked_again = True
+                continue
+            if self.submitted_at is not None:
+                self._conn.commit_times.append(loop.time() - self.submitted_at)
+            return status
+
+    async def _resend(self, left: float) -> None:
+        assert self._transaction is not None
+        self.resubmissions += 1
         try:
-            response = await self._conn.stub.CommitStatus(self._signed_request, timeout=timeout)
-        except grpc.aio.AioRpcError as exc:
-            raise self._conn.error(CommitStatusError, exc, self.transaction_id, timeout) from None
-        return TransactionStatus(self.transaction_id, int(response.result), int(response.block_number))
+            await self._transaction.send(min(self._conn.deadlines.submit, max(0.1, left)))
+        except SubmitError:
+            pass  # the next wait (and resend) tries again; the overall deadline bounds it
 
 
 class ChaincodeEventStream:

@@ -31,6 +31,7 @@ __all__ = [
     "decode_status_details",
     "encode_status_details",
     "error_from_rpc",
+    "worth_resubmitting",
 ]
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
@@ -252,6 +253,19 @@ def _hint(
         within = f" within {timeout:g}s" if timeout is not None else ""
         return f"no answer from {endpoint or 'the gateway'}{within}; the peer may be overloaded or the deadline too short"
     return None
+
+
+def worth_resubmitting(error: GatewayError) -> bool:
+    """True when sending the same signed envelope again may succeed where this Submit failed.
+
+    UNAVAILABLE: the gateway reached no orderer that took the transaction (no Raft leader yet, the
+    leader just died, a follower could not forward it), or we could not reach our own peer for a
+    moment. DEADLINE_EXCEEDED: no answer in time (a broadcast stuck behind a forward to a dead leader).
+    Resending is safe whatever happened to the first copy: same transaction id, committed at most once.
+    Anything else -- ABORTED (the orderer refused the envelope: 4xx), INVALID_ARGUMENT, PERMISSION_DENIED
+    -- would only be refused again.
+    """
+    return error.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
 def error_from_rpc(

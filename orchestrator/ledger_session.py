@@ -17,6 +17,12 @@ attempt left no trace. Governance writes (register, grant, revoke, consent, twin
 retried: their conflict means someone else changed the same records meanwhile -- a grant retried over a
 revocation another steward just committed would silently undo it -- so the user gets one line saying the
 transaction was not committed and why, and decides again on the state as it now is.
+
+Ordering-service failover is not retried here but one level down, in the Gateway client
+(``network.gateway.Deadlines``): a Submit the orderers could not take for now (a Raft leader just
+killed, no leader elected yet) and a commit that does not come are answered by sending the *same* signed
+envelope again -- same transaction id, so it commits at most once, for every function, governance
+writes included. Only when that gives up does the user get a line: the transaction id and what to check.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from typing import Any
 import grpc
 
 from network.gateway import TransactionStatus
-from network.gateway_errors import CommitError, GatewayError
+from network.gateway_errors import CommitError, CommitStatusError, GatewayError
 from network.gateway_sync import SyncContract, SyncGateway
 from network.layout import Layout
 from network.spec import Node, Spec, load_spec
@@ -126,6 +132,11 @@ class Session:
         if error.unreachable:
             return UserError(
                 f"cannot reach {self.peer.name} at {endpoint} — is the network up? (`twinledger status`)")
+        if isinstance(error, CommitStatusError) and error.code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            # Sent (and sent again) but never seen in a block: it may still commit, once, later.
+            return UserError(f"transaction {error.transaction_id} was not committed in time although it was sent "
+                             "to the ordering service again; it commits at most once — check `twinledger status` "
+                             "and look before running the command again")
         if error.code == grpc.StatusCode.DEADLINE_EXCEEDED:
             return UserError(f"no answer from {self.peer.name} at {endpoint} in time — is it overloaded? "
                              "(`twinledger status`, `twinledger logs " + self.peer.name + "`)")

@@ -67,7 +67,11 @@ def render_core_yaml(
     gateway_concurrency: int = DEFAULT_GATEWAY_CONCURRENCY,
     validator_pool_size: int = 0,
     gateway_endorsement_timeout: str = "30s",
-    gateway_broadcast_timeout: str = "30s",
+    # Per orderer: a broadcast stuck on a follower (forwarding to a Raft leader that just died: each
+    # forward waits out the orderers' 1 s cluster DialTimeout, one after the other) is given up after
+    # this long and the gateway tries the next orderer, within the client's own Submit deadline.
+    # A healthy orderer answers a broadcast in milliseconds (it only queues the envelope).
+    gateway_broadcast_timeout: str = "1s",
     gateway_dial_timeout: str = "2m",
     chaincode_execute_timeout: str = "30s",
 ) -> dict[str, Any]:

@@ -100,7 +100,7 @@ def render_orderer_yaml(
                 "ClientCertificate": cert,
                 "ClientPrivateKey": key,
                 "RootCAs": [ca],
-                "DialTimeout": "5s",
+                "DialTimeout": "1s",
                 "RPCTimeout": "7s",
                 "ReplicationBufferSize": 20971520,
                 "ReplicationPullTimeout": "5s",

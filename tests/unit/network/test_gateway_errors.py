@@ -17,6 +17,7 @@ from network.gateway_errors import (
     decode_status_details,
     encode_status_details,
     error_from_rpc,
+    worth_resubmitting,
 )
 
 
@@ -99,3 +100,15 @@ def test_commit_error_names_validation_code() -> None:
     assert error.validation_name == "MVCC_READ_CONFLICT"
     assert str(error) == "commit failed: transaction tx9 is invalid in block 42: MVCC_READ_CONFLICT (11)"
     assert CommitError("tx", 9999, 1).validation_name == "UNKNOWN_VALIDATION_CODE"
+
+
+def test_only_for_now_failures_are_worth_resubmitting() -> None:
+    """The client sends the same envelope again only when the ordering service could not take it for now."""
+    def submit_error(code: grpc.StatusCode, message: str) -> SubmitError:
+        return SubmitError(message, code=code)
+
+    assert worth_resubmitting(submit_error(grpc.StatusCode.UNAVAILABLE, "no orderers could successfully process transaction"))
+    assert worth_resubmitting(submit_error(grpc.StatusCode.DEADLINE_EXCEEDED, "submit timeout expired"))
+    for code in (grpc.StatusCode.ABORTED, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED,
+                 grpc.StatusCode.FAILED_PRECONDITION):
+        assert not worth_resubmitting(submit_error(code, "refused"))

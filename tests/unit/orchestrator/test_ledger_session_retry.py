@@ -80,3 +80,15 @@ def test_other_validation_codes_are_not_retried(monkeypatch: pytest.MonkeyPatch)
     with pytest.raises(UserError, match="ENDORSEMENT_POLICY_FAILURE; nothing changed — see `twinledger logs peer0.plant1`"):
         session_with(contract, monkeypatch).submit("data", "Check", "ds", "train:a")
     assert len(contract.calls) == 1
+
+
+def test_a_commit_that_never_came_names_the_transaction(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After the Gateway client's resends gave up, the user learns which transaction and that it commits at most once."""
+    import grpc
+
+    from network.gateway_errors import CommitStatusError
+
+    session = session_with(FakeContract([VALID]), monkeypatch)
+    error = session.user_error(CommitStatusError("Deadline Exceeded", code=grpc.StatusCode.DEADLINE_EXCEEDED,
+                                                 transaction_id="abc123"))
+    assert "transaction abc123 was not committed in time" in str(error) and "at most once" in str(error)

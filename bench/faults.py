@@ -1,0 +1,458 @@
+"""Faults under load on the real Fabric network: kill -9 a node while recorded checks run, count what survived.
+
+Each scenario runs the same closed loop as ``bench.ledger`` (``submit data:Check``: endorsed, ordered by
+Raft, validated, committed; the client waits for the commit status) with N checks in flight, and
+kill -9s one supervised process part-way through; the supervisor restarts it. Then:
+
+* acknowledged: every check whose commit status came back VALID. Each must be VALID on *every* peer
+  afterwards (qscc ``GetTransactionByID`` through each org's own Gateway), and the data set's audit trail
+  must hold exactly one access record per acknowledged check -- ``lost`` counts the ones that are not;
+* failed: the checks the client was told did not commit, each with its reason (counted by reason);
+* recovery: seconds from the kill to the first check *started after the kill* that committed (commits
+  resumed end to end; the goal for the Raft leader is 3 s); also when a Raft leader was seen again;
+* back: the killed process restarted (new pid, healthy) and, for a peer or orderer, at the height the
+  others have.
+
+Scenarios: ``orderer-leader`` (the orderer that is Raft leader), ``peer`` (plant1's peer: an endorser
+of every check, the data owner's), ``chaincode`` (that peer's chaincode server), ``gateway-peer``
+(plant2's peer, the one the checking client is connected to: its calls fail until it is back). A run
+counts as survived when nothing acknowledged is lost, every failure has a reason, commits resumed and
+the node rejoined. About 30 s per run; the default (4 scenarios x 3 runs, 16 in flight) ~6 minutes.
+
+    .venv/bin/python -m bench.faults                       # every scenario, 3 runs each, temporary network
+    .venv/bin/python -m bench.faults --scenario orderer-leader --runs 1 --home DIR
+
+The last line is ``key=value``: ``faults=N survived=N lost=N`` plus the median leader-kill recovery.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import hashlib
+import json
+import os
+import secrets
+import signal
+import statistics
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from fabric_protos.peer import transaction_pb2  # noqa: E402
+
+from bench.network import bench_network  # noqa: E402
+from network.gateway_errors import CommitError, GatewayError  # noqa: E402
+from network.layout import Layout  # noqa: E402
+from network.processes.control import read_state, wait_healthy  # noqa: E402
+from network.processes.health import scrape  # noqa: E402
+from network.spec import Spec  # noqa: E402
+from orchestrator.bringup import CHAINCODE_NAME  # noqa: E402
+from orchestrator.connect import connect  # noqa: E402
+from network.configtx import ETCDRAFT_OPTIONS  # noqa: E402
+from orchestrator.readiness import wait_converged, wait_ordering  # noqa: E402
+
+PURPOSE = "train:bench-faults"
+OWNER, CHECKER = ("plant1", "steward"), ("plant2", "client")
+SCENARIOS = ("orderer-leader", "peer", "chaincode", "gateway-peer")
+POLL_S = 0.05
+
+
+class FaultBenchError(RuntimeError):
+    """The scenario could not run as described (no leader, the process not restarted, ...)."""
+
+
+def now() -> float:
+    return time.monotonic()
+
+
+# --- what the load saw -----------------------------------------------------------------------------------------
+@dataclass
+class Tx:
+    tx_id: str
+    started: float
+    submitted: float | None = None   # Submit returned (the gateway handed it to an orderer)
+    done: float | None = None        # commit status or failure
+    block: int | None = None
+    valid: bool = False
+    reason: str | None = None        # why it failed, when it did
+    attempts: int = 1
+
+
+def reason_of(exc: BaseException) -> str:
+    if isinstance(exc, CommitError):
+        return f"commit: {exc.validation_name}"
+    if isinstance(exc, GatewayError):
+        code = exc.code.name if exc.code else ""
+        return f"{exc.operation}: {code}".rstrip(": ")
+    return f"{type(exc).__name__}: {exc}"
+
+
+# --- what the nodes said -------------------------------------------------------------------------------------
+class Watcher:
+    """Polls every orderer's ``consensus_etcdraft_is_leader`` and every peer's height in a thread."""
+
+    def __init__(self, spec: Spec) -> None:
+        self.spec = spec
+        self.orderers = spec.nodes_of(spec.orderer_org.name, "orderer")
+        self.peers = [n for o in spec.member_orgs for n in spec.nodes_of(o.name, "peer")]
+        self.label = f'channel="{spec.channel}"'
+        self.samples: list[tuple[float, str | None, dict[str, int]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def leader(self) -> str | None:
+        leaders = [n.name for n in self.orderers
+                   if (scrape(n.ports.operations, "consensus_etcdraft_is_leader", 0.5) or {}).get(self.label) == 1]
+        return leaders[0] if len(leaders) == 1 else None
+
+    def heights(self) -> dict[str, int]:
+        out = {}
+        for n in self.peers:
+            sample = scrape(n.ports.operations, "ledger_blockchain_height", 0.5) or {}
+            if self.label in sample:
+                out[n.name] = int(sample[self.label])
+        return out
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append((now(), self.leader(), self.heights()))
+            self._stop.wait(POLL_S)
+
+    def __enter__(self) -> Watcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def leader_back(self, after: float, old: str) -> float | None:
+        """When a leader other than ``old``, or ``old`` again, was first seen after ``after``."""
+        for t, leader, _ in self.samples:
+            if t > after and leader is not None:
+                return t
+        return None
+
+    def first_block_after(self, after: float) -> float | None:
+        """When any peer's height first grew past what every peer had at ``after``."""
+        base = max((h for t, _, hs in self.samples if t <= after for h in hs.values()), default=0)
+        for t, _, hs in self.samples:
+            if t > after and any(h > base for h in hs.values()):
+                return t
+        return None
+
+
+# --- processes -----------------------------------------------------------------------------------------------
+def processes(home: Path) -> dict[str, dict]:
+    return {p["name"]: p for p in read_state(home).get("processes", [])}
+
+
+def kill9(home: Path, name: str) -> int:
+    pid = processes(home)[name]["pid"]
+    if not pid:
+        raise FaultBenchError(f"{name} is not running")
+    os.kill(pid, signal.SIGKILL)
+    return pid
+
+
+def wait_restarted(home: Path, name: str, old_pid: int, timeout: float = 60.0) -> float:
+    deadline = now() + timeout
+    while now() < deadline:
+        p = processes(home).get(name, {})
+        if p.get("pid") not in (None, old_pid) and p.get("healthy"):
+            return now()
+        time.sleep(0.1)
+    raise FaultBenchError(f"the supervisor did not bring {name} back within {timeout:.0f} s")
+
+
+# --- one run -------------------------------------------------------------------------------------------------
+@dataclass
+class Outcome:
+    scenario: str
+    victim: str
+    conc: int
+    duration: float
+    kill_at: float
+    txs: list[Tx]
+    t_kill: float
+    leader_after: float | None      # s after the kill (orderer scenario)
+    first_block_after: float | None   # s after the kill
+    first_commit_after: float | None  # s after the kill: first tx submitted after the kill that committed VALID
+    restarted_after: float | None
+    rejoined_after: float | None = None  # s after the kill: the restarted node at the others' height
+    lost: list[str] = field(default_factory=list)
+    audit_records: int = 0
+
+    @property
+    def acknowledged(self) -> list[Tx]:
+        return [t for t in self.txs if t.valid]
+
+    @property
+    def failures(self) -> dict[str, int]:
+        return dict(collections.Counter(t.reason or "no reason" for t in self.txs if not t.valid and t.done))
+
+    def before_after(self) -> tuple[int, int]:
+        ack = self.acknowledged
+        return (sum(1 for t in ack if t.done <= self.t_kill), sum(1 for t in ack if t.done > self.t_kill))
+
+
+async def prepare(spec: Spec, layout: Layout) -> str:
+    dataset = f"{OWNER[0]}.faults-{secrets.token_hex(3)}"
+    async with connect(spec, layout, *OWNER) as gateway:
+        data = gateway.network(spec.channel).contract(CHAINCODE_NAME, "data")
+        manifest = hashlib.sha256(b"bench.faults manifest").hexdigest()
+        await data.submit("RegisterDataset", dataset, "tabular", '{"rows": 10}', manifest, "internal")
+        await data.submit("Grant", dataset, CHECKER[0], PURPOSE, "")
+    return dataset
+
+
+async def load(spec: Spec, layout: Layout, dataset: str, conc: int, duration: float,
+               txs: list[Tx], on_start=None) -> None:
+    """``conc`` workers submitting recorded checks until ``duration`` has passed; every try is in ``txs``."""
+    async with connect(spec, layout, *CHECKER) as gateway:
+        data = gateway.network(spec.channel).contract(CHAINCODE_NAME, "data")
+        await data.evaluate("CheckReadOnly", dataset, PURPOSE)  # connection warm
+        if on_start:
+            on_start()
+        end = now() + duration
+
+        async def worker() -> None:
+            while now() < end:
+                proposal = data.new_proposal("Check", dataset, PURPOSE)
+                tx = Tx(proposal.transaction_id, now())
+                txs.append(tx)
+                commit = None
+                try:
+                    transaction = await proposal.endorse()
+                    commit = await transaction.submit()
+                    tx.submitted = now()
+                    status = await commit.status()
+                    tx.block = status.block_number
+                    if not status.successful:
+                        raise CommitError(status.transaction_id, status.code, status.block_number)
+                    if not json.loads(transaction.result).get("allowed"):
+                        raise FaultBenchError(f"check denied: {transaction.result!r}")
+                    tx.valid = True
+                except GatewayError as exc:
+                    tx.reason = reason_of(exc)
+                    await asyncio.sleep(0.2)  # a failing network is not hammered
+                finally:
+                    tx.done = now()
+                    tx.attempts = 1 + getattr(commit, "resubmissions", 0)
+
+        await asyncio.gather(*(worker() for _ in range(conc)))
+
+
+async def verify(spec: Spec, layout: Layout, dataset: str, outcome: Outcome) -> None:
+    """Every acknowledged check VALID on every peer (qscc through each org's own peer); the audit trail
+    one access record per acknowledged check."""
+    ack = sorted(t.tx_id for t in outcome.acknowledged)
+    lost: set[str] = set()
+    for org in spec.member_orgs:
+        async with connect(spec, layout, org.name, "admin") as gateway:
+            qscc = gateway.network(spec.channel).contract("qscc")
+            # Not on every peer yet is not lost: a peer that restarted may still be catching up.
+            await asyncio.to_thread(wait_caught_up, spec, spec.nodes_of(org.name, "peer")[0].name, 30.0)
+            gate = asyncio.Semaphore(32)
+
+            async def look(tx_id: str) -> None:
+                async with gate:
+                    try:
+                        raw = await qscc.evaluate("GetTransactionByID", spec.channel, tx_id)
+                    except GatewayError:
+                        lost.add(tx_id)
+                        return
+                processed = transaction_pb2.ProcessedTransaction.FromString(raw)
+                if processed.validationCode != transaction_pb2.VALID:
+                    lost.add(tx_id)
+
+            await asyncio.gather(*(look(tx_id) for tx_id in ack))
+    async with connect(spec, layout, *OWNER) as gateway:
+        data = gateway.network(spec.channel).contract(CHAINCODE_NAME, "data")
+        trail = json.loads(await data.evaluate("Audit", dataset))
+    outcome.audit_records = sum(1 for e in trail["entries"] if e["action"] == "access")
+    outcome.lost = sorted(lost)
+
+
+def height(node) -> int | None:
+    sample = scrape(node.ports.operations, "ledger_blockchain_height", 0.5) or {}
+    value = next(iter(sample.values()), None) if len(sample) == 1 else None
+    return None if value is None else int(value)
+
+
+def wait_caught_up(spec: Spec, name: str, timeout: float) -> float | None:
+    """Until node ``name`` (peer or orderer) has the height the highest node of its kind has; when, or None."""
+    node = spec.node(name)
+    kin = [n for o in spec.orgs for n in spec.nodes_of(o.name, node.type)]
+    deadline = now() + timeout
+    while now() < deadline:
+        heights = [h for h in (height(n) for n in kin) if h is not None]
+        mine = height(node)
+        if mine is not None and heights and mine >= max(heights):
+            return now()
+        time.sleep(0.1)
+    return None
+
+
+def victim_of(scenario: str, spec: Spec, watcher: Watcher) -> str:
+    if scenario == "orderer-leader":
+        leader = watcher.leader()
+        if leader is None:
+            raise FaultBenchError("no Raft leader to kill")
+        return leader
+    if scenario == "gateway-peer":  # the peer the checking client is connected to
+        return spec.nodes_of(CHECKER[0], "peer")[0].name
+    # An endorser of the checks: the data owner's peer and its chaincode server.
+    peer = spec.nodes_of(OWNER[0], "peer")[0]
+    if scenario == "peer":
+        return peer.name
+    return f"{CHAINCODE_NAME}.{peer.name}"  # the supervisor's name for that peer's chaincode server
+
+
+async def run_scenario(spec: Spec, layout: Layout, home: Path, scenario: str, conc: int, duration: float,
+                       kill_at: float, say=print) -> Outcome:
+    dataset = await prepare(spec, layout)
+    txs: list[Tx] = []
+    started = asyncio.Event()
+    with Watcher(spec) as watcher:
+        victim = victim_of(scenario, spec, watcher)
+        task = asyncio.create_task(load(spec, layout, dataset, conc, duration, txs, started.set))
+        await started.wait()
+        await asyncio.sleep(kill_at)
+        if scenario == "orderer-leader":
+            victim = watcher.leader() or victim
+        old_pid = kill9(home, victim)
+        t_kill = now()
+        say(f"  kill -9 {victim} (pid {old_pid}) at {kill_at:.0f} s, {conc} checks in flight")
+        back = await asyncio.to_thread(wait_restarted, home, victim, old_pid)
+        rejoined: float | None = back
+        if victim in {n.name for n in spec.nodes()}:  # a peer or orderer: back at the others' height
+            rejoined = await asyncio.to_thread(wait_caught_up, spec, victim, 30.0)
+        await task
+    outcome = Outcome(scenario, victim, conc, duration, kill_at, txs, t_kill,
+                      rel(watcher.leader_back(t_kill, victim), t_kill) if scenario == "orderer-leader" else None,
+                      rel(watcher.first_block_after(t_kill), t_kill),
+                      rel(min((t.done for t in txs if t.valid and t.started > t_kill), default=None), t_kill),
+                      back - t_kill, rel(rejoined, t_kill))
+    await verify(spec, layout, dataset, outcome)
+    return outcome
+
+
+def rel(t: float | None, t0: float) -> float | None:
+    return None if t is None else t - t0
+
+
+def problems(o: Outcome) -> list[str]:
+    """Why this run does not count as survived (empty: survived)."""
+    out = []
+    if o.lost:
+        out.append(f"{len(o.lost)} acknowledged checks not VALID on every peer")
+    if o.audit_records != len(o.acknowledged):
+        out.append(f"audit trail holds {o.audit_records} access records for {len(o.acknowledged)} acknowledged checks")
+    if any(t.done and not t.valid and not t.reason for t in o.txs):
+        out.append("a check failed without a reason")
+    if o.first_commit_after is None:
+        out.append("no check started after the kill committed")
+    if o.rejoined_after is None:
+        out.append(f"{o.victim} did not catch up with the others")
+    return out
+
+
+def describe(o: Outcome) -> str:
+    before, after = o.before_after()
+    f = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+    return (f"  {o.scenario} victim={o.victim} acked={len(o.acknowledged)} before={before} after={after} "
+            f"lost={len(o.lost)} audit={o.audit_records} leader+{f(o.leader_after)} block+{f(o.first_block_after)} "
+            f"commit+{f(o.first_commit_after)} restarted+{f(o.restarted_after)} rejoined+{f(o.rejoined_after)} "
+            f"failures={o.failures} resent={sum(t.attempts - 1 for t in o.txs)} "
+            f"slowest={max((t.done - t.started for t in o.txs if t.done), default=0):.1f}s")
+
+
+def median(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def print_table(outcomes: list[Outcome]) -> None:
+    f = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+    head = (f"{'fault (kill -9)':<26} {'runs':>4} {'load':>14} {'tx before':>9} {'tx after':>8} {'lost':>4} "
+            f"{'leader s':>8} {'recovery s':>10} {'max s':>6} {'back s':>6}  failed (reason x count)")
+    print(head)
+    print("-" * len(head))
+    for scenario in dict.fromkeys(o.scenario for o in outcomes):
+        runs = [o for o in outcomes if o.scenario == scenario]
+        failures: collections.Counter[str] = collections.Counter()
+        for o in runs:
+            failures.update(o.failures)
+        before = statistics.median(o.before_after()[0] for o in runs)
+        after = statistics.median(o.before_after()[1] for o in runs)
+        victim = {"orderer-leader": "Raft leader", "peer": "endorsing peer", "chaincode": "chaincode server",
+                  "gateway-peer": "client's gateway peer"}[scenario]
+        load = f"{runs[0].conc} checks, {runs[0].duration:.0f} s"
+        recovery = [o.first_commit_after for o in runs]
+        print(f"{victim:<26} {len(runs):>4} {load:>14} {before:>9.0f} {after:>8.0f} {sum(len(o.lost) for o in runs):>4} "
+              f"{f(median([o.leader_after for o in runs])):>8} {f(median(recovery)):>10} "
+              f"{f(max((r for r in recovery if r is not None), default=None)):>6} "
+              f"{f(median([o.rejoined_after for o in runs])):>6}  "
+              f"{', '.join(f'{k} x{v}' for k, v in failures.items()) or '-'}")
+    print("tx before / after: acknowledged (VALID) checks before and after the kill, medians; lost: acknowledged but "
+          "not VALID on every peer, or the audit trail not matching; leader: a Raft leader again; recovery: the "
+          "first check started after the kill committed; back: the node restarted and at the others' height.")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.faults", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scenario", choices=SCENARIOS, action="append", help="default: all")
+    parser.add_argument("--runs", type=int, default=3, help="runs of each scenario")
+    parser.add_argument("--conc", type=int, default=16, help="recorded checks in flight")
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds of load per run")
+    parser.add_argument("--kill-at", type=float, default=6.0, help="seconds into the load")
+    parser.add_argument("--home", type=Path, help="a running network (default: a temporary one)")
+    args = parser.parse_args(argv)
+    if args.runs < 1 or args.conc < 1 or not 0 < args.kill_at < args.duration:
+        parser.error("--runs and --conc must be positive and --kill-at inside --duration")
+    scenarios = args.scenario or list(SCENARIOS)
+    say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    t0 = now()
+    outcomes: list[Outcome] = []
+    with bench_network(args.home, say=say) as net:
+        for scenario in scenarios:
+            for _ in range(args.runs):
+                o = asyncio.run(run_scenario(net.spec, net.layout, net.home, scenario, args.conc, args.duration,
+                                             args.kill_at, say))
+                say(describe(o))
+                for problem in problems(o):
+                    say(f"  NOT SURVIVED: {problem}")
+                outcomes.append(o)
+                # The next run starts from a whole network: every process healthy, a leader, peers level.
+                await_ready(net.spec, net.layout, net.home)
+    print(f"Fabric v3.1.5 on this machine ({os.cpu_count()} cores), Raft {ETCDRAFT_OPTIONS['TickInterval']} tick x "
+          f"{ETCDRAFT_OPTIONS['ElectionTick']}; each run: {args.conc} recorded checks in flight for "
+          f"{args.duration:.0f} s, kill -9 at {args.kill_at:.0f} s, the supervisor restarts the process")
+    print_table(outcomes)
+    print(f"(whole bench {now() - t0:.0f} s)")
+    leader = [o.first_commit_after for o in outcomes if o.scenario == "orderer-leader"]
+    survived = sum(1 for o in outcomes if not problems(o))
+    tail = (f" leader_kill_recovery_s_median={median(leader):.2f} leader_kill_recovery_s_max="
+            f"{max(r for r in leader if r is not None):.2f}") if median(leader) is not None else ""
+    print(f"faults={len(outcomes)} survived={survived} lost={sum(len(o.lost) for o in outcomes)}"
+          f" acknowledged={sum(len(o.acknowledged) for o in outcomes)}{tail}")
+    return 0 if survived == len(outcomes) else 1
+
+
+def await_ready(spec: Spec, layout: Layout, home: Path, timeout: float = 90.0) -> None:
+    wait_healthy(home, list(processes(home)), timeout)
+    wait_ordering(spec, timeout)
+    wait_converged(spec, layout, CHAINCODE_NAME, timeout)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
