@@ -20,6 +20,7 @@ Two sweeps, each step with a fresh store (which joins each org's chain on the le
     .venv/bin/python -m bench.twins                     # 100 1000 3000 10000 values/s; intervals 1 0.5 0.25 0.1
     .venv/bin/python -m bench.twins --quick             # 100 3000 values/s; intervals 1 0.25; 3 s steps
     .venv/bin/python -m bench.twins --home DIR          # an already running network (left running)
+    .venv/bin/python -m bench.twins --opcua both --intervals   # sweep 1 with and without OPC-UA security, side by side
 
 Ends with one ``key=value`` line: the highest sensor rate's figures and the best committed anchor rate.
 """
@@ -51,6 +52,7 @@ from twins.bridge.client import OpcUaBridge  # noqa: E402
 from twins.bridge.mapping import load_mapping  # noqa: E402
 from twins.procs import Proc, simulator_argv  # noqa: E402
 from twins.runtime import LatencyRecorder, TwinRuntime  # noqa: E402
+from twins.security import POLICY_NAME, ClientSecurity, prepare_pki  # noqa: E402
 
 RATE_MACHINES = ["plant1:5", "plant2:5"]
 VARS_PER_MACHINE = 14
@@ -85,11 +87,14 @@ def _free_port() -> int:
 
 
 async def _step(net: BenchNetwork, work: Path, *, machines: list[str], monitors: list[str], products_per_s: float,
-                seconds: float, warmup: float, interval: float) -> dict:
+                seconds: float, warmup: float, interval: float, insecure: bool = False) -> dict:
     orgs = sorted({m.partition(":")[0] for m in machines + monitors})
+    # as `twins run`: SignAndEncrypt with certificates from the first org's CA, unless measuring without security
+    pki = None if insecure else prepare_pki(net.home, machines[0].partition(":")[0], orgs, work / "pki")
+    sec = {"insecure": True} if pki is None else {"cert": pki.server.cert, "key": pki.server.key, "trust": [pki.trust]}
     sim = Proc(simulator_argv(port=_free_port(), data_dir=work / "sim", machines=machines, monitors=monitors,
                               machine_rate=products_per_s, monitor_rate=2.0, mapping_out=work / "mapping.yaml",
-                              tick=0.02), log=work / "sim.log")
+                              tick=0.02, **sec), log=work / "sim.log")
     gateways: list = []
     try:
         sim.wait_ready(60)
@@ -97,7 +102,8 @@ async def _step(net: BenchNetwork, work: Path, *, machines: list[str], monitors:
         routed, gateways = connect_ledger(ledger_config(net.home, orgs))
         anchorer = TimedAnchorer(routed)
         rt = TwinRuntime(mapping, work / "readings.sqlite", anchorer, interval=interval, report_every=0)
-        bridge = OpcUaBridge(mapping, rt.on_reading, publish_ms=20)
+        security = None if pki is None else ClientSecurity(pki.bridge.cert, pki.bridge.key, [pki.trust])
+        bridge = OpcUaBridge(mapping, rt.on_reading, publish_ms=20, security=security)
         stop = asyncio.Event()
         tasks = [asyncio.create_task(bridge.run(stop)), asyncio.create_task(rt.run_anchoring(stop, drain_timeout=3))]
         await asyncio.sleep(warmup)
@@ -163,6 +169,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--quick", action="store_true", help="rates 100 3000, intervals 1 0.25, 3 s steps")
     p.add_argument("--home", type=Path, help="a running network (default: a temporary one, up and down)")
     p.add_argument("--log", type=Path, default=None, help="write the bridge's warnings here (default: stderr)")
+    p.add_argument("--opcua", choices=("secure", "insecure", "both"), default="secure",
+                   help=f"OPC-UA {POLICY_NAME} SignAndEncrypt as `twins run` (default), NoSecurity, or sweep 1 with both "
+                        "side by side")
     args = p.parse_args(argv)
     if args.quick:
         args.rates, args.intervals, args.step, args.warmup = [100, 3000], [1.0, 0.25], 3.0, 1.5
@@ -171,20 +180,23 @@ def main(argv: list[str] | None = None) -> None:
     started = time.monotonic()
     n_machines = 10
     with bench_network(args.home, say=lambda m: print(m, file=sys.stderr, flush=True)) as net:
+        modes = {"secure": [False], "insecure": [True], "both": [False, True]}[args.opcua]
         rows = [dict(_run(net, machines=RATE_MACHINES, monitors=[], products_per_s=rate / (n_machines * VARS_PER_MACHINE),
-                          seconds=args.step, warmup=args.warmup, interval=args.interval), offered=rate)
-                for rate in args.rates]
+                          seconds=args.step, warmup=args.warmup, interval=args.interval, insecure=insecure),
+                     offered=rate, opcua="none" if insecure else "S&E")
+                for rate in args.rates for insecure in modes]
         arows = [_run(net, machines=ANCHOR_MACHINES, monitors=ANCHOR_MONITORS, products_per_s=ANCHOR_PRODUCTS_PER_S,
-                      seconds=args.step, warmup=args.warmup, interval=iv) for iv in args.intervals]
+                      seconds=args.step, warmup=args.warmup, interval=iv, insecure=modes[0]) for iv in args.intervals]
         up = f", network up in {net.up_seconds:.0f} s" if net.up_seconds is not None else ""
 
     print(f"1. sensor → twin → sealed → anchored on Fabric: 10 AI4I machines x 14 variables in 2 plant orgs, interval "
-          f"{args.interval:g} s, {args.step:g} s steps, {os.cpu_count()} cores{up} (latencies in ms)")
-    print(f"{'offered/s':>9} {'achieved/s':>10} {'twin p50':>8} {'twin p99':>8} {'sealed p50':>10} {'sealed p99':>10} "
+          f"{args.interval:g} s, {args.step:g} s steps, {os.cpu_count()} cores{up}; OPC-UA S&E = {POLICY_NAME} "
+          "SignAndEncrypt, none = NoSecurity (latencies in ms)")
+    print(f"{'opcua':>5} {'offered/s':>9} {'achieved/s':>10} {'twin p50':>8} {'twin p99':>8} {'sealed p50':>10} {'sealed p99':>10} "
           f"{'anchored p50':>12} {'anchored p99':>12} {'sealed/s':>8} {'anchor tx/s':>11} {'sim lag p99':>11} {'cpu sim%':>8} "
           f"{'cpu bridge%':>11} {'lost':>4}")
     for r in rows:
-        print(f"{r['offered']:>9.0f} {r['achieved']:>10.0f} {_f(r['twin_p50']):>8} {_f(r['twin_p99']):>8} "
+        print(f"{r['opcua']:>5} {r['offered']:>9.0f} {r['achieved']:>10.0f} {_f(r['twin_p50']):>8} {_f(r['twin_p99']):>8} "
               f"{_f(r['sealed_p50']):>10} {_f(r['sealed_p99']):>10} {_f(r['anchored_p50']):>12} {_f(r['anchored_p99']):>12} "
               f"{r['sealed_per_s']:>8.2f} {r['anchored_per_s']:>11.2f} {_f(r['lag_p99']):>11} {r['cpu_sim']:>8.0f} {r['cpu_bridge']:>11.0f} {r['lost']:>4}")
     if arows:
@@ -197,9 +209,9 @@ def main(argv: list[str] | None = None) -> None:
                   f"{r['anchored_per_s']:>11.2f} {_f(r['commit_p50']):>10} {_f(r['commit_p99']):>10} "
                   f"{_f(r['anchored_p50']):>12} {_f(r['anchored_p99']):>12} {r['backlog']:>7} {r['anchor_errors']:>6} "
                   f"{r['cpu_bridge']:>11.0f}")
-    top = rows[-1]
+    top = [r for r in rows if r["opcua"] == rows[0]["opcua"]][-1]
     best = max(arows, key=lambda r: r["anchored_per_s"]) if arows else None
-    print(f"rate={top['offered']:.0f} achieved_per_s={top['achieved']:.0f} twin_p99_ms={_f(top['twin_p99'])} "
+    print(f"opcua={top['opcua']} rate={top['offered']:.0f} achieved_per_s={top['achieved']:.0f} twin_p99_ms={_f(top['twin_p99'])} "
           f"sealed_p50_ms={_f(top['sealed_p50'])} sealed_p99_ms={_f(top['sealed_p99'])} "
           f"anchored_p50_ms={_f(top['anchored_p50'])} anchored_p99_ms={_f(top['anchored_p99'])} "
           f"anchor_tx_per_s={top['anchored_per_s']:.2f} cpu_bridge_pct={top['cpu_bridge']:.0f} lost={top['lost']} "

@@ -145,13 +145,18 @@ class CAClient:
         _save_secrets(self.layout, self.org, data)
         return secret
 
-    def enrol(self, name: str, secret: str, msp_dir: Path, *, tls_hosts: list[str] | None = None) -> None:
-        """Enrol into msp_dir (an MSP folder); with tls_hosts, a TLS certificate for those SANs instead."""
+    def enrol(self, name: str, secret: str, msp_dir: Path, *, tls_hosts: list[str] | None = None,
+              rsa_bits: int | None = None) -> None:
+        """Enrol into msp_dir (an MSP folder); with tls_hosts, a TLS certificate for those SANs instead (a URI
+        among them becomes a URI SAN); rsa_bits: an RSA key of that size instead of ECDSA P-256 (OPC-UA's RSA
+        security policies)."""
         work = msp_dir.parent / f".enrol-{msp_dir.name}"
         shutil.rmtree(work, ignore_errors=True)
         args = ["enroll", "-u", self.url.replace("https://", f"https://{name}:{secret}@"), "--mspdir", str(work)]
         if tls_hosts:
             args += ["--enrollment.profile", "tls", "--csr.hosts", ",".join(tls_hosts)]
+        if rsa_bits:
+            args += ["--csr.keyrequest.algo", "rsa", "--csr.keyrequest.size", str(rsa_bits)]
         self._run(*args, home=msp_dir.parent)
         # fabric-ca-client also drops a fabric-ca-client-config.yaml next to the MSP; keep only the MSP.
         (msp_dir.parent / "fabric-ca-client-config.yaml").unlink(missing_ok=True)

@@ -6,6 +6,7 @@ raised on the ledger (``twins status`` lists them with their ids); the other com
 State lives under ``HOME/twins/``::
 
     sim/                 the OPC-UA simulators' history (history.sqlite) and the bridge's mapping (mapping.yaml)
+    pki/                 OPC-UA application certificates (ORG/simulators, ORG/bridge; keys 0600) and trust/ (CA roots)
     readings.sqlite      the bridge's append-only store: readings, sealed batches, Merkle trees, twin states, anchors
     status.json          the bridge's live status (rewritten every anchoring interval and at its stop)
     anchor.json          where this twins state anchors: {"kind": "ledger", "channel", "chaincode"}
@@ -16,6 +17,11 @@ Logs: ``HOME/logs/twins-simulators.log`` and ``HOME/logs/twins-bridge.log``.
 
 Metrics: `twins run` gives the simulators and the bridge Prometheus ``/metrics`` endpoints on 127.0.0.1, by
 default on the two ports after the OPC-UA ``--port`` (``metrics_ports``; ``--metrics-port 0`` turns them off).
+
+OPC-UA security: SignAndEncrypt (twins.security.POLICY_NAME) by default. The simulators and the bridge present
+application certificates enrolled at the Fabric CA of the OPC-UA org (``--opcua-org``, default the org of the first
+asset group), and each end accepts only a peer whose certificate chains to the CA of an org with assets in the run.
+``--insecure-opcua`` runs without security and says so on every run.
 
 Anchoring is on the ledger only: `twins run` checks that each org's peer answers before it starts anything and
 otherwise stops with one line saying the network is not up. The ledger keeps one chain of batches per org; a new
@@ -65,6 +71,7 @@ class TwinsDir:
         self.root = home / "twins"
         self.sim = self.root / "sim"
         self.mapping = self.sim / "mapping.yaml"
+        self.pki = self.root / "pki"
         self.store = self.root / "readings.sqlite"
         self.status = self.root / "status.json"
         self.anchor = self.root / "anchor.json"
@@ -335,8 +342,20 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise UserError(f"port {p} on 127.0.0.1 (metrics of the {what}, {how}) is in use; give "
                             "--metrics-port P (simulators on P, bridge on P+1), or --metrics-port 0 for none")
 
+    opcua_org = args.opcua_org or (machines or monitors)[0].partition(":")[0]
+    if opcua_org not in orgs:
+        raise UserError(f"--opcua-org {opcua_org} has no assets in this run (orgs: {', '.join(orgs)})")
     td.root.mkdir(parents=True, exist_ok=True)
     td.log(SIM_LOG).parent.mkdir(parents=True, exist_ok=True)
+    pki = None
+    if not args.insecure_opcua:
+        from network.ca import EnrolmentError
+        from twins.security import prepare_pki
+
+        try:
+            pki = prepare_pki(home, opcua_org, orgs, td.pki)
+        except (EnrolmentError, OSError, ValueError) as exc:
+            raise UserError(f"cannot get the OPC-UA certificates from ca-{opcua_org}: {exc}") from None
     td.write_json(td.anchor, target)
     td.write_json(td.ledger, ledger)
     extra = ["--report-every", str(args.report_every)]
@@ -349,12 +368,29 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(line, flush=True)
 
     what = ", ".join([f"machines {m}" for m in machines] + [f"monitors {m}" for m in monitors])
-    say(f"twins in {td.root}: {what}; OPC-UA on opc.tcp://127.0.0.1:{args.port}; anchoring every {args.interval:g} s "
-        f"to the {anchor_text}", event="starting")
+    if pki is None:
+        from twins.security import INSECURE_WARNING
+
+        print(f"twinledger: {INSECURE_WARNING}", file=sys.stderr, flush=True)  # loud, on every run
+        if args.json:
+            say(INSECURE_WARNING, event="insecure-opcua")
+        opcua_text = "OPC-UA WITHOUT SECURITY"
+    else:
+        from twins.security import POLICY_NAME
+
+        opcua_text = (f"OPC-UA {POLICY_NAME} SignAndEncrypt, certificates from ca-{pki.org}, trusting the CAs of "
+                      f"{', '.join(orgs)}")
+    say(f"twins in {td.root}: {what}; OPC-UA on opc.tcp://127.0.0.1:{args.port} ({opcua_text}); anchoring every "
+        f"{args.interval:g} s to the {anchor_text}", event="starting", opcua=opcua_text)
 
     stopper = _Stopper()
     procs: list[tuple[str, Proc]] = []
+    sim_sec: dict[str, Any] = {"insecure": True} if pki is None else {
+        "cert": pki.server.cert, "key": pki.server.key, "trust": [pki.trust]}
+    bridge_sec: dict[str, Any] = {"insecure": True} if pki is None else {
+        "cert": pki.bridge.cert, "key": pki.bridge.key, "trust": [pki.trust]}
     run_info: dict[str, Any] = {"pids": {}, "started_at": time.time(), "anchor": target, "port": args.port,
+                                "opcua": opcua_text,
                                 "machines": machines, "monitors": monitors, "duration": args.duration, "metrics": {}}
     t_live = time.monotonic()
     live = _LiveLine(td, since=time.time())
@@ -368,10 +404,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             steps = [
                 ("simulators", simulator_argv(port=args.port, data_dir=td.sim, machines=machines, monitors=monitors,
                                               machine_rate=args.machine_rate, monitor_rate=args.monitor_rate,
-                                              mapping_out=td.mapping, metrics_port=sim_metrics), SIM_LOG),
+                                              mapping_out=td.mapping, metrics_port=sim_metrics, **sim_sec), SIM_LOG),
                 # history: a fresh bridge starts from each variable's first value, so nothing published is skipped
                 ("bridge", bridge_argv(mapping=td.mapping, home=td.root, ledger_config=td.ledger, interval=args.interval,
-                                       start_from="history", metrics_port=bridge_metrics, extra=extra), BRIDGE_LOG),
+                                       start_from="history", metrics_port=bridge_metrics, extra=extra, **bridge_sec),
+                 BRIDGE_LOG),
             ]
             for name, argv, log in steps:
                 with stopper.deferred():
@@ -800,6 +837,12 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     r.add_argument("--monitor-rate", type=float, default=1.0, metavar="R", help="chart hours replayed per second per monitor (default 1)")
     r.add_argument("--interval", type=float, default=1.0, metavar="S", help="seal and anchor one batch per org every S seconds (default 1)")
     r.add_argument("--port", type=int, default=4840, help="OPC-UA port of the simulators on 127.0.0.1 (default 4840)")
+    r.add_argument("--opcua-org", metavar="ORG",
+                   help="the org whose Fabric CA certifies the simulators and the bridge for OPC-UA (default: the org "
+                        "of the first --machines, else of the first --monitors)")
+    r.add_argument("--insecure-opcua", action="store_true",
+                   help="run OPC-UA WITHOUT security (no encryption, any local client may connect); warns on every "
+                        "run. Debugging only")
     r.add_argument("--metrics-port", type=int, default=None, metavar="P",
                    help="Prometheus /metrics of the simulators on 127.0.0.1:P and of the bridge on P+1 (default: "
                         "--port + 1, so 4841 and 4842 with the default --port; 0: no metrics)")

@@ -34,7 +34,11 @@ from network.child_process import die_with_parent
 def simulator_argv(*, port: int, data_dir: Path, machines: list[str] = (), monitors: list[str] = (),  # type: ignore[assignment]
                    machine_rate: float = 5.0, monitor_rate: float = 1.0, mapping_out: Path | None = None,
                    seed: int = 2020, tick: float = 0.02, cert: Path | None = None, key: Path | None = None,
-                   trust: list[Path] = (), metrics_port: int = 0, extra: list[str] = ()) -> list[str]:  # type: ignore[assignment]
+                   trust: list[Path] = (), insecure: bool = False, metrics_port: int = 0,  # type: ignore[assignment]
+                   extra: list[str] = ()) -> list[str]:  # type: ignore[assignment]
+    """SignAndEncrypt with ``cert``/``key`` and the CA ``trust`` list; NoSecurity only with ``insecure=True``."""
+    if not insecure and not (cert and key and trust):
+        raise ValueError("simulator_argv: give cert, key and trust (SignAndEncrypt), or insecure=True")
     argv = [sys.executable, "-m", "twins.simulators", "--port", str(port), "--data-dir", str(data_dir),
             "--machine-rate", str(machine_rate), "--monitor-rate", str(monitor_rate), "--seed", str(seed), "--tick", str(tick)]
     if metrics_port:
@@ -45,18 +49,30 @@ def simulator_argv(*, port: int, data_dir: Path, machines: list[str] = (), monit
         argv += ["--monitors", m]
     if mapping_out:
         argv += ["--write-mapping", str(mapping_out)]
-    if cert and key:
+    if insecure:
+        argv.append("--insecure")
+    else:
         argv += ["--cert", str(cert), "--key", str(key)]
-    for t in trust:
-        argv += ["--trust", str(t)]
+        for t in trust:
+            argv += ["--trust", str(t)]
     return argv + list(extra)
 
 
 def bridge_argv(*, mapping: Path, home: Path, ledger_config: Path, interval: float = 1.0, start_from: str = "live",
-                metrics_port: int = 0, extra: list[str] = ()) -> list[str]:  # type: ignore[assignment]
-    """``ledger_config``: the JSON of ``twins.anchoring.anchorer.connect_ledger`` (the bridge anchors on the ledger only)."""
+                cert: Path | None = None, key: Path | None = None, trust: list[Path] = (),  # type: ignore[assignment]
+                insecure: bool = False, metrics_port: int = 0, extra: list[str] = ()) -> list[str]:  # type: ignore[assignment]
+    """``ledger_config``: the JSON of ``twins.anchoring.anchorer.connect_ledger`` (the bridge anchors on the ledger only).
+    OPC-UA: SignAndEncrypt with ``cert``/``key``, the server chaining to ``trust``; NoSecurity only with ``insecure``."""
+    if not insecure and not (cert and key and trust):
+        raise ValueError("bridge_argv: give cert, key and trust (SignAndEncrypt), or insecure=True")
     argv = [sys.executable, "-m", "twins.bridge", "run", "--mapping", str(mapping), "--home", str(home),
             "--ledger-config", str(ledger_config), "--interval", str(interval), "--start-from", start_from]
+    if insecure:
+        argv.append("--insecure")
+    else:
+        argv += ["--cert", str(cert), "--key", str(key)]
+        for t in trust:
+            argv += ["--trust", str(t)]
     if metrics_port:
         argv += ["--metrics-port", str(metrics_port)]
     return argv + list(extra)

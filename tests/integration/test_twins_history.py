@@ -70,7 +70,7 @@ def test_simulator_killed_while_a_history_read_is_on_the_wire_loses_nothing(tmp_
     sim_dir = tmp_path / "sim"
     mapping_path = sim_dir / "mapping.yaml"
     argv = simulator_argv(port=port, data_dir=sim_dir, machines=["plant1:1"], machine_rate=20.0,
-                          mapping_out=mapping_path)
+                          mapping_out=mapping_path, insecure=True)
     key = ("plant1.m1", "Torque")
     got: dict[tuple[str, str], list[int]] = {}
     procs: list[Proc] = []

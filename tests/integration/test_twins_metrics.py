@@ -148,12 +148,13 @@ def test_simulator_and_bridge_metrics_grow_and_match_the_store(fabric_net: Fabri
     home = tmp_path / "home"
     sim = Proc(simulator_argv(port=opc, data_dir=tmp_path / "sim", machines=MACHINES, monitors=MONITORS,
                               machine_rate=10, monitor_rate=4, mapping_out=tmp_path / "mapping.yaml",
-                              metrics_port=sim_port), log=tmp_path / "sim.log")
+                              metrics_port=sim_port, insecure=True), log=tmp_path / "sim.log")
     bridge = None
     try:
         assert sim.wait_ready(60)["metrics"] == sim_url
         bridge = Proc(bridge_argv(mapping=tmp_path / "mapping.yaml", home=home, ledger_config=config, interval=0.5,
-                                  start_from="history", metrics_port=bridge_port), log=tmp_path / "bridge.log")
+                                  start_from="history", metrics_port=bridge_port, insecure=True),
+                      log=tmp_path / "bridge.log")
         assert bridge.wait_ready(60)["metrics"] == bridge_url
 
         types, _ = scrape(bridge_url)
@@ -253,7 +254,7 @@ def test_a_taken_metrics_port_is_one_clear_line(tmp_path):
         taken.listen(1)
         port = taken.getsockname()[1]
         sim = Proc(simulator_argv(port=free_port_base(1), data_dir=tmp_path / "sim", machines=["plant1:1"],
-                                  metrics_port=port), log=tmp_path / "sim.log")
+                                  metrics_port=port, insecure=True), log=tmp_path / "sim.log")
         try:
             with pytest.raises(RuntimeError, match="exited with 1 before it was ready"):
                 sim.wait_ready(60)

@@ -27,6 +27,7 @@ from tests.ports import free_port_base
 from twins.anchoring import ReadingStore, VerificationError, verify_reading
 from twins.anchoring.anchorer import connect_ledger
 from twins.procs import Proc, bridge_argv, simulator_argv
+from twins.security import prepare_pki
 
 pytestmark = pytest.mark.integration
 
@@ -90,8 +91,11 @@ def test_kill_restart_no_loss_no_duplicate_then_verify_and_tamper(fabric_net: Fa
     port = free_port_base(1)
     sim_dir, home = tmp_path / "sim", tmp_path / "bridge"
     mapping = sim_dir / "mapping.yaml"
+    # SignAndEncrypt as `twins run` sets it up: certificates from plant1's Fabric CA, trusting both orgs' CAs
+    pki = prepare_pki(fabric_net.home, "plant1", ["hospital1", "plant1"], tmp_path / "pki")
     sim_args = simulator_argv(port=port, data_dir=sim_dir, machines=["plant1:2"], monitors=["hospital1:1"],
-                              machine_rate=20, monitor_rate=10, mapping_out=mapping)
+                              machine_rate=20, monitor_rate=10, mapping_out=mapping, cert=pki.server.cert,
+                              key=pki.server.key, trust=[pki.trust])
 
     def start(argv, name):
         p = Proc(argv, log=tmp_path / f"{name}.log")
@@ -101,7 +105,7 @@ def test_kill_restart_no_loss_no_duplicate_then_verify_and_tamper(fabric_net: Fa
 
     sim = start(sim_args, "sim1")
     br_args = bridge_argv(mapping=mapping, home=home, ledger_config=tmp_path / "ledger.json", interval=0.5,
-                          start_from="history")
+                          start_from="history", cert=pki.bridge.cert, key=pki.bridge.key, trust=[pki.trust])
     bridge = start(br_args, "bridge1")
     _wait_for(lambda: _status(home).get("counters", {}).get("anchored", 0) >= 2, WAIT_S, "first anchors")
 

@@ -5,8 +5,8 @@
     # run: subscribe per the mapping, keep twins current, seal a batch per org every second
     python -m twins.bridge run --mapping sim/mapping.yaml --home .twinledger/twins --ledger-config ledger.json
     #   (--ledger-config F, required: anchor on the ledger, one Fabric identity per org, see
-    #    twins.anchoring.anchorer.connect_ledger; --cert/--key/--server-cert:
-    #    Basic256Sha256 SignAndEncrypt; --status-file: JSON status rewritten every interval and at the stop;
+    #    twins.anchoring.anchorer.connect_ledger; --cert/--key/--trust, required unless --insecure:
+    #    SignAndEncrypt, the server's certificate must chain to a --trust CA; --status-file: JSON status rewritten every interval and at the stop;
     #    --metrics-port P: Prometheus /metrics on 127.0.0.1:P, see twins.metrics)
 
     python -m twins.bridge verify --home .twinledger/twins --ledger-config ledger.json plant1.m1 42 [--prop Torque]
@@ -37,7 +37,7 @@ from twins.metrics import metrics_url, start_server, stop_server
 from twins.model.twin import MachineTwin
 from twins.model.whatif import whatif_speed
 from twins.runtime import REPORT_EVERY, TwinRuntime, load_twin
-from twins.security import ClientSecurity
+from twins.security import INSECURE_WARNING, ClientSecurity
 
 
 def _write_json_atomic(path: Path, data: object) -> None:
@@ -65,9 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--publish-ms", type=float, default=20.0, help="OPC-UA publishing interval (default 20 ms)")
     r.add_argument("--start-from", choices=("live", "history"), default="live",
                    help="for variables never seen before: from the first live value, or from the start of history")
-    r.add_argument("--cert", type=Path, help="client certificate (PEM): Basic256Sha256 SignAndEncrypt")
-    r.add_argument("--key", type=Path, help="client private key (PEM)")
-    r.add_argument("--server-cert", type=Path, help="pin the server certificate (PEM)")
+    r.add_argument("--cert", type=Path, help="client application certificate (PEM, URI SAN): SignAndEncrypt")
+    r.add_argument("--key", type=Path, help="its private key (PEM)")
+    r.add_argument("--trust", type=Path, action="append", default=[],
+                   help="folder of CA certificates (*.pem) the server's certificate must chain to (repeatable)")
+    r.add_argument("--server-cert", type=Path, help="also pin the server certificate (PEM)")
+    r.add_argument("--insecure", action="store_true",
+                   help="no OPC-UA security (instead of --cert/--key/--trust), for debugging only")
     r.add_argument("--status-file", type=Path, help="JSON status rewritten every interval (default HOME/status.json)")
     r.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0 = until signalled)")
     r.add_argument("--metrics-port", type=int, default=0, metavar="P",
@@ -89,6 +93,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def run(args: argparse.Namespace) -> None:
+    security = None
+    if args.insecure:
+        if args.cert or args.key or args.trust:
+            raise SystemExit("error: --insecure excludes --cert, --key and --trust")
+        print(INSECURE_WARNING, file=sys.stderr, flush=True)
+    elif not (args.cert and args.key and args.trust):
+        raise SystemExit("error: give --cert, --key and --trust (SignAndEncrypt), or --insecure")
+    else:
+        security = ClientSecurity(args.cert, args.key, list(args.trust), args.server_cert)
     mapping = load_mapping(args.mapping)
     home: Path = args.home
     home.mkdir(parents=True, exist_ok=True)
@@ -96,11 +109,6 @@ async def run(args: argparse.Namespace) -> None:
     anchorer, gateways = connect_ledger(ledger)
     anchor_info = {"kind": "ledger", "channel": ledger["channel"], "chaincode": ledger["chaincode"]}
     rt = TwinRuntime(mapping, home / "readings.sqlite", anchorer, interval=args.interval, report_every=args.report_every)
-    security = None
-    if args.cert or args.key:
-        if not (args.cert and args.key):
-            raise SystemExit("error: --cert and --key go together")
-        security = ClientSecurity(args.cert, args.key, args.server_cert)
     bridge = OpcUaBridge(mapping, rt.on_reading, url=args.url, positions=rt.positions(), security=security,
                          publish_ms=args.publish_ms, start_from=args.start_from)
     rt.metrics.attach_bridge(bridge)

@@ -1,4 +1,4 @@
-"""The OPC-UA side of the bridge: connect (optionally Basic256Sha256 SignAndEncrypt), subscribe, reconnect.
+"""The OPC-UA side of the bridge: connect (SignAndEncrypt, see twins.security; NoSecurity without ``security``), subscribe, reconnect.
 
 One asyncua ``Client`` per connection attempt. On loss (asyncua's watchdog fires ``connection_lost_callback``,
 or the subscription reports a bad status) the session is torn down and a new one is attempted after an
@@ -26,12 +26,12 @@ from typing import Any
 
 from asyncua import Client, ua
 from asyncua.common.subscription import DataChangeEvent, OverflowPolicy, StatusChangeEvent
-from asyncua.crypto import security_policies, uacrypto
+from asyncua.crypto import uacrypto
 
 from twins.bridge.mapping import Mapping, NodeMap
 from twins.bridge.sequencer import Sample, Sequencer
 from twins.readings import Reading, dt_to_us, us_to_dt
-from twins.security import ClientSecurity, file_format
+from twins.security import CLIENT_POLICY, ClientSecurity, TrustList, file_format, uri_of, validator
 
 log = logging.getLogger("twins.bridge")
 _NS = re.compile(r"^ns=(\d+);")
@@ -61,6 +61,9 @@ class OpcUaBridge:
         self.disconnects = 0
         self.last_error: str | None = None
         self._client: Client | None = None
+        self._trust: TrustList | None = None
+        if security is not None and not security.trust:
+            raise ValueError("a secure bridge needs a trust list (the CA certificates the server must chain to)")
         self._node_by_key: dict[tuple[str, str], Any] = {}
 
     # --- history ---------------------------------------------------------------------------------
@@ -91,15 +94,24 @@ class OpcUaBridge:
         client = Client(self.url, timeout=self.timeout, watchdog_intervall=self.watchdog_s)
         client.name = client.description = "TwinLedger bridge"
         if self.security is not None:
-            client.application_uri = self.security.application_uri
             sec = self.security
+            client.application_uri = uri_of(sec.cert)
+            if self._trust is None:
+                self._trust = await TrustList(sec.trust).load()
+            # asyncua checks the server's certificate (chain to our trust list, its application URI, server role)
+            # at CreateSession, before the session carries anything
+            client.certificate_validator = validator(self._trust, "server")
             props = lambda p: uacrypto.CertProperties(str(p), extension=file_format(p))  # noqa: E731
             await client.set_security(
-                security_policies.SecurityPolicyBasic256Sha256, props(sec.cert), props(sec.key),
+                CLIENT_POLICY, props(sec.cert), props(sec.key),
                 server_certificate=props(sec.server_cert) if sec.server_cert else None,
                 mode=ua.MessageSecurityMode.SignAndEncrypt,
             )
-        await client.connect()
+        try:
+            await client.connect()
+        except BaseException:
+            client.disconnect_socket()  # a refused session leaves the socket open otherwise
+            raise
         return client
 
     async def _resolve(self, client: Client) -> None:

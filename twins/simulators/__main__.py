@@ -6,8 +6,11 @@ Examples::
         --machines plant1:3 --machines plant2:2 --machine-rate 5 \\
         --monitors hospital1:2 --monitor-rate 1 --write-mapping .twinledger/sim/mapping.yaml
 
-    # Basic256Sha256 SignAndEncrypt only, accepting only the bridge's certificate:
-    python -m twins.simulators ... --cert sim.pem --key sim.key --trust bridge.pem
+    # SignAndEncrypt (Aes256_Sha256_RsaPss) only, accepting clients whose certificate chains to a trusted CA:
+    python -m twins.simulators ... --cert sim.pem --key sim.key --trust cas/
+
+    # no security at all: only with --insecure, which prints a warning line at every start
+    python -m twins.simulators ... --insecure
 
 Prints one JSON line ``{"event": "ready", "endpoint": ...}`` on stdout once it accepts connections (with
 ``"metrics": URL`` when ``--metrics-port`` serves Prometheus metrics, see ``twins.metrics``).
@@ -29,6 +32,7 @@ import yaml
 from twins.metrics import SimulatorMetrics, metrics_url, start_server, stop_server
 from twins.simulators.machine import MachineSource
 from twins.simulators.patient import PatientSource, default_sepsis_dir, load_patients, pick_patients
+from twins.security import INSECURE_WARNING
 from twins.simulators.server import ServerSecurity, SimulatorServer, ready_line
 
 
@@ -53,10 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tick", type=float, default=0.02, help="publishing tick in seconds (default 0.02)")
     p.add_argument("--retention", type=float, default=86400.0, help="history retention in seconds (default 86400)")
     p.add_argument("--write-mapping", type=Path, default=None, help="write the bridge's mapping YAML here")
-    p.add_argument("--cert", type=Path, help="server certificate (PEM); enables Basic256Sha256 SignAndEncrypt")
-    p.add_argument("--key", type=Path, help="server private key (PEM)")
-    p.add_argument("--trust", type=Path, action="append", default=[], help="trusted client certificate file or folder (repeatable)")
-    p.add_argument("--allow-insecure", action="store_true", help="with --cert, also offer the None security policy")
+    p.add_argument("--cert", type=Path, help="application certificate (PEM, URI SAN = application URI): SignAndEncrypt only")
+    p.add_argument("--key", type=Path, help="its private key (PEM)")
+    p.add_argument("--trust", type=Path, action="append", default=[],
+                   help="folder of CA certificates (*.pem) that client certificates must chain to (repeatable)")
+    p.add_argument("--insecure", action="store_true",
+                   help="no security (the None policy, any client): instead of --cert/--key/--trust, for debugging only")
     p.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0 = run until signalled)")
     p.add_argument("--metrics-port", type=int, default=0, metavar="P",
                    help="serve Prometheus metrics at http://127.0.0.1:P/metrics (default 0: not served)")
@@ -86,12 +92,16 @@ def make_sources(args: argparse.Namespace) -> list:
 
 
 async def amain(args: argparse.Namespace) -> None:
-    if (args.cert is None) != (args.key is None):
-        raise SystemExit("error: --cert and --key go together")
+    if args.insecure:
+        if args.cert or args.key or args.trust:
+            raise SystemExit("error: --insecure excludes --cert, --key and --trust")
+        print(INSECURE_WARNING, file=sys.stderr, flush=True)
+    elif not (args.cert and args.key and args.trust):
+        raise SystemExit("error: give --cert, --key and --trust (SignAndEncrypt), or --insecure")
     sources = make_sources(args)
     if not sources:
         raise SystemExit("error: nothing to simulate: give --machines ORG:N and/or --monitors ORG:N")
-    security = ServerSecurity(args.cert, args.key, list(args.trust), args.allow_insecure) if args.cert else None
+    security = None if args.insecure else ServerSecurity(args.cert, args.key, list(args.trust))
     args.data_dir.mkdir(parents=True, exist_ok=True)
     sim = SimulatorServer(sources, args.data_dir / "history.sqlite", port=args.port, tick_s=args.tick,
                           security=security, retention_s=args.retention)

@@ -33,7 +33,7 @@ from asyncua.crypto.permission_rules import SimpleRoleRuleset
 from asyncua.server.user_managers import UserManager
 from cryptography import x509
 
-from twins.security import file_format, fingerprint, load_fingerprints
+from twins.security import SERVER_POLICY, TrustList, file_format, uri_of, validator
 from twins.readings import us_to_dt
 from twins.simulators.history import SeqHistoryStore, sample_datavalue
 
@@ -42,21 +42,37 @@ APP_URI = "urn:twinledger:simulators:server"
 log = logging.getLogger("twins.simulators")
 
 
-class _AllowAll(UserManager):
-    """Anonymous sessions get the User role (read, subscribe, HistoryRead); admin operations stay closed."""
+class _Users(UserManager):
+    """Sessions get the User role (read, subscribe, HistoryRead); admin operations stay closed. With a trust list,
+    only over a secure channel whose client certificate chains to it: asyncua validates the certificate a client
+    names in CreateSession, but that one is optional in the request, so the channel's own certificate (the one
+    the session's messages are actually signed and encrypted with) is checked here again at ActivateSession."""
+
+    def __init__(self, trust: TrustList | None) -> None:
+        self.trust = trust
 
     def get_user(self, iserver, username=None, password=None, certificate=None):  # type: ignore[no-untyped-def]
         from asyncua.crypto.permission_rules import User, UserRole
 
+        if self.trust is not None:
+            if not certificate:
+                log.warning("refused a session without a client certificate")
+                return None
+            cert = x509.load_der_x509_certificate(certificate)
+            if not self.trust.trusts(cert):
+                log.warning("refused a session with an untrusted client certificate %s", cert.subject.rfc4514_string())
+                return None
         return User(role=UserRole.User)
 
 
 @dataclass
 class ServerSecurity:
+    """SignAndEncrypt (twins.security.POLICY_NAME) with this certificate; clients must chain to ``trust`` (CA
+    certificate files or folders). The application URI is the certificate's."""
+
     cert: Path
     key: Path
-    trusted: list[Path] = field(default_factory=list)  # client certs (files or folders); empty = any client cert
-    allow_insecure: bool = False
+    trust: list[Path] = field(default_factory=list)
 
 
 class SimulatorServer:
@@ -70,7 +86,10 @@ class SimulatorServer:
         self.tick_s = tick_s
         self.security = security
         self.history = SeqHistoryStore(history_path, retention_s=retention_s)
-        self.server = Server(user_manager=_AllowAll())
+        if security is not None and not security.trust:
+            raise ValueError("a secure simulator needs a trust list (the CA certificates its clients chain to)")
+        self._trust = TrustList(security.trust) if security is not None else None
+        self.server = Server(user_manager=_Users(self._trust))
         self.ns = 2
         self.nodeids: dict[tuple[str, str], ua.NodeId] = {}
         self.last: dict[str, tuple[int, int]] = {}  # "asset.prop" -> (seq, ts_us)
@@ -89,27 +108,18 @@ class SimulatorServer:
         await s.init()
         s.set_endpoint(self.url)
         s.set_server_name("TwinLedger simulators")
-        await s.set_application_uri(APP_URI)
-        if self.security:
-            await s.load_certificate(str(self.security.cert), format=file_format(self.security.cert))
-            await s.load_private_key(str(self.security.key), format=file_format(self.security.key))
-            policies = [ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt]
-            if self.security.allow_insecure:
-                policies.append(ua.SecurityPolicyType.NoSecurity)
-            s.set_security_policy(policies, permission_ruleset=SimpleRoleRuleset())
-            if self.security.trusted:
-                allowed = load_fingerprints(self.security.trusted)
-
-                async def validate(cert: x509.Certificate, app: ua.ApplicationDescription) -> None:
-                    if fingerprint(cert) not in allowed:
-                        from asyncua.common.utils import ServiceError
-
-                        log.warning("rejected untrusted client certificate %s", cert.subject.rfc4514_string())
-                        raise ServiceError(ua.StatusCodes.BadCertificateUntrusted)
-
-                s.set_certificate_validator(validate)
-        else:
+        if self.security is None:  # only behind the simulators' --insecure
+            await s.set_application_uri(APP_URI)
             s.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        else:
+            sec = self.security
+            await s.set_application_uri(uri_of(sec.cert))
+            await s.load_certificate(str(sec.cert), format=file_format(sec.cert))
+            await s.load_private_key(str(sec.key), format=file_format(sec.key))
+            assert self._trust is not None
+            trust = await self._trust.load()
+            s.set_security_policy([SERVER_POLICY], permission_ruleset=SimpleRoleRuleset())
+            s.set_certificate_validator(validator(trust, "client"))
         self.ns = await s.register_namespace(NAMESPACE)
         s.iserver.history_manager.set_storage(self.history)
         last = self.history.last_positions()
