@@ -12,6 +12,8 @@ Environment:
   CHAINCODE_TLS_KEY_FILE            PEM private key   } both or neither: TLS
   CHAINCODE_TLS_CERT_FILE           PEM certificate   }
   CHAINCODE_TLS_CLIENT_CACERT_FILE  PEM CA(s) of the peers' client certs: mutual TLS is then required
+  CHAINCODE_TLS_CLIENT_OU           with mutual TLS: the OU the client certificate must carry (e.g. ``peer``,
+                                    so that a user's TLS certificate from the same CA is refused)
   CORE_CHAINCODE_LOGGING_LEVEL      log level (default INFO); CORE_CHAINCODE_LOGGING_SHIM: the shim's (WARNING)
 """
 
@@ -67,6 +69,7 @@ class TlsConfig:
     key_pem: bytes
     cert_pem: bytes
     client_ca_pem: bytes | None
+    client_ou: str | None = None
 
     @property
     def mode(self) -> str:
@@ -107,6 +110,10 @@ def _load_tls(environ: Mapping[str, str]) -> TlsConfig | None:
     key_path = environ.get("CHAINCODE_TLS_KEY_FILE", "").strip()
     cert_path = environ.get("CHAINCODE_TLS_CERT_FILE", "").strip()
     ca_path = environ.get("CHAINCODE_TLS_CLIENT_CACERT_FILE", "").strip()
+    client_ou = environ.get("CHAINCODE_TLS_CLIENT_OU", "").strip() or None
+    if client_ou and not ca_path:
+        raise ConfigError("CHAINCODE_TLS_CLIENT_OU is set but client certificates are not required: "
+                          "also set CHAINCODE_TLS_CLIENT_CACERT_FILE")
     if not key_path and not cert_path:
         if ca_path:
             raise ConfigError(
@@ -144,7 +151,24 @@ def _load_tls(environ: Mapping[str, str]) -> TlsConfig | None:
             raise ConfigError(
                 f"CHAINCODE_TLS_CLIENT_CACERT_FILE={ca_path!r} holds no PEM certificate"
             ) from exc
-    return TlsConfig(key_pem=key_pem, cert_pem=cert_pem, client_ca_pem=ca_pem)
+    return TlsConfig(key_pem=key_pem, cert_pem=cert_pem, client_ca_pem=ca_pem, client_ou=client_ou)
+
+
+def refusal(auth_context: Mapping[str, Any], required_ou: str) -> str | None:
+    """Why a TLS client may not open the chaincode stream (None: it may).
+
+    gRPC has already checked that the certificate chains to CHAINCODE_TLS_CLIENT_CACERT_FILE; every identity
+    the org's CA enrolled passes that, so the OU (Fabric CA writes the identity type there) narrows it to
+    the org's peers.
+    """
+    pems = auth_context.get("x509_pem_cert") or []
+    if not pems:
+        return "no client certificate"
+    cert = x509.load_pem_x509_certificate(pems[0])
+    ous = [str(a.value) for a in cert.subject.get_attributes_for_oid(x509.NameOID.ORGANIZATIONAL_UNIT_NAME)]
+    if required_ou not in ous:
+        return f"client certificate {cert.subject.rfc4514_string()} has OU {ous or 'none'}, not {required_ou}"
+    return None
 
 
 def load_config(environ: Mapping[str, str]) -> ServerConfig:
@@ -175,9 +199,19 @@ async def serve(config: ServerConfig, chaincode: Any, stop: asyncio.Event | None
     from fabric_chaincode_python.fabric_shim.server import ChaincodeService
     from fabric_protos.peer import chaincode_shim_pb2_grpc
 
+    class Service(ChaincodeService):
+        async def Connect(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> None:  # noqa: N802
+            required_ou = config.tls.client_ou if config.tls else None
+            if required_ou:
+                reason = refusal(context.auth_context(), required_ou)
+                if reason:
+                    LOG.warning("refused a chaincode stream from %s: %s", context.peer(), reason)
+                    await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"not a peer of this org: {reason}")
+            await super().Connect(request_iterator, context)
+
     stop = stop or asyncio.Event()
     server = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
-    chaincode_shim_pb2_grpc.add_ChaincodeServicer_to_server(ChaincodeService(config.chaincode_id, chaincode), server)
+    chaincode_shim_pb2_grpc.add_ChaincodeServicer_to_server(Service(config.chaincode_id, chaincode), server)
     try:
         port = _bind(server, config)
     except ConfigError:
@@ -187,12 +221,18 @@ async def serve(config: ServerConfig, chaincode: Any, stop: asyncio.Event | None
     host = config.address.rpartition(":")[0]
     LOG.info(
         "chaincode server started id=%s address=%s:%d tls=%s pid=%d",
-        config.chaincode_id, host, port, config.tls.mode if config.tls else "off", os.getpid(),
+        config.chaincode_id, host, port, _tls_description(config.tls), os.getpid(),
     )
     try:
         await stop.wait()
     finally:
         await server.stop(SHUTDOWN_GRACE_S)
+
+
+def _tls_description(tls: TlsConfig | None) -> str:
+    if tls is None:
+        return "off"
+    return f"{tls.mode}(ou={tls.client_ou})" if tls.client_ou else tls.mode
 
 
 async def _run(config: ServerConfig, chaincode: Any) -> str:

@@ -42,7 +42,8 @@ live grant for the org (``governance.record_admission``).
 ``fabric:CONFIG.json`` (see ``open_ledger``) names the connection::
 
     {"endpoint": "127.0.0.1:17051", "msp_id": "Plant1MSP", "msp_dir": ".../users/operator/msp",
-     "tls_ca": ".../ca-cert.pem", "channel": "consortium", "server_name": "peer0.plant1",
+     "tls_ca": ".../ca-cert.pem", "tls_cert": ".../users/operator/tls/client.crt",
+     "tls_key": ".../users/operator/tls/client.key", "channel": "consortium", "server_name": "peer0.plant1",
      "registry_chaincode": "twinledger", "dataaccess_chaincode": "twinledger"}
 """
 
@@ -200,6 +201,8 @@ class FabricRoundLedger:
         identity, signer = load_msp_identity(cfg.msp_dir, cfg.msp_id)
         gateway = SyncGateway.connect(
             cfg.endpoint, identity=identity, signer=signer, tls_root_cert_pem=Path(cfg.tls_ca),
+            client_cert_pem=Path(cfg.tls_cert) if cfg.tls_cert else None,
+            client_key_pem=Path(cfg.tls_key) if cfg.tls_key else None,
             server_name_override=cfg.server_name,
         )  # fmt: skip
         return cls.on_gateway(gateway, cfg.channel, cfg.registry_chaincode, cfg.dataaccess_chaincode,
@@ -237,6 +240,9 @@ class FabricLedgerConfig:
     msp_dir: str
     tls_ca: str
     channel: str = "consortium"  # the default spec's channel (network/default_spec.yaml)
+    #: The identity's TLS client key pair (the peers require mutual TLS).
+    tls_cert: str | None = None
+    tls_key: str | None = None
     server_name: str | None = None
     #: The deployed TwinLedger chaincode (one chaincode holds every contract).
     registry_chaincode: str = "twinledger"

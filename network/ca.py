@@ -207,6 +207,10 @@ def enrol_org(spec: Spec, layout: Layout, org: Org, client_bin: Path) -> list[st
         shutil.rmtree(tls_msp)
         done.append(node.name)
 
+    for node in spec.nodes_of(org.name, "peer"):
+        if enrol_chaincode_server_tls(client, layout, node):
+            done.append(f"chaincode server of {node.name}")
+
     roles = ("admin",) if org.kind == "orderer" else USER_ROLES
     for role in roles:
         msp = layout.user_msp(org.name, role)
@@ -228,6 +232,30 @@ def enrol_org(spec: Spec, layout: Layout, org: Org, client_bin: Path) -> list[st
         shutil.rmtree(tls_msp)
         done.append(f"{role}@{org.name}")
     return done
+
+
+def chaincode_tls_dir(layout: Layout, peer: str) -> Path:
+    """server.crt / server.key / ca.crt of the chaincode server that ``peer`` dials."""
+    return layout.node_dir(peer) / "chaincode-tls"
+
+
+def enrol_chaincode_server_tls(client: CAClient, layout: Layout, peer: Node) -> bool:
+    """A TLS certificate of its own for the chaincode server of ``peer`` (False: it already has one).
+
+    Its own identity (type ``chaincode``, so the certificate's OU is not ``peer``) rather than the peer's key
+    pair: the chaincode process then holds no key that could act as the peer, and the peer's client
+    certificate is something the server can tell apart from its own. TLS profile only -- it never signs.
+    """
+    dest = chaincode_tls_dir(layout, peer.name)
+    if (dest / "server.crt").exists() and (dest / "server.key").exists():
+        return False
+    name = f"chaincode.{peer.short}"
+    secret = client.register(name, "chaincode", {})
+    tls_msp = layout.node_dir(peer.name) / "chaincode-tls-msp"
+    client.enrol(name, secret, tls_msp, tls_hosts=TLS_HOSTS)
+    _tls_to_server_files(tls_msp, dest)
+    shutil.rmtree(tls_msp)
+    return True
 
 
 def _normalise_msp(msp: Path) -> None:

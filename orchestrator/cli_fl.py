@@ -192,6 +192,7 @@ def write_ledger_configs(home: Path, net, orgs: list[str], server: tuple[str, st
         # A connection file per identity: each Flower process opens its own gateway from it.
         t = peer_target(net, layout, org, user)
         cfg = FabricLedgerConfig(endpoint=t.endpoint, msp_id=t.msp_id, msp_dir=str(t.msp_dir), tls_ca=str(t.tls_ca),
+                                 tls_cert=str(t.tls_cert), tls_key=str(t.tls_key),
                                  channel=net.channel, registry_chaincode=CHAINCODE_NAME,
                                  dataaccess_chaincode=CHAINCODE_NAME)  # fmt: skip
         folder.mkdir(parents=True, exist_ok=True)

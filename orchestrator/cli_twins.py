@@ -164,7 +164,8 @@ def ledger_config(home: Path, orgs: list[str]) -> dict[str, Any]:
         except SpecError as exc:
             raise UserError(f"cannot anchor on the ledger: {exc}") from None
         out["orgs"][org] = {"endpoint": t.endpoint, "msp_dir": str(t.msp_dir), "msp_id": t.msp_id,
-                            "tls_root_cert": str(t.tls_ca)}
+                            "tls_root_cert": str(t.tls_ca), "tls_client_cert": str(t.tls_cert),
+                            "tls_client_key": str(t.tls_key)}
     if down:
         raise UserError(f"cannot anchor on the ledger: the network's peers are not up ({', '.join(down)} not answering); "
                         f"{_ledger_hint()}")

@@ -32,6 +32,9 @@ class PeerTarget:
     msp_id: str
     msp_dir: Path
     tls_ca: Path
+    # The user's TLS key pair from its org's CA: peers require a client certificate (mutual TLS).
+    tls_cert: Path
+    tls_key: Path
 
 
 def peer_target(spec: Spec, layout: Layout, org: str, user: str = "admin", peer_index: int = 0) -> PeerTarget:
@@ -42,7 +45,9 @@ def peer_target(spec: Spec, layout: Layout, org: str, user: str = "admin", peer_
     if not peers:
         raise SpecError(f"org {org} runs no peer to connect to")
     node = peers[peer_index]
-    return PeerTarget(f"127.0.0.1:{node.ports.listen}", node.name, spec.org(org).msp_id, msp, layout.ca_cert(org))
+    tls = layout.user_tls(org, user)
+    return PeerTarget(f"127.0.0.1:{node.ports.listen}", node.name, spec.org(org).msp_id, msp, layout.ca_cert(org),
+                      tls / "client.crt", tls / "client.key")
 
 
 def _params(spec: Spec, layout: Layout, org: str, user: str, peer_index: int) -> dict:
@@ -50,6 +55,7 @@ def _params(spec: Spec, layout: Layout, org: str, user: str, peer_index: int) ->
     identity, signer = load_msp_identity(t.msp_dir, t.msp_id)
     return dict(
         endpoint=t.endpoint, identity=identity, signer=signer, tls_root_cert_pem=t.tls_ca,
+        client_cert_pem=t.tls_cert, client_key_pem=t.tls_key,
         peer_names={t.endpoint: t.peer},
     )
 

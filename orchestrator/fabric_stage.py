@@ -111,7 +111,13 @@ def join_orderers(spec: Spec, layout: Layout, block: Path, progress: Progress) -
 
 
 def peer_admin_env(spec: Spec, layout: Layout, node: Node) -> dict[str, str]:
-    """The peer CLI acting as the node's org admin against that node."""
+    """The peer CLI acting as the node's org admin against that node.
+
+    Peers require TLS client certificates: the CLI presents the admin's TLS key pair (from the org's CA),
+    to this peer and to any other org's peer it names with --peerAddresses (those trust the channel's
+    orgs' TLS roots). Calls to an orderer take ``orderer_client_args`` as well.
+    """
+    tls = layout.user_tls(node.org, "admin")
     return {
         "FABRIC_CFG_PATH": str(layout.node_config(node.name)),
         "CORE_PEER_LOCALMSPID": spec.org(node.org).msp_id,
@@ -119,7 +125,18 @@ def peer_admin_env(spec: Spec, layout: Layout, node: Node) -> dict[str, str]:
         "CORE_PEER_ADDRESS": f"127.0.0.1:{node.ports.listen}",
         "CORE_PEER_TLS_ENABLED": "true",
         "CORE_PEER_TLS_ROOTCERT_FILE": str(layout.ca_cert(node.org)),
+        "CORE_PEER_TLS_CLIENTAUTHREQUIRED": "true",
+        "CORE_PEER_TLS_CLIENTCERT_FILE": str(tls / "client.crt"),
+        "CORE_PEER_TLS_CLIENTKEY_FILE": str(tls / "client.key"),
     }
+
+
+def orderer_client_args(spec: Spec, layout: Layout, org: str, orderer: Node | None = None) -> list[str]:
+    """peer CLI flags to reach an orderer (the first one by default) as ``org``'s admin, with mutual TLS."""
+    o = orderer or spec.nodes_of(spec.orderer_org.name, "orderer")[0]
+    tls = layout.user_tls(org, "admin")
+    return ["-o", f"127.0.0.1:{o.ports.listen}", "--tls", "--cafile", str(layout.ca_cert(o.org)),
+            "--clientauth", "--certfile", str(tls / "client.crt"), "--keyfile", str(tls / "client.key")]
 
 
 def join_peers(spec: Spec, layout: Layout, block: Path, progress: Progress) -> None:

@@ -31,10 +31,26 @@ from pathlib import Path
 from network.layout import Layout
 from network.spec import Node, Org, Spec
 from network.processes.control import read_state, start_supervisor, wait_healthy
-from orchestrator.fabric_stage import FabricStepError, Progress, chaincode_address, in_parallel, peer_admin_env, run_tool
+from network.ca import chaincode_tls_dir
+from orchestrator.fabric_stage import (
+    FabricStepError,
+    Progress,
+    chaincode_address,
+    in_parallel,
+    orderer_client_args,
+    peer_admin_env,
+    run_tool,
+)
 from network.processes.procspec import ProcSpec, load_manifest, upsert_processes
 from peers.binaries import fabric_binary
-from peers.ccaas import CHAINCODE_ADDRESS_TEMPLATE, CcaasTLS, package_ccaas
+from peers.ccaas import (
+    CHAINCODE_ADDRESS_TEMPLATE,
+    CHAINCODE_ROOT_CERT_TEMPLATE,
+    PEER_CLIENT_CERT_TEMPLATE,
+    PEER_CLIENT_KEY_TEMPLATE,
+    CcaasTLS,
+    package_ccaas,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,11 +60,6 @@ class Definition:
     name: str
     version: str
     sequence: int
-
-
-def _orderer_args(spec: Spec, layout: Layout) -> list[str]:
-    o = spec.nodes_of(spec.orderer_org.name, "orderer")[0]
-    return ["-o", f"127.0.0.1:{o.ports.listen}", "--tls", "--cafile", str(layout.ca_cert(spec.orderer_org.name))]
 
 
 def _peers(spec: Spec) -> list[Node]:
@@ -66,15 +77,20 @@ def committed(spec: Spec, layout: Layout, name: str) -> Definition | None:
 
 
 def chaincode_process(layout: Layout, node: Node, name: str, package_id: str) -> ProcSpec:
-    tls = layout.node_tls(node.name)
+    tls = chaincode_tls_dir(layout, node.name)
     return ProcSpec(
         f"{name}.{node.name}", node.org, "chaincode", [sys.executable, "-m", "chaincode.server"],
         env={
             "CHAINCODE_ID": package_id,
             "CHAINCODE_SERVER_ADDRESS": chaincode_address(node),
-            # The peer's own TLS key pair: its certificate names 127.0.0.1 and chains to the org's CA.
+            # The server's own TLS key pair from the org's CA (network.ca.enrol_chaincode_server_tls),
+            # not the peer's: the chaincode process holds no key that could act as the peer.
             "CHAINCODE_TLS_KEY_FILE": str(tls / "server.key"),
             "CHAINCODE_TLS_CERT_FILE": str(tls / "server.crt"),
+            # Mutual TLS: only a client with a certificate from this org's CA -- its peer -- gets in.
+            "CHAINCODE_TLS_CLIENT_CACERT_FILE": str(layout.ca_cert(node.org)),
+            # ...and of those only a peer (the OU Fabric CA writes from the identity type), not a user.
+            "CHAINCODE_TLS_CLIENT_OU": "peer",
         },
         cwd=str(REPO_ROOT),
         health=f"tcp://{chaincode_address(node)}",
@@ -110,10 +126,13 @@ def deploy(spec: Spec, layout: Layout, name: str, version: str, progress: Progre
     sequence = current.sequence + 1 if current else 1
     peer = str(fabric_binary("peer"))
 
-    # Every org's CA root, so that one package's connection.json verifies each org's chaincode server.
-    roots = "".join(layout.ca_cert(o.name).read_text() for o in spec.member_orgs)
+    # One package for every org's peers: address and TLS material are placeholders each peer's builder
+    # fills from its own context (peers/core_config.py) -- its org's CA as the root, its own TLS key pair
+    # as the client certificate the chaincode server requires. No key ever travels inside the package.
+    tls = CcaasTLS(root_cert=CHAINCODE_ROOT_CERT_TEMPLATE, client_cert=PEER_CLIENT_CERT_TEMPLATE,
+                   client_key=PEER_CLIENT_KEY_TEMPLATE)
     pkg = package_ccaas(f"{name}_{version}", CHAINCODE_ADDRESS_TEMPLATE, layout.root / "chaincode" / f"{name}_{version}.tar.gz",
-                        CcaasTLS(root_cert=roots))
+                        tls)
 
     def install(node: Node) -> None:
         env = peer_admin_env(spec, layout, node)
@@ -138,7 +157,7 @@ def deploy(spec: Spec, layout: Layout, name: str, version: str, progress: Progre
     def approve(org: Org) -> None:
         env = peer_admin_env(spec, layout, spec.nodes_of(org.name, "peer")[0])
         run_tool(f"approve {name} {version} for {org.name}", [peer, "lifecycle", "chaincode", "approveformyorg",
-                 *_orderer_args(spec, layout), *common, "--package-id", pkg.package_id], env)
+                 *orderer_client_args(spec, layout, org.name), *common, "--package-id", pkg.package_id], env)
         progress(f"  approved {name} {version} (sequence {sequence}) for {org.name}")
 
     in_parallel(approve, spec.member_orgs)
@@ -148,7 +167,8 @@ def deploy(spec: Spec, layout: Layout, name: str, version: str, progress: Progre
         node = spec.nodes_of(org.name, "peer")[0]
         targets += ["--peerAddresses", f"127.0.0.1:{node.ports.listen}", "--tlsRootCertFiles", str(layout.ca_cert(org.name))]
     first = spec.nodes_of(spec.member_orgs[0].name, "peer")[0]
-    run_tool(f"commit {name} {version}", [peer, "lifecycle", "chaincode", "commit", *_orderer_args(spec, layout), *common, *targets],
+    run_tool(f"commit {name} {version}", [peer, "lifecycle", "chaincode", "commit", *orderer_client_args(spec, layout, first.org),
+             *common, *targets],
              peer_admin_env(spec, layout, first))
     progress(f"  committed {name} {version} (sequence {sequence}) on {spec.channel}")
     return Definition(name, version, sequence)

@@ -43,10 +43,19 @@ BUILDER_CONTEXT_ENV = "CHAINCODE_AS_A_SERVICE_BUILDER_CONFIG"
 BUILDER_CONTEXT_FILE = "ccaas-context.json"
 # Put this in a package's address to let every peer dial its own chaincode server with one package.
 CHAINCODE_ADDRESS_TEMPLATE = "{{.chaincode_address}}"
+# The same for the TLS material of connection.json: each peer trusts its own org's CA for its chaincode
+# server and presents its own client key pair. A package is installed on every org's peers, so a key
+# written into the package itself would be handed to every other org; the placeholders keep each key
+# in its own peer's builder context (written 0600, see write_builder_context).
+CHAINCODE_ROOT_CERT_KEY, PEER_CLIENT_CERT_KEY, PEER_CLIENT_KEY_KEY = "chaincode_root_cert", "peer_client_cert", "peer_client_key"
+CHAINCODE_ROOT_CERT_TEMPLATE = f"{{{{.{CHAINCODE_ROOT_CERT_KEY}}}}}"
+PEER_CLIENT_CERT_TEMPLATE = f"{{{{.{PEER_CLIENT_CERT_KEY}}}}}"
+PEER_CLIENT_KEY_TEMPLATE = f"{{{{.{PEER_CLIENT_KEY_KEY}}}}}"
 
 # Fabric's label rule (core/chaincode/persistence: ValidateLabel).
 _LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 _DURATION_RE = re.compile(r"^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$")
+_PLACEHOLDER_RE = re.compile(r"^\{\{\s*\.[A-Za-z_][A-Za-z0-9_]*\s*\}\}$")
 
 PemSource = str | bytes | Path
 
@@ -61,8 +70,8 @@ class CcaasTLS:
 
     ``root_cert`` is the CA that signed the chaincode server's certificate. Give ``client_cert`` and
     ``client_key`` when the chaincode server requires client authentication: the peer then presents
-    them. Values are PEM text (str/bytes) or a Path to a PEM file; Fabric wants the PEM *contents*
-    inside connection.json, not file names.
+    them. Values are PEM text (str/bytes), a Path to a PEM file (Fabric wants the PEM *contents*
+    inside connection.json, not file names), or a ``{{.key}}`` placeholder the builder fills per peer.
     """
 
     root_cert: PemSource
@@ -111,10 +120,18 @@ def builder_context_env(chaincode_address: str, **extra: str) -> dict[str, str]:
 
 
 def write_builder_context(config_dir: Path | str, context: Mapping[str, str]) -> Path:
-    """Write the context file the builder reads from ``$FABRIC_CFG_PATH`` (the peer's config folder)."""
+    """Write the context file the builder reads from ``$FABRIC_CFG_PATH`` (the peer's config folder).
+
+    Created 0600 in one step and renamed into place: it may hold the peer's TLS client key.
+    """
     path = Path(config_dir) / BUILDER_CONTEXT_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(dict(context), indent=2, sort_keys=True) + "\n")
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(json.dumps(dict(context), indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
     return path
 
 
@@ -198,6 +215,8 @@ def read_package(package_bytes: bytes) -> tuple[dict[str, object], dict[str, obj
 # -- helpers ----------------------------------------------------------------------------------------
 def _pem(value: PemSource, what: str) -> str:
     text = value.read_text() if isinstance(value, Path) else value.decode() if isinstance(value, bytes) else value
+    if _PLACEHOLDER_RE.match(text):
+        return text  # filled per peer by the builder (bin/build)
     if "-----BEGIN " not in text:
         raise PackageError(f"{what} is not PEM text (pass a Path to read a file)")
     return text

@@ -17,7 +17,15 @@ from typing import Any
 
 from network.layout import Layout
 from network.spec import Node, Spec
-from peers.ccaas import BUILDER_CONTEXT_ENV, BUILDER_NAME, builder_context, write_builder_context
+from peers.ccaas import (
+    BUILDER_CONTEXT_ENV,
+    BUILDER_NAME,
+    CHAINCODE_ROOT_CERT_KEY,
+    PEER_CLIENT_CERT_KEY,
+    PEER_CLIENT_KEY_KEY,
+    builder_context,
+    write_builder_context,
+)
 from peers.generated_yaml import write_generated_yaml
 
 HOST = "127.0.0.1"
@@ -197,11 +205,12 @@ def render_core_yaml(
             },
             "tls": {
                 "enabled": True,
-                # Server-side TLS only. Callers -- the Python Gateway client, the CLI, health probes
-                # -- prove who they are by signing proposals with their enrolled identity (that is
-                # what chaincode and policies check); demanding TLS client certificates too would add
-                # a second credential to every client without deciding any access.
-                "clientAuthRequired": False,
+                # Mutual TLS: a caller must present a TLS client certificate from a CA the peer
+                # trusts -- its own org's (clientRootCAs below) and, once joined, the TLS roots of
+                # every org of the channel, which Fabric adds by itself. Proposals are still
+                # authorised by their signatures; this keeps anyone without an enrolled TLS key pair
+                # from reaching the peer's services at all (and binds Deliver to the TLS session).
+                "clientAuthRequired": True,
                 "cert": {"file": str(tls / "server.crt")},
                 "key": {"file": str(tls / "server.key")},
                 "rootcert": {"file": str(tls / "ca.crt")},
@@ -375,9 +384,23 @@ def write_core_yaml(
     config_dir.mkdir(parents=True, exist_ok=True)
     write_builder_context(
         config_dir,
-        builder_context(chaincode_server_address, peer=node.name, org=node.org, msp_id=spec.org(node.org).msp_id),
+        builder_context(chaincode_server_address, peer=node.name, org=node.org, msp_id=spec.org(node.org).msp_id,
+                        **_chaincode_tls_context(layout, node)),
     )
     return write_generated_yaml(config_dir / "core.yaml", config, f"core.yaml of {node.name}")
+
+
+def _chaincode_tls_context(layout: Layout, node: Node) -> dict[str, str]:
+    """The TLS values of connection.json for this peer (peers/ccaas.py's placeholders): its org's CA, which
+    signed its chaincode server's certificate, and the peer's own TLS key pair as its client certificate
+    (the chaincode server requires one). Empty before the peer is enrolled; the builder then names the
+    missing value."""
+    tls = layout.node_tls(node.name)
+    files = {CHAINCODE_ROOT_CERT_KEY: tls / "ca.crt", PEER_CLIENT_CERT_KEY: tls / "server.crt",
+             PEER_CLIENT_KEY_KEY: tls / "server.key"}
+    if not all(f.is_file() for f in files.values()):
+        return {}
+    return {key: f.read_text() for key, f in files.items()}
 
 
 def _check_chaincode_server_address(node: Node, address: str) -> None:

@@ -78,11 +78,12 @@ def render_orderer_yaml(
                 "PrivateKey": key,
                 "Certificate": cert,
                 "RootCAs": [ca],
-                # Peers and Gateway clients call Broadcast/Deliver without TLS client certificates;
-                # they are authorised by the signature on each envelope. Raft traffic between
-                # orderers shares this listener and authenticates at the cluster layer: a node's
-                # client certificate must be the ClientTLSCert of a consenter in the channel config.
-                "ClientAuthRequired": False,
+                # Mutual TLS: peers, the peer CLI and the other orderers must present a TLS client
+                # certificate. Static roots are this org's CA; for each joined channel Fabric adds the
+                # TLS roots of its application and orderer orgs. Envelopes are still authorised by
+                # their signatures, and Raft traffic (sharing this listener) additionally by the
+                # consenter's ClientTLSCert in the channel config.
+                "ClientAuthRequired": True,
                 "ClientRootCAs": [ca],
             },
             "Keepalive": {"ServerMinInterval": "60s", "ServerInterval": "7200s", "ServerTimeout": "20s"},

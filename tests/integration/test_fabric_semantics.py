@@ -30,7 +30,7 @@ from network.gateway import ChaincodeEvent, ChaincodeEventStream, Gateway
 from network.gateway_errors import EvaluateError, GatewayError
 from network.identity import Identity, Signer, load_msp_identity
 from orchestrator import cli
-from orchestrator.fabric_stage import peer_admin_env
+from orchestrator.fabric_stage import orderer_client_args, peer_admin_env
 from orchestrator.ledger_session import CONFLICT_RETRIES, Session
 from peers.binaries import fabric_binary
 from tests.fabric_net import FabricNet
@@ -105,7 +105,7 @@ def fetch_block(net: FabricNet, number: int, org: str, out: Path) -> bytes:
     orderer = net.spec.nodes_of(net.spec.orderer_org.name, "orderer")[0]
     result = subprocess.run(
         [str(fabric_binary("peer")), "channel", "fetch", str(number), str(out), "-c", net.spec.channel,
-         "-o", f"127.0.0.1:{orderer.ports.listen}", "--tls", "--cafile", str(net.layout.ca_cert(orderer.org))],
+         *orderer_client_args(net.spec, net.layout, org, orderer)],
         env={**os.environ, **peer_admin_env(net.spec, net.layout, net.peer(org))},
         capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -140,8 +140,10 @@ def test_consent_stays_on_the_hospitals_peer_and_only_its_hash_is_on_the_channel
         # Directly at plant1's peer too (the hospital's steward dialling another org's gateway).
         identity, signer = load_msp_identity(net.layout.user_msp("hospital1", "steward"), msp(net, "hospital1"))
         endpoint = f"127.0.0.1:{net.peer('plant1').ports.listen}"
+        tls = net.layout.user_tls("hospital1", "steward")  # plant1's peer trusts the channel's orgs' TLS CAs
         async with Gateway.connect(endpoint, identity=identity, signer=signer,
-                                   tls_root_cert_pem=net.layout.ca_cert("plant1")) as at_plant:
+                                   tls_root_cert_pem=net.layout.ca_cert("plant1"),
+                                   client_cert_pem=tls / "client.crt", client_key_pem=tls / "client.key") as at_plant:
             with pytest.raises(EvaluateError) as caught:
                 await at_plant.network(net.spec.channel).contract(net.chaincode, "consent").evaluate(
                     "ReadConsent", pseudonym, "train:cardiac-v1")
@@ -323,8 +325,12 @@ def test_proposals_signed_by_identities_the_channel_does_not_know_are_refused(fa
     hospital1 = msp(net, "hospital1")
 
     async def who_am_i(identity: Identity, signer: Signer, forge_signature: bool = False) -> GatewayError:
+        # A TLS client certificate the peer accepts (hospital1's client user's), so that what is refused is
+        # the identity that signed the proposal, not the transport.
+        tls = net.layout.user_tls("hospital1", "client")
         async with Gateway.connect(endpoint, identity=identity, signer=signer,
-                                   tls_root_cert_pem=net.layout.ca_cert("hospital1")) as gateway:
+                                   tls_root_cert_pem=net.layout.ca_cert("hospital1"),
+                                   client_cert_pem=tls / "client.crt", client_key_pem=tls / "client.key") as gateway:
             proposal = gateway.network(net.spec.channel).contract(net.chaincode).new_proposal("WhoAmI")
             if forge_signature:
                 proposal.signed_proposal.signature = stranger().identity(hospital1)[1].sign(proposal.proposal_bytes)

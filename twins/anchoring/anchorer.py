@@ -106,14 +106,18 @@ class FabricAnchorer:
 
     @classmethod
     def connect(cls, endpoint: str, *, msp_dir: str | Path, msp_id: str, tls_root_cert: str | Path, channel: str,
-                chaincode: str, server_name_override: str | None = None) -> tuple["FabricAnchorer", Any]:
+                chaincode: str, server_name_override: str | None = None, tls_client_cert: str | Path | None = None,
+                tls_client_key: str | Path | None = None) -> tuple["FabricAnchorer", Any]:
         """Open a ``network.gateway.Gateway`` as the org identity in ``msp_dir`` (call inside the event loop that
-        will use it); returns the anchorer and the gateway (close it with ``await gateway.close()``)."""
+        will use it); returns the anchorer and the gateway (close it with ``await gateway.close()``).
+        ``tls_client_cert``/``tls_client_key``: the identity's TLS key pair, for peers that require mutual TLS."""
         from network.gateway import Gateway
         from network.identity import load_msp_identity
 
         identity, signer = load_msp_identity(msp_dir, msp_id)
         gateway = Gateway.connect(endpoint, identity=identity, signer=signer, tls_root_cert_pem=Path(tls_root_cert),
+                                  client_cert_pem=Path(tls_client_cert) if tls_client_cert else None,
+                                  client_key_pem=Path(tls_client_key) if tls_client_key else None,
                                   server_name_override=server_name_override)
         return cls(gateway.network(channel).contract(chaincode)), gateway
 
@@ -263,7 +267,9 @@ def connect_ledger(config: dict[str, Any]) -> tuple[OrgRoutedAnchorer, list[Any]
 
         {"channel": "consortium", "chaincode": "twinledger",
          "orgs": {"plant1": {"endpoint": "127.0.0.1:17050", "msp_dir": ".../users/operator/msp",
-                             "msp_id": "Plant1MSP", "tls_root_cert": ".../ca-cert.pem"}, ...}}
+                             "msp_id": "Plant1MSP", "tls_root_cert": ".../ca-cert.pem",
+                             "tls_client_cert": ".../users/operator/tls/client.crt",
+                             "tls_client_key": ".../users/operator/tls/client.key"}, ...}}
     """
     by_org: dict[str, Anchorer] = {}
     gateways: list[Any] = []
@@ -271,6 +277,7 @@ def connect_ledger(config: dict[str, Any]) -> tuple[OrgRoutedAnchorer, list[Any]
         anchorer, gateway = FabricAnchorer.connect(
             c["endpoint"], msp_dir=c["msp_dir"], msp_id=c["msp_id"], tls_root_cert=c["tls_root_cert"],
             channel=config["channel"], chaincode=config["chaincode"], server_name_override=c.get("server_name_override"),
+            tls_client_cert=c.get("tls_client_cert"), tls_client_key=c.get("tls_client_key"),
         )
         by_org[org] = anchorer
         gateways.append(gateway)

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from chaincode.server import DEFAULT_ADDRESS, ConfigError, load_config
+from chaincode.server import DEFAULT_ADDRESS, ConfigError, load_config, refusal
 
 ID = "registry_1.0:0123abcd"
 
@@ -61,6 +62,7 @@ def test_defaults() -> None:
         ({"CHAINCODE_ID": ID, "CHAINCODE_SERVER_ADDRESS": "127.0.0.1:70000"}, "is not host:port"),
         ({"CHAINCODE_ID": ID, "CHAINCODE_SERVER_ADDRESS": "[::1:9999"}, "IPv6 host in brackets"),
         ({"CHAINCODE_ID": ID, "CHAINCODE_TLS_CLIENT_CACERT_FILE": "/x"}, "but TLS is off"),
+        ({"CHAINCODE_ID": ID, "CHAINCODE_TLS_CLIENT_OU": "peer"}, "also set CHAINCODE_TLS_CLIENT_CACERT_FILE"),
         ({"CHAINCODE_ID": ID, "CHAINCODE_TLS_KEY_FILE": "/x"}, "CHAINCODE_TLS_CERT_FILE is not set"),
         ({"CHAINCODE_ID": ID, "CHAINCODE_TLS_CERT_FILE": "/x"}, "CHAINCODE_TLS_KEY_FILE is not set"),
     ],
@@ -101,3 +103,23 @@ def test_bad_tls_material_is_named(tls_files: dict[str, str], override: dict[str
     env.update({k: aliases.get(v, v) for k, v in override.items()})
     with pytest.raises(ConfigError, match=message):
         load_config(env)
+
+
+def test_client_ou_needs_mutual_tls_and_refuses_other_ous(tls_files: dict[str, str]) -> None:
+    env = {"CHAINCODE_ID": ID, **{k: v for k, v in tls_files.items() if k.startswith("CHAINCODE")}}
+    assert load_config({**env, "CHAINCODE_TLS_CLIENT_OU": "peer"}).tls.client_ou == "peer"
+    assert load_config(env).tls.client_ou is None
+
+    def cert(*ous: str) -> bytes:
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([*(x509.NameAttribute(x509.NameOID.ORGANIZATIONAL_UNIT_NAME, ou) for ou in ous),
+                          x509.NameAttribute(x509.NameOID.COMMON_NAME, "x")])
+        now = datetime.datetime.now(datetime.timezone.utc)
+        return (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+                .sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+
+    assert refusal({"x509_pem_cert": [cert("peer")]}, "peer") is None
+    assert "not peer" in refusal({"x509_pem_cert": [cert("client")]}, "peer")
+    assert "not peer" in refusal({"x509_pem_cert": [cert()]}, "peer")
+    assert refusal({}, "peer") == "no client certificate"

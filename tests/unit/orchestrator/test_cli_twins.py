@@ -89,6 +89,8 @@ def test_ledger_config_uses_each_orgs_operator_through_its_live_peer(network_hom
     assert cfg["orgs"] == {"plant1": {
         "endpoint": f"127.0.0.1:{peer.ports.listen}", "msp_dir": str(layout.user_msp("plant1", "operator")),
         "msp_id": spec.org("plant1").msp_id, "tls_root_cert": str(layout.ca_cert("plant1")),
+        "tls_client_cert": str(layout.user_tls("plant1", "operator") / "client.crt"),
+        "tls_client_key": str(layout.user_tls("plant1", "operator") / "client.key"),
     }}
     with pytest.raises(UserError, match="unknown org 'plant9'"):
         ledger_config(home, ["plant9"])

@@ -21,6 +21,9 @@ from peers.ccaas import (
     BUILDER_SCRIPTS,
     BUILDER_SOURCE,
     CHAINCODE_ADDRESS_TEMPLATE,
+    CHAINCODE_ROOT_CERT_TEMPLATE,
+    PEER_CLIENT_CERT_TEMPLATE,
+    PEER_CLIENT_KEY_TEMPLATE,
     CcaasTLS,
     PackageError,
     builder_context_env,
@@ -199,3 +202,29 @@ def test_build_keeps_tls_material(builder, tmp_path):
     conn = json.loads((tmp_path / "bld" / "connection.json").read_text())
     assert conn["tls_required"] is True and conn["client_auth_required"] is True
     assert conn["root_cert"] == PEM and conn["client_key"] == KEY
+
+
+def test_tls_placeholders_keep_keys_out_of_the_package_and_the_builder_fills_them_0600(builder, tmp_path):
+    """One package for every org: the peer's client key lives only in its own builder context (0600) and in
+    the built connection.json (0600), never in the package that every org installs."""
+    tls = CcaasTLS(root_cert=CHAINCODE_ROOT_CERT_TEMPLATE, client_cert=PEER_CLIENT_CERT_TEMPLATE,
+                   client_key=PEER_CLIENT_KEY_TEMPLATE)
+    pkg = package_ccaas("cc", CHAINCODE_ADDRESS_TEMPLATE, tmp_path / "p.tgz", tls)
+    _, packaged = read_package(pkg.path.read_bytes())
+    assert packaged["client_auth_required"] is True and "PRIVATE KEY" not in pkg.path.read_bytes().decode("latin-1")
+    assert packaged["client_key"] == PEER_CLIENT_KEY_TEMPLATE
+
+    cfg = tmp_path / "peercfg"
+    ctx = write_builder_context(cfg, {"chaincode_address": "127.0.0.1:9", "chaincode_root_cert": PEM,
+                                      "peer_client_cert": PEM, "peer_client_key": KEY})
+    assert stat.S_IMODE(ctx.stat().st_mode) == 0o600
+    src, meta = unpack_like_peer(pkg.path, tmp_path)
+    r = run(builder, "build", src, meta, tmp_path / "bld", env=peer_env(FABRIC_CFG_PATH=str(cfg)))
+    assert r.returncode == 0, r.stderr
+    built = tmp_path / "bld" / "connection.json"
+    conn = json.loads(built.read_text())
+    assert (conn["root_cert"], conn["client_cert"], conn["client_key"]) == (PEM, PEM, KEY)
+    assert stat.S_IMODE(built.stat().st_mode) == 0o600
+    assert run(builder, "release", tmp_path / "bld", tmp_path / "rel").returncode == 0
+    released = tmp_path / "rel" / "chaincode" / "server" / "connection.json"
+    assert json.loads(released.read_text()) == conn and stat.S_IMODE(released.stat().st_mode) == 0o600

@@ -98,7 +98,7 @@ def test_tls_identity_and_storage_paths_come_from_layout(spec, layout):
     p = cfg["peer"]
     tls = layout.node_tls(node.name)
     assert p["tls"]["enabled"] is True
-    assert p["tls"]["clientAuthRequired"] is False
+    assert p["tls"]["clientAuthRequired"] is True  # mutual TLS (issue 13)
     assert p["tls"]["cert"]["file"] == str(tls / "server.crt")
     assert p["tls"]["key"]["file"] == str(tls / "server.key")
     assert p["tls"]["rootcert"]["file"] == str(tls / "ca.crt")

@@ -83,6 +83,7 @@ def test_raft_with_channel_participation(spec, layout):
     assert g["TLS"]["Certificate"] == str(tls / "server.crt")
     assert g["TLS"]["PrivateKey"] == str(tls / "server.key")
     assert g["TLS"]["RootCAs"] == [str(tls / "ca.crt")]
+    assert g["TLS"]["ClientAuthRequired"] is True  # mutual TLS for every client (issue 13)
     # Cluster shares the general listener: no separate listener keys, client cert = server cert.
     assert not {"ListenAddress", "ListenPort", "ServerCertificate", "ServerPrivateKey"} & set(g["Cluster"])
     assert g["Cluster"]["ClientCertificate"] == str(tls / "server.crt")
