@@ -29,7 +29,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import re
 import shutil
 import signal
@@ -41,6 +40,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from network.files import write_atomic
 from network.layout import Layout
 from network.spec import _NAME_RE as ORG_NAME_RE, SpecError, load_spec
 from orchestrator.cli_common import UserError, home_of
@@ -81,10 +81,7 @@ class TwinsDir:
             return None
 
     def write_json(self, path: Path, data: dict[str, Any]) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps(data, indent=1, sort_keys=True))
 
     def running_pids(self) -> dict[str, int]:
         """The processes of the last run that still run (checked by command line, so a reused pid never counts)."""
