@@ -23,6 +23,9 @@ from typing import BinaryIO
 
 PRIVATE = 0o600
 PRIVATE_DIR = 0o700
+#: For processes whose files we do not write ourselves (fabric-ca-server puts its bootstrap password in
+#: its config, Fabric nodes their ledgers, all with Go's default 0644): the owner's alone from creation.
+PRIVATE_UMASK = 0o077
 
 StrPath = str | os.PathLike[str]
 

@@ -40,7 +40,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from network.files import write_atomic
+from network.files import private_dir, write_atomic
 from network.layout import Layout
 from network.spec import _NAME_RE as ORG_NAME_RE, SpecError, load_spec
 from orchestrator.cli_common import UserError, home_of
@@ -332,7 +332,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                             "--metrics-port P (simulators on P, bridge on P+1), or --metrics-port 0 for none")
 
     td.root.mkdir(parents=True, exist_ok=True)
-    td.log(SIM_LOG).parent.mkdir(parents=True, exist_ok=True)
+    private_dir(td.log(SIM_LOG).parent)  # HOME/logs: 0700, like the supervisor's
     td.write_json(td.anchor, target)
     td.write_json(td.ledger, ledger)
     extra = ["--report-every", str(args.report_every)]

@@ -1,0 +1,190 @@
+"""No secret on a command line or in a log, and every secret file private, on the session network.
+
+The secrets a local user could steal: every org's enrolment secrets and its CA's bootstrap password (the
+ca-client secrets.json files) and every private key under the home. None of them may show in any log under
+the home nor in ``/proc/PID/cmdline`` (world-readable) of any process -- the network's long-lived ones,
+and the short fabric-ca-client runs of a `down` -> `up` that re-enrols a removed identity from the stored
+secrets (watched while they run). Keys, secret files, the CA configs holding the bootstrap password and
+logs are 0600, the logs folder 0700.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.fabric_net import FabricNet
+
+pytestmark = [pytest.mark.integration, pytest.mark.fabric]
+
+KEY_NAMES = ("*_sk", "*.key", "key.pem", "IssuerSecretKey", "IssuerRevocationPrivateKey")
+
+
+def _mode(p: Path) -> int:
+    return stat.S_IMODE(p.lstat().st_mode)
+
+
+def private_keys(home: Path) -> list[Path]:
+    return sorted({p for pattern in KEY_NAMES for p in home.rglob(pattern) if p.is_file()})
+
+
+def known_secrets(net: FabricNet) -> dict[str, str]:
+    """label -> secret text: enrolment secrets, bootstrap passwords, lines of private key bodies."""
+    out: dict[str, str] = {}
+    for org in net.spec.orgs:
+        f = net.layout.ca_client_home(org.name) / "secrets.json"
+        for name, value in json.loads(f.read_text()).items():
+            out[f"{org.name}:{name}"] = value
+    for key in private_keys(net.home):
+        data = key.read_bytes()
+        if b"-----BEGIN" in data:  # PEM: each base64 line long enough to be unique
+            for i, line in enumerate(data.decode().splitlines()):
+                if not line.startswith("-----") and len(line) >= 32:
+                    out[f"{key.relative_to(net.home)}#{i}"] = line
+        elif len(data) >= 16:  # the CA's idemix secret key: raw bytes
+            out[str(key.relative_to(net.home))] = data.hex()
+    return out
+
+
+def leaks(text: bytes, secrets: dict[str, str]) -> list[str]:
+    return [label for label, s in secrets.items() if s.encode() in text or s.encode() in text.replace(b"\n", b"")]
+
+
+def network_pids(net: FabricNet) -> dict[int, str]:
+    """The supervisor, every process in its state, and all their descendants."""
+    state = json.loads((net.layout.run / "state.json").read_text())
+    pids = {state["supervisor_pid"]: "supervisor"}
+    pids.update({p["pid"]: p["name"] for p in state["processes"] if p["pid"]})
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(d.name))
+    todo = list(pids)
+    while todo:
+        parent = todo.pop()
+        for child in children.get(parent, []):
+            if child not in pids:
+                pids[child] = f"child of {pids[parent]}"
+                todo.append(child)
+    return pids
+
+
+class CmdlineWatch(threading.Thread):
+    """Reads /proc/*/cmdline of every process, over and over, while something runs: catches short-lived
+    processes (fabric-ca-client enrol runs take ~0.1 s) that a single look afterwards would miss."""
+
+    def __init__(self, secrets: dict[str, str], home: Path) -> None:
+        super().__init__(daemon=True)
+        self.secrets, self.home = secrets, str(home).encode()
+        self.stop = threading.Event()
+        self.found: dict[str, str] = {}  # label -> offending command line
+        self.seen: set[bytes] = set()  # command lines mentioning our home
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            for d in os.scandir("/proc"):
+                if not d.name.isdigit():
+                    continue
+                try:
+                    with open(f"/proc/{d.name}/cmdline", "rb") as f:
+                        cmd = f.read()
+                except OSError:
+                    continue
+                if self.home in cmd:
+                    argv = cmd.split(b"\0")
+                    self.seen.add(b" ".join([argv[0].rsplit(b"/", 1)[-1], *argv[1:2]]))  # e.g. b"fabric-ca-client enroll"
+                for label in leaks(cmd, self.secrets):
+                    self.found[label] = cmd.replace(b"\0", b" ").decode(errors="replace")
+            time.sleep(0.005)
+
+
+def test_no_secret_in_logs_or_command_lines_and_secret_files_are_private(fabric_net: FabricNet) -> None:
+    net = fabric_net
+    t0 = time.monotonic()
+    secrets = known_secrets(net)
+    keys = private_keys(net.home)
+    assert sum(1 for label in secrets if label.endswith(":bootstrap-admin")) == len(net.spec.orgs)
+    assert len(keys) >= 30, keys  # every node and user: enrolment key + TLS key; the CAs' keys
+
+    # Command lines of every process of the running network, and who may read their environment.
+    pids = network_pids(net)
+    assert len(pids) >= len(net.processes()) + 1
+    for pid, name in pids.items():
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except FileNotFoundError:
+            continue
+        assert not leaks(cmd, secrets), f"{name} (pid {pid}) has a secret on its command line: {cmd!r}"
+        # The CA's bootstrap password is in its environment: readable by its owner only.
+        environ = Path(f"/proc/{pid}/environ")
+        assert _mode(environ) & 0o077 == 0 and environ.stat().st_uid == os.getuid(), (name, oct(_mode(environ)))
+
+    # The CA servers got the bootstrap password (their environment), not on argv.
+    ca_pid = net.processes()["ca.hospital1"]["pid"]
+    env = Path(f"/proc/{ca_pid}/environ").read_bytes().split(b"\0")
+    assert f"FABRIC_CA_SERVER_BOOT=registrar:{secrets['hospital1:bootstrap-admin']}".encode() in env
+
+    # Modes: keys, secrets, the CA config (it holds the bootstrap password), the manifest (it holds the CA
+    # environments), logs.
+    private = keys + [net.layout.ca_client_home(o.name) / "secrets.json" for o in net.spec.orgs]
+    private += [net.layout.ca_home(o.name) / "fabric-ca-server-config.yaml" for o in net.spec.orgs]
+    private += [net.layout.run / "processes.json"]
+    logs = sorted({*net.layout.logs.iterdir(), *net.home.rglob("*.log")})
+    assert len(logs) >= len(net.processes()) + 1  # one per process, the supervisor's own
+    wide = [f"{p.relative_to(net.home)} {oct(_mode(p))}" for p in private + logs if _mode(p) != 0o600]
+    assert not wide, "not 0600: " + ", ".join(wide)
+    assert _mode(net.layout.logs) == 0o700
+
+    # No log holds a secret.
+    for log in logs:
+        found = leaks(log.read_bytes(), secrets)
+        assert not found, f"{log} holds {found}"
+    print(f"{len(secrets)} secrets, {len(keys)} keys, {len(logs)} logs, {len(pids)} processes: {time.monotonic() - t0:.1f} s")
+
+
+def test_down_up_reenrols_from_the_stored_secrets_with_nothing_on_a_command_line(fabric_net: FabricNet) -> None:
+    net = fabric_net
+    org, user = "plant2", "operator"
+    old_cert = (net.layout.user_msp(org, user) / "signcerts" / "cert.pem").read_bytes()
+    stored = json.loads((net.layout.ca_client_home(org) / "secrets.json").read_text())
+    assert user in stored
+    t0 = time.monotonic()
+    down = net.run("down", timeout=120)
+    assert down.returncode == 0, down.stderr
+    # The identity is lost (say a disk was restored without it): `up` re-enrols it with the stored secret.
+    shutil.rmtree(net.layout.user_dir(org, user))
+
+    watch = CmdlineWatch(known_secrets(net), net.home)
+    watch.start()
+    try:
+        up = net.run("up", timeout=180)
+    finally:
+        watch.stop.set()
+        watch.join()
+    assert up.returncode == 0, up.stdout + up.stderr
+    print(f"down + up with one re-enrolment: {time.monotonic() - t0:.1f} s")
+    assert f"{user}@{org}" in up.stdout, up.stdout  # re-enrolled ...
+    assert (net.layout.ca_client_home(org) / "secrets.json").read_text() == json.dumps(stored)  # ... not registered anew
+    new_cert = (net.layout.user_msp(org, user) / "signcerts" / "cert.pem").read_bytes()
+    assert new_cert != old_cert
+    assert _mode(net.layout.user_tls(org, user) / "client.key") == 0o600
+    assert all(_mode(k) == 0o600 for k in (net.layout.user_msp(org, user) / "keystore").iterdir())
+    # The watch saw the enrolment runs and the CA servers start, and no secret on any command line.
+    assert any(b"fabric-ca-client enroll" in c for c in watch.seen), watch.seen
+    assert any(b"fabric-ca-server start" in c for c in watch.seen), watch.seen
+    assert not watch.found, watch.found
+    # The re-enrolled identity works, with its attributes: the chaincode sees its role.
+    with net.connect_sync(org, user) as gateway:
+        me = json.loads(gateway.network(net.spec.channel).contract(net.chaincode, "registry").evaluate("WhoAmI"))
+    assert me["role"] == user, me
