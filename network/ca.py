@@ -11,11 +11,12 @@ decides access from these, never from arguments. NodeOUs (client, peer, admin, o
 identity type given at registration.
 
 No secret ever appears on a command line (``/proc/PID/cmdline`` and ``ps`` show argv to every local user)
-or in a log: the CA's bootstrap password and every enrolment secret reach fabric-ca-server and
-fabric-ca-client through their environment (viper reads ``FABRIC_CA_SERVER_*`` / ``FABRIC_CA_CLIENT_*``
-for every flag), which only the process's owner can read (``/proc/PID/environ`` is owner-only). The
-secrets live in one 0600 file per org; everything the CA and its clients write is private to the owner
-(umask 077: the CA's config holds the bootstrap password, its keystore the CA keys).
+or in a log: the CA's bootstrap password and every enrolment secret reach fabric-ca-server's one-time
+init and fabric-ca-client through their environment (viper reads ``FABRIC_CA_SERVER_*`` /
+``FABRIC_CA_CLIENT_*`` for every flag), which only the process's owner can read (``/proc/PID/environ`` is
+owner-only), and their output is never logged as is. The secrets live in one 0600 file per org;
+everything the CA and its clients write is private to the owner (umask 077: the CA's config holds the
+bootstrap password, its keystore the CA keys).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from network.files import PRIVATE_UMASK, write_private
+from network.files import PRIVATE_UMASK, private_dir, write_private
 from network.layout import Layout
 from network.msp import write_nodeou_config
 from network.spec import USER_ROLES, Node, Org, Spec
@@ -88,10 +89,7 @@ def ca_server(spec: Spec, layout: Layout, org: Org, server_bin: Path) -> CAServe
     """server_bin: the fabric-ca-server binary (peers.binaries finds it; network/ does not depend on peers/)."""
     node = ca_node(spec, org.name)
     home = layout.ca_home(org.name)
-    home.mkdir(parents=True, exist_ok=True)
-    boot = _load_secrets(layout, org.name)["bootstrap-admin"]
-    argv = [
-        str(server_bin), "start",
+    flags = [
         "--home", str(home),
         "--address", "127.0.0.1",
         "--port", str(node.ports.listen),
@@ -101,15 +99,41 @@ def ca_server(spec: Spec, layout: Layout, org: Org, server_bin: Path) -> CAServe
         "--csr.hosts", "127.0.0.1,localhost",
     ]
     env = {
-        # The bootstrap registrar (`--boot`; not "admin": that name is the org admin user). In the
-        # environment, not argv: only the owner reads /proc/PID/environ. fabric-ca-server writes it into
-        # its own config at first start (private under the supervisor's umask) and ignores it afterwards.
-        "FABRIC_CA_SERVER_BOOT": f"registrar:{boot}",
         # Operations (health, metrics) in plain HTTP on loopback, like the peers' and orderers'.
         "FABRIC_CA_SERVER_OPERATIONS_LISTENADDRESS": f"127.0.0.1:{node.ports.operations}",
         "FABRIC_CA_SERVER_METRICS_PROVIDER": "prometheus",
     }
-    return CAServer(argv, env, f"http://127.0.0.1:{node.ports.operations}/healthz")
+    _init_ca(layout, org.name, server_bin, flags, env)
+    return CAServer([str(server_bin), "start", *flags], env, f"http://127.0.0.1:{node.ports.operations}/healthz")
+
+
+def _init_ca(layout: Layout, org: str, server_bin: Path, flags: list[str], env: dict[str, str]) -> None:
+    """`fabric-ca-server init` once, here rather than under the supervisor, so that the bootstrap password
+    never reaches the supervised CA process.
+
+    fabric-ca-server needs the bootstrap registrar (`--boot`) only to write its default config, but logs
+    its whole configuration at every start, `boot: user:password` included (its redaction of "pass",
+    "secret", ... misses that key; fabric-ca v1.5.15 cmd/fabric-ca-server/config.go). So: init once with
+    the password in the environment (not argv: only the owner reads /proc/PID/environ), output captured
+    and dropped, umask 077 (the config it writes holds the password in clear, its keystore the CA keys);
+    the supervised `start` then runs with no password at all and reads the registrar from that config.
+    """
+    home = layout.ca_home(org)
+    config = home / "fabric-ca-server-config.yaml"
+    if config.exists():
+        if config.stat().st_mode & 0o077:
+            config.chmod(0o600)  # a home made before configs were private
+        return
+    private_dir(home)
+    boot = _load_secrets(layout, org)["bootstrap-admin"]
+    secret_env = {"FABRIC_CA_SERVER_BOOT": f"registrar:{boot}"}  # not "admin": that name is the org admin user
+    r = subprocess.run([str(server_bin), "init", *flags], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, **env, **secret_env}, umask=PRIVATE_UMASK)
+    if r.returncode != 0:
+        config.unlink(missing_ok=True)  # half an init must not pass for a done one next time
+        out = _redact(r.stdout + r.stderr, [boot])
+        lines = [ln for ln in out.splitlines() if "rror" in ln] or [out.strip()]
+        raise EnrolmentError(f"fabric-ca-server init (ca.{org}) failed: {lines[-1]}")
 
 
 class CAClient:

@@ -62,8 +62,8 @@ def start_supervisor(home: Path, metrics_port: int | None = None) -> int:
     if pid:
         os.kill(pid, signal.SIGHUP)  # pick up manifest changes
         return pid
-    # Logs and run files (the manifest holds the CA's bootstrap password in an environment) are the
-    # owner's alone: folders 0700, files 0600, from creation.
+    # Logs and run files (the manifest holds every process's environment) are the owner's alone:
+    # folders 0700, files 0600, from creation.
     private_dir(home / "logs")
     private_dir(home / "run")
     state_path(home / "run").unlink(missing_ok=True)

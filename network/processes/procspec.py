@@ -34,7 +34,7 @@ class ProcSpec:
 
 def write_json_atomic(path: Path, data: object) -> None:
     """Write-then-rename, so a reader (or a crash) never sees half a file. 0600: the manifest holds each
-    process's environment, which may carry a secret (a CA's bootstrap password)."""
+    process's environment, which is its owner's business only (as /proc/PID/environ is)."""
     write_private(path, json.dumps(data, indent=1, sort_keys=True))
 
 
