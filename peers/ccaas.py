@@ -109,7 +109,8 @@ def builder_context_env(chaincode_address: str, **extra: str) -> dict[str, str]:
 
 def write_builder_context(config_dir: Path | str, context: Mapping[str, str]) -> Path:
     """Write the context file the builder reads from ``$FABRIC_CFG_PATH`` (the peer's config folder)."""
-    return write_atomic(Path(config_dir) / BUILDER_CONTEXT_FILE, json.dumps(dict(context), indent=2, sort_keys=True) + "\n")
+    text = json.dumps(dict(context), indent=2, sort_keys=True) + "\n"
+    return write_atomic(Path(config_dir) / BUILDER_CONTEXT_FILE, text)
 
 
 # -- the package ------------------------------------------------------------------------------------

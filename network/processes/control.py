@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from network.files import PRIVATE_UMASK, open_private_log, private_dir
+from network.files import open_private_log, private_dir
 from network.processes.procspec import pid_path, state_path
 
 
@@ -73,7 +73,6 @@ def start_supervisor(home: Path, metrics_port: int | None = None) -> int:
          *(["--metrics-port", str(metrics_port)] if metrics_port else [])],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
         cwd=str(Path(__file__).resolve().parents[2]),  # the repository root: `-m network...` resolves there
-        umask=PRIVATE_UMASK,  # inherited by every node it runs: their ledgers, keys and configs are private too
     )
     log.close()
     deadline = time.monotonic() + 10

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from network.child_process import die_with_parent
-from network.files import open_private_log, private_dir
+from network.files import PRIVATE_UMASK, open_private_log, private_dir
 from network.metrics import Registry, serve_metrics
 from network.processes.health import probe
 from network.processes.procspec import ProcSpec, load_manifest, pid_path, state_path, write_json_atomic
@@ -42,6 +42,7 @@ STABLE_AFTER = 60.0
 STOP_GRACE = 10.0
 TICK = 0.25
 HEALTH_EVERY = 2.0
+
 
 def start_marker(spec: ProcSpec, restarts: int) -> str:
     """The line opening each run in a process's log: its command line (argv carries no secret: they go
@@ -247,6 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--home", required=True, type=Path)
     ap.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on 127.0.0.1:PORT/metrics")
     args = ap.parse_args(argv)
+    # Every node it runs inherits this: ledgers, keys and configs a node writes (fabric-ca-server's holds
+    # the bootstrap password) are the owner's alone from creation, whatever mode the node asks for.
+    os.umask(PRIVATE_UMASK)
     return Supervisor(args.home.resolve(), args.metrics_port).run()
 
 
