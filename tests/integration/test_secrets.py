@@ -200,7 +200,7 @@ def test_down_up_reenrols_from_the_stored_secrets_with_nothing_on_a_command_line
     assert up.returncode == 0, up.stdout + up.stderr
     print(f"down {down_s:.1f} s, up with one re-enrolment {time.monotonic() - t0 - down_s:.1f} s")
     assert f"{user}@{org}" in up.stdout, up.stdout  # re-enrolled ...
-    assert (net.layout.ca_client_home(org) / "secrets.json").read_text() == json.dumps(stored)  # ... not registered anew
+    assert json.loads((net.layout.ca_client_home(org) / "secrets.json").read_text()) == stored  # ... not registered anew
     new_cert = (net.layout.user_msp(org, user) / "signcerts" / "cert.pem").read_bytes()
     assert new_cert != old_cert
     assert _mode(net.layout.user_tls(org, user) / "client.key") == 0o600
@@ -213,3 +213,4 @@ def test_down_up_reenrols_from_the_stored_secrets_with_nothing_on_a_command_line
     with net.connect_sync(org, user) as gateway:
         me = json.loads(gateway.network(net.spec.channel).contract(net.chaincode, "registry").evaluate("WhoAmI"))
     assert me["role"] == user, me
+    net.wait_ready()
