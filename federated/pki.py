@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,14 +20,16 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from network.files import write_atomic, write_private
 from federated.strategy import key_fingerprint
 
 
 def _write(path: Path, data: bytes, private: bool = False) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
+    # A private key is 0600 from its first byte (never written first and narrowed after).
     if private:
-        os.chmod(path, 0o600)
+        write_private(path, data)
+    else:
+        write_atomic(path, data)
 
 
 @dataclass(frozen=True)

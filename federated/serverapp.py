@@ -39,8 +39,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -56,6 +54,7 @@ from federated.model import model_arrays, new_model
 from federated.privacy import NOT_NOISED, DPSettings, dp_round_metrics, wrap_dp
 from federated.store import ModelStore, StoreError
 from federated.strategy import GovernedRun, GovernedStrategy, OrgResolver
+from network.files import write_private
 
 log = logging.getLogger("federated.serverapp")
 
@@ -105,12 +104,7 @@ def initial_arrays(task: str, hidden: str, seed: int, dropout: float = 0.1) -> d
 
 
 def _write_json(path: str, data: object) -> None:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=p.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
-    os.replace(tmp, p)
+    write_private(path, json.dumps(data, indent=1, sort_keys=True))  # 0600, as it was through mkstemp
 
 
 def resolve_config(run_config: Mapping[str, object]) -> dict[str, object]:

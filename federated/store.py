@@ -7,8 +7,6 @@ artefacts against ledger records (``twinledger fl verify``).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +15,7 @@ import numpy as np
 
 from federated.governance import RoundLedger
 from federated.hashing import arrays_from_canonical, canonical_bytes, sha256_hex
+from network.files import write_private
 
 
 class StoreError(RuntimeError):
@@ -49,12 +48,7 @@ class ModelStore:
         sha = sha256_hex(data)
         target = self.path(sha)
         if not target.exists():
-            fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{sha[:12]}", suffix=".tmp")
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
+            write_private(target, data)  # 0600, as it was through mkstemp
         return sha
 
     def put_arrays(self, arrays: Mapping[str, np.ndarray]) -> str:

@@ -9,6 +9,14 @@ User certificates carry attributes the way Fabric CA writes them -- an X.509 ext
 attributes registered with the ``:ecert`` suffix are put into every enrolment certificate. The chaincode
 decides access from these, never from arguments. NodeOUs (client, peer, admin, orderer) come from the
 identity type given at registration.
+
+No secret ever appears on a command line (``/proc/PID/cmdline`` and ``ps`` show argv to every local user)
+or in a log: the CA's bootstrap password and every enrolment secret reach fabric-ca-server's one-time
+init and fabric-ca-client through their environment (viper reads ``FABRIC_CA_SERVER_*`` /
+``FABRIC_CA_CLIENT_*`` for every flag), which only the process's owner can read (``/proc/PID/environ`` is
+owner-only), and their output is never logged as is. The secrets live in one 0600 file per org;
+everything the CA and its clients write is private to the owner (umask 077: the CA's config holds the
+bootstrap password, its keystore the CA keys).
 """
 
 from __future__ import annotations
@@ -18,9 +26,12 @@ import os
 import secrets
 import shutil
 import subprocess
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
+from network.files import PRIVATE_UMASK, private_dir, write_private
 from network.layout import Layout
 from network.msp import write_nodeou_config
 from network.spec import USER_ROLES, Node, Org, Spec
@@ -28,6 +39,15 @@ from network.spec import USER_ROLES, Node, Org, Spec
 
 class EnrolmentError(RuntimeError):
     """fabric-ca-client refused; the message carries its last error line."""
+
+
+def _redact(text: str, secret_values: Iterable[str]) -> str:
+    """text with every secret value -- and the password inside a URL value -- replaced by ***."""
+    for value in secret_values:
+        for s in (value, urlsplit(value).password):
+            if s:
+                text = text.replace(s, "***")
+    return text
 
 
 def ca_node(spec: Spec, org: str) -> Node:
@@ -47,21 +67,13 @@ def _load_secrets(layout: Layout, org: str) -> dict[str, str]:
     f = _secrets_file(layout, org)
     if f.exists():
         return json.loads(f.read_text())
-    f.parent.mkdir(parents=True, exist_ok=True)
     data = {"bootstrap-admin": secrets.token_urlsafe(18)}
-    fd = os.open(f, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh)
+    _save_secrets(layout, org, data)
     return data
 
 
 def _save_secrets(layout: Layout, org: str, data: dict[str, str]) -> None:
-    f = _secrets_file(layout, org)
-    tmp = f.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh)
-    os.replace(tmp, f)
+    write_private(_secrets_file(layout, org), json.dumps(data))  # 0600 from creation, atomic
 
 
 @dataclass(frozen=True)
@@ -77,12 +89,8 @@ def ca_server(spec: Spec, layout: Layout, org: Org, server_bin: Path) -> CAServe
     """server_bin: the fabric-ca-server binary (peers.binaries finds it; network/ does not depend on peers/)."""
     node = ca_node(spec, org.name)
     home = layout.ca_home(org.name)
-    home.mkdir(parents=True, exist_ok=True)
-    boot = _load_secrets(layout, org.name)["bootstrap-admin"]
-    argv = [
-        str(server_bin), "start",
+    flags = [
         "--home", str(home),
-        "--boot", f"registrar:{boot}",  # not "admin": that name is the org admin user
         "--address", "127.0.0.1",
         "--port", str(node.ports.listen),
         "--tls.enabled",
@@ -95,7 +103,37 @@ def ca_server(spec: Spec, layout: Layout, org: Org, server_bin: Path) -> CAServe
         "FABRIC_CA_SERVER_OPERATIONS_LISTENADDRESS": f"127.0.0.1:{node.ports.operations}",
         "FABRIC_CA_SERVER_METRICS_PROVIDER": "prometheus",
     }
-    return CAServer(argv, env, f"http://127.0.0.1:{node.ports.operations}/healthz")
+    _init_ca(layout, org.name, server_bin, flags, env)
+    return CAServer([str(server_bin), "start", *flags], env, f"http://127.0.0.1:{node.ports.operations}/healthz")
+
+
+def _init_ca(layout: Layout, org: str, server_bin: Path, flags: list[str], env: dict[str, str]) -> None:
+    """`fabric-ca-server init` once, here rather than under the supervisor, so that the bootstrap password
+    never reaches the supervised CA process.
+
+    fabric-ca-server needs the bootstrap registrar (`--boot`) only to write its default config, but logs
+    its whole configuration at every start, `boot: user:password` included (its redaction of "pass",
+    "secret", ... misses that key; fabric-ca v1.5.15 cmd/fabric-ca-server/config.go). So: init once with
+    the password in the environment (not argv: only the owner reads /proc/PID/environ), output captured
+    and dropped, umask 077 (the config it writes holds the password in clear, its keystore the CA keys);
+    the supervised `start` then runs with no password at all and reads the registrar from that config.
+    """
+    home = layout.ca_home(org)
+    config = home / "fabric-ca-server-config.yaml"
+    if config.exists():
+        if config.stat().st_mode & 0o077:
+            config.chmod(0o600)  # a home made before configs were private
+        return
+    private_dir(home)
+    boot = _load_secrets(layout, org)["bootstrap-admin"]
+    secret_env = {"FABRIC_CA_SERVER_BOOT": f"registrar:{boot}"}  # not "admin": that name is the org admin user
+    r = subprocess.run([str(server_bin), "init", *flags], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, **env, **secret_env}, umask=PRIVATE_UMASK)
+    if r.returncode != 0:
+        config.unlink(missing_ok=True)  # half an init must not pass for a done one next time
+        out = _redact(r.stdout + r.stderr, [boot])
+        lines = [ln for ln in out.splitlines() if "rror" in ln] or [out.strip()]
+        raise EnrolmentError(f"fabric-ca-server init (ca.{org}) failed: {lines[-1]}")
 
 
 class CAClient:
@@ -107,21 +145,30 @@ class CAClient:
         self.tls_root = layout.ca_home(org) / "ca-cert.pem"  # the server's TLS cert is signed by this root
         self.registrar_home = layout.ca_client_home(org) / "registrar"
 
-    def _run(self, *args: str, home: Path) -> str:
+    def _run(self, *args: str, home: Path, secret_env: dict[str, str]) -> str:
+        """Run fabric-ca-client; secret_env carries the credentials (never argv) and is scrubbed from
+        whatever output or error this returns (`register` prints the secret back, for one)."""
         home.mkdir(parents=True, exist_ok=True)
         cmd = [str(self.client_bin), *args, "--home", str(home),
                "--tls.certfiles", str(self.tls_root), "--caname", f"ca-{self.org}"]
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        # PRIVATE_UMASK: the keystore and the client config it writes are the owner's alone from creation.
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env={**os.environ, **secret_env},
+                           umask=PRIVATE_UMASK)
+        out = _redact(r.stdout + r.stderr, secret_env.values())
         if r.returncode != 0:
-            lines = [ln for ln in (r.stderr + r.stdout).splitlines() if "Error" in ln or "error" in ln]
-            raise EnrolmentError(f"fabric-ca-client {args[0]} ({self.org}) failed: {(lines or [r.stderr.strip()])[-1]}")
-        return r.stdout + r.stderr
+            lines = [ln for ln in out.splitlines() if "Error" in ln or "error" in ln]
+            raise EnrolmentError(f"fabric-ca-client {args[0]} ({self.org}) failed: {(lines or [out.strip()])[-1]}")
+        return out
+
+    def _url_env(self, name: str, secret: str) -> dict[str, str]:
+        # The enrolment URL with its credentials (what `-u https://id:secret@host` would pass).
+        return {"FABRIC_CA_CLIENT_URL": self.url.replace("https://", f"https://{name}:{secret}@")}
 
     def _enrol_registrar(self) -> None:
         if (self.registrar_home / "msp" / "signcerts" / "cert.pem").exists():
             return
         boot = _load_secrets(self.layout, self.org)["bootstrap-admin"]
-        self._run("enroll", "-u", self.url.replace("https://", f"https://registrar:{boot}@"), home=self.registrar_home)
+        self._run("enroll", home=self.registrar_home, secret_env=self._url_env("registrar", boot))
 
     def register(self, name: str, id_type: str, attrs: dict[str, str]) -> str:
         """Register an identity once (idempotent through the secrets file); returns its secret."""
@@ -132,11 +179,12 @@ class CAClient:
         secret = secrets.token_urlsafe(18)
         # ":ecert" puts the attribute into every enrolment certificate without the client asking for it.
         attr_arg = ",".join(f"{k}={v}:ecert" for k, v in attrs.items())
-        args = ["register", "-u", self.url, "--id.name", name, "--id.secret", secret, "--id.type", id_type]
+        args = ["register", "-u", self.url, "--id.name", name, "--id.type", id_type]
         if attr_arg:
             args += ["--id.attrs", attr_arg]
         try:
-            self._run(*args, home=self.registrar_home)
+            # --id.secret through the environment; the registrar's own credentials are in its enrolled MSP.
+            self._run(*args, home=self.registrar_home, secret_env={"FABRIC_CA_CLIENT_ID_SECRET": secret})
         except EnrolmentError as e:
             if "already registered" not in str(e):
                 raise
@@ -152,12 +200,12 @@ class CAClient:
         security policies)."""
         work = msp_dir.parent / f".enrol-{msp_dir.name}"
         shutil.rmtree(work, ignore_errors=True)
-        args = ["enroll", "-u", self.url.replace("https://", f"https://{name}:{secret}@"), "--mspdir", str(work)]
+        args = ["enroll", "--mspdir", str(work)]
         if tls_hosts:
             args += ["--enrollment.profile", "tls", "--csr.hosts", ",".join(tls_hosts)]
         if rsa_bits:
             args += ["--csr.keyrequest.algo", "rsa", "--csr.keyrequest.size", str(rsa_bits)]
-        self._run(*args, home=msp_dir.parent)
+        self._run(*args, home=msp_dir.parent, secret_env=self._url_env(name, secret))
         # fabric-ca-client also drops a fabric-ca-client-config.yaml next to the MSP; keep only the MSP.
         (msp_dir.parent / "fabric-ca-client-config.yaml").unlink(missing_ok=True)
         shutil.rmtree(msp_dir, ignore_errors=True)
@@ -171,9 +219,7 @@ def _tls_to_server_files(tls_msp: Path, dest: Path) -> None:
     """Lay out an enrolled TLS MSP as server.crt / server.key / ca.crt, the names node configs use."""
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copy(next((tls_msp / "signcerts").iterdir()), dest / "server.crt")
-    key = dest / "server.key"
-    shutil.copy(next((tls_msp / "keystore").iterdir()), key)
-    key.chmod(0o600)
+    write_private(dest / "server.key", next((tls_msp / "keystore").iterdir()).read_bytes())  # 0600 from creation
     shutil.copy(next((tls_msp / "tlscacerts").iterdir()), dest / "ca.crt")
 
 

@@ -8,10 +8,10 @@ last event already processed inside that block. The Fabric gateway resumes *afte
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Protocol
+
+from network.files import write_private
 
 __all__ = ["Checkpoint", "EventPosition", "FileCheckpointer", "InMemoryCheckpointer"]
 
@@ -95,31 +95,7 @@ class FileCheckpointer(InMemoryCheckpointer):
         data = json.dumps(
             {"blockNumber": self._block_number, "transactionId": self._transaction_id}
         ).encode()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # Write a sibling temp file, fsync it, then rename over the old file: rename is atomic on POSIX,
-        # so a reader (or a restart after a crash) sees either the old or the new checkpoint, never a mix.
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        _fsync_dir(self.path.parent)
+        # Atomic and durable: a reader (or a restart after a crash) sees the old or the new checkpoint,
+        # never a mix. 0600 as before (it was written through mkstemp).
+        write_private(self.path, data)
 
-
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename itself durable; not all platforms allow opening a directory, which is harmless.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -15,12 +15,12 @@ same key.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from network.files import write_atomic
 from network.layout import Layout
 from network.spec import Org, Spec
 
@@ -247,12 +247,7 @@ def dump_configtx(spec: Spec, layout: Layout) -> str:
 
 def write_configtx(spec: Spec, layout: Layout) -> Path:
     """Write ``<home>/channel/configtx.yaml`` (atomically) and return its path."""
-    path = configtx_path(layout)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(dump_configtx(spec, layout))
-    os.replace(tmp, path)
-    return path
+    return write_atomic(configtx_path(layout), dump_configtx(spec, layout))
 
 
 def configtxgen_command(bin_dir: Path | str, layout: Layout, spec: Spec) -> list[str]:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import yaml
 
+from network.files import write_atomic
+
 NODE_OUS = ("client", "peer", "admin", "orderer")
 
 
@@ -25,5 +27,5 @@ def write_nodeou_config(msp_dir: Path, ca_cert_rel: str) -> None:
             "OrdererOUIdentifier": ident["orderer"],
         }
     }
-    msp_dir.mkdir(parents=True, exist_ok=True)
-    (msp_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    # Atomic: enrolment takes an MSP with a config.yaml as done, so a crash must not leave half of one.
+    write_atomic(msp_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from network.files import open_private_log, private_dir
 from network.layout import Layout
 from network.spec import Spec, load_spec
 from orchestrator.cli_common import UserError, home_of
@@ -193,8 +194,8 @@ def twins_step(demo: DemoRun, spec: Spec) -> None:
     demo.narrator.step("twins: OPC-UA simulators -> bridge -> twins -> batches anchored on the ledger, in the background")
     demo.show(args)
     log = Layout(demo.home).logs / "demo-twins.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as out:
+    private_dir(log.parent)
+    with open_private_log(log) as out:
         demo.twins = subprocess.Popen(demo.argv(*args, "--json"), stdout=out, stderr=subprocess.STDOUT,
                                       start_new_session=True)  # our Ctrl-C must not reach it before we stop it in order
     demo.narrator.detail(f"live output in {log}")

@@ -35,7 +35,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import re
 import shutil
 import signal
@@ -47,6 +46,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from network.files import private_dir, write_atomic
 from network.layout import Layout
 from network.spec import _NAME_RE as ORG_NAME_RE, SpecError, load_spec
 from orchestrator.cli_common import UserError, home_of
@@ -88,10 +88,7 @@ class TwinsDir:
             return None
 
     def write_json(self, path: Path, data: dict[str, Any]) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps(data, indent=1, sort_keys=True))
 
     def running_pids(self) -> dict[str, int]:
         """The processes of the last run that still run (checked by command line, so a reused pid never counts)."""
@@ -346,7 +343,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if opcua_org not in orgs:
         raise UserError(f"--opcua-org {opcua_org} has no assets in this run (orgs: {', '.join(orgs)})")
     td.root.mkdir(parents=True, exist_ok=True)
-    td.log(SIM_LOG).parent.mkdir(parents=True, exist_ok=True)
+    private_dir(td.log(SIM_LOG).parent)  # HOME/logs: 0700, like the supervisor's
     pki = None
     if not args.insecure_opcua:
         from network.ca import EnrolmentError

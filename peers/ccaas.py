@@ -23,13 +23,13 @@ import gzip
 import hashlib
 import io
 import json
-import os
 import re
-import shutil
 import tarfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from network.files import write_atomic
 
 # The files of our builder, kept in the repository as real scripts so they can be read and diffed.
 BUILDER_SOURCE = Path(__file__).with_name("ccaas_builder")
@@ -101,11 +101,8 @@ def install_builder(dest_dir: Path | str) -> Path:
         src = BUILDER_SOURCE / "bin" / name
         if not src.is_file():
             raise FileNotFoundError(f"builder script {src} is missing from the TwinLedger checkout; reinstall TwinLedger")
-        target = bin_dir / name
-        tmp = target.with_name(f".{name}.tmp")
-        shutil.copyfile(src, tmp)
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, target)  # atomic: a peer running `detect` never sees half a script
+        # Atomic, executable from creation: a peer running `detect` never sees half a script.
+        write_atomic(bin_dir / name, src.read_bytes(), 0o755)
     return dest
 
 
@@ -122,17 +119,10 @@ def builder_context_env(chaincode_address: str, **extra: str) -> dict[str, str]:
 def write_builder_context(config_dir: Path | str, context: Mapping[str, str]) -> Path:
     """Write the context file the builder reads from ``$FABRIC_CFG_PATH`` (the peer's config folder).
 
-    Created 0600 in one step and renamed into place: it may hold the peer's TLS client key.
+    0600 from creation: it holds the peer's TLS client key.
     """
-    path = Path(config_dir) / BUILDER_CONTEXT_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(json.dumps(dict(context), indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-    return path
+    text = json.dumps(dict(context), indent=2, sort_keys=True) + "\n"
+    return write_atomic(Path(config_dir) / BUILDER_CONTEXT_FILE, text, mode=0o600)
 
 
 # -- the package ------------------------------------------------------------------------------------
@@ -190,11 +180,7 @@ def package_ccaas(
     # Order as `peer lifecycle chaincode package` writes it; the peer accepts either order.
     package = _targz({"metadata.json": metadata, "code.tar.gz": code})
 
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_bytes(package)
-    os.replace(tmp, out)
+    out = write_atomic(out_path, package)
     return CcaasPackage(path=out, label=label, package_id=package_id(label, package))
 
 

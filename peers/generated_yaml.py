@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from network.files import write_atomic
 
 
 def dump_generated_yaml(data: dict[str, Any], what: str) -> str:
@@ -26,8 +27,4 @@ def dump_generated_yaml(data: dict[str, Any], what: str) -> str:
 
 def write_generated_yaml(path: Path, data: dict[str, Any], what: str) -> Path:
     """Write atomically: a node restarting mid-write never reads half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(dump_generated_yaml(data, what))
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, dump_generated_yaml(data, what))

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from network.child_process import die_with_parent
+from network.files import open_private_log
 
 
 def simulator_argv(*, port: int, data_dir: Path, machines: list[str] = (), monitors: list[str] = (),  # type: ignore[assignment]
@@ -82,7 +83,7 @@ class Proc:
     def __init__(self, argv: list[str], *, cwd: Path | None = None, log: Path | None = None, env: dict[str, str] | None = None) -> None:
         self.argv = argv
         self.log_path = log
-        self._log = open(log, "ab") if log else subprocess.DEVNULL
+        self._log = open_private_log(log) if log else subprocess.DEVNULL  # 0600 from creation
         e = dict(os.environ)
         root = str(Path(__file__).resolve().parents[1])
         e["PYTHONPATH"] = root + os.pathsep + e.get("PYTHONPATH", "") if e.get("PYTHONPATH") else root

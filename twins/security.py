@@ -46,6 +46,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from network.files import write_private
+
 log = logging.getLogger("twins.security")
 POLICY_NAME = "Aes256_Sha256_RsaPss"
 SERVER_POLICY = ua.SecurityPolicyType.Aes256Sha256RsaPss_SignAndEncrypt
@@ -55,17 +57,6 @@ RSA_BITS = 2048
 RENEW_BEFORE = _dt.timedelta(days=7)
 INSECURE_WARNING = ("WARNING: OPC-UA WITHOUT SECURITY (--insecure-opcua): sensor values travel in plain text and any "
                     "local process can connect to the simulators; use this for debugging only")
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Write a secret 0600 from the first byte (a temporary file created with that mode, then renamed)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def application_uri(org: str, app: str) -> str:

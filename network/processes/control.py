@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from network.files import open_private_log, private_dir
 from network.processes.procspec import pid_path, state_path
 
 
@@ -61,10 +62,12 @@ def start_supervisor(home: Path, metrics_port: int | None = None) -> int:
     if pid:
         os.kill(pid, signal.SIGHUP)  # pick up manifest changes
         return pid
-    (home / "logs").mkdir(parents=True, exist_ok=True)
-    (home / "run").mkdir(parents=True, exist_ok=True)
+    # Logs and run files (the manifest holds every process's environment) are the owner's alone:
+    # folders 0700, files 0600, from creation.
+    private_dir(home / "logs")
+    private_dir(home / "run")
     state_path(home / "run").unlink(missing_ok=True)
-    log = open(home / "logs" / "supervisor.log", "ab")
+    log = open_private_log(home / "logs" / "supervisor.log")
     proc = subprocess.Popen(
         [sys.executable, "-m", "network.processes.supervisor", "--home", str(home),
          *(["--metrics-port", str(metrics_port)] if metrics_port else [])],

@@ -7,10 +7,10 @@ added to a running network (a chaincode server after deployment, a new org's pee
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from network.files import write_private
 
 
 @dataclass(frozen=True)
@@ -33,14 +33,9 @@ class ProcSpec:
 
 
 def write_json_atomic(path: Path, data: object) -> None:
-    """Write-then-rename, so a reader (or a crash) never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write-then-rename, so a reader (or a crash) never sees half a file. 0600: the manifest holds each
+    process's environment, which is its owner's business only (as /proc/PID/environ is)."""
+    write_private(path, json.dumps(data, indent=1, sort_keys=True))
 
 
 def manifest_path(run_dir: Path) -> Path:

@@ -4,7 +4,8 @@ It outlives the `twinledger up` that started it, so later commands (`status`, `d
 through files under <home>/run/: the manifest (what to run), state.json (what runs, restarts, health) and
 supervisor.pid (whom to signal). Behaviour:
 
-* each process gets one log file <home>/logs/<name>.log (appended across restarts, with a marker line);
+* each process gets one log file <home>/logs/<name>.log (appended across restarts, with a marker line),
+  0600 in a 0700 folder: a log holds no secret, but what a node prints is nobody else's business;
 * a process that exits unexpectedly is restarted with exponential backoff (1 s doubling to 30 s); the
   backoff resets once it has stayed up for STABLE_AFTER seconds;
 * children die with the supervisor (PR_SET_PDEATHSIG), so a killed supervisor leaves no orphans;
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -29,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from network.child_process import die_with_parent
+from network.files import PRIVATE_UMASK, open_private_log, private_dir
 from network.metrics import Registry, serve_metrics
 from network.processes.health import probe
 from network.processes.procspec import ProcSpec, load_manifest, pid_path, state_path, write_json_atomic
@@ -39,6 +42,15 @@ STABLE_AFTER = 60.0
 STOP_GRACE = 10.0
 TICK = 0.25
 HEALTH_EVERY = 2.0
+
+
+def start_marker(spec: ProcSpec, restarts: int) -> str:
+    """The line opening each run in a process's log: its command line (argv carries no secret: they go
+    through the environment, see network/ca.py) and the names -- never the values -- of its own
+    environment variables, since those may be secrets."""
+    env = f" (env: {' '.join(sorted(spec.env))})" if spec.env else ""
+    return f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S')} start #{restarts} {shlex.join(spec.argv)}{env}\n"
+
 
 def log_event(event: str, **fields: object) -> None:
     """One structured line per event on the supervisor's own log (its stdout)."""
@@ -94,9 +106,9 @@ class Supervisor:
 
     # -- lifecycle of one child --------------------------------------------------------
     def _start(self, c: Child) -> None:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_dir / f"{c.spec.name}.log", "ab", buffering=0)
-        log.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S')} start #{c.restarts} {' '.join(c.spec.argv)}\n".encode())
+        private_dir(self.log_dir)
+        log = open_private_log(self.log_dir / f"{c.spec.name}.log")
+        log.write(start_marker(c.spec, c.restarts).encode())
         env = {**os.environ, **c.spec.env}
         try:
             c.proc = subprocess.Popen(
@@ -236,6 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--home", required=True, type=Path)
     ap.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on 127.0.0.1:PORT/metrics")
     args = ap.parse_args(argv)
+    # Every node it runs inherits this: ledgers, keys and configs a node writes (fabric-ca-server's holds
+    # the bootstrap password) are the owner's alone from creation, whatever mode the node asks for.
+    os.umask(PRIVATE_UMASK)
     return Supervisor(args.home.resolve(), args.metrics_port).run()
 
 

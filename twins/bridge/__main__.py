@@ -22,12 +22,11 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import signal
 import sys
-import tempfile
 from pathlib import Path
 
+from network.files import write_private
 from twins.anchoring.anchorer import AnchorConflict, connect_ledger
 from twins.anchoring.store import ReadingStore
 from twins.anchoring.verify import VerificationError, verify_reading
@@ -41,11 +40,7 @@ from twins.security import INSECURE_WARNING, ClientSecurity
 
 
 def _write_json_atomic(path: Path, data: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1, sort_keys=True, default=str)
-    os.replace(tmp, path)
+    write_private(path, json.dumps(data, indent=1, sort_keys=True, default=str))  # 0600, as it was through mkstemp
 
 
 def build_parser() -> argparse.ArgumentParser:

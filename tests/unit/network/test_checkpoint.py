@@ -59,7 +59,7 @@ def test_file_checkpointer_keeps_old_state_when_write_fails(tmp_path: Path, monk
     def failing_replace(src: str, dst: str) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr("network.checkpoint.os.replace", failing_replace)
+    monkeypatch.setattr("network.files.os.replace", failing_replace)  # the one writer it uses
     with pytest.raises(OSError):
         cp.checkpoint_transaction(4, "tx4")
     monkeypatch.undo()

@@ -153,3 +153,23 @@ def test_metrics_show_each_process_up_healthy_and_its_restarts(home):
             break
         time.sleep(0.2)
     assert after[f"twinledger_process_restarts_total{labels}"] == 1 and after[f"twinledger_process_up{labels}"] == 1
+
+
+def test_logs_are_private_and_show_argv_and_env_names_but_no_env_value(home):
+    """Folders 0700, logs 0600 from creation; the start line is a copy-pasteable argv plus the names of
+    the process's own variables -- values may be secrets, so they never reach a log. Children run under
+    umask 077: what a node writes is its owner's alone."""
+    base = free_port_base(1)
+    writes = f"open('made-by-child', 'w').write('x'); {SERVER}"
+    spec = ProcSpec("a", "org1", "chaincode", [sys.executable, "-c", writes, str(base)], env={"SOME_TOKEN": "t0k3n-value"},
+                    cwd=str(home), health=f"tcp://127.0.0.1:{base}")
+    save_manifest(home / "run", [spec])
+    start_supervisor(home)
+    wait_healthy(home, ["a"], timeout=20)
+    log = (home / "logs" / "a.log").read_text()
+    assert "(env: SOME_TOKEN)" in log and "t0k3n-value" not in log and "made-by-child" in log and log.count("listening") == 2
+    mode = lambda p: p.stat().st_mode & 0o777  # noqa: E731
+    assert mode(home / "logs") == 0o700 and mode(home / "run") == 0o700
+    assert mode(home / "logs" / "a.log") == 0o600 and mode(home / "logs" / "supervisor.log") == 0o600
+    assert mode(home / "run" / "processes.json") == 0o600 and mode(home / "run" / "state.json") == 0o600
+    assert mode(home / "made-by-child") == 0o600
