@@ -156,6 +156,7 @@ def _finite(value: Any) -> Any:
 class _Handler(BaseHTTPRequestHandler):
     server: DashboardHTTPServer
     protocol_version = "HTTP/1.1"
+    _unread_body = False  # a POST answered before its body was read
 
     # --- plumbing ----------------------------------------------------------------------------------
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - polled every second; /metrics counts
@@ -174,6 +175,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Referrer-Policy", "no-referrer")  # a URL that still holds ?token= is never passed on
         for name, value in (headers or {}).items():
             self.send_header(name, value)
+        if self._unread_body:
+            # Refused before its body was read: the body's bytes are still on the keep-alive connection and
+            # would be parsed as the next request, so this connection ends with this answer.
+            self.send_header("Connection", "close")
+            self.close_connection = True
         if content_type.startswith("text/html"):
             # Inline script and style only; nothing may be fetched from elsewhere; no other site may frame it.
             self.send_header("Content-Security-Policy",
@@ -288,6 +294,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _post(self) -> None:
         path = urlsplit(self.path).path
         auth = self.server.auth
+        self._unread_body = True
         if not self._host_ok():
             self._refuse(HTTPStatus.FORBIDDEN, "host", "unexpected Host header")
             return
@@ -314,8 +321,10 @@ class _Handler(BaseHTTPRequestHandler):
         if not 0 < length <= MAX_BODY:
             self._json(HTTPStatus.BAD_REQUEST, {"error": f"a JSON body of at most {MAX_BODY} bytes is needed"})
             return
+        raw = self.rfile.read(length)
+        self._unread_body = False
         try:
-            body = json.loads(self.rfile.read(length))
+            body = json.loads(raw)
             if not isinstance(body, dict):
                 raise ValueError("the body must be a JSON object")
         except ValueError as exc:
