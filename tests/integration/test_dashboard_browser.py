@@ -237,8 +237,9 @@ def test_dashboard_in_a_browser_live_twins_verified_models_and_a_grant_in_the_au
 
         # network: the real peers, orderers and CAs of the network, healthy, with block heights
         wait.until(lambda d: d_find('#network-nodes tr[data-node="peer0.hospital1"]'))
+        # (inside wait.until: the table is rebuilt every poll, so a row found may be replaced before it is read)
         for node in ("peer0.hospital1", "orderer0.orderer", "ca.hospital1"):
-            assert "healthy" in driver.find_element(By.CSS_SELECTOR, f'#network-nodes tr[data-node="{node}"]').text, node
+            wait.until(lambda d, node=node: "healthy" in d.find_element(By.CSS_SELECTOR, f'#network-nodes tr[data-node="{node}"]').text)
 
         # twins: values keep updating while the page is open (polling, no reload); anchors on the ledger
         def readings() -> int:
