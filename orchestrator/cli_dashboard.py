@@ -15,8 +15,10 @@ from __future__ import annotations
 import argparse
 import errno
 import signal
+import socket
 import threading
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from network.spec import SpecError, load_spec
 from network.layout import Layout
@@ -83,6 +85,13 @@ def print_url(home: Path) -> int:
         raise UserError(f"no dashboard is serving {home}: start one with `twinledger dashboard --home {home}`") from None
     except OSError as exc:
         raise UserError(f"cannot read {url_file(home)}: {exc.strerror or exc}") from None
+    # A dashboard killed with SIGKILL could not remove its file: say so rather than hand out a dead URL.
+    port = urlsplit(url).port
+    try:
+        socket.create_connection(("127.0.0.1", port or 0), timeout=2).close()
+    except OSError:
+        raise UserError(f"the dashboard that wrote {url_file(home)} no longer answers on 127.0.0.1:{port}; "
+                        f"start one with `twinledger dashboard --home {home}`") from None
     print(url)
     return 0
 

@@ -300,3 +300,7 @@ def test_cli_prints_the_login_url_and_url_finds_it_again(tmp_path, capsys, monke
     assert re.fullmatch(r"http://127\.0\.0\.1:\d+/\?token=[A-Za-z0-9_-]{43}", login_url)
     assert out.count(login_url) == 2  # printed at start, and by --url
     assert not url_file(home).exists(), "the stopped dashboard took its URL with it"
+    # a dashboard killed (SIGKILL) leaves its file: --url says it no longer answers instead of printing it
+    write_secret(url_file(home), login_url + "\n")
+    assert main(["dashboard", "--url", "--home", str(home)]) == 1
+    assert "no longer answers on 127.0.0.1:" in capsys.readouterr().err
