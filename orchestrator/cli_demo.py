@@ -16,8 +16,9 @@ the commands do. Steps:
                 committed on the ledger (models contract), each org's data use checked and recorded;
 5. alert     -- waits (bounded) for a twin's alert raised on the ledger;
 6. summary   -- nodes, block height, rounds with model hashes verified (`fl verify`), anchors, alerts;
-7. dashboard -- served on 127.0.0.1 until Ctrl-C (or ``--duration``), then everything the demo
-                started stops, in reverse order.
+7. dashboard -- served on 127.0.0.1 until Ctrl-C (or ``--duration``), acting as the first org's steward;
+                its login URL (with the token) printed and written to HOME/demo.json (0600); then
+                everything the demo started stops, in reverse order.
 
 When `up` cannot bring the peers up (no Fabric binaries), the demo stops with that one line: without
 the ledger there is nothing to govern, anchor or record.
@@ -337,6 +338,7 @@ def summarise(demo: DemoRun, spec: Spec, tasks: list[str], alerts: list[dict[str
 
 
 def serve_dashboard(demo: DemoRun, port: int, duration: float | None) -> None:
+    from orchestrator.dashboard.auth import token_file, write_secret
     from orchestrator.dashboard.server import DashboardConfig, start, stop
 
     spec = load_spec(Layout(demo.home).spec_file)
@@ -349,8 +351,11 @@ def serve_dashboard(demo: DemoRun, port: int, duration: float | None) -> None:
     done = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: done.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     until = f"for {duration:.0f} s" if duration is not None else "until Ctrl-C"
-    demo.narrator.step(f"dashboard: {server.url} ({until})")
-    (demo.home / "demo.json").write_text(json.dumps({**demo.summary, "dashboard": server.url}, indent=2))
+    demo.narrator.step(f"dashboard: {server.login_url} ({until}; acting as {steward[0]}:{steward[1]})")
+    demo.narrator.detail(f"the URL holds the dashboard's login token; it is also in {token_file(demo.home)} (0600)")
+    # The login URL makes demo.json a secret too: written owner-only from its first byte, like the token.
+    state = {**demo.summary, "dashboard": server.url, "dashboard_login": server.login_url}
+    write_secret(demo.home / "demo.json", json.dumps(state, indent=2))
     try:
         done.wait(timeout=duration)
     finally:

@@ -6,9 +6,14 @@ forbids it), so the page works on a machine without internet. It lives in a Pyth
 
 The page polls the JSON API (twins every second, the other panels every two) with one request in flight
 per panel; every value from the API is put into the page as text (``textContent``), never as HTML.
+
+Each page is rendered for one browser session: it carries that session's CSRF token (a ``<meta>`` the
+script sends back in ``X-CSRF-Token`` on every POST) and names the identity the server acts as.
 """
 
 from __future__ import annotations
+
+import html
 
 _CSS = r"""
 :root { --bg:#f5f6f8; --card:#fff; --ink:#1d2430; --muted:#667085; --line:#e3e6eb; --ok:#16794c; --bad:#b42318;
@@ -58,11 +63,13 @@ _HTML = r"""<!doctype html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>TwinLedger dashboard</title>
+<meta name="csrf-token" content="__CSRF__">
 <link rel="icon" href="data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 16 16'%3E%3Crect width='16' height='16' rx='3' fill='%23142033'/%3E%3Cpath d='M4 11V5h3v6M9 5v6h3' stroke='%23fff' fill='none' stroke-width='1.6'/%3E%3C/svg%3E">
 <style>__CSS__</style>
 </head>
 <body>
 <header><h1>TwinLedger</h1><span class="sub">consortium ledger · federated learning · digital twins</span>
+<span class="sub" id="acting">__ACTING__</span>
 <span id="live">connecting…</span></header>
 <main>
 <section class="panel" id="panel-network"><h2>Network <span class="src" id="network-src"></span></h2><div id="network-body">loading…</div></section>
@@ -71,7 +78,7 @@ _HTML = r"""<!doctype html>
   <h4>Grant use of a data set</h4>
   <div id="gov-actions">
     <div class="row">
-      <label>as <select id="grant-as"></select></label><span class="muted" id="grant-user"></span>
+      <span>as <b class="mono" id="grant-as"></b></span>
       <label>data set <select id="grant-dataset"></select></label>
       <label>to <select id="grant-grantee"></select></label>
     </div>
@@ -106,6 +113,13 @@ _JS = r"""
 "use strict";
 const $ = (id) => document.getElementById(id);
 const SVGNS = "http://www.w3.org/2000/svg";
+// This session's CSRF token, sent back on every POST: a page of another site cannot read it.
+const CSRF = document.querySelector('meta[name="csrf-token"]').content;
+// A 401 means the session ended (the dashboard restarted with a new token): say so where the panel was.
+async function apiJson(r) {
+  const d = await r.json();
+  return r.status === 401 ? {available: false, reason: `logged out: ${d.error}`, error: d.error} : d;
+}
 
 // Build DOM from data: every value goes in as text, so nothing from the ledger or a sensor can inject markup.
 function h(tag, attrs, ...children) {
@@ -181,7 +195,7 @@ function poll(name, url, render, everyMs) {
   const tick = async () => {
     try {
       const r = await fetch(typeof url === "function" ? url() : url, {cache: "no-store"});
-      const data = await r.json();
+      const data = await apiJson(r);
       render(data);
       lastOk[name] = Date.now();
     } catch (e) {
@@ -232,15 +246,12 @@ function renderGovernance(d) {
   govShown = key;
   const body = $("gov-body");
   govData = d.available ? d : null;
-  const canAct = d.available && d.acting && d.acting.user && d.acting.orgs.length > 0;
+  const canAct = Boolean(d.available && d.acting);
   $("grant-submit").disabled = !canAct;
   if (!d.available) { $("gov-src").textContent = ""; return unavailable(body, d); }
   $("gov-src").textContent = d.source;
   if (!selectedDataset && d.audit_dataset) selectedDataset = d.audit_dataset;
-  const actingOrgs = d.acting.orgs || [];
-  setOptions($("grant-as"), actingOrgs);
-  if (!$("grant-as").dataset.init && d.acting.default) { $("grant-as").value = d.acting.default; $("grant-as").dataset.init = "1"; }
-  $("grant-user").textContent = d.acting.user ? `(${d.acting.user})` : "read-only: start the dashboard with --as ORG:steward to act";
+  $("grant-as").textContent = d.acting ? d.acting.identity : "nobody (read-only: start the dashboard with --as ORG:steward to act)";
   setOptions($("grant-dataset"), d.dataset_ids || d.datasets.map((x) => x.id));
   setOptions($("grant-grantee"), d.orgs);
   const rows = d.datasets.map((ds) => {
@@ -287,17 +298,17 @@ async function refreshGovernance() {
   try {
     const q = selectedDataset ? `?dataset=${encodeURIComponent(selectedDataset)}` : "";
     const r = await fetch(`/api/governance${q}`, {cache: "no-store"});
-    renderGovernance(await r.json());
+    renderGovernance(await apiJson(r));
     lastOk.governance = Date.now();
   } catch (e) { renderGovernance({available: false, reason: `dashboard server unreachable: ${e}`}); }
 }
 function pollGovernance() { refreshGovernance().finally(() => { govTimer = setTimeout(pollGovernance, 2000); }); }
 async function act(action, fields) {
   const out = $("grant-result");
-  const body = Object.assign({as_org: $("grant-as").value}, fields);
-  out.className = "muted"; out.textContent = `${action} as ${body.as_org}:${govData && govData.acting.user}…`;
+  out.className = "muted"; out.textContent = `${action} as ${govData && govData.acting ? govData.acting.identity : "?"}…`;
   try {
-    const r = await fetch(`/api/governance/${action}`, {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)});
+    const r = await fetch(`/api/governance/${action}`, {method: "POST", body: JSON.stringify(fields),
+      headers: {"Content-Type": "application/json", "X-CSRF-Token": CSRF}});
     const d = await r.json();
     if (r.ok) { out.className = "ok"; out.textContent = `${action === "grant" ? "granted" : "revoked"}: ${fields.dataset} → ${fields.grantee} for ${fields.purpose} (tx ${short(d.record && d.record.tx_id, 16)}, as ${d.as})`; selectedDataset = fields.dataset; }
     else { out.className = "bad"; out.textContent = d.error || `HTTP ${r.status}`; }
@@ -422,5 +433,9 @@ poll("twins", "/api/twins", renderTwins, 1000);
 """
 
 
-def render_page() -> str:
-    return _HTML.replace("__CSS__", _CSS).replace("__JS__", _JS)
+def render_page(csrf: str, acting: str | None) -> str:
+    """The page for one session: its CSRF token, and whom the server acts as (None: read-only)."""
+    who = f"acting as {acting}" if acting else "read-only (no --as)"
+    # The placeholders sit in the HTML, which is filled before the CSS and script go in (they hold no values).
+    page = _HTML.replace("__CSRF__", html.escape(csrf, quote=True)).replace("__ACTING__", html.escape(who))
+    return page.replace("__CSS__", _CSS).replace("__JS__", _JS)

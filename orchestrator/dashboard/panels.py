@@ -2,7 +2,7 @@
 
 * network     -- ``orchestrator.cli.status_nodes`` (supervisor state, health, block height) and the spec;
 * governance  -- the data contract through the gateway (``data:ListDatasets``, ``ListGrants``, ``Audit``;
-                 ``Grant`` / ``Revoke`` submitted as a local enrolled steward, chosen on the page);
+                 ``Grant`` / ``Revoke`` submitted as the one local identity chosen with `--as`);
 * federated   -- the models contract through ``FabricRoundLedger`` (``models:ListRounds``, ``ReadTask``) and
                  ``models:ListNodeKeys``; each model hash the ledger names re-hashed by
                  ``federated.store.ModelStore.verify`` (the model store is local: weights stay off chain);
@@ -98,13 +98,27 @@ def network_panel(home: Path, ledger: LedgerClient) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Acting:
-    """Who may act from the page: ``user`` (fixed by `--as`) of any org where that user is enrolled here."""
+    """The one identity grants and revocations are signed as: ORG:USER from `--as`, fixed at start.
 
-    user: str | None  # None: the dashboard runs without --as and is read-only
-    default_org: str | None
+    No dashboard without `--as` has one (it is read-only), and no request can name another: the page shows
+    this identity, it does not offer a choice.
+    """
+
+    org: str
+    user: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.org}:{self.user}"
 
 
-def governance_panel(ledger: LedgerClient, acting: Acting, dataset: str | None) -> dict[str, Any]:
+#: Fields a grant or revocation may carry; anything else is refused rather than silently ignored.
+_ACTION_FIELDS = {"dataset", "grantee", "purpose", "expires_at"}
+#: Fields by which a request might try to pick who signs; refused with 403, naming the fixed identity.
+_IDENTITY_FIELDS = {"as", "as_org", "as_user", "org", "user", "identity", "msp_id", "mspid", "certificate", "cert", "key"}
+
+
+def governance_panel(ledger: LedgerClient, acting: Acting | None, dataset: str | None) -> dict[str, Any]:
     try:
         # Newest first: on a consortium's ledger the data sets just registered are the ones being acted on.
         datasets = sorted(ledger.evaluate(DATA_CONTRACT, "ListDatasets") or [],
@@ -118,25 +132,30 @@ def governance_panel(ledger: LedgerClient, acting: Acting, dataset: str | None) 
     except (LedgerUnavailable, LedgerRefused) as exc:
         raise PanelUnavailable(str(exc)) from None
     reader = ledger.reader()
-    choices = ledger.enrolled(acting.user) if acting.user else []
     return {
         "available": True,
         "source": f"Fabric ledger via the gateway, channel {ledger.spec().channel}, read as {reader[0]}:{reader[1]}",
         "datasets": rows, "truncated": len(datasets) > len(rows), "dataset_ids": [d["id"] for d in datasets],
         "audit": audit, "audit_dataset": chosen,
         "orgs": [o.name for o in ledger.spec().member_orgs],
-        "acting": {"user": acting.user, "orgs": choices,
-                   "default": acting.default_org if acting.default_org in choices else (choices[0] if choices else None)},
+        "acting": {"org": acting.org, "user": acting.user, "identity": acting.label} if acting else None,
     }
 
 
-def governance_action(ledger: LedgerClient, acting: Acting, action: str, body: dict[str, Any]) -> dict[str, Any]:
-    """Grant or revoke as the chosen local identity; the browser only names the org, never a certificate."""
-    if acting.user is None:
-        raise PermissionError("this dashboard is read-only; start it with --as ORG:steward to grant and revoke")
-    org = body.get("as_org")
-    if not isinstance(org, str) or org not in ledger.enrolled(acting.user):
-        raise PermissionError(f"no enrolled {acting.user} of org {org!r} in this home to act as")
+def governance_action(ledger: LedgerClient, acting: Acting | None, action: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Grant or revoke as the identity chosen with `--as`; the request names what, never who."""
+    if acting is None:
+        raise PermissionError("this dashboard is read-only; start it with --as ORG[:USER] to grant and revoke")
+    who = sorted(set(body) & _IDENTITY_FIELDS)
+    if who:
+        raise PermissionError(f"this dashboard acts only as {acting.label}, chosen with --as at start; a request "
+                              f"cannot choose who signs (remove {', '.join(who)})")
+    unknown = sorted(set(body) - _ACTION_FIELDS)
+    if unknown:
+        raise ValueError(f"unexpected field(s) {', '.join(unknown)}; send {', '.join(sorted(_ACTION_FIELDS))}")
+    org = acting.org
+    if org not in ledger.enrolled(acting.user):
+        raise PermissionError(f"{acting.label} is no longer enrolled in this home")
     fields = {k: body.get(k) for k in ("dataset", "grantee", "purpose")}
     for name, value in fields.items():
         if not isinstance(value, str) or not value.strip():

@@ -1,6 +1,7 @@
 """`twinledger dashboard` in a real headless Chromium (Debian's package, driven by Selenium through the system
-chromedriver) on the test run's real Fabric network (``fabric_net``): the page loads, shows live data read
-from the ledger, and a grant made on the page lands in the audit trail.
+chromedriver) on the test run's real Fabric network (``fabric_net``): without its login token it answers
+nothing; logged in with the URL it prints, the page loads, shows live data read from the ledger, and a grant
+made on the page (with the session's CSRF token, as the one identity chosen with `--as`) lands in the audit trail.
 
 Everything is real: the peers, orderers, CAs and chaincode of ``fabric_net``; the `twinledger dashboard`
 process, its Gateway connections and the identities it acts as; the browser; `twinledger twins run`
@@ -19,14 +20,17 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from federated.data import data_root, task_spec
 from network.layout import Layout
 from network.spec import dump_spec, load_spec
+from orchestrator.dashboard.auth import token_file, url_file
 from tests.fabric_net import REPO, FabricNet
 from tests.ports import free_port_base
 from twins.procs import Proc
@@ -57,9 +61,29 @@ def _stop(proc: subprocess.Popen | None, sig: int = signal.SIGINT, timeout: floa
             proc.wait()
 
 
-def _api(url: str, path: str) -> dict:
-    with OPENER.open(url + path, timeout=20) as r:
+def _api(url: str, path: str, token: str) -> dict:
+    req = urllib.request.Request(url + path, headers={"Authorization": f"Bearer {token}"})
+    with OPENER.open(req, timeout=20) as r:
         return json.loads(r.read())
+
+
+def _status(url: str, path: str, body: dict | None = None, headers: dict[str, str] | None = None) -> int:
+    """The HTTP status of one request (a refusal is an answer here, not an error)."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url + path, data=data, headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with OPENER.open(req, timeout=20) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def _login_url(line: str) -> tuple[str, str, str]:
+    """(login URL, clean URL, token) from the line `twinledger dashboard` prints its URL on."""
+    login = line.strip()
+    parts = urlsplit(login)
+    [token] = parse_qs(parts.query)["token"]
+    return login, f"{parts.scheme}://{parts.netloc}/", token
 
 
 def _metric(url: str, name: str, labels: str) -> float:
@@ -138,8 +162,21 @@ def test_dashboard_in_a_browser_live_twins_verified_models_and_a_grant_in_the_au
                      "--as", "hospital1:steward", "--twins-home", str(twins_home / "twins")], cwd=REPO,
                     log=tmp_path / "dashboard.log")
         procs.append(dash)
-        url = dash.wait_line("dashboard of", 30).split(" at ", 1)[1].split(";", 1)[0]
-        assert url == f"http://127.0.0.1:{dash_port}/"
+        # printed the Jupyter way, on a line of its own; the same URL and token wait in the home (0600)
+        login_url, url, token = _login_url(dash.wait_line(f"    http://127.0.0.1:{dash_port}/?token=", 30))
+        assert url == f"http://127.0.0.1:{dash_port}/" and len(token) >= 43
+        assert url_file(home).read_text().strip() == login_url and token_file(home).read_text().strip() == token
+        assert token_file(home).stat().st_mode & 0o777 == 0o600 and url_file(home).stat().st_mode & 0o777 == 0o600
+        assert net.run("dashboard", "--url").stdout.strip() == login_url
+
+        # --- without the token, nothing: page, API and POSTs are 401; a foreign Origin or no CSRF token, 403 --
+        grant = {"dataset": "none", "grantee": "hospital2", "purpose": "fl:cardiac"}
+        assert _status(url, "") == 401 and _status(url, "api/governance") == 401
+        assert _status(url, "api/governance", headers={"Authorization": "Bearer " + "x" * len(token)}) == 401
+        assert _status(url, "api/governance/grant", grant) == 401
+        assert _status(url, "api/governance/grant", grant, {"Authorization": f"Bearer {token}",
+                                                            "Origin": "http://evil.example"}) == 403
+        assert _status(url, "api/governance", headers={"Authorization": f"Bearer {token}", "Host": "localhost:%d" % dash_port}) == 403
 
         # --- and one of a home whose peers are not there: the ledger panels say so, in one line --------------
         nowhere = _home_beside(net, tmp_path / "nowhere", port_base=free_port_base(200))
@@ -147,13 +184,15 @@ def test_dashboard_in_a_browser_live_twins_verified_models_and_a_grant_in_the_au
         down = Proc([sys.executable, "-m", "orchestrator.cli", "dashboard", "--home", str(nowhere), "--port", str(down_port)],
                     cwd=REPO, log=tmp_path / "dashboard-down.log")
         procs.append(down)
-        down_url = f"http://127.0.0.1:{down_port}/"
-        assert f"dashboard of {nowhere} at {down_url} (read-only: no --as)" in down.wait_line("dashboard of", 30)
+        assert down.wait_line("dashboard of", 30) == f"dashboard of {nowhere}: read-only (no --as); Ctrl-C stops it"
+        down_login, down_url, down_token = _login_url(url_file(nowhere).read_text())  # as `dashboard --url` finds it
+        assert down_url == f"http://127.0.0.1:{down_port}/" and down_token != token
+        assert _status(down_url, "api/network", headers={"Authorization": f"Bearer {token}"}) == 401  # not its token
         for panel in ("governance", "federated"):
-            out = _api(down_url, f"api/{panel}")
+            out = _api(down_url, f"api/{panel}", down_token)
             assert out["available"] is False and "\n" not in out["reason"], out
             assert out["reason"].startswith("ledger unavailable: evaluate failed: UNAVAILABLE"), out
-        assert _api(down_url, "api/network")["healthy"] == 0
+        assert _api(down_url, "api/network", down_token)["healthy"] == 0
 
         options = webdriver.ChromeOptions()
         options.binary_location = CHROMIUM
@@ -177,18 +216,30 @@ def test_dashboard_in_a_browser_live_twins_verified_models_and_a_grant_in_the_au
                 return True
             wait.until(attempt)
 
-        # the page of the network-less home: the one-line reason, where the panel would be
-        driver.get(down_url)
+        # the page without logging in: refused
+        driver.get(url)
+        assert "login needed" in driver.find_element(By.TAG_NAME, "body").text and driver.title != "TwinLedger dashboard"
+        # the page of the network-less home, logged in with its own URL: the one-line reason, where the panel would be
+        driver.get(down_login)
+        assert driver.current_url == down_url, "the login redirects to the URL without the token"
         wait.until(lambda d: d_find('#gov-body .unavailable'))
         assert driver.find_element(By.CSS_SELECTOR, "#gov-body .unavailable").text.startswith("ledger unavailable:")
+        assert driver.find_element(By.ID, "acting").text == "read-only (no --as)"
 
-        driver.get(url)
-        assert driver.title == "TwinLedger dashboard"
+        driver.get(login_url)
+        assert driver.current_url == url and driver.title == "TwinLedger dashboard"
+        assert driver.find_element(By.ID, "acting").text == "acting as hospital1:steward"
+        # the session cookie is the browser's own: the page's script cannot read it (HttpOnly), nor send it elsewhere
+        [cookie] = [c for c in driver.get_cookies() if c["name"] == f"twinledger_dashboard_{dash_port}"]
+        assert cookie["httpOnly"] is True and cookie["sameSite"] == "Strict" and token not in cookie["value"]
+        assert driver.execute_script("return document.cookie") == ""
+        driver.get_log("browser")  # the refused visit above logged its 401: not the page's doing
 
         # network: the real peers, orderers and CAs of the network, healthy, with block heights
         wait.until(lambda d: d_find('#network-nodes tr[data-node="peer0.hospital1"]'))
+        # (inside wait.until: the table is rebuilt every poll, so a row found may be replaced before it is read)
         for node in ("peer0.hospital1", "orderer0.orderer", "ca.hospital1"):
-            assert "healthy" in driver.find_element(By.CSS_SELECTOR, f'#network-nodes tr[data-node="{node}"]').text, node
+            wait.until(lambda d, node=node: "healthy" in d.find_element(By.CSS_SELECTOR, f'#network-nodes tr[data-node="{node}"]').text)
 
         # twins: values keep updating while the page is open (polling, no reload); anchors on the ledger
         def readings() -> int:
@@ -206,7 +257,7 @@ def test_dashboard_in_a_browser_live_twins_verified_models_and_a_grant_in_the_au
         # governance: the data set is listed; grant it to hospital2 from the page as hospital1's steward
         wait.until(lambda d: d_find(f'#gov-datasets tr[data-dataset="{dataset}"]'))
         assert driver.find_element(By.ID, "gov-src").text.startswith("Fabric ledger via the gateway, channel consortium")
-        assert Select(driver.find_element(By.ID, "grant-as")).first_selected_option.text == "hospital1"
+        wait.until(lambda d: d.find_element(By.ID, "grant-as").text == "hospital1:steward")
         Select(driver.find_element(By.ID, "grant-dataset")).select_by_value(dataset)
         Select(driver.find_element(By.ID, "grant-grantee")).select_by_value("hospital2")
         driver.find_element(By.ID, "grant-purpose").send_keys("fl:cardiac")
@@ -227,6 +278,9 @@ def test_dashboard_in_a_browser_live_twins_verified_models_and_a_grant_in_the_au
         assert granted["tx_id"] == page_tx and granted["grantee"] == "hospital2" and granted["purpose"] == "fl:cardiac"
         assert granted["granted_by"].startswith("x509::CN=steward,") and "CN=ca.hospital1" in granted["granted_by"]
         assert _metric(url, "dashboard_governance_actions_total", 'action="grant",outcome="committed"') == 1
+        # /metrics is open (read-only counters); the refusals above are counted there
+        assert _metric(url, "dashboard_auth_refused_total", 'reason="no_token"') >= 3
+        assert _metric(url, "dashboard_auth_refused_total", 'reason="origin"') == 1
 
         # revoke it from the page: the grant's state and the trail follow
         click(f'#gov-datasets tr[data-dataset="{dataset}"] .grant[data-grantee="hospital2"] button.revoke')
@@ -236,12 +290,27 @@ def test_dashboard_in_a_browser_live_twins_verified_models_and_a_grant_in_the_au
             audit = json.loads(gw.network(net.spec.channel).contract(net.chaincode, "data").evaluate("Audit", dataset))
         assert [e["action"] for e in audit["entries"]] == ["registered", "granted", "revoked"]
 
-        # acting as plant1's steward (also enrolled here) the chaincode refuses: plant1 does not own the data set
-        Select(driver.find_element(By.ID, "grant-as")).select_by_value("plant1")
+        # hospital2's data set from the page: hospital1's steward is refused by the chaincode, in its words
+        h2_dataset = task_spec("cardiac").dataset_id("hospital2")
+        Select(driver.find_element(By.ID, "grant-dataset")).select_by_value(h2_dataset)
+        Select(driver.find_element(By.ID, "grant-grantee")).select_by_value("plant1")
         click("#grant-submit")
         wait.until(lambda d: d.find_element(By.ID, "grant-result").get_attribute("class") == "bad")
         refusal = driver.find_element(By.ID, "grant-result").text
-        assert refusal.startswith("access denied") and "'hospital1'" in refusal and "'plant1'" in refusal, refusal
+        assert refusal.startswith("access denied") and "'hospital2'" in refusal and "'hospital1'" in refusal, refusal
+
+        # in the logged-in page itself: a POST with the cookie but without the session's CSRF token is refused,
+        # and with it no field can make the server sign as another identity (plant1's steward is enrolled here)
+        post = """const [body, withCsrf, done] = arguments;
+            const headers = {"Content-Type": "application/json"};
+            if (withCsrf) headers["X-CSRF-Token"] = CSRF;
+            fetch("/api/governance/grant", {method: "POST", headers, body: JSON.stringify(body)})
+              .then(async (r) => done([r.status, (await r.json()).error])).catch((e) => done([0, String(e)]));"""
+        attempt = {"dataset": dataset, "grantee": "plant1", "purpose": "fl:cardiac"}
+        status, error = driver.execute_async_script(post, attempt, False)
+        assert status == 403 and "X-CSRF-Token" in error, error
+        status, error = driver.execute_async_script(post, {**attempt, "as_org": "plant1"}, True)
+        assert status == 403 and "acts only as hospital1:steward" in error, error
 
         # verify box: a reading the page shows (the machine's latest sequence number) proves against its anchor
         seq = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, '[data-asset="plant1.m1"] .seq').text.split()[-1])
@@ -273,9 +342,9 @@ def test_dashboard_in_a_browser_live_twins_verified_models_and_a_grant_in_the_au
         assert all(k["org"] in shown for k in keys) if keys else shown == "no SuperNode key registered on the ledger yet"
 
         driver.save_screenshot(str(tmp_path / "dashboard.png"))  # left for a person to look at when debugging
-        # no script error, and no failed request but the refusal provoked above (409 from the grant)
+        # no script error, and no failed request but the refusals provoked above (409 and 403 from the grant)
         errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"
-                  and not ("/api/governance/grant" in e["message"] and "409" in e["message"])]
+                  and not ("/api/governance/grant" in e["message"] and ("409" in e["message"] or "403" in e["message"]))]
         assert errors == [], f"the page logged errors: {errors}"
         print(f"\nbrowser test: {time.monotonic() - t_start:.0f} s")
     finally:

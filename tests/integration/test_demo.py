@@ -17,8 +17,11 @@ import os
 import subprocess
 import sys
 import time
+import stat
+import urllib.error
 import urllib.request
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -31,10 +34,15 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
 SERVE_S = 60
 
 
-def _get_json(url: str) -> dict:
+def _get_json(url: str, token: str | None) -> dict:
+    """GET a dashboard API URL with the login token as a bearer header (none: expect the refusal's JSON)."""
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(url, timeout=20) as response:
-        return json.loads(response.read())
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with opener.open(req, timeout=20) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return {"status": e.code, **json.loads(e.read())}
 
 
 def _demo(home: Path, port_base: int, dashboard_port: int, *extra: str, log: Path) -> subprocess.Popen:
@@ -63,18 +71,24 @@ def test_demo_from_nothing_governs_trains_anchors_alerts_and_serves_the_dashboar
         assert state.exists(), f"no dashboard before the demo ended (exit {demo.poll()}):\n{log1.read_text()}"
         t_dashboard = time.monotonic() - t0
         served = json.loads(state.read_text())
-        url = served["dashboard"]
+        url, login = served["dashboard"], served["dashboard_login"]
         assert url == f"http://127.0.0.1:{dashboard_port}/"
+        # the login URL (with its token) is in demo.json, which is therefore readable by its owner only
+        [token] = parse_qs(urlsplit(login).query)["token"]
+        assert login == f"{url}?token={token}" and len(token) >= 43
+        assert stat.S_IMODE(state.stat().st_mode) == 0o600
+        assert (home / "dashboard" / "token").read_text().strip() == token
 
         # --- while the dashboard serves: the ledger as its API reads it (Gateway, the first org's steward) --
-        governance = _get_json(url + "api/governance?dataset=plant2.ai4i2020")
-        federated = _get_json(url + "api/federated")
-        twins = _get_json(url + "api/twins")
-        network = _get_json(url + "api/network")
+        assert _get_json(url + "api/governance", None)["status"] == 401  # nothing without the token
+        governance = _get_json(url + "api/governance?dataset=plant2.ai4i2020", token)
+        federated = _get_json(url + "api/federated", token)
+        twins = _get_json(url + "api/twins", token)
+        network = _get_json(url + "api/network", token)
         # the CLI's view of the same trail, by another org's identity
         audit = twinledger("data", "audit", "plant2.ai4i2020", "--as", "plant1", "--json", home=home, timeout=60)
         reading = _anchored_reading(home)
-        verify = _get_json(url + f"api/verify?asset={reading[0]}&seq={reading[1]}") if reading else None
+        verify = _get_json(url + f"api/verify?asset={reading[0]}&seq={reading[1]}", token) if reading else None
 
         demo.wait(timeout=SERVE_S + 180)
         output = log1.read_text()
@@ -85,6 +99,7 @@ def test_demo_from_nothing_governs_trains_anchors_alerts_and_serves_the_dashboar
         assert network["available"] is True and network["healthy"] == network["total"], network
         assert governance["available"] is True, governance
         assert governance["source"].startswith("Fabric ledger via the gateway, channel consortium, read as hospital1:steward")
+        assert governance["acting"] == {"org": "hospital1", "user": "steward", "identity": "hospital1:steward"}
         ids = {d["id"]: d for d in governance["datasets"]}
         assert set(ids) >= {"plant1.ai4i2020", "plant2.ai4i2020", "hospital1.heart_disease_uci", "hospital2.heart_disease_uci"}
         grants = {(g["grantee"], g["purpose"], g["state"]) for g in ids["plant2.ai4i2020"]["grants"]}
@@ -124,9 +139,11 @@ def test_demo_from_nothing_governs_trains_anchors_alerts_and_serves_the_dashboar
                      "$ twinledger data grant hospital2.heart_disease_uci", "$ twinledger twins run",
                      "$ twinledger fl run cardiac-v1 --rounds 1", "$ twinledger fl verify maintenance-v1",
                      "$ twinledger verify reading", "raised on the ledger in tx", "model hashes verified",
+                     f"dashboard: {login} (for {SERVE_S} s; acting as hospital1:steward)",
                      "shutting down: twins, then every process of the home"):
             assert line in output, (line, output)
         assert not _processes_of(home), "the demo left processes of its home running"
+        assert not (home / "dashboard" / "token").exists(), "the stopped dashboard took its token with it"
         print(f"\ndemo from nothing: dashboard after {t_dashboard:.0f} s, done after {wall:.0f} s "
               f"(up {_up_seconds(output)} s, served {SERVE_S} s)")
 
