@@ -77,7 +77,8 @@ def node_processes(spec: Spec, layout: Layout) -> list[ProcSpec]:
         procs.append(ProcSpec(
             node.name, node.org, node.type, argv,
             env={"FABRIC_CFG_PATH": str(layout.node_config(node.name))},
-            health=f"http://127.0.0.1:{node.ports.operations}/healthz",
+            # /healthz answers before the gRPC listener accepts (a channel join in between is refused)
+            health=f"http://127.0.0.1:{node.ports.operations}/healthz tcp://127.0.0.1:{node.ports.listen}",
         ))
     return procs
 

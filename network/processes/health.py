@@ -9,9 +9,15 @@ from urllib.parse import urlparse
 
 
 def probe(target: str | None, timeout: float = 1.0) -> bool:
-    """True when the process answers; a process without a probe counts as healthy while it runs."""
+    """True when the process answers; a process without a probe counts as healthy while it runs.
+
+    ``target`` may name several probes separated by spaces; all must answer (a Fabric peer's /healthz
+    answers ~3 s before its gRPC listener accepts, so a peer is ready only when both do)."""
     if not target:
         return True
+    targets = target.split()
+    if len(targets) > 1:
+        return all(probe(t, timeout) for t in targets)
     if target.startswith("tcp://"):
         u = urlparse(target)
         try:

@@ -21,7 +21,8 @@ class ProcSpec:
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)
     cwd: str | None = None
-    # Health: an http URL answering 200 when healthy (Fabric's operations /healthz), or "tcp://host:port".
+    # Health: an http URL answering 200 when healthy (Fabric's operations /healthz), or "tcp://host:port";
+    # several, separated by spaces, must all answer.
     health: str | None = None
 
     @staticmethod
