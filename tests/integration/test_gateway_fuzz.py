@@ -298,7 +298,7 @@ class Generator:
     def call(self, lane: int, submit: bool, now: int) -> Call:
         rng = self.rng
         if submit:
-            function = rng.choice(["Grant"] * 5 + ["Revoke"] * 3 + ["Check"] * 4 + ["RegisterDataset"]
+            function = rng.choice(["Grant"] * 5 + ["Revoke"] * 4 + ["Check"] * 4 + ["RegisterDataset"]
                                   + ["CheckReadOnly", "ReadDataset", "ListGrants", "Audit"])
         else:
             function = rng.choice(["CheckReadOnly", "ReadDataset", "ListGrants", "Audit"] * 2 + list(WRITES))
@@ -328,7 +328,8 @@ class Generator:
                     self.maybe(rng.choice([SHA, SHA.upper()]), ["ab" * 31, "z" * 64, ""]),
                     self.maybe(rng.choice(SENSITIVITIES), ["secret", "", "Public"]))
         elif function in ("Grant", "Revoke"):
-            if record is not None and not foreign and rng.random() < 0.6:
+            # The owner's steward, whose call can succeed, most of the time (revocations more: they need a grant).
+            if record is not None and not foreign and rng.random() < (0.75 if function == "Revoke" else 0.6):
                 org, role = record.owner, "steward"
             if foreign and record is not None and org == record.owner:
                 org = rng.choice([o for o in self.orgs if o != record.owner])  # a refusal, never a change
