@@ -33,17 +33,14 @@ from hypothesis import strategies as st
 from chaincode.app import build_chaincode
 from chaincode.endorsement import peers_of
 from chaincode.timestamps import format_utc, parse_utc
+from tests.data_model import BAD_EXPIRIES, BAD_SCHEMAS, HOSTILE, ORG_KIND, ORG_MSP, PAST_EXPIRY, SALT, SHA, decision
 
 MIN_CALLS = 10_000
 EXAMPLES = 250
 CALLS_PER_EXAMPLE = 42
 BASE_TIME = dt.datetime(2025, 3, 1, 12, 0, 0, tzinfo=dt.timezone.utc)
 
-ORG_MSP = {"hospital1": "Hospital1MSP", "hospital2": "Hospital2MSP", "plant1": "Plant1MSP", "plant2": "Plant2MSP"}
-ORG_KIND = {"hospital1": "hospital", "hospital2": "hospital", "plant1": "plant", "plant2": "plant"}
 ROLES = ["steward", "admin", "operator", "client", None]
-SHA = hashlib.sha256(b"manifest").hexdigest()
-SALT = "0f" * 16
 READ_ONLY = {"data:ReadDataset", "data:ListDatasets", "data:ListGrants", "data:CheckReadOnly", "data:Audit",
              "consent:ReadConsent", "consent:VerifyConsent"}
 
@@ -51,7 +48,7 @@ READ_ONLY = {"data:ReadDataset", "data:ListDatasets", "data:ListGrants", "data:C
 
 junk = st.one_of(
     st.text(max_size=70),
-    st.sampled_from(["", " ", "a" * 65, "\x00", "../etc", "Ω", "null", "{}", "[]", "train:", ":x", "x" * 9000]),
+    st.sampled_from(HOSTILE),
 )
 
 
@@ -75,12 +72,11 @@ scopes = pool("train:cardiac-v1", "read:aggregates")
 # Expiries relative to the call's own time ("in N seconds"), or literal text.
 expiries = weighted(
     st.sampled_from([("in", 3600), ("in", 86400), ("in", 5 * 86400), ("in", 0), ("in", -60), ""]),
-    st.one_of(st.sampled_from(["2025-01-01T00:00:00Z", "2099-01-01T00:00:00+01:00", "2099-13-01T00:00:00Z",
-                               "tomorrow"]), junk),
+    st.one_of(st.sampled_from([PAST_EXPIRY, *BAD_EXPIRIES]), junk),
     one_in=5,
 )
 schemas = weighted(st.sampled_from(["{}", '{"rows":1}']),
-                   pool('{"a":NaN}', "[1]", '{"a":1,"a":2}', "[" * 3000, '{"k":"' + "v" * 5000 + '"}'), one_in=4)
+                   pool(*BAD_SCHEMAS), one_in=4)
 shas = pool(SHA, SHA.upper(), "ab" * 31)
 sensitivities = pool("public", "internal", "confidential", "restricted", "secret")
 kinds = pool("hospital", "plant")
@@ -199,13 +195,10 @@ def org_of_msp(state: dict[str, bytes], msp_id: str) -> str | None:
 
 
 def expected_allowed(state: dict[str, bytes], dataset: dict[str, Any], org: str, purpose: str, now_nanos: int) -> bool:
-    """An independent model of the access rule, from the state before the call."""
-    if dataset["owner"] == org:
-        return True
-    grant = record_of(state, f"\x00grant\x00{dataset['id']}\x00{org}\x00{purpose}\x00")
-    if grant is None or grant["status"] != "active":
-        return False
-    return grant["expires_at"] is None or parse_utc("e", grant["expires_at"]) > now_nanos
+    """The shared, independent model of the access rule (tests/data_model.py), from the state before the call."""
+    prefix = f"\x00grant\x00{dataset['id']}\x00{org}\x00"
+    org_grants = [json.loads(v) for k, v in sorted(state.items()) if k.startswith(prefix)]
+    return decision(dataset["owner"], org, purpose, org_grants, now_nanos)[0]
 
 
 class Harness:
