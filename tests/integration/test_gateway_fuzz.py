@@ -359,7 +359,7 @@ class Generator:
         if rng.randrange(25) == 0:  # the wrong number of arguments
             args = args[:-1] if rng.random() < 0.5 else (*args, "surplus")
         pinned: tuple[str, ...] = ()
-        if submit and function in ("Grant", "Revoke") and record is not None and rng.randrange(10) == 0:
+        if submit and function in ("Grant", "Revoke") and record is not None and rng.randrange(4) == 0:
             pinned = tuple(msp for name, msp in self.model.orgs.items() if name != record.owner)
         return Call(lane, org, role, function, args, submit, pinned)
 
