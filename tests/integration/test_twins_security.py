@@ -27,12 +27,21 @@ pytestmark = pytest.mark.integration
 CLI = [sys.executable, "-m", "orchestrator.cli"]
 
 
-async def _attempt(mapping_path: Path, security: ClientSecurity | None, seconds: float) -> OpcUaBridge:
+async def _attempt(mapping_path: Path, security: ClientSecurity | None, seconds: float, *, readings: int = 0,
+                   limit: float = 30.0) -> OpcUaBridge:
+    """Run a bridge for at least ``seconds`` and until it has met a refusal or (``readings``) got that
+    many values, ``limit`` at most: RSA handshakes on a loaded 2-core machine can take seconds."""
     got: list = []
     bridge = OpcUaBridge(load_mapping(mapping_path), got.append, security=security, backoff_initial=0.1, backoff_max=0.3)
     stop = asyncio.Event()
     task = asyncio.create_task(bridge.run(stop))
-    await asyncio.sleep(seconds)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while loop.time() - start < limit:
+        await asyncio.sleep(0.1)
+        done = len(got) > readings if readings else bool(bridge.last_error)
+        if done and loop.time() - start >= seconds:
+            break
     stop.set()
     await asyncio.wait_for(task, 10)
     bridge.got = got  # type: ignore[attr-defined]
@@ -87,7 +96,7 @@ def test_twins_run_is_sign_and_encrypt_and_refuses_outsiders(fabric_net: FabricN
                 # the run's own bridge certificate, but a client trusting only hospital1's CA: it refuses the server
                 _attempt(mapping, ClientSecurity(bridge_cert, bridge_key, [hospital1_only]), 2.0),
                 # and with the run's trust list it is served
-                _attempt(mapping, ClientSecurity(bridge_cert, bridge_key, [pki / "trust"]), 2.0),
+                _attempt(mapping, ClientSecurity(bridge_cert, bridge_key, [pki / "trust"]), 2.0, readings=50),
             )
 
         anonymous, self_signed, other_ca, untrusted_server, trusted = asyncio.run(attempts())
