@@ -62,6 +62,35 @@ def _logs(home: Path) -> str:
     return "\n".join(out)
 
 
+def _token_argvs(d: FlowerDeployment) -> list[str]:
+    """Command lines of running processes that carry a Flower task token for one of our Runtime APIs."""
+    ours = {d.superlink_address} | {f"127.0.0.1:{d.runtime_port(o)}" for o in ORGS}
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        text = [a.decode(errors="replace") for a in argv]
+        if "--token" in text and ours & set(text):
+            found.append(" ".join(text))
+    return found
+
+
+def _assert_no_plain_http(port: int) -> None:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", "/")
+        status = conn.getresponse().status
+    except (ConnectionError, http.client.HTTPException, OSError):
+        return  # the TLS server dropped the plain-text request
+    finally:
+        conn.close()
+    pytest.fail(f"127.0.0.1:{port} answered plain HTTP with status {status}")
+
+
 def test_two_rounds_tls_node_auth_hashes_and_unregistered_node_refused(deployment, fabric_net: FabricNet):
     d, home, started, datasets = deployment
     run_dir = home / "run"
@@ -81,7 +110,7 @@ def test_two_rounds_tls_node_auth_hashes_and_unregistered_node_refused(deploymen
     node_ids = {org: d.register(org) for org in ORGS}
     assert len(set(node_ids.values())) == 2
 
-    node_specs = [s for org in ORGS for s in d.supernode_specs(org)]
+    node_specs = [d.superlink_exec_spec()] + [s for org in ORGS for s in d.supernode_specs(org)]
     upsert_processes(run_dir, node_specs)
     reload_supervisor(home)
     wait_healthy(home, [s.name for s in node_specs], timeout=90)
@@ -106,9 +135,15 @@ def test_two_rounds_tls_node_auth_hashes_and_unregistered_node_refused(deploymen
     report = d.home / "reports" / "run.json"
     t0 = time.monotonic()
     run_id = d.start_run(**{"num-server-rounds": 2, "report": str(report), "strategy": "fedavg", "ledger-task": key})
-    status = d.wait_run(run_id, timeout=300)
+    token_argvs: list[str] = []
+    status = d.wait_run(run_id, timeout=300, on_poll=lambda: token_argvs.extend(_token_argvs(d)))
     elapsed = time.monotonic() - t0
     assert status["status"] == "finished:completed", f"{status}\n{d.run_log(run_id)}\n{_logs(home)}"
+
+    # ServerApp and ClientApps were forked by our SuperExecs: no task token on any command line
+    assert token_argvs == [], token_argvs
+    for port in [d.port_base] + [d.runtime_port(o) for o in ORGS]:
+        _assert_no_plain_http(port)  # SuperLink (Fleet/Control/ServerAppIo) and each ClientAppIo: TLS only
 
     summary = json.loads(report.read_text())
     print(f"\nrun {run_id}: {elapsed:.1f} s, seconds per round {[round(s, 2) for s in summary['round_seconds']]}")
