@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from cryptography.hazmat.primitives import serialization
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.proto.node_pb2 import NodeInfo  # pylint: disable=no-name-in-module
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result, Strategy
@@ -310,7 +311,8 @@ class GovernedStrategy(Strategy):
         the push (``NodeInfo.last_activated_at`` changed): a SuperNode pulls a message once, so a killed
         one's message is never answered, and Flower 1.41 only turns it into a NODE_UNAVAILABLE error
         while the node is offline -- a supervisor that restarts the SuperNode can make that window
-        vanish, and the round would wait the whole ``timeout``. ``self.lost`` says why, per node."""
+        vanish, and the round would wait the whole ``timeout``. An error reply the SuperLink itself sends
+        for a node (NODE_UNAVAILABLE) counts as lost too. ``self.lost`` says why, per node."""
         msgs = list(messages)
         before = self._activations(grid)
         pending = dict(zip(grid.push_messages(msgs), (m.metadata.dst_node_id for m in msgs), strict=True))
@@ -319,10 +321,14 @@ class GovernedStrategy(Strategy):
         replies: list[Message] = []
         self.lost = {}
         while pending:
-            got = list(grid.pull_messages(set(pending)))
-            replies.extend(got)
-            for m in got:
-                pending.pop(m.metadata.reply_to_message_id, None)
+            for m in grid.pull_messages(set(pending)):
+                nid = pending.pop(m.metadata.reply_to_message_id, None)
+                if nid is not None and m.metadata.src_node_id == SUPERLINK_NODE_ID and m.has_error():
+                    # the SuperLink answering for the node (NODE_UNAVAILABLE: it missed its heartbeats)
+                    self.lost[nid] = f"the SuperLink reports its SuperNode unavailable ({m.error.reason})"
+                    log.warning("no reply from node %s: %s", nid, self.lost[nid])
+                    continue
+                replies.append(m)
             if not pending or time.monotonic() >= deadline:
                 break
             if time.monotonic() >= next_watch:
