@@ -91,6 +91,23 @@ def _assert_no_plain_http(port: int) -> None:
     pytest.fail(f"127.0.0.1:{port} answered plain HTTP with status {status}")
 
 
+def _acquire_task_unsigned(address: str, ca_cert: Path) -> str:
+    """AcquireTask on a Runtime API over TLS, without the SuperExec secret: what refused it ("" if nothing)."""
+    from flwr.proto.runtime_pb2 import AcquireTaskRequest  # pylint: disable=no-name-in-module
+    from flwr.supercore.runtime import RuntimeHttpClient
+
+    client = RuntimeHttpClient.from_server_address(server_address=address, insecure=False,
+                                                   root_certificates=ca_cert.read_bytes(), interceptors=[])  # fmt: skip
+    try:
+        res = client.AcquireTask(AcquireTaskRequest(supported_task_types=["flwr-serverapp", "flwr-clientapp"]))
+    except Exception as exc:  # noqa: BLE001 -- the refusal is what we look for
+        return f"{type(exc).__name__}: {exc}"
+    finally:
+        client.close()
+    del res  # answered: not refused
+    return ""
+
+
 def test_two_rounds_tls_node_auth_hashes_and_unregistered_node_refused(deployment, fabric_net: FabricNet):
     d, home, started, datasets = deployment
     run_dir = home / "run"
@@ -144,6 +161,9 @@ def test_two_rounds_tls_node_auth_hashes_and_unregistered_node_refused(deploymen
     assert token_argvs == [], token_argvs
     for port in [d.port_base] + [d.runtime_port(o) for o in ORGS]:
         _assert_no_plain_http(port)  # SuperLink (Fleet/Control/ServerAppIo) and each ClientAppIo: TLS only
+        # only our SuperExec (it holds the 0600 secret) may acquire tasks and their tokens
+        refused = _acquire_task_unsigned(f"127.0.0.1:{port}", d.tls.ca_cert)
+        assert "401 Unauthorized" in refused, (port, refused)
 
     summary = json.loads(report.read_text())
     print(f"\nrun {run_id}: {elapsed:.1f} s, seconds per round {[round(s, 2) for s in summary['round_seconds']]}")
