@@ -44,14 +44,15 @@ def _launches(trace: Path, pid: int) -> int:
     return n
 
 
-def test_kill_9_a_supernode_mid_round(fabric_net: FabricNet, flower: str, tmp_path: Path) -> None:
-    net, port_base = fabric_net, flower
+def _run_and_kill(net: FabricNet, port_base: str, tmp_path: Path, min_orgs: int) -> tuple[str, dict, int, list, str, float]:
+    """`twinledger fl run` of a new 2-round task; plant2's SuperNode SIGKILLed as its round-1 training task
+    starts. Returns (task, the kill's pid and times, exit code, timed stdout lines, stderr, seconds)."""
     datasets = register_federation(net)
     task = net.unique("maintenance-kill")
     trace = tmp_path / "trace.jsonl"
     env = {k: v for k, v in os.environ.items() if k not in ("TL_HOME", "TL_AS")}
     env.update(PYTHONUNBUFFERED="1", TL_FL_TRACE=str(trace))
-    argv = [sys.executable, "-m", "orchestrator.cli", "fl", "run", task, "--rounds", "2", "--min-orgs", "1",
+    argv = [sys.executable, "-m", "orchestrator.cli", "fl", "run", task, "--rounds", "2", "--min-orgs", str(min_orgs),
             "--datasets", datasets["plant1"], datasets["plant2"], "--port-base", port_base, "--timeout", "240",
             "--home", str(net.home)]  # fmt: skip
     t0 = time.monotonic()
@@ -88,8 +89,16 @@ def test_kill_9_a_supernode_mid_round(fabric_net: FabricNet, flower: str, tmp_pa
     elapsed = time.monotonic() - t0
     err = proc.stderr.read() if proc.stderr else ""
     out = "\n".join(text for _, text in lines)
-    print(f"\nfl run with plant2's SuperNode killed at {killed['at']:.1f} s (restarted at "
-          f"{killed.get('restarted', float('nan')):.1f} s): rc {rc} after {elapsed:.1f} s\n{out}")
+    print(f"\nfl run --min-orgs {min_orgs} with plant2's SuperNode killed at {killed['at']:.1f} s (restarted at "
+          f"{killed.get('restarted', float('nan')):.1f} s): rc {rc} after {elapsed:.1f} s\n{out}\n{err}")
+    assert "restarted" in killed, killed  # the supervisor restarted the SuperNode (a new process)
+    return task, killed, rc, lines, err, elapsed
+
+
+def test_kill_9_a_supernode_mid_round(fabric_net: FabricNet, flower: str, tmp_path: Path) -> None:
+    net = fabric_net
+    task, killed, rc, lines, err, elapsed = _run_and_kill(net, flower, tmp_path, min_orgs=1)
+    out = "\n".join(text for _, text in lines)
     assert rc == 0, f"{out}\n{err}\n{_logs(net)}"
 
     # The run said what happened to plant2's round-1 update, and finished both rounds.
@@ -101,9 +110,6 @@ def test_kill_9_a_supernode_mid_round(fabric_net: FabricNet, flower: str, tmp_pa
     # not for the run's deadline.
     seconds = next(text for _, text in lines if "seconds per round:" in text).split("seconds per round:")[1].split()
     assert float(seconds[0]) < 60, seconds
-
-    # The supervisor restarted the SuperNode (a new process), which took part in round 2 again.
-    assert "restarted" in killed, killed
 
     # The ledger: rounds 1 and 2, consecutive, round 2 starting from round 1's result; round 1's result
     # holds plant1's update only; no round holds an update of an org that was not its participant.
@@ -120,3 +126,20 @@ def test_kill_9_a_supernode_mid_round(fabric_net: FabricNet, flower: str, tmp_pa
     named = {h for r in (r1, r2) for h in (r["global_sha256"], r["result_sha256"], *(u["sha256"] for u in r["updates"]))}
     assert r1["result_sha256"] == r1["updates"][0]["sha256"]
     assert check["passed"] and check["verified"] == len(named) and not check["problems"], check
+
+
+def test_kill_9_a_supernode_when_the_round_needs_it(fabric_net: FabricNet, flower: str, tmp_path: Path) -> None:
+    """The same kill with both plants required (the default): one clear line, exit 1, and the ledger holds
+    round 1 started (never committed) and what is there verifies; a next `fl run` of the task re-runs round 1
+    (``governance.ResumePoint``)."""
+    net = fabric_net
+    task, _, rc, lines, err, elapsed = _run_and_kill(net, flower, tmp_path, min_orgs=2)
+    assert rc == 1, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "round 1: 1 valid update(s), 2 needed" in err and "plant2: no update: " in err, err
+    assert elapsed < 150, elapsed  # it stopped when the node was declared gone, not at the run's deadline
+    doc = net.ok("fl", "rounds", task)
+    [r1] = doc["rounds"]
+    assert r1["round"] == 1 and r1["result_sha256"] is None and r1["start_tx_id"]
+    check = net.ok("fl", "verify", task)
+    assert check["passed"] and check["verified"] == 1 and not check["problems"], check  # round 1's start model
