@@ -109,7 +109,7 @@ def run_mode(mode: str, task: str, orgs: list[str], rounds: int, runs: int, root
         d.wait_superlink(timeout=90)
         for o in orgs:
             d.register(o)
-        specs = [s for o in orgs for s in d.supernode_specs(o)]
+        specs = [d.superlink_exec_spec()] + [s for o in orgs for s in d.supernode_specs(o)]
         upsert_processes(run_dir, specs)
         reload_supervisor(home)
         wait_healthy(home, [s.name for s in specs], timeout=120)

@@ -1,8 +1,20 @@
 """Flower's Deployment Engine for one task: SuperLink + one SuperNode per org, as supervisor ProcSpecs.
 
-Everything binds 127.0.0.1. TLS is on: the SuperLink serves its Fleet, Control and Runtime APIs (one
-HTTPS port in flwr 1.41) with a certificate from the deployment's own CA (``federated.pki``); SuperNodes
-and the ``flwr`` CLI verify it. SuperNode authentication is on: the SuperLink runs with
+Everything binds 127.0.0.1, and every Flower API is HTTPS with certificates from the deployment's own CA
+(``federated.pki``); nothing runs ``--insecure``:
+* the SuperLink serves Fleet, Control and ServerAppIo (its Runtime API) on one HTTPS port (flwr 1.41);
+  SuperNodes, the ``flwr`` CLI and the SuperLink's SuperExec / ServerApp verify it against the CA;
+* each SuperNode serves its ClientAppIo (Runtime) API over HTTPS with its own certificate
+  (``pki/runtime-<org>.crt``, ``--ssl-certfile/--ssl-keyfile/--ssl-ca-certfile``); its SuperExec and every
+  ClientApp process verify it.
+Runtime APIs also hand out task tokens (``AcquireTask``) to whichever local process asks. So the SuperLink
+and (warm) SuperNodes run ``--isolation process`` with ``--superexec-auth-secret-file`` (a 0600 random
+secret per Runtime API, ``pki/superexec-<process>.secret``), and our own SuperExec,
+``federated.warm_exec``, signs with it and forks each ServerApp / ClientApp task with its token as a
+function argument -- Flower's own ``SubprocessExecutor`` puts it on the app's argv (``--token TOKEN``).
+``warm=False`` SuperNodes (Flower's defaults, for ``bench.fl``) keep ``--isolation subprocess``: their
+internal SuperExec starts ``flwr-clientapp --token TOKEN`` and Flower 1.41 ignores the SuperExec secret in
+that mode (it logs so), which is why the deployment's default is ``warm=True``. SuperNode authentication is on: the SuperLink runs with
 ``--enable-supernode-auth``, each org's SuperNode signs its requests with its own EC key
 (``--auth-supernode-private-key``), and only keys registered through the Control API
 (``flwr supernode register KEY.pub CONN --name ORG``) may connect; any other key is refused at
@@ -17,7 +29,9 @@ Latency settings (see ``bench/fl.py`` for measurements):
 
 Folder layout under ``home``::
 
-    pki/ca.crt ca.key server.crt server.key     TLS
+    pki/ca.crt ca.key server.crt server.key     TLS: the CA and the SuperLink's certificate
+    pki/runtime-<org>.crt .key                  TLS of each SuperNode's ClientAppIo API
+    pki/superexec-<process>.secret              SuperExec secret of each Runtime API (0600)
     keys/<org> keys/<org>.pub                   SuperNode auth keys
     members.json                                org -> key fingerprint (the ServerApp maps nodes by it)
     flwr/<process>/                             FLWR_HOME of each Flower process (installed FABs)
@@ -39,7 +53,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from federated.data import task_spec
-from federated.pki import NodeKey, TlsFiles, load_node_key, make_ca_and_server_cert, make_node_key
+from federated.pki import (
+    NodeKey,
+    TlsFiles,
+    issue_server_cert,
+    load_node_key,
+    make_ca_and_server_cert,
+    make_node_key,
+    make_secret,
+)
 from network.processes.procspec import ProcSpec
 
 APP_DIR = Path(__file__).resolve().parent / "app"
@@ -101,6 +123,15 @@ class FlowerDeployment:
         p = self.home / "pki"
         return TlsFiles(p / "ca.crt", p / "server.crt", p / "server.key")
 
+    def runtime_tls(self, org: str) -> TlsFiles:
+        """The certificate of ``org``'s SuperNode ClientAppIo (Runtime) API."""
+        p = self.home / "pki"
+        return TlsFiles(p / "ca.crt", p / f"runtime-{org}.crt", p / f"runtime-{org}.key")
+
+    def superexec_secret(self, process: str) -> Path:
+        """The SuperExec secret of a Runtime API (``superlink`` or an org)."""
+        return self.home / "pki" / f"superexec-{process}.secret"
+
     def node_key(self, org: str) -> NodeKey:
         return load_node_key(self.home / "keys", org)
 
@@ -125,6 +156,11 @@ class FlowerDeployment:
         self.home.mkdir(parents=True, exist_ok=True)
         if not self.tls.cert.exists():
             make_ca_and_server_cert(self.home / "pki")
+        make_secret(self.superexec_secret("superlink"))
+        for org in self.orgs:
+            if not self.runtime_tls(org).cert.exists():
+                issue_server_cert(self.home / "pki", f"runtime-{org}", f"supernode.{org}")
+            make_secret(self.superexec_secret(org))
         # one SuperLink (and members map) can serve several tasks: keep the other tasks' orgs
         members = json.loads(self.members_file.read_text()) if self.members_file.exists() else {}
         for org in self.orgs:
@@ -158,11 +194,24 @@ class FlowerDeployment:
             str(BIN / "flower-superlink"),
             "--ssl-ca-certfile", str(t.ca_cert), "--ssl-certfile", str(t.cert), "--ssl-keyfile", str(t.key),
             "--enable-supernode-auth", "--disable-runtime-dependency-installation",
+            # the ServerApp is started by our SuperExec (superlink_exec_spec), not by Flower's
+            # subprocess executor, so its task token never appears on a command line
+            "--isolation", "process", "--superexec-auth-secret-file", str(self.superexec_secret("superlink")),
             "--database", str(self.home / "superlink.db"),
             "--host", "127.0.0.1", "--port", str(self.port_base),
         ]  # fmt: skip
         return ProcSpec("superlink", "flower", "superlink", argv, self._env("superlink"),
                         cwd=str(self.home), health=f"tcp://{self.superlink_address}")  # fmt: skip
+
+    def _exec_argv(self, address: str, ca_cert: Path, process: str) -> list[str]:
+        return [sys.executable, "-m", "federated.warm_exec", "--root-certificates", str(ca_cert),
+                "--superexec-auth-secret-file", str(self.superexec_secret(process)),
+                "--runtime-api-address", address]  # fmt: skip
+
+    def superlink_exec_spec(self) -> ProcSpec:
+        """The SuperLink's SuperExec: takes ServerApp tasks from its ServerAppIo API (HTTPS, signed)."""
+        argv = self._exec_argv(self.superlink_address, self.tls.ca_cert, "superlink")
+        return ProcSpec("superexec.superlink", "flower", "superlink", argv, self._env("superlink"), cwd=str(self.home))
 
     def node_config(self, org: str) -> dict[str, object]:
         nc: dict[str, object] = {"org": org, "task": self.task}
@@ -176,13 +225,19 @@ class FlowerDeployment:
         return nc
 
     def supernode_argv(self, org: str, key_file: Path | None = None, port: int | None = None) -> list[str]:
+        rt = self.runtime_tls(org)
         flower = [
             "--superlink", self.superlink_address, "--root-certificates", str(self.tls.ca_cert),
             "--auth-supernode-private-key", str(key_file or self.home / "keys" / org),
             "--node-config", config_args(self.node_config(org)),
             "--isolation", "process" if self.warm else "subprocess",
+            # ClientAppIo (Runtime) API over HTTPS; in subprocess isolation Flower hands the CA to the
+            # flower-superexec and flwr-clientapp processes it starts
+            "--ssl-certfile", str(rt.cert), "--ssl-keyfile", str(rt.key), "--ssl-ca-certfile", str(rt.ca_cert),
             "--host", "127.0.0.1", "--port", str(port or self.runtime_port(org)),
         ]  # fmt: skip
+        if self.warm:  # Flower 1.41 honours the SuperExec secret only in process isolation
+            flower += ["--superexec-auth-secret-file", str(self.superexec_secret(org))]
         if self.node_poll is not None:
             return [sys.executable, "-m", "federated.supernode_launch", "--poll-interval", str(self.node_poll), "--", *flower]
         return [str(BIN / "flower-supernode"), *flower]
@@ -192,13 +247,12 @@ class FlowerDeployment:
         specs = [ProcSpec(f"supernode.{org}", org, "supernode", self.supernode_argv(org), env, cwd=str(self.home),
                           health=f"tcp://127.0.0.1:{self.runtime_port(org)}")]  # fmt: skip
         if self.warm:
-            argv = [sys.executable, "-m", "federated.warm_exec", "--insecure",
-                    "--runtime-api-address", f"127.0.0.1:{self.runtime_port(org)}"]  # fmt: skip
+            argv = self._exec_argv(f"127.0.0.1:{self.runtime_port(org)}", self.runtime_tls(org).ca_cert, org)
             specs.append(ProcSpec(f"superexec.{org}", org, "supernode", argv, env, cwd=str(self.home)))
         return specs
 
     def process_specs(self) -> list[ProcSpec]:
-        specs = [self.superlink_spec()]
+        specs = [self.superlink_spec(), self.superlink_exec_spec()]
         for org in self.orgs:
             specs.extend(self.supernode_specs(org))
         return specs

@@ -50,7 +50,7 @@ class RunOutcome:
 
 
 def _processes(d: FlowerDeployment) -> list[ProcSpec]:
-    return [d.superlink_spec()] + [s for o in d.orgs for s in d.supernode_specs(o)]
+    return d.process_specs()  # superlink first: it must be up before its SuperExec and the SuperNodes
 
 
 def start_deployment(d: FlowerDeployment, supervisor_home: Path, progress: Callable[[str], None]) -> list[ProcSpec]:
@@ -67,7 +67,7 @@ def start_deployment(d: FlowerDeployment, supervisor_home: Path, progress: Calla
     reload_supervisor(supervisor_home)
     wait_healthy(supervisor_home, [s.name for s in ours[1:]], timeout=120)
     d.wait_online(timeout=120)
-    progress(f"SuperLink 127.0.0.1:{d.port_base} and SuperNodes of {', '.join(d.orgs)} are up (TLS, node authentication)")
+    progress(f"SuperLink 127.0.0.1:{d.port_base} and SuperNodes of {', '.join(d.orgs)} are up (TLS on every API, node authentication)")
     return ours
 
 

@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from cryptography.hazmat.primitives import serialization
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.proto.node_pb2 import NodeInfo  # pylint: disable=no-name-in-module
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result, Strategy
@@ -181,6 +182,7 @@ class GovernedStrategy(Strategy):
         keep_global: Sequence[str] = (),
         round_metrics: Callable[[], Mapping[str, float]] | None = None,
         admit_timeout: float = 120.0,
+        node_watch_interval: float = 1.0,
     ) -> None:
         """``keep_global``: name prefixes of arrays the aggregate must not change (e.g. the scaler under DP
         noise); ``round_metrics``: extra figures committed with every round result (e.g. DP settings)."""
@@ -197,6 +199,8 @@ class GovernedStrategy(Strategy):
         self.keep_global = tuple(keep_global)
         self.round_metrics = round_metrics
         self.admit_timeout = admit_timeout
+        self.node_watch_interval = node_watch_interval
+        self.lost: dict[int, str] = {}  # node id -> why its message of the last exchange was not answered
         self.run_info = GovernedRun(ledger_task)
 
     # -- delegation (Strategy's abstract API) ---------------------------------------------------------
@@ -288,7 +292,7 @@ class GovernedStrategy(Strategy):
                 good.append(msg)
         for nid, org in nodes.items():
             if nid not in chosen and org not in excluded:
-                excluded[org] = f"no admission reply within {min(timeout, self.admit_timeout):.0f} s"
+                excluded[org] = self.lost.get(nid) or f"no admission reply within {min(timeout, self.admit_timeout):.0f} s"
         for org, why in sorted(excluded.items()):
             log.warning("round %s: %s is not a participant: %s", rnd, org, why)
         self.run_info.excluded[rnd] = dict(sorted(excluded.items()))
@@ -301,17 +305,51 @@ class GovernedStrategy(Strategy):
         return chosen, good
 
     def _send_and_receive(self, grid: Grid, messages: Iterable[Message], timeout: float) -> list[Message]:
-        ids = set(grid.push_messages(list(messages)))
+        """Push, then pull replies until every message is answered, lost, or ``timeout`` passes.
+
+        A message is *lost* when its SuperNode left the federation or came back as a new process after
+        the push (``NodeInfo.last_activated_at`` changed): a SuperNode pulls a message once, so a killed
+        one's message is never answered, and Flower 1.41 only turns it into a NODE_UNAVAILABLE error
+        while the node is offline -- a supervisor that restarts the SuperNode can make that window
+        vanish, and the round would wait the whole ``timeout``. An error reply the SuperLink itself sends
+        for a node (NODE_UNAVAILABLE) counts as lost too. ``self.lost`` says why, per node."""
+        msgs = list(messages)
+        before = self._activations(grid)
+        pending = dict(zip(grid.push_messages(msgs), (m.metadata.dst_node_id for m in msgs), strict=True))
         deadline = time.monotonic() + timeout
+        next_watch = time.monotonic() + self.node_watch_interval
         replies: list[Message] = []
-        while ids:
-            got = list(grid.pull_messages(ids))
-            replies.extend(got)
-            ids.difference_update(m.metadata.reply_to_message_id for m in got)
-            if not ids or time.monotonic() >= deadline:
+        self.lost = {}
+        while pending:
+            for m in grid.pull_messages(set(pending)):
+                nid = pending.pop(m.metadata.reply_to_message_id, None)
+                if nid is not None and m.metadata.src_node_id == SUPERLINK_NODE_ID and m.has_error():
+                    # the SuperLink answering for the node (NODE_UNAVAILABLE: it missed its heartbeats)
+                    self.lost[nid] = f"the SuperLink reports its SuperNode unavailable ({m.error.reason})"
+                    log.warning("no reply from node %s: %s", nid, self.lost[nid])
+                    continue
+                replies.append(m)
+            if not pending or time.monotonic() >= deadline:
                 break
+            if time.monotonic() >= next_watch:
+                next_watch = time.monotonic() + self.node_watch_interval
+                now = self._activations(grid)
+                for mid, nid in list(pending.items()):
+                    if nid not in now:
+                        self.lost[nid] = "its SuperNode left the federation during the exchange"
+                    elif before.get(nid) != now[nid]:
+                        self.lost[nid] = "its SuperNode restarted during the exchange (the message it held is lost)"
+                    else:
+                        continue
+                    del pending[mid]
+                    log.warning("no reply from node %s: %s", nid, self.lost[nid])
             time.sleep(self.poll_interval)
         return replies
+
+    @staticmethod
+    def _activations(grid: Grid) -> dict[int, str]:
+        """node id -> when it last activated, of the nodes the SuperLink has online."""
+        return {n.node_id: str(getattr(n, "last_activated_at", "")) for n in grid.get_nodes()}
 
     def _put(self, arrays: Mapping[str, np.ndarray]) -> str:
         return self.store.put_arrays(arrays) if self.store else arrays_sha256(arrays)
@@ -444,6 +482,9 @@ class GovernedStrategy(Strategy):
             msgs = list(self.inner.configure_train(rnd, arrays_to_record(arrays), cfg, view))  # type: ignore[arg-type]
             replies = self._send_and_receive(grid, msgs, timeout)
             accepted, updates = self._check_train_replies(rnd, replies, chosen, global_sha)
+            for nid, why in self.lost.items():  # a participant whose update never came: say why
+                self.run_info.rejected[rnd].append(f"{chosen.get(nid, nid)}: no update: {why}")
+                log.warning("round %s: %s sent no update: %s", rnd, chosen.get(nid, nid), why)
             if len(accepted) < self.min_nodes:
                 raise GovernanceError(
                     f"{self.task} round {rnd}: {len(accepted)} valid update(s), {self.min_nodes} needed; "

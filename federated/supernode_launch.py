@@ -7,6 +7,12 @@ unmodified ``flower-supernode`` entry point with those sleeps capped at ``--poll
 giving that one module a ``time`` whose ``sleep`` is capped. Each poll is one authenticated HTTPS
 request to the SuperLink, so a lower interval trades SuperLink load for latency. If the module no
 longer has that shape (another flwr version) it warns and runs Flower unchanged.
+
+``--heartbeat-interval`` (default 10 s, the least the SuperLink accepts) replaces Flower's fixed 30 s
+(``HEARTBEAT_DEFAULT_INTERVAL``, imported by name into ``flwr.supernode.fleet_http_connection`` and
+``flwr.supercore.heartbeat``; no flag). The SuperLink declares a node offline after 2 missed intervals,
+so a killed SuperNode is noticed after ~20 s instead of ~60 s -- which is also how soon its restarted
+process may activate again (Flower refuses to activate a node it still holds online).
 """
 
 from __future__ import annotations
@@ -39,7 +45,19 @@ def main(argv: list[str] | None = None) -> None:
         own, rest = [], argv
     ap = argparse.ArgumentParser(prog="python -m federated.supernode_launch")
     ap.add_argument("--poll-interval", type=float, default=0.25, help="cap on the SuperNode's idle poll (s)")
+    ap.add_argument("--heartbeat-interval", type=float, default=10.0, help="SuperNode heartbeat interval (s), >= 10")
     args = ap.parse_args(own)
+
+    import flwr.supercore.heartbeat as hb
+    import flwr.supernode.fleet_http_connection as fhc
+    from flwr.common.constant import HEARTBEAT_MIN_INTERVAL
+
+    interval = max(float(args.heartbeat_interval), float(HEARTBEAT_MIN_INTERVAL))
+    if hasattr(fhc, "HEARTBEAT_DEFAULT_INTERVAL") and hasattr(hb, "HEARTBEAT_DEFAULT_INTERVAL"):
+        fhc.HEARTBEAT_DEFAULT_INTERVAL = interval  # what the node announces (ActivateNode, SendNodeHeartbeat)
+        hb.HEARTBEAT_DEFAULT_INTERVAL = interval  # how often it sends
+    else:
+        warnings.warn("flwr's heartbeat constants moved; running with Flower's own heartbeat interval")
 
     import flwr.supernode.start_client_internal as sci
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -334,7 +335,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             if at.resuming:
                 say(f"task {task_id}: resuming at round {at.first_round} of {task.rounds} from {str(at.start_sha256)[:12]}")
             d = FlowerDeployment(home=home / "flower", task=kind, orgs=orgs, port_base=flower_port_base(home, args.port_base),
-                                 ledger=choice.server, org_ledgers=choice.orgs, datasets=datasets)  # fmt: skip
+                                 ledger=choice.server, org_ledgers=choice.orgs, datasets=datasets,
+                                 # per-message ClientApp / SuperExec timings as JSON lines (bench, tests)
+                                 trace=os.environ.get("TL_FL_TRACE") or None)  # fmt: skip
             outcome = run_on_deployment(
                 d, ledger=ledger, run_config={"num-server-rounds": task.rounds, "strategy": task.aggregation,
                                               "min-nodes": min_orgs},
@@ -358,6 +361,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                     where = (f" (on the ledger: {org}'s own data:Check record, `twinledger data audit {dataset}`)"
                              if dataset else "")  # fmt: skip
                     say(f"round {rnd}: {org} not participating: {why}{where}")
+            # A participant whose update was refused or never came (its SuperNode died mid-round): the
+            # round's committed updates leave it out; say why.
+            for rnd, reasons in sorted(outcome.summary.get("rejected", {}).items(), key=lambda kv: int(kv[0])):
+                for why in reasons:
+                    say(f"round {rnd}: update not aggregated: {why}")
             say(f"run {outcome.run_id} of {task_id} completed; seconds per round: "
                 f"{' '.join(f'{s:.1f}' for s in outcome.summary.get('round_seconds', [])) or '-'}")  # fmt: skip
         records = ledger.list_rounds(task_id)

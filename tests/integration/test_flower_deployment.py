@@ -62,6 +62,52 @@ def _logs(home: Path) -> str:
     return "\n".join(out)
 
 
+def _token_argvs(d: FlowerDeployment) -> list[str]:
+    """Command lines of running processes that carry a Flower task token for one of our Runtime APIs."""
+    ours = {d.superlink_address} | {f"127.0.0.1:{d.runtime_port(o)}" for o in ORGS}
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        text = [a.decode(errors="replace") for a in argv]
+        if "--token" in text and ours & set(text):
+            found.append(" ".join(text))
+    return found
+
+
+def _assert_no_plain_http(port: int) -> None:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", "/")
+        status = conn.getresponse().status
+    except (ConnectionError, http.client.HTTPException, OSError):
+        return  # the TLS server dropped the plain-text request
+    finally:
+        conn.close()
+    pytest.fail(f"127.0.0.1:{port} answered plain HTTP with status {status}")
+
+
+def _acquire_task_unsigned(address: str, ca_cert: Path) -> str:
+    """AcquireTask on a Runtime API over TLS, without the SuperExec secret: what refused it ("" if nothing)."""
+    from flwr.proto.runtime_pb2 import AcquireTaskRequest  # pylint: disable=no-name-in-module
+    from flwr.supercore.runtime import RuntimeHttpClient
+
+    client = RuntimeHttpClient.from_server_address(server_address=address, insecure=False,
+                                                   root_certificates=ca_cert.read_bytes(), interceptors=[])  # fmt: skip
+    try:
+        res = client.AcquireTask(AcquireTaskRequest(supported_task_types=["flwr-serverapp", "flwr-clientapp"]))
+    except Exception as exc:  # noqa: BLE001 -- the refusal is what we look for
+        return f"{type(exc).__name__}: {exc}"
+    finally:
+        client.close()
+    del res  # answered: not refused
+    return ""
+
+
 def test_two_rounds_tls_node_auth_hashes_and_unregistered_node_refused(deployment, fabric_net: FabricNet):
     d, home, started, datasets = deployment
     run_dir = home / "run"
@@ -81,7 +127,7 @@ def test_two_rounds_tls_node_auth_hashes_and_unregistered_node_refused(deploymen
     node_ids = {org: d.register(org) for org in ORGS}
     assert len(set(node_ids.values())) == 2
 
-    node_specs = [s for org in ORGS for s in d.supernode_specs(org)]
+    node_specs = [d.superlink_exec_spec()] + [s for org in ORGS for s in d.supernode_specs(org)]
     upsert_processes(run_dir, node_specs)
     reload_supervisor(home)
     wait_healthy(home, [s.name for s in node_specs], timeout=90)
@@ -106,9 +152,18 @@ def test_two_rounds_tls_node_auth_hashes_and_unregistered_node_refused(deploymen
     report = d.home / "reports" / "run.json"
     t0 = time.monotonic()
     run_id = d.start_run(**{"num-server-rounds": 2, "report": str(report), "strategy": "fedavg", "ledger-task": key})
-    status = d.wait_run(run_id, timeout=300)
+    token_argvs: list[str] = []
+    status = d.wait_run(run_id, timeout=300, on_poll=lambda: token_argvs.extend(_token_argvs(d)))
     elapsed = time.monotonic() - t0
     assert status["status"] == "finished:completed", f"{status}\n{d.run_log(run_id)}\n{_logs(home)}"
+
+    # ServerApp and ClientApps were forked by our SuperExecs: no task token on any command line
+    assert token_argvs == [], token_argvs
+    for port in [d.port_base] + [d.runtime_port(o) for o in ORGS]:
+        _assert_no_plain_http(port)  # SuperLink (Fleet/Control/ServerAppIo) and each ClientAppIo: TLS only
+        # only our SuperExec (it holds the 0600 secret) may acquire tasks and their tokens
+        refused = _acquire_task_unsigned(f"127.0.0.1:{port}", d.tls.ca_cert)
+        assert "401 Unauthorized" in refused, (port, refused)
 
     summary = json.loads(report.read_text())
     print(f"\nrun {run_id}: {elapsed:.1f} s, seconds per round {[round(s, 2) for s in summary['round_seconds']]}")

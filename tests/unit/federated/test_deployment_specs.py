@@ -17,9 +17,18 @@ def test_process_specs_bind_loopback_with_tls_and_node_auth(tmp_path):
                          org_ledgers={"plant2": "fabric:/l/plant2.json"}, datasets={"plant2": "plant2.ai4i-x"})
     d.prepare()
     specs = {s.name: s for s in d.process_specs()}
-    assert set(specs) == {"superlink", "supernode.plant1", "superexec.plant1", "supernode.plant2", "superexec.plant2"}
+    assert set(specs) == {"superlink", "superexec.superlink", "supernode.plant1", "superexec.plant1", "supernode.plant2",
+                          "superexec.plant2"}  # fmt: skip
+    # no Flower process talks plain text (issue 13): every API is HTTPS, every client verifies our CA
+    assert not any("--insecure" in s.argv for s in specs.values())
     sl = specs["superlink"].argv
-    assert "--insecure" not in sl and "--enable-supernode-auth" in sl
+    assert "--enable-supernode-auth" in sl
+    # the ServerApp is forked by our SuperExec (its token never on an argv), which signs AcquireTask
+    assert sl[sl.index("--isolation") + 1] == "process"
+    assert sl[sl.index("--superexec-auth-secret-file") + 1] == str(d.superexec_secret("superlink"))
+    sx = specs["superexec.superlink"].argv
+    assert sx[sx.index("--root-certificates") + 1] == str(d.tls.ca_cert) and sx[-1] == "127.0.0.1:23000"
+    assert sx[sx.index("--superexec-auth-secret-file") + 1] == str(d.superexec_secret("superlink"))
     assert sl[sl.index("--ssl-certfile") + 1] == str(d.tls.cert) and sl[sl.index("--host") + 1] == "127.0.0.1"
     assert specs["superlink"].health == "tcp://127.0.0.1:23000"
     sn = specs["supernode.plant2"].argv
@@ -31,15 +40,22 @@ def test_process_specs_bind_loopback_with_tls_and_node_auth(tmp_path):
     # plant2's ClientApp records its data use with plant2's own Fabric identity, for its own data set
     assert node_config == 'org="plant2" task="maintenance" ledger="fabric:/l/plant2.json" dataset="plant2.ai4i-x"'
     assert d.run_config()["ledger"] == "fabric:/l/server.json" and d.run_config()["datasets"] == "plant2.ai4i-x"
-    assert specs["superexec.plant2"].argv[-1] == "127.0.0.1:23002"
+    # plant2's ClientAppIo API: HTTPS with its own certificate from our CA; its SuperExec verifies it
+    rt = d.runtime_tls("plant2")
+    assert sn[sn.index("--ssl-certfile") + 1] == str(rt.cert) and sn[sn.index("--ssl-keyfile") + 1] == str(rt.key)
+    assert sn[sn.index("--superexec-auth-secret-file") + 1] == str(d.superexec_secret("plant2"))
+    ex = specs["superexec.plant2"].argv
+    assert ex[-1] == "127.0.0.1:23002" and ex[ex.index("--root-certificates") + 1] == str(d.tls.ca_cert)
+    assert ex[ex.index("--superexec-auth-secret-file") + 1] == str(d.superexec_secret("plant2"))
     for s in specs.values():
         assert s.env["FLWR_HOME"].startswith(str(tmp_path)) and s.env["FLWR_TELEMETRY_ENABLED"] == "0"
 
     plain = FlowerDeployment(home=tmp_path / "p", port_base=23100, warm=False, node_poll=None)
     names = [s.name for s in plain.process_specs()]
-    assert names == ["superlink", "supernode.plant1", "supernode.plant2"]
-    assert plain.supernode_argv("plant1")[0].endswith("flower-supernode")
-    assert "subprocess" in plain.supernode_argv("plant1")
+    assert names == ["superlink", "superexec.superlink", "supernode.plant1", "supernode.plant2"]
+    pa = plain.supernode_argv("plant1")
+    assert pa[0].endswith("flower-supernode") and "subprocess" in pa and "--ssl-certfile" in pa
+    assert "--superexec-auth-secret-file" not in pa  # Flower 1.41 ignores it in subprocess isolation
 
 
 def test_key_material(tmp_path):
@@ -54,6 +70,14 @@ def test_key_material(tmp_path):
     assert members["hospital1"] == d.node_key("hospital1").fingerprint != members["hospital2"]
     assert d.node_key("hospital1").public.read_text().startswith("ecdsa-sha2-nistp384 ")
     assert (tmp_path / "keys" / "hospital1").stat().st_mode & 0o077 == 0
+    rt = x509.load_pem_x509_certificate(d.runtime_tls("hospital1").cert.read_bytes())
+    assert rt.issuer == x509.load_pem_x509_certificate(d.tls.ca_cert.read_bytes()).subject
+    assert ipaddress.ip_address("127.0.0.1") in rt.extensions.get_extension_for_class(
+        x509.SubjectAlternativeName).value.get_values_for_type(x509.IPAddress)
+    for private in (d.runtime_tls("hospital1").key, d.superexec_secret("hospital1"), d.superexec_secret("superlink")):
+        assert private.stat().st_mode & 0o077 == 0, private
+    assert len(d.superexec_secret("hospital1").read_bytes()) == 64
+    assert d.superexec_secret("hospital1").read_bytes() != d.superexec_secret("superlink").read_bytes()
     before = members
     d.prepare()  # idempotent: keys are kept
     assert json.loads(d.members_file.read_text()) == before
