@@ -77,15 +77,18 @@ def node_processes(spec: Spec, layout: Layout) -> list[ProcSpec]:
         procs.append(ProcSpec(
             node.name, node.org, node.type, argv,
             env={"FABRIC_CFG_PATH": str(layout.node_config(node.name))},
-            health=_health(node),
+            health=f"http://127.0.0.1:{node.ports.operations}/healthz",
+            ready=_ready(node),
         ))
     return procs
 
 
-def _health(node: Node) -> str:
+def _ready(node: Node) -> str:
     """/healthz answers before the node's gRPC listener (and an orderer's channel participation API)
-    accept: a peer's ~3 s earlier, and a channel join in between is refused. Ready means all answer."""
-    probes = [f"http://127.0.0.1:{node.ports.operations}/healthz", f"tcp://127.0.0.1:{node.ports.listen}"]
+    accept: a peer's ~3 s earlier, and a channel join in between is refused. So a node counts as healthy
+    only once those ports have accepted too (probed until then only: each bare probe is an error line
+    in the node's log)."""
+    probes = [f"tcp://127.0.0.1:{node.ports.listen}"]
     if node.type == "orderer":
         probes.append(f"tcp://127.0.0.1:{node.ports.admin}")
     return " ".join(probes)

@@ -24,12 +24,15 @@ class ProcSpec:
     # Health: an http URL answering 200 when healthy (Fabric's operations /healthz), or "tcp://host:port";
     # several, separated by spaces, must all answer.
     health: str | None = None
+    # Ready: probes (same form) that must answer once after each start before health counts, then are
+    # left alone: a Fabric node's TLS listener logs every bare TCP connection as a failed handshake.
+    ready: str | None = None
 
     @staticmethod
     def from_dict(d: dict) -> "ProcSpec":
         return ProcSpec(
             name=d["name"], org=d["org"], type=d["type"], argv=list(d["argv"]), env=dict(d.get("env") or {}),
-            cwd=d.get("cwd"), health=d.get("health"),
+            cwd=d.get("cwd"), health=d.get("health"), ready=d.get("ready"),
         )
 
 

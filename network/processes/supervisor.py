@@ -68,6 +68,7 @@ class Child:
     next_start: float = 0.0
     last_exit: int | None = None
     healthy: bool = False
+    ready: bool = False  # the spec's ready probes answered since the last start
     last_probe: float = 0.0
     stopping: bool = False
 
@@ -127,6 +128,7 @@ class Supervisor:
             log.close()
         c.started_at = time.monotonic()
         c.healthy = False
+        c.ready = False
         c.last_probe = 0.0
         log_event("started", name=c.spec.name, pid=c.proc.pid, restarts=c.restarts)
 
@@ -232,7 +234,8 @@ class Supervisor:
                     elif c.proc is not None and now - c.last_probe >= HEALTH_EVERY:
                         c.last_probe = now
                         was = c.healthy
-                        c.healthy = probe(c.spec.health)
+                        c.ready = c.ready or probe(c.spec.ready)
+                        c.healthy = c.ready and probe(c.spec.health)
                         if was != c.healthy:
                             log_event("health", name=c.spec.name, healthy=c.healthy)
                 if now - last_state >= 0.5:

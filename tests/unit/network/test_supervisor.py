@@ -194,3 +194,17 @@ def test_processes_of_one_kind_stop_together(home):
     took = time.monotonic() - t0
     assert supervisor_pid(home) is None
     assert 1.4 <= took < 4.5, f"stopping 4 slow children took {took:.1f} s"
+
+
+def test_ready_probes_gate_health_once_per_start(home):
+    """A process counts as healthy only after its ready probes answered; a closed one keeps it unhealthy."""
+    base = free_port_base(3)
+    listening = ProcSpec("a", "org1", "chaincode", [sys.executable, "-c", SERVER, str(base)], ready=f"tcp://127.0.0.1:{base}")
+    never = ProcSpec("b", "org1", "chaincode", [sys.executable, "-c", SERVER, str(base + 1)],
+                     health=f"tcp://127.0.0.1:{base + 1}", ready=f"tcp://127.0.0.1:{base + 2}")  # nothing listens on base+2
+    save_manifest(home / "run", [listening, never])
+    start_supervisor(home)
+    wait_healthy(home, ["a"], timeout=20)
+    time.sleep(4.5)  # two probe periods: b's health answers, its ready probe never does
+    assert _state(home, "b")["healthy"] is False
+    assert load_manifest(home / "run")[1].ready == f"tcp://127.0.0.1:{base + 2}"  # the field survives the manifest
