@@ -32,14 +32,21 @@ from network.child_process import die_with_parent
 from network.files import open_private_log
 
 
+def _security_argv(who: str, cert: Path | None, key: Path | None, trust: list[Path], insecure: bool) -> list[str]:
+    """The OPC-UA security flags the simulators and the bridge share: SignAndEncrypt or an explicit --insecure."""
+    if insecure:
+        return ["--insecure"]
+    if not (cert and key and trust):
+        raise ValueError(f"{who}: give cert, key and trust (SignAndEncrypt), or insecure=True")
+    return ["--cert", str(cert), "--key", str(key), *(a for t in trust for a in ("--trust", str(t)))]
+
+
 def simulator_argv(*, port: int, data_dir: Path, machines: list[str] = (), monitors: list[str] = (),  # type: ignore[assignment]
                    machine_rate: float = 5.0, monitor_rate: float = 1.0, mapping_out: Path | None = None,
                    seed: int = 2020, tick: float = 0.02, cert: Path | None = None, key: Path | None = None,
                    trust: list[Path] = (), insecure: bool = False, metrics_port: int = 0,  # type: ignore[assignment]
                    extra: list[str] = ()) -> list[str]:  # type: ignore[assignment]
     """SignAndEncrypt with ``cert``/``key`` and the CA ``trust`` list; NoSecurity only with ``insecure=True``."""
-    if not insecure and not (cert and key and trust):
-        raise ValueError("simulator_argv: give cert, key and trust (SignAndEncrypt), or insecure=True")
     argv = [sys.executable, "-m", "twins.simulators", "--port", str(port), "--data-dir", str(data_dir),
             "--machine-rate", str(machine_rate), "--monitor-rate", str(monitor_rate), "--seed", str(seed), "--tick", str(tick)]
     if metrics_port:
@@ -50,12 +57,7 @@ def simulator_argv(*, port: int, data_dir: Path, machines: list[str] = (), monit
         argv += ["--monitors", m]
     if mapping_out:
         argv += ["--write-mapping", str(mapping_out)]
-    if insecure:
-        argv.append("--insecure")
-    else:
-        argv += ["--cert", str(cert), "--key", str(key)]
-        for t in trust:
-            argv += ["--trust", str(t)]
+    argv += _security_argv("simulator_argv", cert, key, trust, insecure)
     return argv + list(extra)
 
 
@@ -64,16 +66,9 @@ def bridge_argv(*, mapping: Path, home: Path, ledger_config: Path, interval: flo
                 insecure: bool = False, metrics_port: int = 0, extra: list[str] = ()) -> list[str]:  # type: ignore[assignment]
     """``ledger_config``: the JSON of ``twins.anchoring.anchorer.connect_ledger`` (the bridge anchors on the ledger only).
     OPC-UA: SignAndEncrypt with ``cert``/``key``, the server chaining to ``trust``; NoSecurity only with ``insecure``."""
-    if not insecure and not (cert and key and trust):
-        raise ValueError("bridge_argv: give cert, key and trust (SignAndEncrypt), or insecure=True")
+    security = _security_argv("bridge_argv", cert, key, trust, insecure)
     argv = [sys.executable, "-m", "twins.bridge", "run", "--mapping", str(mapping), "--home", str(home),
-            "--ledger-config", str(ledger_config), "--interval", str(interval), "--start-from", start_from]
-    if insecure:
-        argv.append("--insecure")
-    else:
-        argv += ["--cert", str(cert), "--key", str(key)]
-        for t in trust:
-            argv += ["--trust", str(t)]
+            "--ledger-config", str(ledger_config), "--interval", str(interval), "--start-from", start_from, *security]
     if metrics_port:
         argv += ["--metrics-port", str(metrics_port)]
     return argv + list(extra)

@@ -33,6 +33,7 @@ import logging
 import os
 import shutil
 import socket
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +58,17 @@ RSA_BITS = 2048
 RENEW_BEFORE = _dt.timedelta(days=7)
 INSECURE_WARNING = ("WARNING: OPC-UA WITHOUT SECURITY (--insecure-opcua): sensor values travel in plain text and any "
                     "local process can connect to the simulators; use this for debugging only")
+
+
+def check_security_flags(insecure: bool, cert: object, key: object, trust: object) -> None:
+    """The command-line rule the simulators and the bridge share: --cert, --key and --trust (SignAndEncrypt),
+    or --insecure alone, which is announced on stderr every run. Exits with one line otherwise."""
+    if insecure:
+        if cert or key or trust:
+            raise SystemExit("error: --insecure excludes --cert, --key and --trust")
+        print(INSECURE_WARNING, file=sys.stderr, flush=True)
+    elif not (cert and key and trust):
+        raise SystemExit("error: give --cert, --key and --trust (SignAndEncrypt), or --insecure")
 
 
 def application_uri(org: str, app: str) -> str:

@@ -36,7 +36,7 @@ from twins.metrics import metrics_url, start_server, stop_server
 from twins.model.twin import MachineTwin
 from twins.model.whatif import whatif_speed
 from twins.runtime import REPORT_EVERY, TwinRuntime, load_twin
-from twins.security import INSECURE_WARNING, ClientSecurity
+from twins.security import ClientSecurity, check_security_flags
 
 
 def _write_json_atomic(path: Path, data: object) -> None:
@@ -88,15 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def run(args: argparse.Namespace) -> None:
-    security = None
-    if args.insecure:
-        if args.cert or args.key or args.trust:
-            raise SystemExit("error: --insecure excludes --cert, --key and --trust")
-        print(INSECURE_WARNING, file=sys.stderr, flush=True)
-    elif not (args.cert and args.key and args.trust):
-        raise SystemExit("error: give --cert, --key and --trust (SignAndEncrypt), or --insecure")
-    else:
-        security = ClientSecurity(args.cert, args.key, list(args.trust), args.server_cert)
+    check_security_flags(args.insecure, args.cert, args.key, args.trust)
+    security = None if args.insecure else ClientSecurity(args.cert, args.key, list(args.trust), args.server_cert)
     mapping = load_mapping(args.mapping)
     home: Path = args.home
     home.mkdir(parents=True, exist_ok=True)

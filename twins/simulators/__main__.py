@@ -32,7 +32,7 @@ import yaml
 from twins.metrics import SimulatorMetrics, metrics_url, start_server, stop_server
 from twins.simulators.machine import MachineSource
 from twins.simulators.patient import PatientSource, default_sepsis_dir, load_patients, pick_patients
-from twins.security import INSECURE_WARNING
+from twins.security import check_security_flags
 from twins.simulators.server import ServerSecurity, SimulatorServer, ready_line
 
 
@@ -92,12 +92,7 @@ def make_sources(args: argparse.Namespace) -> list:
 
 
 async def amain(args: argparse.Namespace) -> None:
-    if args.insecure:
-        if args.cert or args.key or args.trust:
-            raise SystemExit("error: --insecure excludes --cert, --key and --trust")
-        print(INSECURE_WARNING, file=sys.stderr, flush=True)
-    elif not (args.cert and args.key and args.trust):
-        raise SystemExit("error: give --cert, --key and --trust (SignAndEncrypt), or --insecure")
+    check_security_flags(args.insecure, args.cert, args.key, args.trust)
     sources = make_sources(args)
     if not sources:
         raise SystemExit("error: nothing to simulate: give --machines ORG:N and/or --monitors ORG:N")
