@@ -215,7 +215,7 @@ def parse_spec(data: Any, *, port_base: int | None = None) -> Spec:
         _require(isinstance(ro, dict), f"orgs[{i}] must be a mapping like {{name: plant1, kind: plant}}, not {_show(ro)}")
         _keys(ro, _ORG_KEYS, where)
         _require("name" in ro, f"orgs[{i}] needs a name")
-        oname = _str(ro, "name", None, _NAME_RE, "must be lowercase letters/digits, starting with a letter (e.g. hospital1)",
+        oname = _str(ro, "name", None, _NAME_RE, "must be lowercase letters/digits, starting with a letter, at most 31 (e.g. hospital1)",
                      where)
         _require(oname not in seen, f"org {oname!r} appears twice")
         seen.add(oname)
