@@ -142,10 +142,19 @@ class OneLineParser(argparse.ArgumentParser):
     """argparse prints the whole usage and then the error (two lines or more); a user needs the error,
     and where the usage is. Sub-parsers inherit this class (argparse makes them of the parent's type)."""
 
+    #: The innermost (sub-)parser that parsed: argparse reports unknown arguments from the top parser,
+    #: but the user needs the help of the command they typed.
+    _innermost: argparse.ArgumentParser | None = None
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[no-untyped-def]
+        OneLineParser._innermost = self
+        return super().parse_known_args(args, namespace)
+
     def error(self, message: str) -> NoReturn:
-        where = self.prog.removeprefix("twinledger").strip()
+        prog = (OneLineParser._innermost or self).prog if message.startswith("unrecognized") else self.prog
+        where = prog.removeprefix("twinledger").strip()
         message = " ".join(message.split())
-        self.exit(2, f"twinledger: error: {where + ': ' if where else ''}{message} (see `{self.prog} --help`)\n")
+        self.exit(2, f"twinledger: error: {where + ': ' if where else ''}{message} (see `{prog} --help`)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -171,11 +171,17 @@ def ledger_config(home: Path, orgs: list[str]) -> dict[str, Any]:
 
 
 # --- twins run ------------------------------------------------------------------------------------------
+#: Assets of one kind per org in one run: more is a typo, not a plant (each is a simulator and a twin).
+MAX_ASSETS_PER_ORG = 1000
+
+
 def _org_count(text: str) -> str:
     """ORG:N, with ORG a valid consortium org name (its batches carry it into batch ids on the ledger)."""
     org, _, n = text.partition(":")
-    if not ORG_NAME_RE.match(org) or not n.isdigit() or int(n) < 1:
-        raise argparse.ArgumentTypeError(f"expected ORG:COUNT (e.g. plant1:2), got {text!r}")
+    # [0-9], not str.isdigit: that also takes "²", which int() then refuses
+    if not ORG_NAME_RE.fullmatch(org) or not re.fullmatch(r"[0-9]{1,4}", n) or not 1 <= int(n) <= MAX_ASSETS_PER_ORG:
+        raise argparse.ArgumentTypeError(f"expected ORG:COUNT with COUNT 1 to {MAX_ASSETS_PER_ORG} (e.g. plant1:2), "
+                                         f"got {text!r}")
     return text
 
 
