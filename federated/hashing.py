@@ -67,29 +67,54 @@ def arrays_sha256(arrays: Mapping[str, object]) -> str:
 
 
 def arrays_from_canonical(data: bytes) -> dict[str, np.ndarray]:
-    """Inverse of ``canonical_bytes`` (names in sorted order); raises CanonicalFormError on bad input."""
+    """Inverse of ``canonical_bytes`` (names in sorted order); raises CanonicalFormError on bad input.
+
+    Bytes from a file are untrusted: every header field is checked, and the result must serialize back to
+    exactly these bytes, so that anything accepted here is the one canonical form its hash stands for."""
     if not data.startswith(MAGIC) or len(data) < len(MAGIC) + 8:
         raise CanonicalFormError("not a canonical array serialization (bad magic)")
     pos = len(MAGIC)
     (hlen,) = struct.unpack(">Q", data[pos : pos + 8])
     pos += 8
+    if hlen > len(data) - pos:
+        raise CanonicalFormError(f"header of {hlen} bytes runs past the end of the data ({len(data)} bytes)")
     try:
         header = json.loads(data[pos : pos + hlen])
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CanonicalFormError(f"bad header: {exc}") from exc
     pos += hlen
+    if not isinstance(header, list) or not header:
+        raise CanonicalFormError("bad header: not a non-empty list of arrays")
     out: dict[str, np.ndarray] = {}
-    for entry in header:
-        dtype = np.dtype(entry["dtype"])
-        shape = tuple(int(s) for s in entry["shape"])
-        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    for i, entry in enumerate(header):
+        if not isinstance(entry, dict) or set(entry) != {"dtype", "name", "shape"}:
+            raise CanonicalFormError(f"bad header: entry {i} is not {{dtype, name, shape}}")
+        name, shape_raw = entry["name"], entry["shape"]
+        if not isinstance(name, str) or not name or name in out:
+            raise CanonicalFormError(f"bad header: entry {i} has an empty, non-text or repeated name")
+        if not isinstance(shape_raw, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                                      for d in shape_raw):
+            raise CanonicalFormError(f"bad header: array {name!r} has shape {shape_raw!r}, not a list of sizes")
+        try:
+            dtype = np.dtype(entry["dtype"])
+        except (TypeError, ValueError):
+            raise CanonicalFormError(f"bad header: array {name!r} has an unknown dtype {entry['dtype']!r}") from None
+        if dtype.kind not in _KINDS or dtype.str != entry["dtype"] or dtype.byteorder == ">":
+            raise CanonicalFormError(f"bad header: array {name!r} has dtype {entry['dtype']!r}, not a little-endian "
+                                     "numeric or boolean one")
+        shape = tuple(shape_raw)
+        count = 1
+        for d in shape:
+            count *= d
         nbytes = count * dtype.itemsize
         if pos + nbytes > len(data):
-            raise CanonicalFormError(f"truncated data for array {entry['name']!r}")
-        out[entry["name"]] = np.frombuffer(data, dtype=dtype, count=count, offset=pos).reshape(shape).copy()
+            raise CanonicalFormError(f"truncated data for array {name!r}")
+        out[name] = np.frombuffer(data, dtype=dtype, count=count, offset=pos).reshape(shape).copy()
         pos += nbytes
     if pos != len(data):
         raise CanonicalFormError(f"{len(data) - pos} trailing bytes after the last array")
+    if canonical_bytes(out) != data:  # e.g. entries out of name order, or a header not written the canonical way
+        raise CanonicalFormError("not in canonical form (it would serialize to other bytes)")
     return out
 
 

@@ -7,6 +7,7 @@ artefacts against ledger records (``twinledger fl verify``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,12 +15,19 @@ from pathlib import Path
 import numpy as np
 
 from federated.governance import RoundLedger
-from federated.hashing import arrays_from_canonical, canonical_bytes, sha256_hex
+from federated.hashing import CanonicalFormError, arrays_from_canonical, canonical_bytes, sha256_hex
 from network.files import write_private
 
 
 class StoreError(RuntimeError):
-    pass
+    """An artefact that cannot be used, in one line naming its path and the reason; nothing was loaded."""
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _named(sha256: object) -> bool:
+    return isinstance(sha256, str) and _SHA256.fullmatch(sha256) is not None
 
 
 @dataclass
@@ -39,7 +47,10 @@ class VerifyReport:
 class ModelStore:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"model store {self.root}: cannot create it: {exc.strerror or exc}") from None
 
     def path(self, sha256: str) -> Path:
         return self.root / sha256
@@ -56,17 +67,33 @@ class ModelStore:
         return self.put_bytes(canonical_bytes(arrays))
 
     def get_arrays(self, sha256: str) -> dict[str, np.ndarray]:
-        """Load an artefact, refusing one whose content no longer matches its name."""
+        """Load an artefact, refusing one whose content no longer matches its name or is not a model.
+
+        Every refusal is a StoreError naming the file and why; the arrays are returned whole or not at all."""
+        # a name is a hash, never a path: "../x" or "" must not reach the file system
+        if not _named(sha256):
+            raise StoreError(f"{sha256!r} is not an artefact name (a SHA-256: 64 lowercase hexadecimal digits)")
+        path = self.path(sha256)
         try:
-            data = self.path(sha256).read_bytes()
+            data = path.read_bytes()
         except FileNotFoundError:
             raise StoreError(f"no artefact {sha256} in {self.root}") from None
+        except IsADirectoryError:
+            raise StoreError(f"artefact {path} is a directory, not a model file") from None
+        except OSError as exc:
+            raise StoreError(f"artefact {path}: cannot read it: {exc.strerror or exc}") from None
+        if not data:
+            raise StoreError(f"artefact {path} is empty (a write that never finished?)")
         if sha256_hex(data) != sha256:
-            raise StoreError(f"artefact {self.path(sha256)} is corrupt: its content does not hash to its name")
-        return arrays_from_canonical(data)
+            raise StoreError(f"artefact {path} is corrupt: its {len(data)} bytes do not hash to its name "
+                             "(truncated or changed since it was stored)")
+        try:
+            return arrays_from_canonical(data)
+        except CanonicalFormError as exc:
+            raise StoreError(f"artefact {path} hashes to its name but is not a model: {exc}") from None
 
     def __contains__(self, sha256: str) -> bool:
-        return self.path(sha256).is_file()
+        return _named(sha256) and self.path(sha256).is_file()
 
     def list(self) -> list[str]:
         return sorted(p.name for p in self.root.iterdir() if p.is_file() and not p.name.startswith("."))
@@ -76,7 +103,7 @@ class ModelStore:
         report = VerifyReport()
         for sha in dict.fromkeys(hashes):  # unique, in order
             p = self.path(sha)
-            if not p.is_file():
+            if not _named(sha) or not p.is_file():
                 report.missing.append(sha)
             elif sha256_hex(p.read_bytes()) != sha:
                 report.mismatched.append(sha)
