@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from network.configtx import (
     write_configtx,
 )
 from network.layout import Layout
-from network.spec import load_spec, parse_spec
+from network.spec import SpecError, load_spec, parse_spec
 
 # Fabric 3 internal/configtxgen/genesisconfig. configtxgen unmarshals exactly: unknown keys fail.
 # None = leaf, "MAP" = free-form map (policies, capabilities, ACLs, profiles).
@@ -161,8 +162,13 @@ def test_batch_from_spec_and_single_orderer(layout):
     assert orderer["BatchSize"]["PreferredMaxBytes"] == "512 KB"
     assert len(orderer["EtcdRaft"]["Consenters"]) == 1
     assert orderer["Organizations"][0]["OrdererEndpoints"] == [f"127.0.0.1:{spec.node('orderer0.ord').ports.listen}"]
+    # the spec parser refuses it first (before `up` creates anything) ...
+    with pytest.raises(SpecError, match="batch.preferred_max_bytes 524288 must be between 1 and 8192"):
+        make(8192, 512 * 1024)
+    # ... and a Spec built in code, which skips the parser, is still refused by configtx
+    bad = dataclasses.replace(spec, batch=dataclasses.replace(spec.batch, absolute_max_bytes=1000))
     with pytest.raises(ConfigtxError, match="preferred_max_bytes"):
-        render_configtx(make(1000, 512 * 1024), layout)
+        render_configtx(bad, layout)
 
 
 def test_byte_sizes_use_configtxgen_units(spec, layout):
