@@ -69,7 +69,10 @@ def expiry_of(option: str, value: str, now: dt.datetime | None = None) -> str:
     now = now or dt.datetime.now(dt.timezone.utc)
     relative = _RELATIVE.fullmatch(value.strip())
     if relative:
-        moment = now + dt.timedelta(seconds=int(relative.group(1)) * _UNIT_SECONDS[relative.group(2)])
+        try:
+            moment = now + dt.timedelta(seconds=int(relative.group(1)) * _UNIT_SECONDS[relative.group(2)])
+        except OverflowError:  # 9999999d is past the year 9999, the end of time for datetime
+            raise UserError(f"{option} {value!r} lies past the year 9999") from None
     else:
         try:
             moment = dt.datetime.fromisoformat(value.strip())
@@ -103,15 +106,17 @@ def whole(minimum: int, maximum: int | None = None, what: str = "a whole number"
     return parse
 
 
-def finite(minimum: float, *, above: bool = False, what: str = "a number") -> Callable[[str], float]:
-    """A finite float >= minimum (> minimum with above=True)."""
+def finite(minimum: float, *, above: bool = False, maximum: float = math.inf,
+           what: str = "a number") -> Callable[[str], float]:
+    """A finite float >= minimum (> minimum with above=True), at most maximum."""
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"must be {what}, not {text!r}") from None
-        if not math.isfinite(value) or value < minimum or (above and value == minimum):
+        if not math.isfinite(value) or value < minimum or (above and value == minimum) or value > maximum:
             bound = f"{'above' if above else 'of at least'} {minimum:g}"
+            bound += f" and at most {maximum:g}" if math.isfinite(maximum) else ""
             raise argparse.ArgumentTypeError(f"must be a finite {what} {bound}, not {text!r}")
         return value
     parse.__name__ = what

@@ -35,6 +35,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import re
 import shutil
 import signal
@@ -171,6 +172,9 @@ def ledger_config(home: Path, orgs: list[str]) -> dict[str, Any]:
 
 
 # --- twins run ------------------------------------------------------------------------------------------
+#: The what-if horizon simulates every product in it: a year is already ~10^5 products per scenario.
+WHATIF_MAX_HOURS = 24 * 366
+
 #: Assets of one kind per org in one run: more is a typo, not a plant (each is a simulator and a twin).
 MAX_ASSETS_PER_ORG = 1000
 
@@ -614,12 +618,16 @@ def speed_factor(text: str, current_rpm: float | None) -> float:
     t = text.strip().lower().replace(" ", "")
     try:
         if t.endswith("%"):
-            return 1.0 + float(t[:-1]) / 100.0
-        if t.endswith("rpm"):
+            factor = 1.0 + float(t[:-1]) / 100.0
+        elif t.endswith("rpm"):
             if not current_rpm:
                 raise UserError("the twin has no rotational speed estimate yet; give --speed as a change (-10%) or factor")
-            return float(t[:-3]) / current_rpm
-        return float(t[1:] if t.startswith("x") else t)
+            factor = float(t[:-3]) / current_rpm
+        else:
+            factor = float(t[1:] if t.startswith("x") else t)
+        if not math.isfinite(factor):  # float() takes "nan" and "inf", and 1e999 is inf
+            raise ValueError(text)
+        return factor
     except ValueError:
         raise UserError(f"--speed {text!r}: give a change (-10%, +5%), a factor (0.9) or a speed (1400rpm)") from None
 
@@ -863,7 +871,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     w.add_argument("asset", help="a machine, e.g. plant1.m1")
     w.add_argument("--speed", default="-10%",
                    help="a change (-10%%, +5%%), a factor of the current speed (0.9) or a speed (1400rpm); default -10%%")
-    w.add_argument("--hours", type=cli_inputs.finite(0.0, above=True, what="number of hours"), default=8.0, help="horizon in hours (default 8)")
+    w.add_argument("--hours", type=cli_inputs.finite(0.0, above=True, maximum=WHATIF_MAX_HOURS, what="number of hours"), default=8.0, help="horizon in hours (default 8)")
     # "-10%" starts with "-": argparse would take it for an option; accept signed percentages as values
     w._negative_number_matcher = re.compile(r"^-\d+$|^-\d*\.\d+$|^-\d*\.?\d+%$")
     w.set_defaults(func=cmd_whatif)

@@ -126,6 +126,7 @@ def _bad_commands(ds: str, tmp: Path) -> list[tuple[tuple[str, ...], int, str]]:
         ((*grant, "--to", "hospital1", "--expires=-5d", "--as", "plant1"), 1, "--expires '-5d'"),
         ((*grant, "--to", "hospital1", "--expires", "-5d", "--as", "plant1"), 2, "--expires: expected one argument"),
         ((*grant, "--to", "hospital1", "--expires", "0s", "--as", "plant1"), 1, "--expires"),
+        ((*grant, "--to", "hospital1", "--expires", "9999999d", "--as", "plant1"), 1, "past the year 9999"),
         # revoke what was never granted; check and audit a data set that does not exist
         (("data", "revoke", ds, "--to", "hospital2", "--purpose", "train:maintenance-v1", "--as", "plant1"), 1, ds),
         (("data", "check", "no-such-" + ds, "--purpose", "train:maintenance-v1", "--as", "plant2"), 1, "no-such-"),
