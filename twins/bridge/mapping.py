@@ -88,9 +88,17 @@ def parse_mapping(data: Any, source: str = "mapping") -> Mapping:
 def load_mapping(path: str | Path) -> Mapping:
     p = Path(path)
     try:
-        data = yaml.safe_load(p.read_text())
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise MappingError(f"mapping file {p} not found (write one with python -m twins.simulators --write-mapping)") from None
+    except UnicodeDecodeError as exc:
+        raise MappingError(f"{p}: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise MappingError(f"{p}: cannot read it: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
-        raise MappingError(f"{p}: not valid YAML: {exc}") from None
+        # PyYAML's message spans lines and quotes the input: where and what fit one line
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        raise MappingError(f"{p}: not valid YAML{at}: {problem}") from None
     return parse_mapping(data, str(p))

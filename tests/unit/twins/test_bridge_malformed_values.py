@@ -239,3 +239,24 @@ def test_value_check(value, status, ts, expect, needle, caplog) -> None:
     else:
         assert len(lines) == 1 and lines[0].startswith("a.b/P: ") and needle in lines[0] and "\n" not in lines[0], lines
         assert check.refused == 3 and len(lines[0]) < 300
+
+
+@pytest.mark.parametrize("content, needle", [
+    (b"nodes: [x", "not valid YAML at line 1, column 10"),
+    (b"\xff\xfe", "not UTF-8 text"),
+    (b"- 1", "expected a mapping with 'assets' and 'nodes'"),
+    (b"assets: {a: {org: p}}\nnodes: {n: 5}", "node 'n' needs 'asset' and 'property'"),
+    (b"assets: {a: {org: p, kind: robot}}\nnodes: {n: {asset: a, property: P}}", "unknown kind 'robot'"),
+    (None, "cannot read it"),  # a directory
+])
+def test_a_malformed_mapping_file_is_one_line(content, needle, tmp_path) -> None:
+    from twins.bridge.mapping import MappingError, load_mapping
+
+    path = tmp_path / "mapping.yaml"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    with pytest.raises(MappingError) as err:
+        load_mapping(path)
+    assert needle in str(err.value) and "\n" not in str(err.value) and str(path) in str(err.value)
