@@ -215,8 +215,9 @@ def test_the_fatal_line_of_an_exit_is_kept_for_status(home):
     save_manifest(home / "run", [ProcSpec("crashy", "org1", "peer", [sys.executable, "-c", crash])])
     start_supervisor(home)
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and not _state(home, "crashy").get("last_error"):
+    st: dict = {}
+    while time.monotonic() < deadline and not st.get("last_error"):
         time.sleep(0.2)
-    st = _state(home, "crashy")
+        st = next((p for p in read_state(home).get("processes", []) if p["name"] == "crashy"), {})
     assert st["last_error"] == "panic: ledger corrupt at block 7" and st["last_exit"] == 2
     assert st["waiting_for_space"] is None, "not a full disk: restarted with the usual backoff"
