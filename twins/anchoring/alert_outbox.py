@@ -99,6 +99,8 @@ class AlertTracker:
             asset, kind = cond
             detail = {"level": alert["level"], "value": alert["value"], "text": alert["detail"],
                       "model": alert.get("label"), "episode": episode}
+            if alert.get("model_sha256"):  # the federated model's hash as the ledger committed it (the contract checks it)
+                detail["model_sha256"] = alert["model_sha256"]
             detail.update(_evidence(self.store, asset, alert.get("reading"), sealed))
             rec = AlertRecord(f"{asset}/{kind}/{episode}", org, asset, kind, episode, score_text(alert), detail,
                               os.urandom(NONCE_BYTES))
