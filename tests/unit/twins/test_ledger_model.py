@@ -260,3 +260,31 @@ def test_alerts_carry_the_model_hash_to_the_ledger_record(tmp_path) -> None:
 
     assert alert_model(rec.detail) == (Always.label, sha)
     rs.close()
+
+
+def test_a_new_model_opens_its_own_alert_for_a_condition_that_still_holds(tmp_path) -> None:
+    from twins.anchoring.store import ReadingStore
+
+    rs = ReadingStore(tmp_path / "r.sqlite")
+    twin = MachineTwin("plant1.m1", "plant1")
+    for i, (prop, v) in enumerate({"AirTemperature": 300.0, "ProcessTemperature": 310.0, "RotationalSpeed": 1500.0,
+                                   "Torque": 40.0, "ToolWear": 236.0}.items()):
+        twin.update(Reading("plant1", twin.asset, prop, 1, 1000 + i, v))
+    tracker = AlertTracker(rs)
+    (first,) = tracker.observe("plant1", {twin.asset: twin.snapshot()})
+    assert first.detail["model"] == "fallback:ai4i-rules-v1" and "model_sha256" not in first.detail
+    assert tracker.observe("plant1", {twin.asset: twin.snapshot()}) == []  # same model, same episode
+
+    class Round1:
+        label, sha256 = f"federated:{TASK}:round1:{'cd' * 6}", "cd" * 32
+
+        def predict(self, features: dict[str, float], type_mix: Any = None) -> float:
+            return 0.7
+
+    twin.model = Round1()
+    (second,) = tracker.observe("plant1", {twin.asset: twin.snapshot()})
+    assert (second.episode, second.detail["model"], second.detail["model_sha256"]) == (2, Round1.label, Round1.sha256)
+    assert [a["key"] for a in rs.alerts(open_only=True)] == [second.key]  # the rules' episode ended
+    # after a restart the open episode's model comes back from the store: nothing new while it holds
+    assert AlertTracker(rs).observe("plant1", {twin.asset: twin.snapshot()}) == []
+    rs.close()
