@@ -819,6 +819,7 @@ def cmd_decide(args: argparse.Namespace) -> int:
     emit(args, record, render_fields([
         ("decision", f"{record['id']}"), ("alert", f"{record['alert']} ({record['asset']}, org {record['org']})"),
         ("action", record["decision"]), ("status", record["status"]), ("by", short_actor(record["decided_by"])),
+        ("model", record.get("model") or "not named by the alert"),
         ("tx", f"{status.transaction_id} (block {status.block_number})"),
         ("next", f"twinledger twins ack {record['id']} once it is done"),
     ]))

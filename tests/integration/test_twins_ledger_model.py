@@ -255,6 +255,14 @@ def test_running_twins_follow_the_ledgers_model(fabric_net: FabricNet, tmp_path:
         else:
             assert rec["model"] == "fallback:ai4i-rules-v1" and rec["model_sha256"] is None
     print(f"alerts on the ledger: {len(alerts)} ({federated_alerts} by a federated model)")
+    # worn tools at 20 products/s: the federated model raises alerts of its own (a model taking over a condition that
+    # still holds opens a new episode), and a decision on one carries the model's hash
+    assert federated_alerts >= 1, on_ledger
+    fed = next(r for r in on_ledger if r["model"].startswith("federated:"))
+    decided = twinledger("twins", "decide", fed["id"], "--action", "schedule", "--json", home=home)
+    assert decided.returncode == 0, decided.stderr
+    decision = json.loads(decided.stdout)
+    assert (decision["model"], decision["model_sha256"]) == (fed["model"], fed["model_sha256"])
     from twins.anchoring.store import ReadingStore
 
     rs = ReadingStore(home / "twins" / "readings.sqlite")
