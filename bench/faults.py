@@ -470,8 +470,9 @@ def main(argv: list[str] | None = None) -> int:
     tail = (f" leader_kill_recovery_s_median={median(leader):.2f} leader_kill_recovery_s_max="
             f"{max(r for r in leader if r is not None):.2f}") if median(leader) is not None else ""
     tail += faults_twins.tail(rd)
+    acked = f" acknowledged={sum(len(o.acknowledged) for o in tx)}" if tx else ""
     print(f"faults={len(outcomes)} survived={survived} lost={sum(len(o.lost) for o in tx) + sum(o.lost for o in rd)}"
-          f" acknowledged={sum(len(o.acknowledged) for o in tx)}{tail}")
+          f"{acked}{tail}")
     return 0 if survived == len(outcomes) else 1
 
 
