@@ -17,10 +17,13 @@ Scenarios: ``orderer-leader`` (the orderer that is Raft leader), ``peer`` (plant
 of every check, the data owner's), ``chaincode`` (that peer's chaincode server), ``gateway-peer``
 (plant2's peer, the one the checking client is connected to: its calls fail until it is back). A run
 counts as survived when nothing acknowledged is lost, every failure has a reason, commits resumed and
-the node rejoined. About 30 s per run; the default (4 scenarios x 3 runs, 16 in flight) ~6 minutes.
+the node rejoined. About 30 s per run. ``bridge`` and ``simulator`` kill the digital-twin path instead, under
+a stream of readings (``bench.faults_twins``, ~40 s a run); in the one table ``unit`` says what before / after /
+lost count, and recovery is the service resumed end to end for both.
 
     .venv/bin/python -m bench.faults                       # every scenario, 3 runs each, temporary network
     .venv/bin/python -m bench.faults --scenario orderer-leader --runs 1 --home DIR
+    .venv/bin/python -m bench.faults --scenario bridge --scenario simulator --runs 3
 
 The last line is ``key=value``: ``faults=N survived=N lost=N`` plus the median leader-kill recovery.
 """
@@ -48,6 +51,7 @@ if str(ROOT) not in sys.path:
 
 from fabric_protos.peer import transaction_pb2  # noqa: E402
 
+from bench import faults_twins  # noqa: E402
 from bench.network import bench_network  # noqa: E402
 from network.gateway_errors import CommitError, GatewayError  # noqa: E402
 from network.layout import Layout  # noqa: E402
@@ -61,7 +65,7 @@ from orchestrator.readiness import wait_converged, wait_ordering  # noqa: E402
 
 PURPOSE = "train:bench-faults"
 OWNER, CHECKER = ("plant1", "steward"), ("plant2", "client")
-SCENARIOS = ("orderer-leader", "peer", "chaincode", "gateway-peer")
+SCENARIOS = ("orderer-leader", "peer", "chaincode", "gateway-peer") + faults_twins.SCENARIOS
 POLL_S = 0.05
 
 
@@ -202,6 +206,32 @@ class Outcome:
     def before_after(self) -> tuple[int, int]:
         ack = self.acknowledged
         return (sum(1 for t in ack if t.done <= self.t_kill), sum(1 for t in ack if t.done > self.t_kill))
+
+    def problems(self) -> list[str]:
+        """Why this run does not count as survived (empty: survived)."""
+        out = []
+        if self.lost:
+            out.append(f"{len(self.lost)} acknowledged checks not VALID on every peer")
+        if self.audit_records != len(self.acknowledged):
+            out.append(f"audit trail holds {self.audit_records} access records for {len(self.acknowledged)} "
+                       "acknowledged checks")
+        if any(t.done and not t.valid and not t.reason for t in self.txs):
+            out.append("a check failed without a reason")
+        if self.first_commit_after is None:
+            out.append("no check started after the kill committed")
+        if self.rejoined_after is None:
+            out.append(f"{self.victim} did not catch up with the others")
+        return out
+
+    def describe(self) -> str:
+        before, after = self.before_after()
+        f = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+        return (f"  {self.scenario} victim={self.victim} acked={len(self.acknowledged)} before={before} "
+                f"after={after} lost={len(self.lost)} audit={self.audit_records} leader+{f(self.leader_after)} "
+                f"block+{f(self.first_block_after)} commit+{f(self.first_commit_after)} "
+                f"restarted+{f(self.restarted_after)} rejoined+{f(self.rejoined_after)} "
+                f"failures={self.failures} resent={sum(t.attempts - 1 for t in self.txs)} "
+                f"slowest={max((t.done - t.started for t in self.txs if t.done), default=0):.1f}s")
 
 
 async def prepare(spec: Spec, layout: Layout) -> str:
@@ -350,62 +380,45 @@ def rel(t: float | None, t0: float) -> float | None:
     return None if t is None else t - t0
 
 
-def problems(o: Outcome) -> list[str]:
-    """Why this run does not count as survived (empty: survived)."""
-    out = []
-    if o.lost:
-        out.append(f"{len(o.lost)} acknowledged checks not VALID on every peer")
-    if o.audit_records != len(o.acknowledged):
-        out.append(f"audit trail holds {o.audit_records} access records for {len(o.acknowledged)} acknowledged checks")
-    if any(t.done and not t.valid and not t.reason for t in o.txs):
-        out.append("a check failed without a reason")
-    if o.first_commit_after is None:
-        out.append("no check started after the kill committed")
-    if o.rejoined_after is None:
-        out.append(f"{o.victim} did not catch up with the others")
-    return out
-
-
-def describe(o: Outcome) -> str:
-    before, after = o.before_after()
-    f = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
-    return (f"  {o.scenario} victim={o.victim} acked={len(o.acknowledged)} before={before} after={after} "
-            f"lost={len(o.lost)} audit={o.audit_records} leader+{f(o.leader_after)} block+{f(o.first_block_after)} "
-            f"commit+{f(o.first_commit_after)} restarted+{f(o.restarted_after)} rejoined+{f(o.rejoined_after)} "
-            f"failures={o.failures} resent={sum(t.attempts - 1 for t in o.txs)} "
-            f"slowest={max((t.done - t.started for t in o.txs if t.done), default=0):.1f}s")
-
-
 def median(values: list[float | None]) -> float | None:
     present = [v for v in values if v is not None]
     return statistics.median(present) if present else None
 
 
-def print_table(outcomes: list[Outcome]) -> None:
-    f = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
-    head = (f"{'fault (kill -9)':<26} {'runs':>4} {'load':>14} {'tx before':>9} {'tx after':>8} {'lost':>4} "
-            f"{'leader s':>8} {'recovery s':>10} {'max s':>6} {'back s':>6}  failed (reason x count)")
+def summary(runs: list[Outcome]) -> dict:
+    """The table's row for one transaction scenario (``faults_twins.summary`` makes the readings rows)."""
+    failures: collections.Counter[str] = collections.Counter()
+    for o in runs:
+        failures.update(o.failures)
+    recovery = [o.first_commit_after for o in runs if o.first_commit_after is not None]
+    return {"fault": {"orderer-leader": "Raft leader", "peer": "endorsing peer", "chaincode": "chaincode server",
+                      "gateway-peer": "client's gateway peer"}[runs[0].scenario],
+            "unit": "tx", "load": f"{runs[0].conc} checks, {runs[0].duration:.0f} s",
+            "before": statistics.median(o.before_after()[0] for o in runs),
+            "after": statistics.median(o.before_after()[1] for o in runs),
+            "lost": sum(len(o.lost) for o in runs), "dup": None, "leader": median([o.leader_after for o in runs]),
+            "recovery": median(recovery), "max": max(recovery, default=None),
+            "back": median([o.rejoined_after for o in runs]),
+            "notes": "failed: " + (", ".join(f"{k} x{v}" for k, v in failures.items()) or "-")}
+
+
+def print_table(outcomes: list) -> None:
+    f = lambda v, d=2: "-" if v is None else f"{v:.{d}f}"  # noqa: E731
+    head = (f"{'fault (kill -9)':<22} {'runs':>4} {'unit':<8} {'load':>15} {'before':>6} {'after':>6} {'lost':>4} "
+            f"{'dup':>3} {'leader s':>8} {'recovery s':>10} {'max s':>6} {'back s':>6}  notes")
     print(head)
     print("-" * len(head))
     for scenario in dict.fromkeys(o.scenario for o in outcomes):
         runs = [o for o in outcomes if o.scenario == scenario]
-        failures: collections.Counter[str] = collections.Counter()
-        for o in runs:
-            failures.update(o.failures)
-        before = statistics.median(o.before_after()[0] for o in runs)
-        after = statistics.median(o.before_after()[1] for o in runs)
-        victim = {"orderer-leader": "Raft leader", "peer": "endorsing peer", "chaincode": "chaincode server",
-                  "gateway-peer": "client's gateway peer"}[scenario]
-        load = f"{runs[0].conc} checks, {runs[0].duration:.0f} s"
-        recovery = [o.first_commit_after for o in runs]
-        print(f"{victim:<26} {len(runs):>4} {load:>14} {before:>9.0f} {after:>8.0f} {sum(len(o.lost) for o in runs):>4} "
-              f"{f(median([o.leader_after for o in runs])):>8} {f(median(recovery)):>10} "
-              f"{f(max((r for r in recovery if r is not None), default=None)):>6} "
-              f"{f(median([o.rejoined_after for o in runs])):>6}  "
-              f"{', '.join(f'{k} x{v}' for k, v in failures.items()) or '-'}")
-    print("tx before / after: acknowledged (VALID) checks before and after the kill, medians; lost: acknowledged but "
-          "not VALID on every peer, or the audit trail not matching; leader: a Raft leader again; recovery: the "
-          "first check started after the kill committed; back: the node restarted and at the others' height.")
+        r = faults_twins.summary(runs) if scenario in faults_twins.SCENARIOS else summary(runs)
+        print(f"{r['fault']:<22} {len(runs):>4} {r['unit']:<8} {r['load']:>15} {r['before']:>6.0f} {r['after']:>6.0f} "
+              f"{r['lost']:>4} {f(r['dup'], 0):>3} {f(r['leader']):>8} {f(r['recovery']):>10} {f(r['max']):>6} "
+              f"{f(r['back']):>6}  {r['notes']}")
+    print("before / after the kill (median of runs): tx acknowledged VALID, readings published (simulator history); "
+          "lost (all runs): tx not VALID on every peer or not in the audit trail, readings not in the bridge's store; "
+          "dup: readings sealed twice or never published; leader: a Raft leader again; recovery: a check started after "
+          "the kill committed, or a reading published after it reached its twin (status, +0.5 s); back: the node "
+          "restarted and level with the others, or the twins process ready again (restarted by the bench).")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -413,38 +426,53 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenario", choices=SCENARIOS, action="append", help="default: all")
     parser.add_argument("--runs", type=int, default=3, help="runs of each scenario")
     parser.add_argument("--conc", type=int, default=16, help="recorded checks in flight")
+    parser.add_argument("--machine-rate", type=float, default=10.0,
+                        help="twins scenarios: products/s per simulated machine (14 readings each)")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of load per run")
     parser.add_argument("--kill-at", type=float, default=6.0, help="seconds into the load")
     parser.add_argument("--home", type=Path, help="a running network (default: a temporary one)")
     args = parser.parse_args(argv)
-    if args.runs < 1 or args.conc < 1 or not 0 < args.kill_at < args.duration:
-        parser.error("--runs and --conc must be positive and --kill-at inside --duration")
+    if args.runs < 1 or args.conc < 1 or args.machine_rate <= 0 or not 0 < args.kill_at < args.duration:
+        parser.error("--runs, --conc and --machine-rate must be positive and --kill-at inside --duration")
     scenarios = args.scenario or list(SCENARIOS)
     say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     t0 = now()
-    outcomes: list[Outcome] = []
+    outcomes: list = []
+    twins = None
     with bench_network(args.home, say=say) as net:
-        for scenario in scenarios:
-            for _ in range(args.runs):
-                o = asyncio.run(run_scenario(net.spec, net.layout, net.home, scenario, args.conc, args.duration,
-                                             args.kill_at, say))
-                say(describe(o))
-                for problem in problems(o):
-                    say(f"  NOT SURVIVED: {problem}")
-                outcomes.append(o)
-                # The next run starts from a whole network: every process healthy, a leader, peers level.
-                await_ready(net.spec, net.layout, net.home)
+        try:
+            for scenario in scenarios:
+                for _ in range(args.runs):
+                    if scenario in faults_twins.SCENARIOS:
+                        twins = twins or faults_twins.TwinsFaults(net.home, say)
+                        o = twins.run(scenario, args.machine_rate, args.duration, args.kill_at)
+                    else:
+                        o = asyncio.run(run_scenario(net.spec, net.layout, net.home, scenario, args.conc,
+                                                     args.duration, args.kill_at, say))
+                    say(o.describe())
+                    for problem in o.problems():
+                        say(f"  NOT SURVIVED: {problem}")
+                    outcomes.append(o)
+                    # The next run starts from a whole network: every process healthy, a leader, peers level.
+                    await_ready(net.spec, net.layout, net.home)
+        finally:
+            if twins:
+                twins.close(keep=any(o.problems() for o in outcomes) or len(outcomes) < len(scenarios) * args.runs)
     print(f"Fabric v3.1.5 on this machine ({os.cpu_count()} cores), Raft {ETCDRAFT_OPTIONS['TickInterval']} tick x "
-          f"{ETCDRAFT_OPTIONS['ElectionTick']}; each run: {args.conc} recorded checks in flight for "
-          f"{args.duration:.0f} s, kill -9 at {args.kill_at:.0f} s, the supervisor restarts the process")
+          f"{ETCDRAFT_OPTIONS['ElectionTick']}; kill -9 at {args.kill_at:.0f} s of {args.duration:.0f} s of load; tx: "
+          f"{args.conc} recorded checks in flight, the supervisor restarts the node; {faults_twins.setup(args.machine_rate)}")
     print_table(outcomes)
     print(f"(whole bench {now() - t0:.0f} s)")
-    leader = [o.first_commit_after for o in outcomes if o.scenario == "orderer-leader"]
-    survived = sum(1 for o in outcomes if not problems(o))
+    tx = [o for o in outcomes if isinstance(o, Outcome)]
+    rd = [o for o in outcomes if isinstance(o, faults_twins.TwinsOutcome)]
+    leader = [o.first_commit_after for o in tx if o.scenario == "orderer-leader"]
+    survived = sum(1 for o in outcomes if not o.problems())
     tail = (f" leader_kill_recovery_s_median={median(leader):.2f} leader_kill_recovery_s_max="
             f"{max(r for r in leader if r is not None):.2f}") if median(leader) is not None else ""
-    print(f"faults={len(outcomes)} survived={survived} lost={sum(len(o.lost) for o in outcomes)}"
-          f" acknowledged={sum(len(o.acknowledged) for o in outcomes)}{tail}")
+    tail += faults_twins.tail(rd)
+    acked = f" acknowledged={sum(len(o.acknowledged) for o in tx)}" if tx else ""
+    print(f"faults={len(outcomes)} survived={survived} lost={sum(len(o.lost) for o in tx) + sum(o.lost for o in rd)}"
+          f"{acked}{tail}")
     return 0 if survived == len(outcomes) else 1
 
 
