@@ -26,7 +26,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.faults import Outcome, Tx, load, now, prepare, processes, rel, verify, wait_caught_up
+from bench.faults_checks import Outcome, Tx, load, now, prepare, processes, rel, verify, wait_caught_up
 from network.layout import Layout
 from network.spec import Spec, load_spec
 
@@ -88,6 +88,24 @@ class DiskOutcome(Outcome):
     restarts_while_full: int = 0          # restarts between the report and the space returning
     freed_after: float | None = None
 
+    def problems(self) -> list[str]:
+        """Nothing lost (as for every fault), and what a full disk must also show."""
+        out = super().problems()
+        if "disk full" not in self.status_line:
+            out.append(f"`twinledger status` did not say the disk is full: {self.status_line!r}")
+        if self.restarts_while_full:
+            out.append(f"{self.restarts_while_full} restarts while the disk was full (a crash loop)")
+        return out
+
+    def describe(self) -> str:
+        before, after = self.before_after()
+        f = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+        return (f"  disk-full victim={self.victim} acked={len(self.acknowledged)} before={before} after={after} "
+                f"lost={len(self.lost)} audit={self.audit_records} reported+{f(self.reported_after)} "
+                f"commit+{f(self.first_commit_after)} freed+{f(self.freed_after)} back+{f(self.restarted_after)} "
+                f"rejoined+{f(self.rejoined_after)} restarts_while_full={self.restarts_while_full} "
+                f"failures={self.failures}\n    status: {self.status_line}")
+
 
 def status_line(home: Path, name: str) -> str:
     out = subprocess.run([sys.executable, "-m", "orchestrator.cli", "status", "--home", str(home)],
@@ -145,25 +163,5 @@ async def run_disk_full(spec: Spec, layout: Layout, home: Path, conc: int, hold:
     return outcome
 
 
-def disk_problems(o: DiskOutcome) -> list[str]:
-    """What a disk-full run must also show, beyond nothing lost (bench.faults.problems)."""
-    out = []
-    if "disk full" not in o.status_line:
-        out.append(f"`twinledger status` did not say the disk is full: {o.status_line!r}")
-    if o.restarts_while_full:
-        out.append(f"{o.restarts_while_full} restarts while the disk was full (a crash loop)")
-    return out
-
-
-def describe_disk(o: DiskOutcome) -> str:
-    before, after = o.before_after()
-    f = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
-    return (f"  disk-full victim={o.victim} acked={len(o.acknowledged)} before={before} after={after} "
-            f"lost={len(o.lost)} audit={o.audit_records} reported+{f(o.reported_after)} "
-            f"commit+{f(o.first_commit_after)} freed+{f(o.freed_after)} back+{f(o.restarted_after)} "
-            f"rejoined+{f(o.rejoined_after)} restarts_while_full={o.restarts_while_full} failures={o.failures}\n"
-            f"    status: {o.status_line}")
-
-
-if __name__ == "__main__":  # the scenario alone: python -m bench.faults_disk
+if __name__ == "__main__":
     sys.exit("run it as: python -m bench.faults --scenario disk-full")

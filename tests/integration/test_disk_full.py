@@ -21,8 +21,7 @@ import asyncio
 
 import pytest
 
-from bench.faults import problems
-from bench.faults_disk import CannotMount, DiskOutcome, describe_disk, disk_problems, on_small_disk, run_disk_full
+from bench.faults_disk import CannotMount, DiskOutcome, on_small_disk, run_disk_full
 from bench.network import bench_network
 
 IN_FLIGHT = 4
@@ -39,11 +38,11 @@ def test_peer_disk_full_is_reported_then_recovers_with_nothing_lost() -> None:
             data = net.layout.node_data(outcome.victim)
     except CannotMount as exc:
         pytest.skip(str(exc))
-    print(describe_disk(outcome))
+    print(outcome.describe())
 
     before, after = outcome.before_after()
     assert before > 0 and after > 0, f"checks must commit before ({before}) and after ({after}) the disk filled"
-    assert problems(outcome) == [] and disk_problems(outcome) == []
+    assert outcome.problems() == []
     # One line, naming the full file system's path and what happens next.
     assert outcome.status_line.startswith(f"{outcome.victim}: disk full at {data}")
     assert "restarts by itself" in outcome.status_line

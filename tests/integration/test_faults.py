@@ -18,7 +18,7 @@ import time
 
 from fabric_protos.peer.transaction_pb2 import VALID, ProcessedTransaction
 
-from bench.faults import Outcome, describe, problems, run_scenario
+from bench.faults import Outcome, run_scenario
 from tests.fabric_net import FabricNet
 from tests.integration.fabric_nodes import block_height, wait_height
 
@@ -42,7 +42,7 @@ def test_raft_leader_killed_under_load_loses_nothing(fabric_net: FabricNet) -> N
             timeout=150))
     finally:
         net.wait_ready()  # later tests find the network whole, whatever happened here
-    print(describe(outcome), f"(test {time.monotonic() - t0:.0f} s)")
+    print(outcome.describe(), f"(test {time.monotonic() - t0:.0f} s)")
 
     assert net.node(outcome.victim).type == "orderer"
     assert net.processes()[outcome.victim]["restarts"] == restarts_before[outcome.victim] + 1
@@ -58,7 +58,7 @@ def test_raft_leader_killed_under_load_loses_nothing(fabric_net: FabricNet) -> N
     assert outcome.first_commit_after is not None and outcome.first_commit_after <= RESUME_BOUND_S, (
         f"commits resumed {outcome.first_commit_after} s after the kill (bound {RESUME_BOUND_S} s)")
     assert outcome.rejoined_after is not None, f"{outcome.victim} did not catch up with the other orderers"
-    assert problems(outcome) == []
+    assert outcome.problems() == []
 
 
 def test_the_same_envelope_sent_again_commits_once(fabric_net: FabricNet) -> None:
