@@ -153,65 +153,163 @@ def _require(cond: bool, msg: str) -> None:
         raise SpecError(msg)
 
 
+#: The keys a spec may hold, at each level; anything else is a typo the user must hear about, not a
+#: setting silently ignored.
+_TOP_KEYS = ("name", "channel", "port_base", "batch", "orgs")
+_ORG_KEYS = ("name", "kind", "msp_id", "peers", "orderers")
+_BATCH_KEYS = ("timeout_ms", "max_message_count", "absolute_max_bytes", "preferred_max_bytes")
+#: Keys people reach for to move a node off 127.0.0.1: named in the error, since the answer is "never".
+_HOST_KEYS = ("host", "hostname", "address", "listen", "bind")
+_CHANNEL_RE = re.compile(r"[a-z][a-z0-9.-]{0,48}")
+_MSP_RE = re.compile(r"[A-Za-z][A-Za-z0-9.-]{0,63}")
+#: A spec is a few hundred bytes; a larger file is not a spec (and /dev/zero must not be read to the end).
+MAX_SPEC_BYTES = 64 * 1024
+
+
+def _show(value: Any) -> str:
+    """A value as it may appear in a one-line message: repr (escapes newlines), cut short."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _keys(raw: dict, allowed: tuple[str, ...], where: str) -> None:
+    for key in raw:
+        if key in _HOST_KEYS:
+            raise SpecError(f"{where}{key} is not a setting: every node listens on 127.0.0.1 only")
+        _require(key in allowed, f"{where}unknown key {_show(key)} (known: {', '.join(allowed)})")
+
+
+def _int(raw: dict, key: str, default: int, lo: int, hi: int, where: str = "") -> int:
+    """A whole number in lo..hi; bools, floats and numeric strings are refused (YAML `true` is not 1)."""
+    value = raw.get(key, default)
+    _require(isinstance(value, int) and not isinstance(value, bool),
+             f"{where}{key} must be a whole number, not {_show(value)}")
+    _require(lo <= value <= hi, f"{where}{key} {_show(value)} must be between {lo} and {hi}")
+    return value
+
+
+def _str(raw: dict, key: str, default: str | None, pattern: re.Pattern[str], wrong: str, where: str = "") -> str:
+    """A string matching pattern; ``wrong`` ends the message for one that does not (e.g. "must be ...")."""
+    value = raw.get(key, default)
+    _require(isinstance(value, str), f"{where}{key} must be a string, not {_show(value)}")
+    _require(bool(pattern.fullmatch(value)), f"{where}{key} {_show(value)} {wrong}")
+    return value
+
+
 def parse_spec(data: Any, *, port_base: int | None = None) -> Spec:
     """Validate a spec mapping (as loaded from YAML) and build a Spec; SpecError says what is wrong."""
-    _require(isinstance(data, dict), "spec must be a YAML mapping with name, channel, orgs")
-    name = str(data.get("name", "twinledger"))
-    _require(bool(_NAME_RE.match(name)), f"spec name {name!r} must be lowercase letters/digits, starting with a letter")
-    channel = str(data.get("channel", "consortium"))
-    _require(bool(re.match(r"^[a-z][a-z0-9.-]{0,48}$", channel)), f"channel name {channel!r} is not a valid Fabric channel name")
-    base = int(port_base if port_base is not None else data.get("port_base", 17000))
-    _require(1024 < base < 65000, f"port_base {base} must be between 1025 and 64999")
+    _require(isinstance(data, dict), f"a spec must be a YAML mapping with name, channel, orgs, not {type(data).__name__}")
+    _keys(data, _TOP_KEYS, "")
+    name = _str(data, "name", "twinledger", _NAME_RE, "must be lowercase letters/digits, starting with a letter (at most 31)")
+    channel = _str(data, "channel", "consortium", _CHANNEL_RE,
+                   "is not a valid Fabric channel name (lowercase letters, digits, '.', '-'; a letter first)")
+    base = _int({"port_base": port_base} if port_base is not None else data, "port_base", 17000, 1025, 64999)
 
     raw_orgs = data.get("orgs")
-    _require(isinstance(raw_orgs, list) and raw_orgs, "spec needs a non-empty list 'orgs'")
+    _require(isinstance(raw_orgs, list) and bool(raw_orgs), "spec needs a non-empty list 'orgs'")
     orgs: list[Org] = []
     seen: set[str] = set()
+    msp_ids: set[str] = set()
     for i, ro in enumerate(raw_orgs):
-        _require(isinstance(ro, dict), f"orgs[{i}] must be a mapping")
-        oname = str(ro.get("name", ""))
-        _require(bool(_NAME_RE.match(oname)), f"orgs[{i}].name {oname!r} must be lowercase letters/digits (e.g. hospital1)")
+        where = f"orgs[{i}]: "
+        _require(isinstance(ro, dict), f"orgs[{i}] must be a mapping like {{name: plant1, kind: plant}}, not {_show(ro)}")
+        _keys(ro, _ORG_KEYS, where)
+        _require("name" in ro, f"orgs[{i}] needs a name")
+        oname = _str(ro, "name", None, _NAME_RE, "must be lowercase letters/digits, starting with a letter, at most 31 (e.g. hospital1)",
+                     where)
         _require(oname not in seen, f"org {oname!r} appears twice")
         seen.add(oname)
         kind = ro.get("kind")
-        _require(kind in ("hospital", "plant", "orderer"), f"org {oname}: kind must be hospital, plant or orderer, not {kind!r}")
-        peers = int(ro.get("peers", 1 if kind != "orderer" else 0))
-        orderers = int(ro.get("orderers", 3 if kind == "orderer" else 0))
+        _require(isinstance(kind, str) and kind in ("hospital", "plant", "orderer"),
+                 f"org {oname}: kind must be hospital, plant or orderer, not {_show(kind)}")
+        where = f"org {oname}: "
         if kind == "orderer":
-            _require(peers == 0, f"org {oname}: an orderer org runs no peers")
+            _require(_int(ro, "peers", 0, 0, 1000, where) == 0, f"org {oname}: an orderer org runs no peers")
+            orderers = _int(ro, "orderers", 3, 0, 1000, where)
             _require(orderers in (1, 3, 5), f"org {oname}: Raft needs 1, 3 or 5 orderers, not {orderers}")
+            peers = 0
         else:
-            _require(orderers == 0, f"org {oname}: only the orderer org runs orderers")
-            _require(1 <= peers <= 4, f"org {oname}: peers must be 1..4, not {peers}")
-        orgs.append(Org(oname, kind, str(ro.get("msp_id") or default_msp_id(oname)), peers, orderers))
+            _require(_int(ro, "orderers", 0, 0, 1000, where) == 0, f"org {oname}: only the orderer org runs orderers")
+            peers = _int(ro, "peers", 1, 1, 4, where)
+            orderers = 0
+        msp_id = _str(ro, "msp_id", default_msp_id(oname), _MSP_RE,
+                      "must be an MSP ID (letters, digits, '.', '-'; a letter first)", where)
+        _require(msp_id not in msp_ids, f"org {oname}: msp_id {msp_id!r} is already another org's")
+        msp_ids.add(msp_id)
+        orgs.append(Org(oname, kind, msp_id, peers, orderers))  # type: ignore[arg-type]
     _require(sum(o.kind == "orderer" for o in orgs) == 1, "spec needs exactly one org of kind orderer")
     _require(any(o.kind != "orderer" for o in orgs), "spec needs at least one hospital or plant")
 
-    rb = data.get("batch") or {}
-    _require(isinstance(rb, dict), "batch must be a mapping")
+    rb = data.get("batch")
+    rb = {} if rb is None else rb
+    _require(isinstance(rb, dict), f"batch must be a mapping (timeout_ms, max_message_count, ...), not {_show(rb)}")
+    _keys(rb, _BATCH_KEYS, "batch.")
+    absolute = _int(rb, "absolute_max_bytes", 10 * 1024 * 1024, 4096, 100 * 1024 * 1024, "batch.")
     batch = BatchConfig(
-        timeout_ms=int(rb.get("timeout_ms", 100)),
-        max_message_count=int(rb.get("max_message_count", 500)),
-        absolute_max_bytes=int(rb.get("absolute_max_bytes", 10 * 1024 * 1024)),
-        preferred_max_bytes=int(rb.get("preferred_max_bytes", 2 * 1024 * 1024)),
+        timeout_ms=_int(rb, "timeout_ms", 100, 1, 10_000, "batch."),
+        max_message_count=_int(rb, "max_message_count", 500, 1, 10_000, "batch."),
+        absolute_max_bytes=absolute,
+        preferred_max_bytes=_int(rb, "preferred_max_bytes", min(2 * 1024 * 1024, absolute), 1, absolute, "batch."),
     )
-    _require(1 <= batch.timeout_ms <= 10_000, "batch.timeout_ms must be 1..10000")
-    _require(1 <= batch.max_message_count <= 10_000, "batch.max_message_count must be 1..10000")
     spec = Spec(name, channel, base, tuple(orgs), batch)
-    _require(spec.port_range[1] < 65536, f"port_base {base} leaves no room for {len(spec.nodes())} nodes")
+    # The supervisor's metrics take the first port after the nodes' (orchestrator.bringup): it must exist too.
+    _require(spec.port_range[1] + 1 <= 65535,
+             f"port_base {base} leaves no room for {len(spec.nodes())} nodes and the supervisor below port 65536")
     return spec
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load that refuses a key given twice in one mapping (plain YAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: the base class reports it
+                break
+            if duplicate:
+                raise yaml.constructor.ConstructorError(None, None, f"key {_show(key)} appears twice",
+                                                        key_node.start_mark)
+        return super().construct_mapping(node, deep)
+
+
+def _yaml_error(p: Path, e: yaml.YAMLError) -> SpecError:
+    """PyYAML's message spans several lines and quotes the input; the user needs where and what."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    problem = getattr(e, "problem", None) or str(e)
+    at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return SpecError(f"spec file {p} is not valid YAML{at}: {' '.join(str(problem).split())}")
 
 
 def load_spec(path: Path | str | None = None, *, port_base: int | None = None) -> Spec:
     """Load a spec file (default: the 2 hospitals + 2 plants + 3 orderers consortium)."""
     p = Path(path) if path else DEFAULT_SPEC_PATH
     try:
-        data = yaml.safe_load(p.read_text())
-    except FileNotFoundError:
-        raise SpecError(f"spec file {p} not found") from None
+        if not p.exists():
+            raise SpecError(f"spec file {p} not found")
+        _require(p.is_file(), f"spec file {p} is not a regular file")
+        size = p.stat().st_size
+        _require(size <= MAX_SPEC_BYTES, f"spec file {p} is {size} bytes; a spec is a small YAML file (at most {MAX_SPEC_BYTES})")
+        raw = p.read_bytes()
+    except OSError as e:
+        raise SpecError(f"cannot read spec file {p}: {e.strerror or e}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SpecError(f"spec file {p} is not UTF-8 text (byte {e.start} is {raw[e.start]:#04x})") from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 -- a SafeLoader subclass
     except yaml.YAMLError as e:
-        raise SpecError(f"spec file {p} is not valid YAML: {e}") from None
-    return parse_spec(data, port_base=port_base)
+        raise _yaml_error(p, e) from None
+    except RecursionError:
+        raise SpecError(f"spec file {p} nests too deeply to be a spec") from None
+    try:
+        return parse_spec(data, port_base=port_base)
+    except SpecError as e:
+        raise SpecError(f"spec file {p}: {e}") from None
 
 
 def dump_spec(spec: Spec) -> str:

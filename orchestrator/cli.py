@@ -1,16 +1,21 @@
 """The `twinledger` command: one CLI for every capability (see DESIGN.md for the shared contract).
 
 Errors a user can meet print one line starting with ``twinledger:`` and exit 1; no stack trace.
+Command-line mistakes argparse finds (a missing argument, a value of the wrong type, an unknown
+option) print one line too, ``twinledger: error: COMMAND: what is wrong (see `COMMAND --help`)``,
+and exit 2: argparse's usage exit status, which scripts tell from a failed command.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 from network.layout import Layout, resolve_home
 from network.spec import SpecError, load_spec
@@ -19,7 +24,7 @@ from orchestrator.fabric_stage import FabricStepError
 from network.processes.health import scrape
 from network.processes.control import SupervisorError, read_state, stop_supervisor, supervisor_pid
 from orchestrator.readiness import NotConverged
-from orchestrator import cli_dashboard, cli_data, cli_demo, cli_fl, cli_twins
+from orchestrator import cli_dashboard, cli_data, cli_demo, cli_fl, cli_inputs, cli_twins
 from orchestrator.cli_common import UserError
 from peers.binaries import BinariesMissing
 
@@ -107,6 +112,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_logs(args: argparse.Namespace) -> int:
     home = _home(args)
+    if not _LOG_NAME.fullmatch(args.node):  # a node name, never a path out of the logs folder
+        raise UserError(f"{args.node!r} is not a node name (e.g. peer0.hospital1, ca.plant1, supervisor)")
     f = Layout(home).log_file(args.node)
     if not f.exists():
         known = sorted(p.stem for p in Layout(home).logs.glob("*.log"))
@@ -125,6 +132,9 @@ def cmd_logs(args: argparse.Namespace) -> int:
     return 0
 
 
+_LOG_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
 def cmd_clean(args: argparse.Namespace) -> int:
     home = _home(args)
     if not home.exists():
@@ -138,6 +148,25 @@ def cmd_clean(args: argparse.Namespace) -> int:
     return 0
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse prints the whole usage and then the error (two lines or more); a user needs the error,
+    and where the usage is. Sub-parsers inherit this class (argparse makes them of the parent's type)."""
+
+    #: The innermost (sub-)parser that parsed: argparse reports unknown arguments from the top parser,
+    #: but the user needs the help of the command they typed.
+    _innermost: argparse.ArgumentParser | None = None
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[no-untyped-def]
+        OneLineParser._innermost = self
+        return super().parse_known_args(args, namespace)
+
+    def error(self, message: str) -> NoReturn:
+        prog = (OneLineParser._innermost or self).prog if message.startswith("unrecognized") else self.prog
+        where = prog.removeprefix("twinledger").strip()
+        message = " ".join(message.split())
+        self.exit(2, f"twinledger: error: {where + ': ' if where else ''}{message} (see `{prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     # --home and --json are accepted before or after the command. The top-level parser holds the
     # defaults; the sub-commands' copies default to SUPPRESS, otherwise a sub-parser's default would
@@ -147,19 +176,19 @@ def build_parser() -> argparse.ArgumentParser:
     for parser, default_home, default_json in ((top, None, False), (common, argparse.SUPPRESS, argparse.SUPPRESS)):
         parser.add_argument("--home", default=default_home, help="state folder (default $TL_HOME or ./.twinledger/twinledger)")
         parser.add_argument("--json", action="store_true", default=default_json, help="machine-readable output")
-    p = argparse.ArgumentParser(prog="twinledger", description="TwinLedger: a consortium ledger for hospitals and plants",
+    p = OneLineParser(prog="twinledger", description="TwinLedger: a consortium ledger for hospitals and plants",
                                 parents=[top])
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("up", parents=[common], help="start (or resume) the local network")
     s.add_argument("--spec", help="consortium spec YAML (default: 2 hospitals, 2 plants, 3 orderers)")
-    s.add_argument("--port-base", type=int, help="first port; every node's ports derive from it (default 17000)")
+    s.add_argument("--port-base", type=cli_inputs.port_base, help="first port; every node's ports derive from it (default 17000)")
     s.set_defaults(func=cmd_up)
     sub.add_parser("down", parents=[common], help="stop every process, keep the state").set_defaults(func=cmd_down)
     sub.add_parser("status", parents=[common], help="nodes, health and block height").set_defaults(func=cmd_status)
     s = sub.add_parser("logs", parents=[common], help="show a node's log")
     s.add_argument("node", help="e.g. peer0.hospital1, orderer0.orderer, ca.plant1, supervisor")
-    s.add_argument("-n", "--lines", type=int, default=50)
+    s.add_argument("-n", "--lines", type=cli_inputs.positive, default=50, help="last N lines (default 50)")
     s.add_argument("-f", "--follow", action="store_true")
     s.set_defaults(func=cmd_logs)
     sub.add_parser("clean", parents=[common], help="stop everything and remove the state folder").set_defaults(func=cmd_clean)
@@ -174,6 +203,11 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (UserError, SpecError, SupervisorError, BinariesMissing, FabricStepError, NotConverged) as e:
         print(f"twinledger: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        # The file system refused (permission, no space, a file where a folder must be): the user can fix that.
+        where = f" {e.filename}" if e.filename else ""
+        print(f"twinledger: cannot use{where}: {e.strerror or e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

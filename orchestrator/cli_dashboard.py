@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from network.spec import SpecError, load_spec
 from network.layout import Layout
+from orchestrator import cli_inputs
 from orchestrator.cli_common import UserError, home_of
 
 
@@ -99,7 +100,7 @@ def print_url(home: Path) -> int:
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """Add `dashboard` to the `twinledger` parser."""
     s = sub.add_parser("dashboard", parents=[common], help="web dashboard on 127.0.0.1 (network, governance, FL, twins)")
-    s.add_argument("--port", type=int, default=8780, help="port on 127.0.0.1 (default 8780; 0 picks a free one)")
+    s.add_argument("--port", type=cli_inputs.port(allow_zero=True), default=8780, help="port on 127.0.0.1 (default 8780; 0 picks a free one)")
     s.add_argument("--as", dest="as_", metavar="ORG[:USER]",
                    help="the one identity grants/revocations from the page are signed as (e.g. hospital1, meaning "
                         "hospital1:steward); no request can choose another. Without it the page is read-only")

@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -42,6 +43,7 @@ from typing import Any
 from network.files import open_private_log, private_dir
 from network.layout import Layout
 from network.spec import Spec, load_spec
+from orchestrator import cli_inputs
 from orchestrator.cli_common import UserError, home_of
 
 ALERT_WAIT_S = 120.0
@@ -374,11 +376,22 @@ def shut_down(demo: DemoRun) -> None:
         stop_supervisor(demo.home)
 
 
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     if args.rounds < 1:
         raise UserError("--rounds must be at least 1")
     if args.duration is not None and args.duration < 0:
         raise UserError("--duration must be >= 0")
+    if args.dashboard_port and not _port_free(args.dashboard_port):  # found now, not after the whole demo
+        raise UserError(f"--dashboard-port {args.dashboard_port}: the port is in use on 127.0.0.1; pick another")
     demo = DemoRun(home_of(args), Narrator())
     demo.narrator.step(f"TwinLedger demo in {demo.home}")
     try:
@@ -404,12 +417,12 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     """Add `demo` to the `twinledger` parser."""
     s = sub.add_parser("demo", parents=[common], help="the whole system on the default consortium, then the dashboard",
                        description=(__doc__ or "").split("\n\n")[0])
-    s.add_argument("--duration", type=float, metavar="S",
+    s.add_argument("--duration", type=cli_inputs.seconds, metavar="S",
                    help="serve the dashboard S seconds after the summary, then stop (default: until Ctrl-C)")
-    s.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS, help=f"federated rounds per task (default {DEFAULT_ROUNDS})")
-    s.add_argument("--dashboard-port", type=int, default=8780, help="dashboard port on 127.0.0.1 (default 8780)")
-    s.add_argument("--port-base", type=int, help="first port of a new network (default 17000)")
-    s.add_argument("--alert-wait", type=float, default=ALERT_WAIT_S, metavar="S",
+    s.add_argument("--rounds", type=cli_inputs.positive, default=DEFAULT_ROUNDS, help=f"federated rounds per task (default {DEFAULT_ROUNDS})")
+    s.add_argument("--dashboard-port", type=cli_inputs.port(allow_zero=True), default=8780, help="dashboard port on 127.0.0.1 (default 8780)")
+    s.add_argument("--port-base", type=cli_inputs.port_base, help="first port of a new network (default 17000)")
+    s.add_argument("--alert-wait", type=cli_inputs.seconds, default=ALERT_WAIT_S, metavar="S",
                    help=f"longest wait for a twin's alert (default {ALERT_WAIT_S:.0f})")
     s.set_defaults(func=cmd_demo)
 

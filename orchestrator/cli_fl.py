@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from orchestrator import cli_inputs
 from orchestrator.cli_common import UserError, home_of
 
 DEFAULT_ROUNDS = 3
@@ -54,16 +55,16 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                         help="identity for the ledger calls of the server and the CLI (default: the first org's operator)")
 
     s = fsub.add_parser("run", parents=[common, shared], help="a governed training run (creates or resumes the task)")
-    s.add_argument("--rounds", type=int, help=f"rounds of a new task (default {DEFAULT_ROUNDS}; a task on the ledger keeps its own)")
+    s.add_argument("--rounds", type=cli_inputs.positive, help=f"rounds of a new task (default {DEFAULT_ROUNDS}; a task on the ledger keeps its own)")
     s.add_argument("--orgs", nargs="+", metavar="ORG", help="the federation (default: the network's orgs of the sector)")
     s.add_argument("--strategy", choices=STRATEGIES, help="aggregation of a new task (default fedavg)")
-    s.add_argument("--min-orgs", type=int, help="fewest admitted orgs a round runs with (default: 2, or all if fewer)")
+    s.add_argument("--min-orgs", type=cli_inputs.positive, help="fewest admitted orgs a round runs with (default: 2, or all if fewer)")
     s.add_argument("--datasets", nargs="+", metavar="ID",
                    help="the task's data sets, one per org, each <org>.<name> as its steward registered it "
                         "(default: <org>.<task's data set>, e.g. plant1.ai4i2020)")
-    s.add_argument("--port-base", type=int, help="SuperLink port; the SuperNodes use the next ones (default: from the network)")
+    s.add_argument("--port-base", type=cli_inputs.port_base, help="SuperLink port; the SuperNodes use the next ones (default: from the network)")
     s.add_argument("--keep-running", action="store_true", help="leave the SuperLink and SuperNodes running afterwards")
-    s.add_argument("--timeout", type=float, default=1800.0, help="seconds the whole run may take (default 1800)")
+    s.add_argument("--timeout", type=cli_inputs.positive_seconds, default=1800.0, help="seconds the whole run may take (default 1800)")
     s.set_defaults(func=cmd_run)
     s = fsub.add_parser("rounds", parents=[common, shared], help="the task's rounds as the ledger recorded them")
     s.set_defaults(func=cmd_rounds)

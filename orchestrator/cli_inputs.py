@@ -6,10 +6,13 @@ one-line ``UserError`` naming the option, so that bad input never costs a round 
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import hashlib
 import json
+import math
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -78,3 +81,52 @@ def expiry_of(option: str, value: str, now: dt.datetime | None = None) -> str:
     if moment <= now:
         raise UserError(f"{option} {value!r} is not in the future (now is {format_utc(now)})")
     return format_utc(moment)
+
+
+# --- argparse types: a number that cannot mean anything is refused while parsing -------------------
+# Each returns an argparse ``type=`` callable; a bad value becomes argparse's one-line usage error
+# (exit 2) before any file is written or any peer is asked. float() alone takes "nan" and "inf", and
+# a negative count or a port above 65535 is a whole number too.
+
+
+def whole(minimum: int, maximum: int | None = None, what: str = "a whole number") -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, not {text!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            limits = f"from {minimum} to {maximum}" if maximum is not None else f"of at least {minimum}"
+            raise argparse.ArgumentTypeError(f"must be {what} {limits}, not {text!r}")
+        return value
+    parse.__name__ = what  # argparse names the type in its own messages
+    return parse
+
+
+def finite(minimum: float, *, above: bool = False, what: str = "a number") -> Callable[[str], float]:
+    """A finite float >= minimum (> minimum with above=True)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, not {text!r}") from None
+        if not math.isfinite(value) or value < minimum or (above and value == minimum):
+            bound = f"{'above' if above else 'of at least'} {minimum:g}"
+            raise argparse.ArgumentTypeError(f"must be a finite {what} {bound}, not {text!r}")
+        return value
+    parse.__name__ = what
+    return parse
+
+
+#: A TCP port on 127.0.0.1; port(allow_zero=True) also takes 0, "pick a free one" or "none".
+def port(allow_zero: bool = False) -> Callable[[str], int]:
+    return whole(0 if allow_zero else 1, 65535, "a port")
+
+
+#: The first of a block of ports (the network's or the federation's): the lowest ports are the system's.
+port_base = whole(1025, 64999, "a port base")
+#: A count of things that must happen at least once (rounds, orgs, lines).
+positive = whole(1, None, "a count")
+seconds = finite(0.0, what="number of seconds")
+positive_seconds = finite(0.0, above=True, what="number of seconds")
+positive_rate = finite(0.0, above=True, what="rate")

@@ -58,6 +58,7 @@ from typing import Any
 from network.files import private_dir, write_atomic
 from network.layout import Layout
 from network.spec import _NAME_RE as ORG_NAME_RE, SpecError, load_spec
+from orchestrator import cli_inputs
 from orchestrator.cli_common import UserError, home_of
 
 SIM_LOG, BRIDGE_LOG = "twins-simulators", "twins-bridge"
@@ -192,11 +193,17 @@ def models_config(home: Path, args: argparse.Namespace) -> dict[str, Any]:
     return {"tasks": {"machine": task}, "store": str(store), "poll_s": args.model_poll}
 
 
+#: Assets of one kind per org in one run: more is a typo, not a plant (each is a simulator and a twin).
+MAX_ASSETS_PER_ORG = 1000
+
+
 def _org_count(text: str) -> str:
     """ORG:N, with ORG a valid consortium org name (its batches carry it into batch ids on the ledger)."""
     org, _, n = text.partition(":")
-    if not ORG_NAME_RE.match(org) or not n.isdigit() or int(n) < 1:
-        raise argparse.ArgumentTypeError(f"expected ORG:COUNT (e.g. plant1:2), got {text!r}")
+    # [0-9], not str.isdigit: that also takes "²", which int() then refuses
+    if not ORG_NAME_RE.fullmatch(org) or not re.fullmatch(r"[0-9]{1,4}", n) or not 1 <= int(n) <= MAX_ASSETS_PER_ORG:
+        raise argparse.ArgumentTypeError(f"expected ORG:COUNT with COUNT 1 to {MAX_ASSETS_PER_ORG} (e.g. plant1:2), "
+                                         f"got {text!r}")
     return text
 
 
@@ -872,27 +879,27 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                     "http://127.0.0.1:PORT/metrics, by default the simulators on --port + 1 and the bridge on "
                     "--port + 2 (4841 and 4842 with the default --port 4840); the running line prints where. "
                     "--metrics-port P moves them to P and P + 1; --metrics-port 0 turns them off."))
-    r.add_argument("--duration", type=float, default=0.0, metavar="S", help="stop after S seconds (default 0: until Ctrl-C)")
+    r.add_argument("--duration", type=cli_inputs.seconds, default=0.0, metavar="S", help="stop after S seconds (default 0: until Ctrl-C)")
     r.add_argument("--machines", type=_org_count, action="append", metavar="ORG:N",
                    help="N AI4I machines of plant ORG (repeatable; default plant1:2 plant2:2 when neither "
                         "--machines nor --monitors is given)")
     r.add_argument("--monitors", type=_org_count, action="append", metavar="ORG:N",
                    help="N bedside monitors of hospital ORG, replaying PhysioNet 2019 patients (repeatable; "
                         "default hospital1:1 hospital2:1 when neither is given)")
-    r.add_argument("--machine-rate", type=float, default=5.0, metavar="R", help="products per second per machine (14 values each; default 5)")
-    r.add_argument("--monitor-rate", type=float, default=1.0, metavar="R", help="chart hours replayed per second per monitor (default 1)")
-    r.add_argument("--interval", type=float, default=1.0, metavar="S", help="seal and anchor one batch per org every S seconds (default 1)")
-    r.add_argument("--port", type=int, default=4840, help="OPC-UA port of the simulators on 127.0.0.1 (default 4840)")
+    r.add_argument("--machine-rate", type=cli_inputs.positive_rate, default=5.0, metavar="R", help="products per second per machine (14 values each; default 5)")
+    r.add_argument("--monitor-rate", type=cli_inputs.positive_rate, default=1.0, metavar="R", help="chart hours replayed per second per monitor (default 1)")
+    r.add_argument("--interval", type=cli_inputs.positive_seconds, default=1.0, metavar="S", help="seal and anchor one batch per org every S seconds (default 1)")
+    r.add_argument("--port", type=cli_inputs.port(), default=4840, help="OPC-UA port of the simulators on 127.0.0.1 (default 4840)")
     r.add_argument("--opcua-org", metavar="ORG",
                    help="the org whose Fabric CA certifies the simulators and the bridge for OPC-UA (default: the org "
                         "of the first --machines, else of the first --monitors)")
     r.add_argument("--insecure-opcua", action="store_true",
                    help="run OPC-UA WITHOUT security (no encryption, any local client may connect); warns on every "
                         "run. Debugging only")
-    r.add_argument("--metrics-port", type=int, default=None, metavar="P",
+    r.add_argument("--metrics-port", type=cli_inputs.port(allow_zero=True), default=None, metavar="P",
                    help="Prometheus /metrics of the simulators on 127.0.0.1:P and of the bridge on P+1 (default: "
                         "--port + 1, so 4841 and 4842 with the default --port; 0: no metrics)")
-    r.add_argument("--report-every", type=int, default=REPORT_EVERY, metavar="N",
+    r.add_argument("--report-every", type=cli_inputs.whole(0, None, "a count"), default=REPORT_EVERY, metavar="N",
                    help="every N intervals (and at start) report each plant's completed UTC days of energy, CO2, "
                         "water and waste that are not reported yet (the contract keeps one report per org and day; "
                         f"default {REPORT_EVERY}, 0: never)")
@@ -914,7 +921,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     w.add_argument("asset", help="a machine, e.g. plant1.m1")
     w.add_argument("--speed", default="-10%",
                    help="a change (-10%%, +5%%), a factor of the current speed (0.9) or a speed (1400rpm); default -10%%")
-    w.add_argument("--hours", type=float, default=8.0, help="horizon in hours (default 8)")
+    w.add_argument("--hours", type=cli_inputs.finite(0.0, above=True, what="number of hours"), default=8.0, help="horizon in hours (default 8)")
     # "-10%" starts with "-": argparse would take it for an option; accept signed percentages as values
     w._negative_number_matcher = re.compile(r"^-\d+$|^-\d*\.\d+$|^-\d*\.?\d+%$")
     w.set_defaults(func=cmd_whatif)
@@ -939,6 +946,6 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     vr = vs.add_parser("reading", parents=[common],
                        help="Merkle proof of one sensor reading against its anchor (exit 1 on any mismatch)")
     vr.add_argument("asset", help="e.g. plant1.m1 or hospital1.bed1")
-    vr.add_argument("seq", type=int, help="the reading's sequence number (per variable; without --prop every property of it)")
+    vr.add_argument("seq", type=cli_inputs.whole(1, None, "a sequence number"), help="the reading's sequence number (per variable; without --prop every property of it)")
     vr.add_argument("--prop", help="one property, e.g. Torque")
     vr.set_defaults(func=cmd_verify_reading)

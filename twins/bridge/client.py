@@ -30,7 +30,8 @@ from asyncua.crypto import uacrypto
 
 from twins.bridge.mapping import Mapping, NodeMap
 from twins.bridge.sequencer import Sample, Sequencer
-from twins.readings import Reading, dt_to_us, us_to_dt
+from twins.bridge.values import ValueCheck
+from twins.readings import Reading, us_to_dt
 from twins.security import CLIENT_POLICY, ClientSecurity, TrustList, file_format, uri_of, validator
 
 log = logging.getLogger("twins.bridge")
@@ -54,6 +55,7 @@ class OpcUaBridge:
         self.timeout = timeout
         self.watchdog_s = watchdog_s
         self.seq = Sequencer(mapping.nodes, deliver, start_from)
+        self.values = ValueCheck()  # what a server sends that is not a reading: refused, logged once per variable
         if positions:
             self.seq.resume(positions)
         self.connected = False
@@ -68,7 +70,8 @@ class OpcUaBridge:
 
     # --- history ---------------------------------------------------------------------------------
     async def _fetch(self, node: NodeMap, from_ts_us: int, to_ts_us: int | None) -> list[Sample]:
-        ua_node = self._node_by_key[(node.asset, node.prop)]
+        key = (node.asset, node.prop)
+        ua_node = self._node_by_key[key]
         start = us_to_dt(max(from_ts_us, 1))
         end = us_to_dt(to_ts_us if to_ts_us is not None else now_us() + 3_600_000_000)  # None: up to now (+1 h of clock skew)
         details = ua.ReadRawModifiedDetails(IsReadModified=False, StartTime=start, EndTime=end, NumValuesPerNode=0, ReturnBounds=False)
@@ -79,12 +82,13 @@ class OpcUaBridge:
             res.StatusCode.check()
             for dv in res.HistoryData.DataValues or []:
                 v = dv.Value.Value if dv.Value is not None else None
-                if isinstance(v, list) and len(v) == 2 and dv.SourceTimestamp is not None:
-                    out.append((int(v[0]), dt_to_us(dv.SourceTimestamp), float(v[1])))
+                sample = self.values.sample(key, v, dv.StatusCode, dv.SourceTimestamp)
+                if sample is not None:
+                    out.append(sample)
             if not res.ContinuationPoint or res.ContinuationPoint == cont:
                 break
             cont = res.ContinuationPoint
-        out.sort()
+        out.sort(key=lambda s: (s[0], s[1]))  # a refused value is None: never compared
         return out
 
     # --- connection ------------------------------------------------------------------------------
@@ -152,7 +156,7 @@ class OpcUaBridge:
         self.seq.request_catch_up()
         filler = asyncio.create_task(self.seq.run_filler(lambda: self.connected))
         queue: asyncio.Queue = sub._event_queue  # type: ignore[assignment]  # asyncua 2.1 iterator-mode queue
-        offer = self.seq.offer
+        offer, check = self.seq.offer, self.values.sample
         get_lost = asyncio.create_task(lost.wait())
         get_stop = asyncio.create_task(stop.wait())
         try:
@@ -170,10 +174,11 @@ class OpcUaBridge:
                         break
                 for ev in batch:
                     if isinstance(ev, DataChangeEvent):
-                        v = ev.value
-                        if isinstance(v, list) and len(v) == 2:
-                            dv = ev.data.monitored_item.Value
-                            offer(key_of[ev.node.nodeid], int(v[0]), dt_to_us(dv.SourceTimestamp), float(v[1]))
+                        key = key_of[ev.node.nodeid]
+                        dv = ev.data.monitored_item.Value
+                        sample = check(key, ev.value, dv.StatusCode, dv.SourceTimestamp)
+                        if sample is not None:
+                            offer(key, *sample)
                     elif isinstance(ev, StatusChangeEvent) or ev is None:
                         self.last_error = f"subscription status {getattr(ev, 'notification', None)}"
                         lost.set()

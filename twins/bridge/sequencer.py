@@ -37,7 +37,7 @@ from twins.readings import Reading
 
 log = logging.getLogger("twins.bridge")
 
-Sample = tuple[int, int, float]  # seq, source_ts_us, value
+Sample = tuple[int, int, "float | None"]  # seq, source_ts_us, value (None: refused, see twins.bridge.values)
 # fetch(node, from_ts_us inclusive, to_ts_us inclusive or None = now) -> samples in seq order
 Fetch = Callable[[NodeMap, int, int | None], Awaitable[list[Sample]]]
 
@@ -72,6 +72,9 @@ class Sequencer:
         self._wake = asyncio.Event()
         self.delivered = self.duplicates = self.gaps = self.replayed = self.lost = 0
         self.rereads = 0  # history reads repeated because a hole was still open after a read
+        self.skipped = 0  # sequence numbers passed without a reading: the server's value was refused
+        self.backwards = 0  # live values whose seq went back while their source time went forward
+        self._told_backwards: set[tuple[str, str]] = set()
 
     def resume(self, positions: dict[tuple[str, str], tuple[int, int]]) -> None:
         """Start after these (seq, ts_us) per variable (the last ones sealed in the store)."""
@@ -83,10 +86,13 @@ class Sequencer:
     def _emit(self, st: VarState, s: Sample) -> None:
         n = st.node
         st.last_seq, st.last_ts = s[0], s[1]
+        if s[2] is None:  # its number is taken, so no gap opens; no reading is made of it
+            self.skipped += 1
+            return
         self.delivered += 1
         self.deliver(Reading(n.org, n.asset, n.prop, s[0], s[1], s[2]))
 
-    def offer(self, key: tuple[str, str], seq: int, ts_us: int, value: float) -> None:
+    def offer(self, key: tuple[str, str], seq: int, ts_us: int, value: float | None) -> None:
         st = self.vars.get(key)
         if st is None or seq <= 0:
             return
@@ -101,6 +107,8 @@ class Sequencer:
             last = 0
         if seq <= last:
             self.duplicates += 1
+            if ts_us > st.last_ts:
+                self._went_backwards(st, seq, ts_us)
         elif seq == last + 1:
             self._emit(st, (seq, ts_us, value))
         else:
@@ -109,6 +117,18 @@ class Sequencer:
             st.pending.append((seq, ts_us, value))
             self._need[key] = None
             self._wake.set()
+
+    def _went_backwards(self, st: VarState, seq: int, ts_us: int) -> None:
+        """A value newer than the last delivered with a number not above it: not a re-sent or replayed value
+        (those are older), but a server that restarted or broke its numbering. Dropped, as every seq <= last
+        is; said once per variable, since the bridge follows that numbering only once it passes the last."""
+        self.backwards += 1
+        key = (st.node.asset, st.node.prop)
+        if key not in self._told_backwards:
+            self._told_backwards.add(key)
+            log.warning("%s/%s: sequence number went back from %d to %d while the source time went forward; "
+                        "dropped (values are taken again after seq %d; further ones are counted, not logged)",
+                        *key, st.last_seq, seq, st.last_seq)
 
     def _request(self, key: tuple[str, str]) -> None:
         self._need[key] = None
