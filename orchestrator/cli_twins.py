@@ -187,8 +187,6 @@ def models_config(home: Path, args: argparse.Namespace) -> dict[str, Any]:
 
     task = args.model_task
     _check_task_id(task)
-    if args.model_poll <= 0:
-        raise UserError("--model-poll must be > 0")
     store = Path(args.model_store).expanduser().resolve() if args.model_store else home / "flower" / "store"
     return {"tasks": {"machine": task}, "store": str(store), "poll_s": args.model_poll}
 
@@ -910,7 +908,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     r.add_argument("--model-store", metavar="DIR",
                    help="the model store holding the committed models by SHA-256 (default HOME/flower/store, "
                         "where `fl run` keeps them); a file is used only if it hashes to the ledger's hash")
-    r.add_argument("--model-poll", type=float, default=2.0, metavar="S",
+    r.add_argument("--model-poll", type=cli_inputs.finite(0.0, above=True, what="number of seconds"), default=2.0, metavar="S",
                    help="ask the ledger for a new committed round every S seconds (default 2)")
     r.set_defaults(func=cmd_run)
 

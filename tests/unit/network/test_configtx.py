@@ -10,7 +10,6 @@ import pytest
 import yaml
 
 from network.configtx import (
-    ConfigtxError,
     configtx_path,
     configtxgen_command,
     configtxgen_env,
@@ -21,7 +20,7 @@ from network.configtx import (
     write_configtx,
 )
 from network.layout import Layout
-from network.spec import load_spec, parse_spec
+from network.spec import SpecError, load_spec, parse_spec
 
 # Fabric 3 internal/configtxgen/genesisconfig. configtxgen unmarshals exactly: unknown keys fail.
 # None = leaf, "MAP" = free-form map (policies, capabilities, ACLs, profiles).
@@ -161,8 +160,9 @@ def test_batch_from_spec_and_single_orderer(layout):
     assert orderer["BatchSize"]["PreferredMaxBytes"] == "512 KB"
     assert len(orderer["EtcdRaft"]["Consenters"]) == 1
     assert orderer["Organizations"][0]["OrdererEndpoints"] == [f"127.0.0.1:{spec.node('orderer0.ord').ports.listen}"]
-    with pytest.raises(ConfigtxError, match="preferred_max_bytes"):
-        render_configtx(make(1000, 512 * 1024), layout)
+    # A preferred size above the absolute one is refused with the spec, before any configtx is rendered.
+    with pytest.raises(SpecError, match="preferred_max_bytes"):
+        make(8192, 512 * 1024)
 
 
 def test_byte_sizes_use_configtxgen_units(spec, layout):

@@ -109,9 +109,11 @@ def test_twins_run_writes_which_ledger_task_and_store_the_machine_twins_follow(t
     (tmp_path / "twins" / "models.json").write_text(__import__("json").dumps(models_config(tmp_path, args)))
     # what the bridge reads back (twins.runtime)
     assert ModelsConfig.load(tmp_path / "twins") == ModelsConfig({"machine": "maintenance-v2"}, tmp_path / "s", 0.5)
-    for bad in (["--model-task", "no spaces"], ["--model-poll", "0"]):
-        with pytest.raises(UserError):
-            models_config(tmp_path, build_parser().parse_args(["twins", "run", *bad]))
+    with pytest.raises(UserError):
+        models_config(tmp_path, build_parser().parse_args(["twins", "run", "--model-task", "no spaces"]))
+    for poll in ("0", "-1", "nan", "inf"):  # refused while parsing, as every number the CLI takes
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["twins", "run", "--model-poll", poll])
 
 
 def test_status_lines_name_the_model_in_use_and_a_refused_round():
