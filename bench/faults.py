@@ -17,10 +17,17 @@ Scenarios: ``orderer-leader`` (the orderer that is Raft leader), ``peer`` (plant
 of every check, the data owner's), ``chaincode`` (that peer's chaincode server), ``gateway-peer``
 (plant2's peer, the one the checking client is connected to: its calls fail until it is back). A run
 counts as survived when nothing acknowledged is lost, every failure has a reason, commits resumed and
-the node rejoined. About 30 s per run; the default (4 scenarios x 3 runs, 16 in flight) ~6 minutes.
+the node rejoined. About 30 s per run. ``bridge`` and ``simulator`` kill the digital-twin path instead, under
+a stream of readings (``bench.faults_twins``, ~40 s a run); in the one table ``unit`` says what before / after /
+lost count, and recovery is the service resumed end to end for both. ``disk-full`` fills a peer's ledger disk
+under the same check load and frees it after a hold (``bench.faults_disk``, on a network of its own whose
+peer keeps its ledger on a tmpfs: needs root): recovery is then the checks committing on without that peer,
+back the peer level with the others after space returned.
 
     .venv/bin/python -m bench.faults                       # every scenario, 3 runs each, temporary network
     .venv/bin/python -m bench.faults --scenario orderer-leader --runs 1 --home DIR
+    .venv/bin/python -m bench.faults --scenario bridge --scenario simulator --runs 3
+    .venv/bin/python -m bench.faults --scenario disk-full --runs 2
 
 The last line is ``key=value``: ``faults=N survived=N lost=N`` plus the median leader-kill recovery.
 """
@@ -30,69 +37,35 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import hashlib
-import json
+import contextlib
 import os
-import secrets
 import signal
 import statistics
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from fabric_protos.peer import transaction_pb2  # noqa: E402
-
+from bench import faults_disk, faults_twins  # noqa: E402
+from bench.faults_checks import (  # noqa: E402
+    CHECKER, OWNER, FaultBenchError, Outcome, Tx, load, median, now, prepare, processes, rel, verify,
+    wait_caught_up,
+)
 from bench.network import bench_network  # noqa: E402
-from network.gateway_errors import CommitError, GatewayError  # noqa: E402
+from network.configtx import ETCDRAFT_OPTIONS  # noqa: E402
 from network.layout import Layout  # noqa: E402
-from network.processes.control import read_state, wait_healthy  # noqa: E402
+from network.processes.control import wait_healthy  # noqa: E402
 from network.processes.health import scrape  # noqa: E402
 from network.spec import Spec  # noqa: E402
 from orchestrator.bringup import CHAINCODE_NAME  # noqa: E402
-from orchestrator.connect import connect  # noqa: E402
-from network.configtx import ETCDRAFT_OPTIONS  # noqa: E402
 from orchestrator.readiness import wait_converged, wait_ordering  # noqa: E402
 
-PURPOSE = "train:bench-faults"
-OWNER, CHECKER = ("plant1", "steward"), ("plant2", "client")
-SCENARIOS = ("orderer-leader", "peer", "chaincode", "gateway-peer")
+SCENARIOS = ("orderer-leader", "peer", "chaincode", "gateway-peer") + faults_twins.SCENARIOS + ("disk-full",)
 POLL_S = 0.05
-
-
-class FaultBenchError(RuntimeError):
-    """The scenario could not run as described (no leader, the process not restarted, ...)."""
-
-
-def now() -> float:
-    return time.monotonic()
-
-
-# --- what the load saw -----------------------------------------------------------------------------------------
-@dataclass
-class Tx:
-    tx_id: str
-    started: float
-    submitted: float | None = None   # Submit returned (the gateway handed it to an orderer)
-    done: float | None = None        # commit status or failure
-    block: int | None = None
-    valid: bool = False
-    reason: str | None = None        # why it failed, when it did
-    attempts: int = 1
-
-
-def reason_of(exc: BaseException) -> str:
-    if isinstance(exc, CommitError):
-        return f"commit: {exc.validation_name}"
-    if isinstance(exc, GatewayError):
-        code = exc.code.name if exc.code else ""
-        return f"{exc.operation}: {code}".rstrip(": ")
-    return f"{type(exc).__name__}: {exc}"
 
 
 # --- what the nodes said -------------------------------------------------------------------------------------
@@ -150,11 +123,6 @@ class Watcher:
         return None
 
 
-# --- processes -----------------------------------------------------------------------------------------------
-def processes(home: Path) -> dict[str, dict]:
-    return {p["name"]: p for p in read_state(home).get("processes", [])}
-
-
 def kill9(home: Path, name: str) -> int:
     pid = processes(home)[name]["pid"]
     if not pid:
@@ -171,135 +139,6 @@ def wait_restarted(home: Path, name: str, old_pid: int, timeout: float = 60.0) -
             return now()
         time.sleep(0.1)
     raise FaultBenchError(f"the supervisor did not bring {name} back within {timeout:.0f} s")
-
-
-# --- one run -------------------------------------------------------------------------------------------------
-@dataclass
-class Outcome:
-    scenario: str
-    victim: str
-    conc: int
-    duration: float
-    kill_at: float
-    txs: list[Tx]
-    t_kill: float
-    leader_after: float | None      # s after the kill (orderer scenario)
-    first_block_after: float | None   # s after the kill
-    first_commit_after: float | None  # s after the kill: first tx submitted after the kill that committed VALID
-    restarted_after: float | None
-    rejoined_after: float | None = None  # s after the kill: the restarted node at the others' height
-    lost: list[str] = field(default_factory=list)
-    audit_records: int = 0
-
-    @property
-    def acknowledged(self) -> list[Tx]:
-        return [t for t in self.txs if t.valid]
-
-    @property
-    def failures(self) -> dict[str, int]:
-        return dict(collections.Counter(t.reason or "no reason" for t in self.txs if not t.valid and t.done))
-
-    def before_after(self) -> tuple[int, int]:
-        ack = self.acknowledged
-        return (sum(1 for t in ack if t.done <= self.t_kill), sum(1 for t in ack if t.done > self.t_kill))
-
-
-async def prepare(spec: Spec, layout: Layout) -> str:
-    dataset = f"{OWNER[0]}.faults-{secrets.token_hex(3)}"
-    async with connect(spec, layout, *OWNER) as gateway:
-        data = gateway.network(spec.channel).contract(CHAINCODE_NAME, "data")
-        manifest = hashlib.sha256(b"bench.faults manifest").hexdigest()
-        await data.submit("RegisterDataset", dataset, "tabular", '{"rows": 10}', manifest, "internal")
-        await data.submit("Grant", dataset, CHECKER[0], PURPOSE, "")
-    return dataset
-
-
-async def load(spec: Spec, layout: Layout, dataset: str, conc: int, duration: float,
-               txs: list[Tx], on_start=None) -> None:
-    """``conc`` workers submitting recorded checks until ``duration`` has passed; every try is in ``txs``."""
-    async with connect(spec, layout, *CHECKER) as gateway:
-        data = gateway.network(spec.channel).contract(CHAINCODE_NAME, "data")
-        await data.evaluate("CheckReadOnly", dataset, PURPOSE)  # connection warm
-        if on_start:
-            on_start()
-        end = now() + duration
-
-        async def worker() -> None:
-            while now() < end:
-                proposal = data.new_proposal("Check", dataset, PURPOSE)
-                tx = Tx(proposal.transaction_id, now())
-                txs.append(tx)
-                commit = None
-                try:
-                    transaction = await proposal.endorse()
-                    commit = await transaction.submit()
-                    tx.submitted = now()
-                    status = await commit.status()
-                    tx.block = status.block_number
-                    if not status.successful:
-                        raise CommitError(status.transaction_id, status.code, status.block_number)
-                    if not json.loads(transaction.result).get("allowed"):
-                        raise FaultBenchError(f"check denied: {transaction.result!r}")
-                    tx.valid = True
-                except GatewayError as exc:
-                    tx.reason = reason_of(exc)
-                    await asyncio.sleep(0.2)  # a failing network is not hammered
-                finally:
-                    tx.done = now()
-                    tx.attempts = 1 + getattr(commit, "resubmissions", 0)
-
-        await asyncio.gather(*(worker() for _ in range(conc)))
-
-
-async def verify(spec: Spec, layout: Layout, dataset: str, outcome: Outcome) -> None:
-    """Every acknowledged check VALID on every peer (qscc through each org's own peer); the audit trail
-    one access record per acknowledged check."""
-    ack = sorted(t.tx_id for t in outcome.acknowledged)
-    lost: set[str] = set()
-    for org in spec.member_orgs:
-        async with connect(spec, layout, org.name, "admin") as gateway:
-            qscc = gateway.network(spec.channel).contract("qscc")
-            # Not on every peer yet is not lost: a peer that restarted may still be catching up.
-            await asyncio.to_thread(wait_caught_up, spec, spec.nodes_of(org.name, "peer")[0].name, 30.0)
-            gate = asyncio.Semaphore(32)
-
-            async def look(tx_id: str) -> None:
-                async with gate:
-                    try:
-                        raw = await qscc.evaluate("GetTransactionByID", spec.channel, tx_id)
-                    except GatewayError:
-                        lost.add(tx_id)
-                        return
-                processed = transaction_pb2.ProcessedTransaction.FromString(raw)
-                if processed.validationCode != transaction_pb2.VALID:
-                    lost.add(tx_id)
-
-            await asyncio.gather(*(look(tx_id) for tx_id in ack))
-    async with connect(spec, layout, *OWNER) as gateway:
-        data = gateway.network(spec.channel).contract(CHAINCODE_NAME, "data")
-        trail = json.loads(await data.evaluate("Audit", dataset))
-    outcome.audit_records = sum(1 for e in trail["entries"] if e["action"] == "access")
-    outcome.lost = sorted(lost)
-
-
-def height(node) -> int | None:
-    sample = scrape(node.ports.operations, "ledger_blockchain_height", 0.5) or {}
-    value = next(iter(sample.values()), None) if len(sample) == 1 else None
-    return None if value is None else int(value)
-
-
-def wait_caught_up(spec: Spec, name: str, timeout: float) -> float | None:
-    """Until node ``name`` (peer or orderer) has the height the highest node of its kind has; when, or None."""
-    node = spec.node(name)
-    kin = [n for o in spec.orgs for n in spec.nodes_of(o.name, node.type)]
-    deadline = now() + timeout
-    while now() < deadline:
-        heights = [h for h in (height(n) for n in kin) if h is not None]
-        mine = height(node)
-        if mine is not None and heights and mine >= max(heights):
-            return now()
-        time.sleep(0.1)
-    return None
 
 
 def victim_of(scenario: str, spec: Spec, watcher: Watcher) -> str:
@@ -346,66 +185,51 @@ async def run_scenario(spec: Spec, layout: Layout, home: Path, scenario: str, co
     return outcome
 
 
-def rel(t: float | None, t0: float) -> float | None:
-    return None if t is None else t - t0
+def summary(runs: list[Outcome]) -> dict:
+    """The table's row for one transaction scenario (``faults_twins.summary`` makes the readings rows)."""
+    failures: collections.Counter[str] = collections.Counter()
+    for o in runs:
+        failures.update(o.failures)
+    recovery = [o.first_commit_after for o in runs if o.first_commit_after is not None]
+    return {"fault": {"orderer-leader": "Raft leader", "peer": "endorsing peer", "chaincode": "chaincode server",
+                      "gateway-peer": "client's gateway peer", "disk-full": "peer ledger disk full"}[runs[0].scenario],
+            "unit": "tx", "load": f"{runs[0].conc} checks, {runs[0].duration:.0f} s",
+            "before": statistics.median(o.before_after()[0] for o in runs),
+            "after": statistics.median(o.before_after()[1] for o in runs),
+            "lost": sum(len(o.lost) for o in runs), "dup": None, "leader": median([o.leader_after for o in runs]),
+            "recovery": median(recovery), "max": max(recovery, default=None),
+            "back": median([o.rejoined_after for o in runs]),
+            "notes": "failed: " + (", ".join(f"{k} x{v}" for k, v in failures.items()) or "-")
+                     + disk_notes(runs)}
 
 
-def problems(o: Outcome) -> list[str]:
-    """Why this run does not count as survived (empty: survived)."""
-    out = []
-    if o.lost:
-        out.append(f"{len(o.lost)} acknowledged checks not VALID on every peer")
-    if o.audit_records != len(o.acknowledged):
-        out.append(f"audit trail holds {o.audit_records} access records for {len(o.acknowledged)} acknowledged checks")
-    if any(t.done and not t.valid and not t.reason for t in o.txs):
-        out.append("a check failed without a reason")
-    if o.first_commit_after is None:
-        out.append("no check started after the kill committed")
-    if o.rejoined_after is None:
-        out.append(f"{o.victim} did not catch up with the others")
-    return out
+def disk_notes(runs: list[Outcome]) -> str:
+    disk = [o for o in runs if isinstance(o, faults_disk.DiskOutcome)]
+    if not disk:
+        return ""
+    return (f"; reported {median([o.reported_after for o in disk]):.1f} s after the fill, "
+            f"{sum(o.restarts_while_full for o in disk)} restarts while full, held full "
+            f"{median([o.freed_after for o in disk]):.0f} s")
 
 
-def describe(o: Outcome) -> str:
-    before, after = o.before_after()
-    f = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
-    return (f"  {o.scenario} victim={o.victim} acked={len(o.acknowledged)} before={before} after={after} "
-            f"lost={len(o.lost)} audit={o.audit_records} leader+{f(o.leader_after)} block+{f(o.first_block_after)} "
-            f"commit+{f(o.first_commit_after)} restarted+{f(o.restarted_after)} rejoined+{f(o.rejoined_after)} "
-            f"failures={o.failures} resent={sum(t.attempts - 1 for t in o.txs)} "
-            f"slowest={max((t.done - t.started for t in o.txs if t.done), default=0):.1f}s")
-
-
-def median(values: list[float | None]) -> float | None:
-    present = [v for v in values if v is not None]
-    return statistics.median(present) if present else None
-
-
-def print_table(outcomes: list[Outcome]) -> None:
-    f = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
-    head = (f"{'fault (kill -9)':<26} {'runs':>4} {'load':>14} {'tx before':>9} {'tx after':>8} {'lost':>4} "
-            f"{'leader s':>8} {'recovery s':>10} {'max s':>6} {'back s':>6}  failed (reason x count)")
+def print_table(outcomes: list) -> None:
+    f = lambda v, d=2: "-" if v is None else f"{v:.{d}f}"  # noqa: E731
+    head = (f"{'fault':<22} {'runs':>4} {'unit':<8} {'load':>15} {'before':>6} {'after':>6} {'lost':>4} "
+            f"{'dup':>3} {'leader s':>8} {'recovery s':>10} {'max s':>6} {'back s':>6}  notes")
     print(head)
     print("-" * len(head))
     for scenario in dict.fromkeys(o.scenario for o in outcomes):
         runs = [o for o in outcomes if o.scenario == scenario]
-        failures: collections.Counter[str] = collections.Counter()
-        for o in runs:
-            failures.update(o.failures)
-        before = statistics.median(o.before_after()[0] for o in runs)
-        after = statistics.median(o.before_after()[1] for o in runs)
-        victim = {"orderer-leader": "Raft leader", "peer": "endorsing peer", "chaincode": "chaincode server",
-                  "gateway-peer": "client's gateway peer"}[scenario]
-        load = f"{runs[0].conc} checks, {runs[0].duration:.0f} s"
-        recovery = [o.first_commit_after for o in runs]
-        print(f"{victim:<26} {len(runs):>4} {load:>14} {before:>9.0f} {after:>8.0f} {sum(len(o.lost) for o in runs):>4} "
-              f"{f(median([o.leader_after for o in runs])):>8} {f(median(recovery)):>10} "
-              f"{f(max((r for r in recovery if r is not None), default=None)):>6} "
-              f"{f(median([o.rejoined_after for o in runs])):>6}  "
-              f"{', '.join(f'{k} x{v}' for k, v in failures.items()) or '-'}")
-    print("tx before / after: acknowledged (VALID) checks before and after the kill, medians; lost: acknowledged but "
-          "not VALID on every peer, or the audit trail not matching; leader: a Raft leader again; recovery: the "
-          "first check started after the kill committed; back: the node restarted and at the others' height.")
+        r = faults_twins.summary(runs) if scenario in faults_twins.SCENARIOS else summary(runs)
+        print(f"{r['fault']:<22} {len(runs):>4} {r['unit']:<8} {r['load']:>15} {r['before']:>6.0f} {r['after']:>6.0f} "
+              f"{r['lost']:>4} {f(r['dup'], 0):>3} {f(r['leader']):>8} {f(r['recovery']):>10} {f(r['max']):>6} "
+              f"{f(r['back']):>6}  {r['notes']}")
+    print("before / after the kill (median of runs): tx acknowledged VALID, readings published (simulator history); "
+          "lost (all runs): tx not VALID on every peer or not in the audit trail, readings not in the bridge's store; "
+          "dup: readings sealed twice or never published; leader: a Raft leader again; recovery: a check started after "
+          "the kill committed, or a reading published after it reached its twin (status, +0.5 s); back: the node "
+          "restarted and level with the others, or the twins process ready again (restarted by the bench). Disk full: the "
+          "kill is the fill, back counts from the space freed.")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -413,39 +237,76 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenario", choices=SCENARIOS, action="append", help="default: all")
     parser.add_argument("--runs", type=int, default=3, help="runs of each scenario")
     parser.add_argument("--conc", type=int, default=16, help="recorded checks in flight")
+    parser.add_argument("--machine-rate", type=float, default=10.0,
+                        help="twins scenarios: products/s per simulated machine (14 readings each)")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of load per run")
     parser.add_argument("--kill-at", type=float, default=6.0, help="seconds into the load")
     parser.add_argument("--home", type=Path, help="a running network (default: a temporary one)")
     args = parser.parse_args(argv)
-    if args.runs < 1 or args.conc < 1 or not 0 < args.kill_at < args.duration:
-        parser.error("--runs and --conc must be positive and --kill-at inside --duration")
+    if args.runs < 1 or args.conc < 1 or args.machine_rate <= 0 or not 0 < args.kill_at < args.duration:
+        parser.error("--runs, --conc and --machine-rate must be positive and --kill-at inside --duration")
     scenarios = args.scenario or list(SCENARIOS)
+    if "disk-full" in scenarios and args.home:
+        parser.error("disk-full brings up a network of its own (a peer's ledger on a tmpfs): run it without --home")
     say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     t0 = now()
-    outcomes: list[Outcome] = []
-    with bench_network(args.home, say=say) as net:
-        for scenario in scenarios:
-            for _ in range(args.runs):
-                o = asyncio.run(run_scenario(net.spec, net.layout, net.home, scenario, args.conc, args.duration,
-                                             args.kill_at, say))
-                say(describe(o))
-                for problem in problems(o):
-                    say(f"  NOT SURVIVED: {problem}")
-                outcomes.append(o)
-                # The next run starts from a whole network: every process healthy, a leader, peers level.
-                await_ready(net.spec, net.layout, net.home)
+    outcomes: list = []
+    twins = None
+    on_shared = [s for s in scenarios if s != "disk-full"]
+    with bench_network(args.home, say=say) if on_shared else contextlib.nullcontext() as net:
+        try:
+            for scenario in on_shared:
+                for _ in range(args.runs):
+                    if scenario in faults_twins.SCENARIOS:
+                        twins = twins or faults_twins.TwinsFaults(net.home, say)
+                        o = twins.run(scenario, args.machine_rate, args.duration, args.kill_at)
+                    else:
+                        o = asyncio.run(run_scenario(net.spec, net.layout, net.home, scenario, args.conc,
+                                                     args.duration, args.kill_at, say))
+                    say(o.describe())
+                    for problem in o.problems():
+                        say(f"  NOT SURVIVED: {problem}")
+                    outcomes.append(o)
+                    # The next run starts from a whole network: every process healthy, a leader, peers level.
+                    await_ready(net.spec, net.layout, net.home)
+        finally:
+            if twins:
+                twins.close(keep=any(o.problems() for o in outcomes) or len(outcomes) < len(on_shared) * args.runs)
+    if "disk-full" in scenarios:
+        outcomes += disk_full_runs(args.runs, args.conc, say)
     print(f"Fabric v3.1.5 on this machine ({os.cpu_count()} cores), Raft {ETCDRAFT_OPTIONS['TickInterval']} tick x "
-          f"{ETCDRAFT_OPTIONS['ElectionTick']}; each run: {args.conc} recorded checks in flight for "
-          f"{args.duration:.0f} s, kill -9 at {args.kill_at:.0f} s, the supervisor restarts the process")
+          f"{ETCDRAFT_OPTIONS['ElectionTick']}; kill -9 at {args.kill_at:.0f} s of {args.duration:.0f} s of load; tx: "
+          f"{args.conc} recorded checks in flight, the supervisor restarts the node; {faults_twins.setup(args.machine_rate)}")
     print_table(outcomes)
     print(f"(whole bench {now() - t0:.0f} s)")
-    leader = [o.first_commit_after for o in outcomes if o.scenario == "orderer-leader"]
-    survived = sum(1 for o in outcomes if not problems(o))
+    tx = [o for o in outcomes if isinstance(o, Outcome)]
+    rd = [o for o in outcomes if isinstance(o, faults_twins.TwinsOutcome)]
+    leader = [o.first_commit_after for o in tx if o.scenario == "orderer-leader"]
+    survived = sum(1 for o in outcomes if not o.problems())
     tail = (f" leader_kill_recovery_s_median={median(leader):.2f} leader_kill_recovery_s_max="
             f"{max(r for r in leader if r is not None):.2f}") if median(leader) is not None else ""
-    print(f"faults={len(outcomes)} survived={survived} lost={sum(len(o.lost) for o in outcomes)}"
-          f" acknowledged={sum(len(o.acknowledged) for o in outcomes)}{tail}")
+    tail += faults_twins.tail(rd)
+    acked = f" acknowledged={sum(len(o.acknowledged) for o in tx)}" if tx else ""
+    print(f"faults={len(outcomes)} survived={survived} lost={sum(len(o.lost) for o in tx) + sum(o.lost for o in rd)}"
+          f"{acked}{tail}")
     return 0 if survived == len(outcomes) else 1
+
+
+def disk_full_runs(runs: int, conc: int, say) -> list[Outcome]:
+    """The disk-full scenario on a network of its own, whose victim's ledger is on a small tmpfs."""
+    out: list[Outcome] = []
+    try:
+        with bench_network(say=say, around=faults_disk.on_small_disk) as net:
+            for _ in range(runs):
+                o = asyncio.run(faults_disk.run_disk_full(net.spec, net.layout, net.home, conc, say=say))
+                say(o.describe())
+                for problem in o.problems():
+                    say(f"  NOT SURVIVED: {problem}")
+                out.append(o)
+                await_ready(net.spec, net.layout, net.home)
+    except faults_disk.CannotMount as exc:
+        say(f"  disk-full NOT RUN: {exc}")
+    return out
 
 
 def await_ready(spec: Spec, layout: Layout, home: Path, timeout: float = 90.0) -> None:
@@ -456,3 +317,4 @@ def await_ready(spec: Spec, layout: Layout, home: Path, timeout: float = 90.0) -
 
 if __name__ == "__main__":
     sys.exit(main())
+

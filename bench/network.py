@@ -14,9 +14,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from network.layout import Layout
 from network.spec import Spec, load_spec
@@ -48,9 +49,12 @@ def _twinledger(*args: str, home: Path, timeout: float = 300) -> subprocess.Comp
 
 
 @contextlib.contextmanager
-def bench_network(home: Path | None = None, say=print) -> Iterator[BenchNetwork]:
+def bench_network(home: Path | None = None, say=print,
+                  around: Callable[[Path], contextlib.AbstractContextManager[Any]] | None = None
+                  ) -> Iterator[BenchNetwork]:
     """``home``: use that running network as it is. Otherwise `twinledger up` a temporary one, and
-    `down` + remove it at the end."""
+    `down` + remove it at the end; ``around(home)`` is entered before that `up` and left after `down`
+    (e.g. a node's data folder on a small file system)."""
     if home is not None:
         layout = Layout(home)
         if not layout.spec_file.exists():
@@ -64,17 +68,20 @@ def bench_network(home: Path | None = None, say=print) -> Iterator[BenchNetwork]
     # `kill` of a bench must still take its network down: SIGTERM unwinds like Ctrl-C, through `finally`.
     previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
-        say(f"starting a network in {temp_home} (twinledger up) ...")
-        t0 = time.monotonic()
-        result = _twinledger("up", "--port-base", str(free_port_base(PORTS)), home=temp_home)
-        if result.returncode != 0:
-            raise SystemExit(f"twinledger up failed:\n{result.stdout}\n{result.stderr}")
-        up_seconds = time.monotonic() - t0
-        say(f"network up in {up_seconds:.1f} s")
-        layout = Layout(temp_home)
-        yield BenchNetwork(temp_home, load_spec(layout.spec_file), layout, up_seconds)
+        with around(temp_home) if around else contextlib.nullcontext():
+            try:
+                say(f"starting a network in {temp_home} (twinledger up) ...")
+                t0 = time.monotonic()
+                result = _twinledger("up", "--port-base", str(free_port_base(PORTS)), home=temp_home)
+                if result.returncode != 0:
+                    raise SystemExit(f"twinledger up failed:\n{result.stdout}\n{result.stderr}")
+                up_seconds = time.monotonic() - t0
+                say(f"network up in {up_seconds:.1f} s")
+                layout = Layout(temp_home)
+                yield BenchNetwork(temp_home, load_spec(layout.spec_file), layout, up_seconds)
+            finally:
+                _twinledger("down", home=temp_home, timeout=120)
     finally:
-        _twinledger("down", home=temp_home, timeout=120)
         shutil.rmtree(work, ignore_errors=True)
         signal.signal(signal.SIGTERM, previous)
 

@@ -8,7 +8,12 @@ Rules, applied in this order so that a rejected call writes nothing: arguments, 
   "<org>:<batch_no, 10 digits>". Anchors are immutable: the same record again is answered with the
   stored anchor and writes nothing; a different record under the same batch ID is refused. When the
   org's previous batch is anchored, prev_record_hash must be its record hash.
-* RaiseAlert / DecideMaintenance: an operator; decisions only on alerts of the caller's own org, once.
+* RaiseAlert / DecideMaintenance: an operator; decisions only on alerts of the caller's own org, once. The model
+  that made an alert may be named in its detail: ``model`` (a label such as
+  ``federated:<task>:round<N>:<12 hex>`` or ``fallback:ai4i-rules-v1``) and, for a federated model,
+  ``model_sha256`` (the SHA-256 the models contract committed, whose first 12 digits the label carries). Both
+  are checked and copied into the alert record, and the decision on the alert carries them too; an alert that
+  names no model (older bridges) is recorded as before, with ``model`` None.
 * AckDecision: an admin or an operator of the decision's org, once.
 * ReportSustainability: an admin or an operator, for its own org; one report per (org, period).
 * Reads (ReadSensorBatch, ReadAlert, ReadDecision, ReadSustainability): any member with a role.
@@ -45,6 +50,9 @@ PERIOD_RE = re.compile(r"[0-9]{4}(?:-(?:0[1-9]|1[0-2])(?:-(?:0[1-9]|[12][0-9]|3[
 _BATCH_ID_RE = re.compile(r"[a-z](?:[a-z0-9-]*[a-z0-9])?:[0-9]{10}")
 _HEX_RE = re.compile(r"[0-9a-f]{64}")
 _VAR_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")
+#: A model label: "federated:<task>:round<N>:<hex>", "fallback:<name>", or a rules label such as the NEWS2-like one.
+_MODEL_LABEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._:/()+,=-]{0,199}")
+_FEDERATED_LABEL_RE = re.compile(r"federated:(?P<task>[A-Za-z0-9][A-Za-z0-9._/-]*):round(?P<round>[0-9]{1,4}):(?P<hex>[0-9a-f]{6,64})")
 RECORD_FIELDS = frozenset({
     "batch_id", "org", "batch_no", "merkle_root", "count", "seq_ranges", "first_ts_us", "last_ts_us",
     "twin_state_hashes", "prev_record_hash", "sealed_at_us", "leaf_format", "tree_format", "extra",
@@ -56,6 +64,26 @@ EVENT_ALERT_RAISED = "AlertRaised"
 EVENT_MAINTENANCE_DECIDED = "MaintenanceDecided"
 EVENT_DECISION_ACKED = "DecisionAcknowledged"
 EVENT_SUSTAINABILITY_REPORTED = "SustainabilityReported"
+
+
+def alert_model(detail: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(label, SHA-256) of the model an alert's detail names; ValidationError if they are malformed or disagree."""
+    label, digest = detail.get("model"), detail.get("model_sha256")
+    if label is not None:
+        label = require_pattern("detail.model", label, pattern=_MODEL_LABEL_RE, max_length=200,
+                                rule="is not a model label (e.g. 'federated:maintenance-v1:round3:0123456789ab')")
+    if digest is None:
+        if label is not None and _FEDERATED_LABEL_RE.fullmatch(label):
+            raise ValidationError("detail.model names a federated model; detail.model_sha256 must give its SHA-256")
+        return label, None
+    digest = _lower_hex("detail.model_sha256", digest)
+    found = _FEDERATED_LABEL_RE.fullmatch(label) if label is not None else None
+    if found is None:
+        raise ValidationError("detail.model_sha256 is given, so detail.model must be the federated model's label "
+                              "('federated:<task>:round<N>:<hash prefix>')")
+    if not digest.startswith(found.group("hex")):
+        raise ValidationError(f"detail.model {shown(label)!r} does not name the model of detail.model_sha256 {digest}")
+    return label, digest
 
 
 class TwinStateError(ContractError):
@@ -222,14 +250,17 @@ class TwinsContract(Contract):
                                rule="is not valid: use lower-case letters, digits, '_' and '-'")
         score_value = _score(score)
         detail = require_json_object("detail", detail_json)
+        model, model_sha256 = alert_model(detail)
         who = await _operator(ctx, "RaiseAlert")
         alert_id = stub.get_txid()
         key = stub.create_composite_key(ALERT_OBJECT, [alert_id])
         record = {"id": alert_id, "org": who.org, "asset": asset, "kind": kind, "score": score_value,
-                  "detail": detail, "status": "open", "raised_by": who.identity.id, "raised_at": tx_timestamp(stub)}
+                  "detail": detail, "model": model, "model_sha256": model_sha256, "status": "open",
+                  "raised_by": who.identity.id, "raised_at": tx_timestamp(stub)}
         await put_record(stub, key, record)
         stub.set_event(EVENT_ALERT_RAISED, canonical_json({"id": alert_id, "org": who.org, "asset": asset,
-                                                           "kind": kind, "score": score_value}))
+                                                           "kind": kind, "score": score_value, "model": model,
+                                                           "model_sha256": model_sha256}))
         return _json(record)
 
     async def ReadAlert(self, ctx: TransactionContext, alert_id: str) -> str:  # noqa: N802
@@ -252,7 +283,9 @@ class TwinsContract(Contract):
         decision_id = stub.get_txid()
         record = {"id": decision_id, "alert": alert_id, "org": who.org, "asset": alert.get("asset"),
                   "decision": decision, "status": "pending", "decided_by": who.identity.id,
-                  "decided_at": tx_timestamp(stub)}
+                  "decided_at": tx_timestamp(stub),
+                  # the model whose alert this decision answers (None for alerts that named none)
+                  "model": alert.get("model"), "model_sha256": alert.get("model_sha256")}
         await put_record(stub, alert_key, dict(alert, status="decided", decision_id=decision_id))
         await put_record(stub, stub.create_composite_key(DECISION_OBJECT, [decision_id]), record)
         stub.set_event(EVENT_MAINTENANCE_DECIDED, canonical_json({"id": decision_id, "alert": alert_id,

@@ -7,7 +7,9 @@ available one by one (``Proposal`` → ``Transaction`` → ``Commit``), so a cal
 in flight at once: the peer's gateway does endorsement planning and ordering for us, and one HTTP/2
 connection multiplexes all concurrent calls.
 
-The API is asyncio (``grpc.aio``); ``network.gateway_sync`` wraps it for plain scripts.
+The API is asyncio (``grpc.aio``); ``network.gateway_sync`` wraps it for plain scripts. The steps after
+endorsement live in ``network.gateway_commit`` (submit, commit status, ordering failover) and the event
+stream in ``network.gateway_events``; everything is importable from here.
 
 Example::
 
@@ -21,41 +23,23 @@ Example::
 
 from __future__ import annotations
 
-import asyncio
-import collections
 import hashlib
-import random
-import statistics
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import grpc
-from fabric_protos.common import common_pb2
-from fabric_protos.gateway import gateway_pb2, gateway_pb2_grpc
+from fabric_protos.gateway import gateway_pb2
 from fabric_protos.orderer import ab_pb2
-from fabric_protos.peer import proposal_pb2, transaction_pb2
+from fabric_protos.peer import proposal_pb2
 
 from network.checkpoint import Checkpoint
-from network.gateway_errors import (
-    ChaincodeEventsError,
-    CommitError,
-    CommitStatusError,
-    EndorseError,
-    EvaluateError,
-    GatewayError,
-    SubmitError,
-    error_from_rpc,
-    worth_resubmitting,
-)
-from network.gateway_proposal import (
-    Arg,
-    build_proposal,
-    new_transaction_context,
-    parse_prepared_transaction,
-)
+from network.gateway_commit import Commit, Transaction, TransactionStatus
+from network.gateway_connection import Connection, Deadlines
+from network.gateway_errors import CommitError, EndorseError, EvaluateError
+from network.gateway_events import ChaincodeEvent, ChaincodeEventStream
+from network.gateway_proposal import Arg, build_proposal, new_transaction_context
 from network.identity import Identity, Signer
 
 __all__ = [
@@ -74,114 +58,6 @@ __all__ = [
 DEFAULT_ENDPOINT = "127.0.0.1:7051"
 # Fabric peers accept messages up to 100 MiB; gRPC's 4 MiB default would truncate large query results.
 _MAX_MESSAGE_BYTES = 100 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class Deadlines:
-    """Per-call deadlines in seconds (the official SDKs' recommended defaults).
-
-    Endorsement is the longest because the gateway may have to collect several organisations'
-    endorsements; the commit-status wait covers ordering plus block validation.
-
-    Ordering-service failover. Resending a transaction is always safe: it is the same signed envelope
-    (same transaction id), and the peers commit a transaction id once -- a second copy in a later block
-    is marked DUPLICATE_TXID and changes nothing. So:
-
-    * ``submit_retry``: a Submit the ordering service refused for now (the gateway reached no orderer that
-      took it: no Raft leader yet, the leader just died) or did not answer within ``submit`` is sent
-      again, the same envelope, with a short pause, until this many seconds have passed;
-    * ``resubmit_after``: a commit-status wait that hears nothing for this long sends the envelope again
-      (a transaction handed to a Raft leader that died before it was ordered is otherwise never
-      committed, and its client would wait out ``commit_status``). Under load a commit can take longer
-      than this, so the client waits at least 3x the median commit time it has recently seen.
-    """
-
-    evaluate: float = 5.0
-    endorse: float = 15.0
-    submit: float = 5.0
-    commit_status: float = 60.0
-    submit_retry: float = 20.0
-    resubmit_after: float = 3.0
-
-
-@dataclass(frozen=True)
-class TransactionStatus:
-    """Outcome of a committed transaction: the validation code the peers gave it and its block."""
-
-    transaction_id: str
-    code: int
-    block_number: int
-
-    @property
-    def code_name(self) -> str:
-        try:
-            return str(transaction_pb2.TxValidationCode.Name(self.code))
-        except ValueError:
-            return "UNKNOWN_VALIDATION_CODE"
-
-    @property
-    def successful(self) -> bool:
-        return bool(self.code == transaction_pb2.VALID)
-
-
-@dataclass(frozen=True)
-class ChaincodeEvent:
-    """An event a transaction function emitted, as delivered once its block committed."""
-
-    block_number: int
-    transaction_id: str
-    chaincode_name: str
-    event_name: str
-    payload: bytes
-
-
-class _Connection:
-    """What every request object needs: the stub, who signs, deadlines and how to report errors."""
-
-    def __init__(
-        self,
-        channel: grpc.aio.Channel,
-        identity: Identity,
-        signer: Signer,
-        endpoint: str,
-        deadlines: Deadlines,
-        peer_names: Mapping[str, str],
-        plaintext: bool,
-    ) -> None:
-        self.channel = channel
-        self.stub = gateway_pb2_grpc.GatewayStub(channel)
-        self.identity = identity
-        self.signer = signer
-        self.endpoint = endpoint
-        self.deadlines = deadlines
-        self.peer_names = dict(peer_names)
-        self.plaintext = plaintext
-        # Recent submit-to-commit times (s): how long a commit normally takes on this connection now.
-        self.commit_times: collections.deque[float] = collections.deque(maxlen=64)
-
-    def resubmit_after(self) -> float:
-        """Seconds of silence after which a commit-status wait resends the envelope (see ``Deadlines``)."""
-        floor = self.deadlines.resubmit_after
-        if len(self.commit_times) < 8:
-            return floor
-        return max(floor, 3 * statistics.median(self.commit_times))
-
-    def error(
-        self,
-        error_class: type[GatewayError],
-        rpc_error: grpc.aio.AioRpcError,
-        transaction_id: str | None,
-        timeout: float | None,
-    ) -> GatewayError:
-        return error_from_rpc(
-            error_class,
-            rpc_error,
-            transaction_id=transaction_id,
-            endpoint=self.endpoint,
-            timeout=timeout,
-            peer_names=self.peer_names,
-            plaintext=self.plaintext,
-        )
 
 
 class Gateway:
@@ -203,7 +79,7 @@ class Gateway:
         ``peer_names`` maps node addresses to display names, used in error messages; ``plaintext``
         says the channel is not TLS, which only changes how connection errors are explained.
         """
-        self._conn = _Connection(
+        self._conn = Connection(
             channel, identity, signer, endpoint, deadlines, peer_names or {}, plaintext
         )
 
@@ -298,7 +174,7 @@ def _read_pem(value: bytes | Path) -> bytes:
 class Network:
     """A channel as seen through the gateway."""
 
-    def __init__(self, conn: _Connection, name: str) -> None:
+    def __init__(self, conn: Connection, name: str) -> None:
         self._conn = conn
         self.name = name
 
@@ -348,7 +224,7 @@ class Contract:
     """A chaincode on a channel; with ``contract_name``, one contract class of a multi-contract chaincode."""
 
     def __init__(
-        self, conn: _Connection, channel_name: str, chaincode_name: str, contract_name: str | None
+        self, conn: Connection, channel_name: str, chaincode_name: str, contract_name: str | None
     ) -> None:
         self._conn = conn
         self.channel_name = channel_name
@@ -444,7 +320,7 @@ class Proposal:
 
     def __init__(
         self,
-        conn: _Connection,
+        conn: Connection,
         channel_name: str,
         transaction_id: str,
         proposal_bytes: bytes,
@@ -491,221 +367,3 @@ class Proposal:
         except grpc.aio.AioRpcError as exc:
             raise self._conn.error(EndorseError, exc, self.transaction_id, timeout) from None
         return Transaction(self._conn, self.transaction_id, response.prepared_transaction)
-
-
-class Transaction:
-    """An endorsed transaction (the gateway's prepared envelope), signed by us for ordering."""
-
-    def __init__(
-        self, conn: _Connection, transaction_id: str, envelope: common_pb2.Envelope
-    ) -> None:
-        self._conn = conn
-        try:
-            parsed = parse_prepared_transaction(envelope.payload)
-        except ValueError as exc:
-            raise EndorseError(str(exc), transaction_id=transaction_id) from None
-        if parsed.transaction_id and parsed.transaction_id != transaction_id:
-            # The gateway must return the transaction we proposed; anything else we refuse to sign.
-            raise EndorseError(
-                f"gateway returned transaction {parsed.transaction_id}, expected {transaction_id}",
-                transaction_id=transaction_id,
-            )
-        self.transaction_id = transaction_id
-        self.channel_name = parsed.channel_id
-        self.result = parsed.result
-        # The orderer and the committing peers check the envelope signature against the creator in
-        # the payload header — our identity — so the client, not the gateway, signs the payload.
-        self.envelope = common_pb2.Envelope(
-            payload=envelope.payload, signature=conn.signer.sign(envelope.payload)
-        )
-
-    def digest(self) -> bytes:
-        return hashlib.sha256(self.envelope.payload).digest()
-
-    async def submit(self, timeout: float | None = None) -> Commit:
-        """Hand the transaction to the ordering service (through the gateway); returns a ``Commit``.
-
-        An attempt the ordering service refused for now, or did not answer within ``timeout``, is sent
-        again -- the same envelope -- until ``Deadlines.submit_retry`` has passed (see ``Deadlines``);
-        other failures (an invalid or refused transaction) raise at once.
-        """
-        timeout = self._conn.deadlines.submit if timeout is None else timeout
-        # The commit-status request is built before submitting so nothing can fail after the
-        # transaction has left for the orderer.
-        commit = Commit(self._conn, self.channel_name, self.transaction_id, self.result, transaction=self)
-        loop = asyncio.get_running_loop()
-        give_up = loop.time() + self._conn.deadlines.submit_retry
-        pause = 0.1
-        while True:
-            try:
-                await self.send(timeout)
-            except SubmitError as error:
-                if not worth_resubmitting(error) or loop.time() + pause >= give_up:
-                    raise
-                commit.resubmissions += 1
-                await asyncio.sleep(pause * (1 + random.random()))  # jitter: many clients fail together
-                pause = min(0.3, pause * 2)
-                continue
-            commit.submitted_at = loop.time()
-            return commit
-
-    async def send(self, timeout: float) -> None:
-        """One Submit of the signed envelope (no retry)."""
-        request = gateway_pb2.SubmitRequest(
-            transaction_id=self.transaction_id,
-            channel_id=self.channel_name,
-            prepared_transaction=self.envelope,
-        )
-        try:
-            await self._conn.stub.Submit(request, timeout=timeout)
-        except grpc.aio.AioRpcError as exc:
-            raise self._conn.error(SubmitError, exc, self.transaction_id, timeout) from None
-
-
-class Commit:
-    """A submitted transaction whose commit status can be awaited."""
-
-    def __init__(
-        self,
-        conn: _Connection,
-        channel_name: str,
-        transaction_id: str,
-        result: bytes,
-        *,
-        transaction: Transaction | None = None,
-    ) -> None:
-        self._conn = conn
-        self.transaction_id = transaction_id
-        self.result = result
-        # The signed envelope, to send again when the ordering service seems to have lost it (None:
-        # a commit built from a transaction id alone only waits).
-        self._transaction = transaction
-        #: How many times the envelope was sent again (by ``Transaction.submit`` or ``status``).
-        self.resubmissions = 0
-        self.submitted_at: float | None = None
-        request = gateway_pb2.CommitStatusRequest(
-            transaction_id=transaction_id,
-            channel_id=channel_name,
-            identity=conn.identity.serialized(),
-        ).SerializeToString()
-        # The gateway checks this signature under the channel's Gateway/CommitStatus ACL.
-        self._signed_request = gateway_pb2.SignedCommitStatusRequest(
-            request=request, signature=conn.signer.sign(request)
-        )
-
-    async def status(self, timeout: float | None = None) -> TransactionStatus:
-        """Wait until the transaction is in a committed block and return its validation code.
-
-        With the envelope at hand, a wait that hears nothing for ``resubmit_after`` (see ``Deadlines``)
-        sends it again and keeps waiting, up to ``timeout`` in all; a gateway peer that restarts
-        meanwhile is waited for too.
-        """
-        timeout = self._conn.deadlines.commit_status if timeout is None else timeout
-        loop = asyncio.get_running_loop()
-        give_up = loop.time() + timeout
-        looked_again = False
-        while True:
-            left = give_up - loop.time()
-            wait = left if self._transaction is None else min(left, self._conn.resubmit_after())
-            try:
-                response = await self._conn.stub.CommitStatus(self._signed_request, timeout=wait)
-            except grpc.aio.AioRpcError as exc:
-                error = self._conn.error(CommitStatusError, exc, self.transaction_id, timeout)
-                if self._transaction is None or give_up - loop.time() < 0.2:
-                    raise error from None
-                if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-                    await self._resend(give_up - loop.time())
-                elif error.unreachable:  # our own peer restarting: wait for it, then ask again
-                    await asyncio.sleep(0.2)
-                else:
-                    raise error from None
-                continue
-            status = TransactionStatus(
-                self.transaction_id, int(response.result), int(response.block_number)
-            )
-            if status.code == transaction_pb2.DUPLICATE_TXID and not looked_again:
-                # A copy sent again was reported as the duplicate of an earlier one (in the same block):
-                # the ledger's transaction index holds the first copy, whose code a second look reports.
-                looked_again = True
-                continue
-            if self.submitted_at is not None:
-                self._conn.commit_times.append(loop.time() - self.submitted_at)
-            return status
-
-    async def _resend(self, left: float) -> None:
-        assert self._transaction is not None
-        self.resubmissions += 1
-        try:
-            await self._transaction.send(min(self._conn.deadlines.submit, max(0.1, left)))
-        except SubmitError:
-            pass  # the next wait (and resend) tries again; the overall deadline bounds it
-
-
-class ChaincodeEventStream:
-    """Async iterator over chaincode events; ``close()`` (or leaving ``async with``) ends the stream."""
-
-    def __init__(
-        self,
-        conn: _Connection,
-        signed_request: gateway_pb2.SignedChaincodeEventsRequest,
-        timeout: float | None,
-    ) -> None:
-        self._conn = conn
-        self._signed_request = signed_request
-        self._timeout = timeout
-        self._call: Any = None
-        self._pending: collections.deque[ChaincodeEvent] = collections.deque()
-        self._closed = False
-
-    def __aiter__(self) -> AsyncIterator[ChaincodeEvent]:
-        return self
-
-    async def __anext__(self) -> ChaincodeEvent:
-        while not self._pending:
-            if self._closed:
-                raise StopAsyncIteration
-            if self._call is None:
-                self._call = self._conn.stub.ChaincodeEvents(
-                    self._signed_request, timeout=self._timeout
-                )
-            try:
-                response = await self._call.read()
-            except grpc.aio.AioRpcError as exc:
-                if self._closed:  # cancelled by our own close()
-                    raise StopAsyncIteration from None
-                raise self._conn.error(ChaincodeEventsError, exc, None, self._timeout) from None
-            except asyncio.CancelledError:
-                if self._closed:
-                    raise StopAsyncIteration from None
-                raise
-            if response is grpc.aio.EOF:
-                self._closed = True
-                raise StopAsyncIteration
-            # One response per block; events keep the order of their transactions in the block.
-            self._pending.extend(
-                ChaincodeEvent(
-                    block_number=int(response.block_number),
-                    transaction_id=event.tx_id,
-                    chaincode_name=event.chaincode_id,
-                    event_name=event.event_name,
-                    payload=bytes(event.payload),
-                )
-                for event in response.events
-            )
-        return self._pending.popleft()
-
-    def close(self) -> None:
-        self._closed = True
-        if self._call is not None:
-            self._call.cancel()
-
-    async def __aenter__(self) -> ChaincodeEventStream:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -80,6 +80,8 @@ def status_nodes(home: Path) -> list[dict]:
             "height": height,
             "pid": p.get("pid"),
             "restarts": p.get("restarts", 0),
+            "last_error": p.get("last_error"),
+            "waiting_for_space": p.get("waiting_for_space"),
         })
     return out
 
@@ -95,6 +97,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         health = "healthy" if n["healthy"] else ("down" if not n["pid"] else "starting")
         print(f"{n['name']:<22} {n['org']:<11} {n['type']:<9} {health:<9} {n['height'] if n['height'] is not None else '-':>6} "
               f"{n['pid'] or '-':>8} {n['restarts']:>8}")
+    for n in nodes:
+        if n["waiting_for_space"]:
+            w = n["waiting_for_space"]
+            free = f"{w['free_bytes'] // 1024} KiB free" if w.get("free_bytes") is not None else "free space unknown"
+            print(f"{n['name']}: disk full at {w['path']} ({free}); restarts by itself once "
+                  f"{w['needs_bytes'] // (1024 * 1024)} MiB are free")
+        elif n["last_error"] and not n["healthy"]:
+            print(f"{n['name']}: last exit: {n['last_error']}")
     if not supervisor_pid(home):
         print(f"(supervisor not running; `twinledger up --home {home}` starts the network)")
     return 0

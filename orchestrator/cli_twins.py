@@ -11,6 +11,8 @@ State lives under ``HOME/twins/``::
     status.json          the bridge's live status (rewritten every anchoring interval and at its stop)
     anchor.json          where this twins state anchors: {"kind": "ledger", "channel", "chaincode"}
     ledger.json          channel, chaincode, and each org's operator identity and peer (the bridge's --ledger-config)
+    models.json          the ledger task whose federated model the machine twins use, the model store and how often
+                         the ledger is asked (twins.model.ledger_watch; `twins run --model-task/--model-store`)
     run.json             the last run: process ids, options, metrics URLs, start and stop times
 
 Logs: ``HOME/logs/twins-simulators.log`` and ``HOME/logs/twins-bridge.log``.
@@ -22,6 +24,13 @@ OPC-UA security: SignAndEncrypt (twins.security.POLICY_NAME) by default. The sim
 application certificates enrolled at the Fabric CA of the OPC-UA org (``--opcua-org``, default the org of the first
 asset group), and each end accepts only a peer whose certificate chains to the CA of an org with assets in the run.
 ``--insecure-opcua`` runs without security and says so on every run.
+
+Models: the machine twins predict with the global model of the last committed round of the plants' maintenance task
+on the ledger (``--model-task``, default maintenance-v1, `fl run`'s default), read from the model store (``--model-store``,
+default HOME/flower/store, where `fl run` keeps it) and used only if its bytes hash to the round's committed SHA-256;
+a new round is swapped in while the twins run. Before the first round, or while the ledger's round does not verify,
+they say which model they use instead (``fallback:ai4i-rules-v1`` before any round). Patient twins use the NEWS2-like
+rules: no federated task covers bedside vitals yet.
 
 Anchoring is on the ledger only: `twins run` checks that each org's peer answers before it starts anything and
 otherwise stops with one line saying the network is not up. The ledger keeps one chain of batches per org; a new
@@ -79,6 +88,7 @@ class TwinsDir:
         self.anchor = self.root / "anchor.json"
         self.ledger = self.root / "ledger.json"
         self.run = self.root / "run.json"
+        self.models = self.root / "models.json"
 
     def log(self, name: str) -> Path:
         return Layout(self.home).log_file(name)
@@ -174,6 +184,17 @@ def ledger_config(home: Path, orgs: list[str]) -> dict[str, Any]:
 # --- twins run ------------------------------------------------------------------------------------------
 #: The what-if horizon simulates every product in it: a year is already ~10^5 products per scenario.
 WHATIF_MAX_HOURS = 24 * 366
+
+
+def models_config(home: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """What the bridge reads from HOME/twins/models.json (twins.model.ledger_watch.ModelsConfig)."""
+    from orchestrator.cli_fl import _check_task_id  # the chaincode's own task-ID rule
+
+    task = args.model_task
+    _check_task_id(task)
+    store = Path(args.model_store).expanduser().resolve() if args.model_store else home / "flower" / "store"
+    return {"tasks": {"machine": task}, "store": str(store), "poll_s": args.model_poll}
+
 
 #: Assets of one kind per org in one run: more is a typo, not a plant (each is a simulator and a twin).
 MAX_ASSETS_PER_ORG = 1000
@@ -331,6 +352,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UserError(f"the twins of {home} already run (pids {', '.join(map(str, running.values()))}); "
                         "stop that run first (Ctrl-C in its terminal)")
     orgs = sorted({m.partition(":")[0] for m in machines + monitors})
+    models = models_config(home, args)
 
     # The ledger must answer before anything starts: there is nowhere else to anchor.
     ledger = ledger_config(home, orgs)
@@ -366,6 +388,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise UserError(f"cannot get the OPC-UA certificates from ca-{opcua_org}: {exc}") from None
     td.write_json(td.anchor, target)
     td.write_json(td.ledger, ledger)
+    td.write_json(td.models, models)
     extra = ["--report-every", str(args.report_every)]
     anchor_text = anchor_label(target)
 
@@ -390,6 +413,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                       f"{', '.join(orgs)}")
     say(f"twins in {td.root}: {what}; OPC-UA on opc.tcp://127.0.0.1:{args.port} ({opcua_text}); anchoring every "
         f"{args.interval:g} s to the {anchor_text}", event="starting", opcua=opcua_text)
+    say(f"models: machine twins use the last committed round of {models['tasks']['machine']} on the ledger, each model "
+        f"checked against its committed SHA-256 (store {models['store']}, asked every {models['poll_s']:g} s; the AI4I "
+        "rules, labelled fallback, until then); patient twins: NEWS2-like rules", event="models", models=models)
 
     stopper = _Stopper()
     procs: list[tuple[str, Proc]] = []
@@ -506,7 +532,7 @@ def _asset_view(asset: str, snap: dict[str, Any]) -> dict[str, Any]:
         sus = snap.get("sustainability") or {}
         model = pred.get("model")
         view["risk"] = {"failure_probability": pred.get("probability"), "model": model,
-                        "model_kind": (model or "none").split(":", 1)[0]}
+                        "model_kind": (model or "none").split(":", 1)[0], "model_sha256": pred.get("model_sha256")}
         view["energy_kwh"], view["co2_kg"] = sus.get("energy_kwh"), sus.get("co2_kg")
         view["failures_observed"] = (snap.get("failures") or {}).get("MachineFailure", 0)
     elif kind == "patient":
@@ -538,7 +564,8 @@ def twins_status(home: Path) -> dict[str, Any]:
     # alert episodes as recorded by the bridge (twins.anchoring.alert_outbox): the tx id is the alert's id on the
     # ledger (`twins decide` takes it); None while it waits in the outbox
     ledger_alerts = [{"key": e["key"], "org": e["org"], "asset": e["asset"], "kind": e["kind"], "score": e["score"],
-                      "detail": e["detail"], "tx_id": e["tx_id"], "opened_at_us": e["opened_at_us"],
+                      "detail": e["detail"], "model": (e["detail"] or {}).get("model"),
+                      "model_sha256": (e["detail"] or {}).get("model_sha256"), "tx_id": e["tx_id"], "opened_at_us": e["opened_at_us"],
                       "closed_at_us": e["closed_at_us"], "anchor": label} for e in episodes[-ALERTS_SHOWN:]]
     counts.update(alerts=len(episodes), alerts_pending=sum(1 for e in episodes if not e["tx_id"]),
                   reports=len(reports))
@@ -547,12 +574,32 @@ def twins_status(home: Path) -> dict[str, Any]:
         "anchor": dict(anchor, label=label),
         "updated_at": st.get("time"),
         "assets": {a: _asset_view(a, s) for a, s in sorted(st.get("twins", {}).items())},
-        "plants": st.get("plants", {}), "alerts": st.get("alerts", []),
+        "plants": st.get("plants", {}), "alerts": st.get("alerts", []), "models": st.get("models", {}),
         "counters": st.get("counters", {}), "bridge": st.get("bridge", {}), "store": counts, "last_anchors": last,
         "ledger_alerts": ledger_alerts,
         "sustainability_reports": [dict(org=o, period=p, **r, anchor=label) for (o, p), r in sorted(reports.items())][-ALERTS_SHOWN:],
         "latency_ms": st.get("latency_ms", {}),
     }
+
+
+def model_lines(models: dict[str, Any]) -> list[str]:
+    """`twins status`'s lines on the models in use (the bridge's status: twins.runtime.TwinRuntime.models_status)."""
+    out = []
+    for kind, m in sorted(models.items()):
+        if m.get("state") == "federated":
+            u = m.get("in_use") or {}
+            out.append(f"model of the {kind} twins: {m['model']} (task {u.get('task')} round {u.get('round')}, sha256 "
+                       f"{u.get('sha256')} verified against the ledger, commit tx {u.get('commit_tx_id')})")
+        elif m.get("state") == "fallback":
+            why = (f"task {m['task']} has no committed round on the ledger yet" if m.get("task") and not m.get("ledger_latest")
+                   else m.get("note") or "no verified federated model yet")
+            out.append(f"model of the {kind} twins: fallback:ai4i-rules-v1 (the AI4I rules: {why})")
+        else:
+            out.append(f"model of the {kind} twins: {m.get('model')} ({m.get('note', '')})")
+        r = m.get("refused")
+        if r:
+            out.append(f"  NOT USED: {r.get('task')} round {r.get('round')} ({r.get('reason')}): {r.get('detail')}")
+    return out
 
 
 def _fmt(v: Any, spec: str = ".2f") -> str:
@@ -583,9 +630,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         sig = " ".join(f"{k}={_fmt(v, '.1f')}" for k, v in a["signals"].items())
         print(f"{a['asset']:<16} {a['org'] or '-':<10} {a['kind']:<8} {risk:<30} {_fmt(a.get('energy_kwh')):>8} "
               f"{_fmt(a.get('co2_kg')):>8}  {sig}")
-    models = sorted({a["risk"]["model"] for a in s["assets"].values() if a.get("risk", {}).get("model")})
-    if models:
-        print("models: " + "; ".join(models))
+    for line in model_lines(s["models"]) or (["models: " + "; ".join(sorted(
+            {a["risk"]["model"] for a in s["assets"].values() if a.get("risk", {}).get("model")}))] if s["assets"] else []):
+        print(line)
     if s["plants"]:
         print(f"\n{'PLANT':<10} {'kWh':>10} {'CO2 kg':>10} {'water L':>10} {'waste kg':>10} {'products':>9}")
         for org, t in s["plants"].items():
@@ -599,7 +646,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     for al in s["ledger_alerts"]:
         state = "open" if al["closed_at_us"] is None else "closed"
         print(f"  {al['asset']:<16} {al['kind']:<13} score {al['score']}  {state:<6} {al['detail'].get('text', '')}  "
-              f"tx {al['tx_id'] or 'waiting'}")
+              f"[{al.get('model') or 'model not named'}]  tx {al['tx_id'] or 'waiting'}")
     for r in s["sustainability_reports"]:
         m = r["metrics"]
         print(f"sustainability {r['org']} {r['period']}: {m.get('energy_kwh', 0):.2f} kWh, {m.get('co2_kg', 0):.2f} kg CO2, "
@@ -786,6 +833,7 @@ def cmd_decide(args: argparse.Namespace) -> int:
     emit(args, record, render_fields([
         ("decision", f"{record['id']}"), ("alert", f"{record['alert']} ({record['asset']}, org {record['org']})"),
         ("action", record["decision"]), ("status", record["status"]), ("by", short_actor(record["decided_by"])),
+        ("model", record.get("model") or "not named by the alert"),
         ("tx", f"{status.transaction_id} (block {status.block_number})"),
         ("next", f"twinledger twins ack {record['id']} once it is done"),
     ]))
@@ -862,6 +910,15 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                    help="every N intervals (and at start) report each plant's completed UTC days of energy, CO2, "
                         "water and waste that are not reported yet (the contract keeps one report per org and day; "
                         f"default {REPORT_EVERY}, 0: never)")
+    r.add_argument("--model-task", default="maintenance-v1", metavar="TASK",
+                   help="the ledger task whose last committed round's model the machine twins use (default "
+                        "maintenance-v1, as `fl run` names the plants' task); until it has a round they use the "
+                        "labelled AI4I rules")
+    r.add_argument("--model-store", metavar="DIR",
+                   help="the model store holding the committed models by SHA-256 (default HOME/flower/store, "
+                        "where `fl run` keeps them); a file is used only if it hashes to the ledger's hash")
+    r.add_argument("--model-poll", type=cli_inputs.finite(0.0, above=True, what="number of seconds"), default=2.0, metavar="S",
+                   help="ask the ledger for a new committed round every S seconds (default 2)")
     r.set_defaults(func=cmd_run)
 
     s = ts.add_parser("status", parents=[common], help="per-asset state, risk and model, energy/CO2, plant totals, anchors, alerts")

@@ -5,7 +5,9 @@ an alert on the ledger is the twins contract's ``RaiseAlert``). Kinds match the 
 
 - ``failure-risk`` (machine): P(the next product fails) ≥ ``MACHINE_RISK_ALERT``. AI4I 2020's base failure
   rate is 3.4 % of products; 0.2 is ~6× that, i.e. the twin sees a machine well outside its normal regime
-  (an approaching failure mode), not ordinary noise. The label of the model that predicted it goes along.
+  (an approaching failure mode), not ordinary noise. The label of the model that predicted it goes along
+  (``federated:<task>:round<N>:<hash prefix>`` or ``fallback:ai4i-rules-v1``), with the federated model's full
+  SHA-256 as ``model_sha256`` (the hash the ledger committed for that round).
 - ``news2`` (patient): the NEWS2-like risk band ``low-medium`` (one parameter scored 3), ``medium`` (5–6) or
   ``high`` (≥ 7) — the bands at which NEWS2 asks for an urgent clinical response.
 """
@@ -29,6 +31,7 @@ def twin_alerts(twins: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             out.append({
                 "asset": asset, "org": s.get("org"), "kind": "failure-risk", "value": float(pred["probability"]),
                 "level": "high" if pred["probability"] >= 0.5 else "elevated", "label": pred.get("model"),
+                "model_sha256": pred.get("model_sha256"),
                 "detail": f"P(next product fails) {pred['probability']:.2f}" + (f", mostly {top}" if top else ""),
             })
         risk = s.get("risk")

@@ -40,6 +40,9 @@ from twins.anchoring.store import ReadingStore
 from twins.anchoring.sustainability_report import due_reports
 from twins.bridge.mapping import Mapping
 from twins.metrics import BridgeMetrics
+from twins.model.federated import FailureModel
+from twins.model.ledger_watch import GatewayRoundsReader, ModelsConfig, ModelWatcher
+from twins.model.news2 import LABEL as NEWS2_LABEL
 from twins.model.sustainability import SustainabilityConfig, plant_totals
 from twins.model.twin import MachineTwin, Twin, make_twin
 from twins.readings import Reading
@@ -99,7 +102,7 @@ class LatencyRecorder:
 class TwinRuntime:
     def __init__(self, mapping: Mapping, store_path: str | Path, anchorer: Anchorer, *, interval: float = 1.0,
                  sustainability: SustainabilityConfig | None = None, restore: bool = True,
-                 report_every: int = REPORT_EVERY) -> None:
+                 report_every: int = REPORT_EVERY, models: ModelsConfig | None = None) -> None:
         self.mapping = mapping
         self.store = ReadingStore(store_path)
         self.anchorer = anchorer
@@ -149,6 +152,59 @@ class TwinRuntime:
         self.metrics = BridgeMetrics()
         self._observe_twin_s = self.metrics.observe_sensor_to_twin
         self.metrics.attach_runtime(self)
+        # the federated models the twins predict with: the ledger's last committed round of each kind's task
+        self.models_config = models or ModelsConfig.load(Path(store_path).parent)
+        self.model_watchers: dict[str, ModelWatcher] = self._model_watchers()
+
+    # --- federated models --------------------------------------------------------------------------
+    def _model_watchers(self) -> dict[str, ModelWatcher]:
+        """One watcher per kind of twin with a task, reading the ledger through the anchoring gateway of the first org
+        with such twins (any member may read the models contract; the anchorer's contract is bound to the chaincode)."""
+        out: dict[str, ModelWatcher] = {}
+        for kind, task in sorted(self.models_config.tasks.items()):
+            orgs = sorted({t.org for t in self.twins.values() if t.kind == kind})
+            if not orgs:
+                continue
+            by_org = getattr(self.anchorer, "by_org", None) or {}
+            contract = next((getattr(by_org.get(o), "contract", None) for o in orgs
+                             if getattr(by_org.get(o), "contract", None) is not None), None)
+            if contract is None:
+                log.warning("%s twins: the %s anchorer has no ledger gateway to read task %s from; they predict with "
+                            "the labelled fallback rules", kind, self.anchorer.name, task)
+                continue
+            out[kind] = ModelWatcher(kind, task, self.models_config.store, GatewayRoundsReader(contract, via=orgs[0]),
+                                     on_swap=lambda model, kind=kind: self.swap_model(kind, model))
+        return out
+
+    def swap_model(self, kind: str, model: FailureModel | None) -> None:
+        """Every twin of ``kind`` predicts with ``model`` from the next reading on. Called on the event loop, which
+        also delivers the readings: the swap happens between two readings, for all twins of the kind at once."""
+        for t in self.twins.values():
+            if t.kind == kind and isinstance(t, MachineTwin):
+                t.model = model
+
+    async def _watch_models(self, stop: asyncio.Event) -> None:
+        """Ask the ledger for each task's last committed round every ``poll_s``, until ``stop``."""
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=self.models_config.poll_s)
+                return
+            except asyncio.TimeoutError:
+                pass
+            for w in self.model_watchers.values():
+                await w.check_once()
+
+    def models_status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {kind: w.status() for kind, w in self.model_watchers.items()}
+        kinds = {t.kind for t in self.twins.values()}
+        if "machine" in kinds and "machine" not in out:
+            out["machine"] = {"kind": "machine", "task": None, "state": "fallback", "model": None,
+                              "note": "no ledger task configured: the AI4I rules (fallback:ai4i-rules-v1)"}
+        if "patient" in kinds and "patient" not in out:
+            out["patient"] = {"kind": "patient", "task": None, "state": "rules", "model": NEWS2_LABEL,
+                              "note": "no federated task on bedside vitals yet (the hospitals' cardiac task is UCI heart "
+                                      "disease): NEWS2-like rules"}
+        return out
 
     def positions(self) -> dict[tuple[str, str], tuple[int, int]]:
         return self.store.last_positions()
@@ -365,6 +421,19 @@ class TwinRuntime:
         first what a previous run left unrecorded: sealed batches, then alerts; every ``report_every`` intervals
         (and at start) the sustainability reports that have become due."""
         self._queues, self._submitters = {}, {}
+        models_task = None
+        if self.model_watchers:
+            for w in self.model_watchers.values():  # the committed model before the first seal, if there is one
+                await w.check_once()
+            models_task = asyncio.get_running_loop().create_task(self._watch_models(stop))
+        try:
+            await self._run_anchoring(stop, drain_timeout)
+        finally:
+            if models_task is not None:
+                models_task.cancel()
+                await asyncio.gather(models_task, return_exceptions=True)
+
+    async def _run_anchoring(self, stop: asyncio.Event, drain_timeout: float) -> None:
         if not await self._join_chains(stop):
             return
         try:
@@ -425,6 +494,7 @@ class TwinRuntime:
             "time": time.time(),  # readers derive rates from two statuses
             "twins": snapshots,
             "alerts": twin_alerts(snapshots),
+            "models": self.models_status(),
             "plants": {org: plant_totals(v) for org, v in sorted(plants.items())},
             "counters": {"readings": self.readings, "batches": self.batches, "anchored": self.anchored,
                          "anchor_errors": self.anchor_errors, "alerts_raised": self.alerts_raised,

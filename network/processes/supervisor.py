@@ -7,7 +7,9 @@ supervisor.pid (whom to signal). Behaviour:
 * each process gets one log file <home>/logs/<name>.log (appended across restarts, with a marker line),
   0600 in a 0700 folder: a log holds no secret, but what a node prints is nobody else's business;
 * a process that exits unexpectedly is restarted with exponential backoff (1 s doubling to 30 s); the
-  backoff resets once it has stayed up for STABLE_AFTER seconds;
+  backoff resets once it has stayed up for STABLE_AFTER seconds. The fatal line of its log is kept as
+  its ``last_error``; when that line says its disk is full, it is not restarted until that file system
+  has room again (network/processes/exit_reason.py), then at once;
 * children die with the supervisor (PR_SET_PDEATHSIG), so a killed supervisor leaves no orphans;
 * SIGTERM stops children in reverse start order (SIGTERM, then SIGKILL after a grace period);
 * SIGHUP re-reads the manifest: new processes start, removed ones stop;
@@ -20,6 +22,7 @@ Run as ``python -m network.processes.supervisor --home DIR``.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import shlex
@@ -33,6 +36,7 @@ from pathlib import Path
 from network.child_process import die_with_parent
 from network.files import PRIVATE_UMASK, open_private_log, private_dir
 from network.metrics import Registry, serve_metrics
+from network.processes.exit_reason import RESTART_FREE_BYTES, free_bytes, read_exit_reason
 from network.processes.health import probe
 from network.processes.procspec import ProcSpec, load_manifest, pid_path, state_path, write_json_atomic
 
@@ -55,7 +59,10 @@ def start_marker(spec: ProcSpec, restarts: int) -> str:
 def log_event(event: str, **fields: object) -> None:
     """One structured line per event on the supervisor's own log (its stdout)."""
     rec = {"ts": round(time.time(), 3), "event": event, **fields}
-    print(json.dumps(rec, sort_keys=True), flush=True)
+    try:
+        print(json.dumps(rec, sort_keys=True), flush=True)
+    except OSError:
+        pass  # its own log's disk is full: keep supervising (state.json and the nodes matter more)
 
 
 @dataclass
@@ -71,6 +78,10 @@ class Child:
     ready: bool = False  # the spec's ready probes answered since the last start
     last_probe: float = 0.0
     stopping: bool = False
+    log_offset: int = 0             # where this run's output starts in its log
+    last_error: str | None = None   # the fatal line of the last unexpected exit
+    full_path: str | None = None    # set while waiting for space on the disk holding this path
+    free: int | None = None         # bytes free there at the last look
 
 
 class SupervisorMetrics:
@@ -104,12 +115,25 @@ class Supervisor:
         self.reload_requested = True
         self.metrics_port = metrics_port
         self.metrics = SupervisorMetrics()
+        self.state_unwritable = False
 
     # -- lifecycle of one child --------------------------------------------------------
     def _start(self, c: Child) -> None:
-        private_dir(self.log_dir)
-        log = open_private_log(self.log_dir / f"{c.spec.name}.log")
-        log.write(start_marker(c.spec, c.restarts).encode())
+        try:
+            private_dir(self.log_dir)
+            log = open_private_log(self.log_dir / f"{c.spec.name}.log")
+        except OSError as e:
+            # Its log's disk is full (or gone): a node started blind would be undiagnosable. Wait as for
+            # any start failure -- and, for a full disk, until it has room (_may_start).
+            self._start_failed(c, f"cannot open its log: {e}", self.log_dir if e.errno == errno.ENOSPC else None)
+            return
+        try:
+            log.write(start_marker(c.spec, c.restarts).encode())
+        except OSError as e:
+            log.close()
+            self._start_failed(c, f"cannot write its log: {e}", self.log_dir if e.errno == errno.ENOSPC else None)
+            return
+        c.log_offset = log.tell()
         env = {**os.environ, **c.spec.env}
         try:
             c.proc = subprocess.Popen(
@@ -118,11 +142,7 @@ class Supervisor:
             )
         except OSError as e:
             log.write(f"cannot start: {e}\n".encode())
-            c.proc = None
-            c.last_exit = -1
-            c.next_start = time.monotonic() + c.backoff
-            c.backoff = min(c.backoff * 2, BACKOFF_MAX)
-            log_event("start_failed", name=c.spec.name, error=str(e))
+            self._start_failed(c, f"cannot start: {e}")
             return
         finally:
             log.close()
@@ -131,6 +151,15 @@ class Supervisor:
         c.ready = False
         c.last_probe = 0.0
         log_event("started", name=c.spec.name, pid=c.proc.pid, restarts=c.restarts)
+
+    def _start_failed(self, c: Child, error: str, full_path: Path | None = None) -> None:
+        c.proc = None
+        c.last_exit = -1
+        c.last_error = error
+        c.full_path = str(full_path) if full_path else None
+        c.next_start = time.monotonic() + c.backoff
+        c.backoff = min(c.backoff * 2, BACKOFF_MAX)
+        log_event("start_failed", name=c.spec.name, error=error)
 
     def _reap(self, c: Child) -> None:
         if c.proc is None or c.proc.poll() is None:
@@ -144,10 +173,29 @@ class Supervisor:
         if up_for >= STABLE_AFTER:
             c.backoff = BACKOFF_START
         c.next_start = time.monotonic() + c.backoff
-        log_event("exited", name=c.spec.name, code=c.last_exit, up_s=round(up_for, 1), restart_in_s=c.backoff)
+        reason = read_exit_reason(self.log_dir / f"{c.spec.name}.log", c.log_offset)
+        c.last_error = reason.line if reason else None
+        c.full_path = reason.full_path if reason else None
+        log_event("exited", name=c.spec.name, code=c.last_exit, up_s=round(up_for, 1), restart_in_s=c.backoff,
+                  error=c.last_error, waiting_for_space=c.full_path)
         c.backoff = min(c.backoff * 2, BACKOFF_MAX)
         c.restarts += 1
         self.metrics.restarted(c)
+
+    def _may_start(self, c: Child, now: float) -> bool:
+        """Due, and -- after a full disk -- room on that disk again (then without waiting out the backoff)."""
+        if c.full_path is None:
+            return now >= c.next_start
+        try:
+            c.free = free_bytes(c.full_path)
+        except OSError:
+            c.free = None
+            return now >= c.next_start  # the path is gone (a remount?): fall back to the backoff
+        if c.free < RESTART_FREE_BYTES:
+            return False
+        log_event("space_returned", name=c.spec.name, path=c.full_path, free_bytes=c.free)
+        c.full_path = None
+        return True
 
     def _stop(self, c: Child) -> None:
         self._stop_together([c])
@@ -199,12 +247,24 @@ class Supervisor:
                     "healthy": c.healthy,
                     "restarts": c.restarts,
                     "last_exit": c.last_exit,
+                    "last_error": c.last_error,
+                    "waiting_for_space": ({"path": c.full_path, "free_bytes": c.free, "needs_bytes": RESTART_FREE_BYTES}
+                                          if c.full_path else None),
                     "up_s": round(now - c.started_at, 1) if c.proc else 0,
                 }
                 for c in self.children.values()
             ],
         }
-        write_json_atomic(state_path(self.run_dir), state)
+        try:
+            write_json_atomic(state_path(self.run_dir), state)
+        except OSError as e:
+            # A full disk under <home>/run must not take the supervisor -- and with it every node -- down;
+            # the state is rewritten every half second once there is room.
+            if not self.state_unwritable:
+                log_event("state_unwritable", error=str(e))
+            self.state_unwritable = True
+        else:
+            self.state_unwritable = False
 
     def run(self) -> int:
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -229,7 +289,7 @@ class Supervisor:
                 now = time.monotonic()
                 for c in self.children.values():
                     self._reap(c)
-                    if c.proc is None and not c.stopping and now >= c.next_start:
+                    if c.proc is None and not c.stopping and self._may_start(c, now):
                         self._start(c)
                     elif c.proc is not None and now - c.last_probe >= HEALTH_EVERY:
                         c.last_probe = now

@@ -397,10 +397,16 @@ function renderTwins(d) {
     plants.map((o) => { const p = d.plants[o]; return h("tr", {"data-plant": o}, h("td", {}, o), h("td", {}, fmt(p.products, 0)), h("td", {}, fmt(p.energy_kwh)), h("td", {}, fmt(p.co2_kg)), h("td", {}, fmt(p.water_l)), h("td", {}, fmt(p.waste_kg))); })) : null;
   const anchors = d.anchors && d.anchors.length ? h("table", {id: "twins-anchor-table"}, h("tr", {}, ["batch", "readings", "Merkle root", "tx"].map((x) => h("th", {}, x))),
     d.anchors.map((a) => h("tr", {}, h("td", {class: "mono"}, a.batch_id), h("td", {}, a.count), h("td", {class: "mono", title: a.merkle_root}, short(a.merkle_root)), h("td", {class: "mono", title: a.tx_id}, short(a.tx_id, 16))))) : null;
-  const raised = d.ledger_alerts && d.ledger_alerts.length ? h("table", {id: "twins-ledger-alerts"}, h("tr", {}, ["asset", "alert", "score", "state", "tx"].map((x) => h("th", {}, x))),
-    d.ledger_alerts.map((a) => h("tr", {"data-alert": a.key}, h("td", {}, a.asset), h("td", {}, a.kind), h("td", {}, fmt(a.score)), h("td", {}, a.open ? "open" : "closed"),
+  const raised = d.ledger_alerts && d.ledger_alerts.length ? h("table", {id: "twins-ledger-alerts"}, h("tr", {}, ["asset", "alert", "score", "model", "state", "tx"].map((x) => h("th", {}, x))),
+    d.ledger_alerts.map((a) => h("tr", {"data-alert": a.key}, h("td", {}, a.asset), h("td", {}, a.kind), h("td", {}, fmt(a.score)),
+      h("td", {class: "mono", title: a.model_sha256 || ""}, a.model || "–"), h("td", {}, a.open ? "open" : "closed"),
       h("td", {class: "mono", title: a.tx_id || ""}, a.tx_id ? short(a.tx_id, 16) : "waiting")))) : null;
-  replace(body, kv, h("h4", {}, `Alerts (${d.alerts_source})`), alerts,
+  const models = Object.entries(d.models || {}).map(([kind, m]) => h("div", {class: m.refused ? "warn" : "muted", "data-model-kind": kind},
+    `${kind} twins predict with `, h("b", {class: "mono", title: (m.in_use && m.in_use.sha256) || ""}, m.model || "fallback:ai4i-rules-v1"),
+    m.state === "federated" ? ` (task ${m.in_use.task} round ${m.in_use.round}, sha256 verified against the ledger)`
+      : m.state === "fallback" ? ` (${m.task ? "no verified round of " + m.task + " yet" : m.note || "no ledger task"})` : ` (${m.note || ""})`,
+    m.refused ? h("div", {class: "bad"}, `not used: ${m.refused.task} round ${m.refused.round} (${m.refused.reason}): ${m.refused.detail}`) : null));
+  replace(body, kv, models.length ? [h("h4", {}, "Models"), h("div", {id: "twins-models"}, models)] : null, h("h4", {}, `Alerts (${d.alerts_source})`), alerts,
     raised ? [h("h4", {}, "Alerts raised on the ledger (twins:RaiseAlert)"), raised] : null, h("h4", {}, "Twins"), assets,
     plants.length ? [h("h4", {}, "Energy and CO₂ per plant"), h("div", {class: "row"}, plantCharts), legend(plants), totals] : null,
     anchors ? [h("h4", {}, "Latest anchored batches"), anchors] : null);

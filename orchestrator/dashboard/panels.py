@@ -329,6 +329,8 @@ class TwinsSource:
             "stale": age > TWINS_STALE_S, "error": error,
             "counters": status.get("counters"), "bridge": status.get("bridge"), "latency_ms": status.get("latency_ms"),
             "assets": assets, "plants": status.get("plants") or {}, "alerts": alerts, "alerts_source": alerts_label,
+            # which model each kind of twin predicts with, verified against the ledger (twins.runtime.models_status)
+            "models": status.get("models") or {},
             "anchors": self._recent_anchors(), "ledger_alerts": self._ledger_alerts(), "anchorer": self._anchorer_label(),
             "history": history,
         }
@@ -358,7 +360,8 @@ class TwinsSource:
         except PanelUnavailable:
             return []
         return [{"key": e["key"], "asset": e["asset"], "kind": e["kind"], "score": e["score"], "tx_id": e["tx_id"],
-                 "open": e["closed_at_us"] is None} for e in store.alerts()[-8:]]
+                 "open": e["closed_at_us"] is None, "model": (e["detail"] or {}).get("model"),
+                 "model_sha256": (e["detail"] or {}).get("model_sha256")} for e in store.alerts()[-8:]]
 
     def _anchor_record(self) -> dict[str, Any] | None:
         """Where `twinledger twins run` recorded that this twins state anchors (``anchor.json``), if it did."""

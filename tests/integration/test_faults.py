@@ -1,4 +1,5 @@
-"""Faults under load on the session's real network: kill -9 the Raft leader while recorded checks run.
+"""Faults under load on the session's real network: kill -9 the Raft leader, an endorsing peer or its chaincode
+server while recorded checks run.
 
 The scenario is bench/faults.py's (one code path for the figures and the test): plant2's client keeps
 ``IN_FLIGHT`` recorded checks (``submit data:Check``) in flight for ``LOAD_S`` seconds against a data set
@@ -16,9 +17,11 @@ import asyncio
 import json
 import time
 
+import pytest
+
 from fabric_protos.peer.transaction_pb2 import VALID, ProcessedTransaction
 
-from bench.faults import Outcome, describe, problems, run_scenario
+from bench.faults import Outcome, run_scenario
 from tests.fabric_net import FabricNet
 from tests.integration.fabric_nodes import block_height, wait_height
 
@@ -42,7 +45,7 @@ def test_raft_leader_killed_under_load_loses_nothing(fabric_net: FabricNet) -> N
             timeout=150))
     finally:
         net.wait_ready()  # later tests find the network whole, whatever happened here
-    print(describe(outcome), f"(test {time.monotonic() - t0:.0f} s)")
+    print(outcome.describe(), f"(test {time.monotonic() - t0:.0f} s)")
 
     assert net.node(outcome.victim).type == "orderer"
     assert net.processes()[outcome.victim]["restarts"] == restarts_before[outcome.victim] + 1
@@ -58,7 +61,31 @@ def test_raft_leader_killed_under_load_loses_nothing(fabric_net: FabricNet) -> N
     assert outcome.first_commit_after is not None and outcome.first_commit_after <= RESUME_BOUND_S, (
         f"commits resumed {outcome.first_commit_after} s after the kill (bound {RESUME_BOUND_S} s)")
     assert outcome.rejoined_after is not None, f"{outcome.victim} did not catch up with the other orderers"
-    assert problems(outcome) == []
+    assert outcome.problems() == []
+
+
+@pytest.mark.parametrize("scenario", ["peer", "chaincode"])
+def test_endorser_or_its_chaincode_killed_under_load_loses_nothing(fabric_net: FabricNet, scenario: str) -> None:
+    """kill -9 the data owner's peer (an endorser of every check) or its chaincode server while checks run:
+    the supervisor restarts it, nothing acknowledged is lost or recorded twice (no half-applied check: each
+    is VALID on every peer and in the audit trail once, or failed with a reason), commits go on, and a
+    restarted peer is level with the others again."""
+    net = fabric_net
+    restarts_before = {name: p["restarts"] for name, p in net.processes().items()}
+    try:
+        outcome: Outcome = asyncio.run(asyncio.wait_for(
+            run_scenario(net.spec, net.layout, net.home, scenario, IN_FLIGHT, LOAD_S, KILL_AT_S, say=print),
+            timeout=150))
+    finally:
+        net.wait_ready()
+    print(outcome.describe())
+    victim = net.processes()[outcome.victim]
+    assert victim["type"] == ("peer" if scenario == "peer" else "chaincode")
+    assert victim["restarts"] == restarts_before[outcome.victim] + 1
+    before, after = outcome.before_after()
+    assert before > 0 and after > 0, f"checks must commit both before ({before}) and after ({after}) the kill"
+    assert outcome.lost == [] and outcome.audit_records == len(outcome.acknowledged)
+    assert outcome.problems() == []
 
 
 def test_the_same_envelope_sent_again_commits_once(fabric_net: FabricNet) -> None:

@@ -24,10 +24,11 @@ import pytest
 from orchestrator.cli_twins import ledger_config
 from tests.fabric_net import FabricNet
 from tests.ports import free_port_base
-from twins.anchoring import ReadingStore, VerificationError, verify_reading
+from twins.anchoring import ReadingStore, VerificationError, verify_all_batches, verify_reading
 from twins.anchoring.anchorer import connect_ledger
 from twins.procs import Proc, bridge_argv, simulator_argv
 from twins.security import prepare_pki
+from twins.simulators.history import read_published
 
 pytestmark = pytest.mark.integration
 
@@ -48,13 +49,7 @@ def procs():
 
 
 def _history(path: Path) -> dict[tuple[str, str], dict[int, float]]:
-    db = sqlite3.connect(path)
-    out: dict[tuple[str, str], dict[int, float]] = {}
-    for var, seq, value in db.execute("SELECT var, seq, value FROM samples"):
-        asset, prop = var.rsplit(".", 1)
-        out.setdefault((asset, prop), {})[seq] = value
-    db.close()
-    return out
+    return {key: {seq: value for seq, (_, value) in samples.items()} for key, samples in read_published(path).items()}
 
 
 def _wait_for(pred, timeout, what):
@@ -79,6 +74,18 @@ def _verify(store: ReadingStore, config: dict, asset: str, seq: int, prop: str |
         anchorer, gateways = connect_ledger(config)
         try:
             return await verify_reading(store, anchorer, asset, seq, prop)
+        finally:
+            for g in gateways:
+                await g.close()
+    return asyncio.run(go())
+
+
+def _verify_batches(store: ReadingStore, config: dict) -> tuple[int, dict[str, str]]:
+    """verify_batch of every sealed batch against the ledger: (verified, batch id → why not)."""
+    async def go() -> tuple[int, dict[str, str]]:
+        anchorer, gateways = connect_ledger(config)
+        try:
+            return await verify_all_batches(store, anchorer)
         finally:
             for g in gateways:
                 await g.close()
@@ -149,6 +156,7 @@ def test_kill_restart_no_loss_no_duplicate_then_verify_and_tamper(fabric_net: Fa
     assert store.pending_batches() == [], "every sealed batch is anchored"
 
     assert store.count("anchors") == store.count("batches")
+    assert _verify_batches(store, config) == (store.count("batches"), {}), "every anchored batch verifies as a whole"
     for asset, seq in (("plant1.m1", 1), ("plant1.m2", max(stored[("plant1.m2", "Torque")])), ("hospital1.bed1", 3)):
         res = _verify(store, config, asset, seq)
         assert res and all(v.reading.seq == seq for v in res)

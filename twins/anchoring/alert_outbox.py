@@ -13,6 +13,11 @@ it had committed, the anchorer finds the alert under that id (``ReadAlert``) or 
 tx id, and nothing is raised twice. Open episodes are restored from the store at start, so a condition that
 still holds after a restart is not a new alert either.
 
+An episode is one model's claim: when another model takes over while the condition holds (the twins swapped in a new
+federated round, ``twins.model.ledger_watch``), the episode of the old model ends and the new model's opens, so every
+alert on the ledger names the model (and its hash) that raised it. Rounds are minutes apart, so this adds at most one
+alert per ongoing condition per round.
+
 Conditions are checked each time an asset's sequence number is complete (once per product of a machine), not
 only at sealing: a worn tool is often replaced within the second. The alert's detail names the reading it was first seen
 at and the batch that reading is anchored in (or, for a condition seen at sealing, the batch whose record holds
@@ -76,7 +81,10 @@ class AlertTracker:
         self.store = store
         self.clear_after_s = clear_after_s
         self.clock = clock
-        self.open: dict[tuple[str, str], str] = {(a["asset"], a["kind"]): a["key"] for a in store.alerts(open_only=True)}
+        open_rows = store.alerts(open_only=True)
+        self.open: dict[tuple[str, str], str] = {(a["asset"], a["kind"]): a["key"] for a in open_rows}
+        # the model that opened each open episode (an episode is one model's claim, see observe)
+        self.open_model: dict[tuple[str, str], Any] = {(a["asset"], a["kind"]): a["detail"].get("model") for a in open_rows}
         self.episodes = store.last_episodes()
         self._clear_since: dict[tuple[str, str], float] = {}
 
@@ -94,23 +102,31 @@ class AlertTracker:
         for cond, alert in sorted(active.items()):
             self._clear_since.pop(cond, None)
             if cond in self.open:
-                continue
+                if self.open_model.get(cond) == alert.get("label"):
+                    continue
+                # another model now asserts the condition (a new federated round was swapped in): the alert on the
+                # ledger names the model that made it, so the old model's episode ends and this one opens its own
+                self.store.close_alert(self.open.pop(cond), int(now * 1e6))
             episode = self.episodes.get(cond, 0) + 1
             asset, kind = cond
             detail = {"level": alert["level"], "value": alert["value"], "text": alert["detail"],
                       "model": alert.get("label"), "episode": episode}
+            if alert.get("model_sha256"):  # the federated model's hash as the ledger committed it (the contract checks it)
+                detail["model_sha256"] = alert["model_sha256"]
             detail.update(_evidence(self.store, asset, alert.get("reading"), sealed))
             rec = AlertRecord(f"{asset}/{kind}/{episode}", org, asset, kind, episode, score_text(alert), detail,
                               os.urandom(NONCE_BYTES))
             self.store.open_alert(rec.key, org, asset, kind, episode, rec.score, json.dumps(detail, sort_keys=True),
                                   rec.nonce, int(now * 1e6))
             self.open[cond] = rec.key
+            self.open_model[cond] = alert.get("label")
             self.episodes[cond] = episode
             opened.append(rec)
         for cond in [c for c in self.open if c[0] in snapshots and c not in active]:
             since = self._clear_since.setdefault(cond, now)
             if now - since >= self.clear_after_s:
                 self.store.close_alert(self.open.pop(cond), int(now * 1e6))
+                self.open_model.pop(cond, None)
                 del self._clear_since[cond]
         return opened
 

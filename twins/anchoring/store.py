@@ -300,6 +300,18 @@ class ReadingStore:
             return None
         return StoredBatch(BatchRecord.from_dict(json.loads(row[0])), row[1], bytes(row[2]), int(row[3]), bytes(row[4]))
 
+    def batch_ids(self) -> list[str]:
+        """Every sealed batch, by org and number."""
+        with self._lock:
+            return [r[0] for r in self._db.execute("SELECT batch_id FROM batches ORDER BY org, batch_no")]
+
+    def batch_readings(self, batch_id: str) -> list[tuple[int, Reading]]:
+        """(leaf index, reading) of every reading stored for ``batch_id``, in leaf order."""
+        with self._lock:
+            rows = self._db.execute("SELECT leaf_index, org, asset, prop, seq, source_ts_us, value FROM readings "
+                                    "WHERE batch_id=? ORDER BY leaf_index", (batch_id,)).fetchall()
+        return [(int(i), Reading(o, a, p, int(s), int(t), float(v))) for i, o, a, p, s, t, v in rows]
+
     def iter_readings(self, asset: str | None = None) -> Iterable[Reading]:
         q = "SELECT org, asset, prop, seq, source_ts_us, value FROM readings"
         args: tuple = ()

@@ -9,6 +9,9 @@ all the values of product ``seq``). Any mismatch raises ``VerificationError`` na
 - the batch record stored locally differs from the anchored one (root, count, record hash);
 - the reading lies outside the anchored sequence or time range;
 - the batch was never anchored.
+
+``verify_batch(store, anchorer, batch_id)`` checks a whole batch the same way, with one ledger read;
+``verify_all_batches`` every batch of a store.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from twins.anchoring.anchorer import Anchorer
-from twins.anchoring.merkle import leaf_hash, proof_from_levels, root_from_proof, unpack_levels
+from twins.anchoring.merkle import leaf_hash, proof_from_levels, root_from_proof, root_of, unpack_levels
 from twins.anchoring.record import BatchRecord
 from twins.anchoring.store import ReadingStore
 from twins.readings import Reading
@@ -91,6 +94,49 @@ async def verify_reading(
             raise VerificationError(f"{name}: source time outside the anchored time range")
         out.append(VerifiedReading(r, sr.batch_id, sr.leaf_index, [p.hex() for p in proof], b.root.hex(), anchor))
     return out
+
+
+async def verify_batch(store: ReadingStore, anchorer: Anchorer, batch_id: str) -> BatchRecord:
+    """Verify a whole sealed batch against the ledger: the readings the store holds for it, in leaf order, are
+    exactly its ``count`` leaves and rebuild its root; the stored record matches that root and its hash; the
+    anchored record is the same record; and every reading lies inside the anchored sequence and time ranges.
+    One ledger read per batch (``verify_reading`` does one per reading). Returns the anchored record;
+    ``VerificationError`` names what disagrees."""
+    b = store.batch(batch_id)
+    if b is None:
+        raise VerificationError(f"no stored batch {batch_id}")
+    rows = store.batch_readings(batch_id)
+    if [i for i, _ in rows] != list(range(b.count)):
+        raise VerificationError(f"{batch_id}: the store holds {len(rows)} leaves of its {b.count}, or not in order")
+    root = root_of([leaf_hash(r.leaf_bytes()) for _, r in rows])
+    if root != b.root or b.record.merkle_root != root.hex() or b.record.count != b.count:
+        raise VerificationError(f"{batch_id}: its stored readings do not rebuild the stored root (a reading was altered)")
+    if b.record.record_hash() != b.record_hash:
+        raise VerificationError(f"{batch_id}: stored record does not match its hash")
+    anchor = await anchorer.get_anchor(batch_id)
+    if anchor is None:
+        raise VerificationError(f"batch {batch_id} has no anchor on {anchorer.name}")
+    anchored = BatchRecord.from_dict(anchor["record"])
+    if (anchored.merkle_root, anchored.count) != (root.hex(), b.count) or anchored.record_hash() != b.record_hash \
+            or anchor.get("record_hash", b.record_hash) != b.record_hash:
+        raise VerificationError(f"{batch_id}: the anchored record differs from the local one")
+    for _, r in rows:
+        rng = anchored.seq_range(r.asset, r.prop)
+        if rng is None or not rng[0] <= r.seq <= rng[1] or not anchored.first_ts_us <= r.source_ts_us <= anchored.last_ts_us:
+            raise VerificationError(f"{batch_id}: {r.asset}/{r.prop}#{r.seq} outside the anchored ranges")
+    return anchored
+
+
+async def verify_all_batches(store: ReadingStore, anchorer: Anchorer) -> tuple[int, dict[str, str]]:
+    """``verify_batch`` of every sealed batch in the store: (how many verified, batch id → why the others did not)."""
+    failed: dict[str, str] = {}
+    ids = store.batch_ids()
+    for batch_id in ids:
+        try:
+            await verify_batch(store, anchorer, batch_id)
+        except VerificationError as exc:
+            failed[batch_id] = str(exc)
+    return len(ids) - len(failed), failed
 
 
 def verify_reading_sync(store: ReadingStore, anchorer: Anchorer, asset: str, seq: int, prop: str | None = None) -> list[VerifiedReading]:

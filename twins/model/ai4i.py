@@ -76,11 +76,16 @@ SOFT_POWER_W = 150.0
 SOFT_STRAIN = 250.0
 
 
+#: The label of every prediction of the rules model: machine twins use it only until a committed federated
+#: round's model is loaded (``twins.model.federated``), and say so.
+FALLBACK_LABEL = "fallback:ai4i-rules-v1"
+
+
 @dataclass(frozen=True)
 class FallbackPrediction:
     probability: float  # P(the next product fails)
     modes: dict[str, float]  # per-mode probabilities
-    model: str = "fallback:ai4i-rules-v1"
+    model: str = FALLBACK_LABEL
 
 
 def fallback_failure_probability(

@@ -133,10 +133,15 @@ class MachineTwin(Twin):
         f = self.features()
         if f is None:
             return None
-        if self.model is not None:
-            return {"probability": float(self.model.predict(f)), "model": self.model.label}
+        model = self.model  # read once: the runtime may swap it between two readings, never within a prediction
+        if model is not None:
+            return {"probability": float(model.predict(f, self.type_mix())), "model": model.label,
+                    "model_sha256": model.sha256}
         pred = ai4i.fallback_failure_probability(f["air_k"], f["process_k"], f["rpm"], f["torque_nm"], f["wear_min"], self.type_mix())
-        return {"probability": pred.probability, "modes": pred.modes, "model": pred.model}
+        return {"probability": pred.probability, "modes": pred.modes, "model": pred.model, "model_sha256": None}
+
+    def model_label(self) -> str:
+        return self.model.label if self.model is not None else ai4i.FALLBACK_LABEL
 
     def sustainability(self) -> dict[str, float]:
         return metrics(self.energy_kwh, self.products, self.cfg)
@@ -144,6 +149,9 @@ class MachineTwin(Twin):
     def state(self) -> dict[str, Any]:
         d = super().state()
         d.update(products=self.products, failures=self.failures, energy_kwh=self.energy_kwh, last_energy=self._last_energy)
+        # the model predicting from this state: anchored with it (state hash in every batch record); not restored,
+        # as a restarted twin uses the model the ledger names then
+        d["model"] = self.model_label()
         return d
 
     def load_state(self, d: dict[str, Any]) -> None:

@@ -39,7 +39,7 @@ def _run(twin: MachineTwin, f: dict[str, float], speed_factor: float, hours: flo
     for _ in range(n):
         if twin.model is not None:
             feats = dict(f, rpm=rpm, wear_min=wear, power_w=p_w, strain_min_nm=wear * tq)
-            p = float(twin.model.predict(feats))
+            p = float(twin.model.predict(feats, mix))
         else:
             p = ai4i.fallback_failure_probability(f["air_k"], f["process_k"], rpm, tq, wear, mix).probability
         surv *= 1.0 - p
@@ -67,7 +67,7 @@ def whatif_speed(twin: MachineTwin, speed_factor: float = 0.9, hours: float = 8.
         raise ValueError(f"twin {twin.asset} has no estimates yet (needs air/process temperature, speed, torque, wear)")
     scenario = _run(twin, f, speed_factor, hours, replace_tool_at)
     baseline = _run(twin, f, 1.0, hours, replace_tool_at)
-    model = twin.model.label if twin.model is not None else "fallback:ai4i-rules-v1"
+    model = twin.model_label()
     return {
         "asset": twin.asset, "model": model, "scenario": scenario, "baseline": baseline,
         "delta": {k: scenario[k] - baseline[k] for k in ("failure_risk", "expected_failures", "energy_kwh", "co2_kg", "water_l", "waste_kg", "products")},

@@ -36,6 +36,20 @@ _WIN_EPOCH_US = dt_to_us(ua.get_win_epoch())
 _MAX_US = 2**62
 
 
+def read_published(path: str | Path) -> dict[tuple[str, str], dict[int, tuple[int, float]]]:
+    """Every sample a simulator has published (each is committed here before it is published): (asset, prop) →
+    seq → (source timestamp µs, value). What a client must end up with; readable while the simulator runs (WAL)."""
+    db = sqlite3.connect(str(path))
+    try:
+        out: dict[tuple[str, str], dict[int, tuple[int, float]]] = {}
+        for var, seq, ts_us, value in db.execute("SELECT var, seq, ts_us, value FROM samples"):
+            asset, prop = var.rsplit(".", 1)
+            out.setdefault((asset, prop), {})[int(seq)] = (int(ts_us), float(value))
+        return out
+    finally:
+        db.close()
+
+
 class SampleDataValue(ua.DataValue):
     """A ``DataValue`` that is never mutated after it is created, so copying it is returning it.
 

@@ -123,6 +123,24 @@ def test_alert_decision_ack(consortium: Any) -> None:
     assert c.ok(c.user("hospital1", role="client"), "twins:ReadDecision", decision["id"]) == acked
 
 
+def test_alerts_and_decisions_name_the_model(consortium: Any) -> None:
+    c = consortium
+    sha = hashlib.sha256(b"global model of round 3").hexdigest()
+    label = f"federated:maintenance-v1:round3:{sha[:12]}"
+    alert = c.ok(op(c), "twins:RaiseAlert", "mill-1", "failure-risk", "0.61",
+                 json.dumps({"model": label, "model_sha256": sha, "text": "P(next product fails) 0.61"}))
+    assert (alert["model"], alert["model_sha256"]) == (label, sha)
+    assert c.ok(c.user("plant2", role="client"), "twins:ReadAlert", alert["id"])["model_sha256"] == sha
+    decision = c.ok(op(c), "twins:DecideMaintenance", alert["id"], "repair-now")
+    assert (decision["model"], decision["model_sha256"]) == (label, sha)
+    # the rules model is named without a hash; an alert naming no model is recorded as before (backward compatible)
+    rules = c.ok(op(c), "twins:RaiseAlert", "mill-2", "failure-risk", "0.3", '{"model":"fallback:ai4i-rules-v1"}')
+    assert (rules["model"], rules["model_sha256"]) == ("fallback:ai4i-rules-v1", None)
+    bare = c.ok(op(c), "twins:RaiseAlert", "mill-3", "wear", "0.3", '{"rul_h":12}')
+    assert (bare["model"], bare["model_sha256"]) == (None, None)
+    assert c.ok(op(c), "twins:DecideMaintenance", bare["id"], "monitor")["model"] is None
+
+
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
@@ -132,6 +150,16 @@ def test_alert_decision_ack(consortium: Any) -> None:
         (("mill 1", "wear", "0.5", "{}"), "asset 'mill 1' is not valid"),
         (("mill-1", "Wear!", "0.5", "{}"), "alert kind 'Wear!' is not valid"),
         (("mill-1", "wear", "0.5", "[]"), "detail must be a JSON object"),
+        (("mill-1", "wear", "0.5", '{"model":"federated:m-v1:round2:' + "ab" * 6 + '"}'),
+         "detail.model names a federated model; detail.model_sha256 must give its SHA-256"),
+        (("mill-1", "wear", "0.5", '{"model":"federated:m-v1:round2:' + "ab" * 6 + '","model_sha256":"' + "cd" * 32 + '"}'),
+         "does not name the model of detail.model_sha256"),
+        (("mill-1", "wear", "0.5", '{"model":"fallback:ai4i-rules-v1","model_sha256":"' + "cd" * 32 + '"}'),
+         "detail.model must be the federated model's label"),
+        (("mill-1", "wear", "0.5", '{"model":"federated:m:round1:' + "ab" * 6 + '","model_sha256":"AB"}'),
+         "detail.model_sha256 'AB' is not a SHA-256 digest"),
+        (("mill-1", "wear", "0.5", '{"model":"bad\\nlabel"}'), "is not a model label"),
+        (("mill-1", "wear", "0.5", '{"model":7}'), "detail.model must be"),
     ],
 )
 def test_alert_rules(consortium: Any, args: tuple[str, ...], fragment: str) -> None:

@@ -11,7 +11,6 @@ import pytest
 import yaml
 
 from network.configtx import (
-    ConfigtxError,
     configtx_path,
     configtxgen_command,
     configtxgen_env,

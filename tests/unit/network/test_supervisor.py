@@ -208,3 +208,16 @@ def test_ready_probes_gate_health_once_per_start(home):
     time.sleep(4.5)  # two probe periods: b's health answers, its ready probe never does
     assert _state(home, "b")["healthy"] is False
     assert load_manifest(home / "run")[1].ready == f"tcp://127.0.0.1:{base + 2}"  # the field survives the manifest
+
+
+def test_the_fatal_line_of_an_exit_is_kept_for_status(home):
+    crash = "import sys; print('starting', flush=True); print('panic: ledger corrupt at block 7', flush=True); sys.exit(2)"
+    save_manifest(home / "run", [ProcSpec("crashy", "org1", "peer", [sys.executable, "-c", crash])])
+    start_supervisor(home)
+    deadline = time.monotonic() + 20
+    st: dict = {}
+    while time.monotonic() < deadline and not st.get("last_error"):
+        time.sleep(0.2)
+        st = next((p for p in read_state(home).get("processes", []) if p["name"] == "crashy"), {})
+    assert st["last_error"] == "panic: ledger corrupt at block 7" and st["last_exit"] == 2
+    assert st["waiting_for_space"] is None, "not a full disk: restarted with the usual backoff"

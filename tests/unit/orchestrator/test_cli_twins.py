@@ -94,3 +94,41 @@ def test_ledger_config_uses_each_orgs_operator_through_its_live_peer(network_hom
     }}
     with pytest.raises(UserError, match="unknown org 'plant9'"):
         ledger_config(home, ["plant9"])
+
+
+def test_twins_run_writes_which_ledger_task_and_store_the_machine_twins_follow(tmp_path):
+    from orchestrator.cli_twins import models_config
+    from twins.model.ledger_watch import ModelsConfig
+
+    args = build_parser().parse_args(["twins", "run", "--home", str(tmp_path)])
+    cfg = models_config(tmp_path, args)
+    assert cfg == {"tasks": {"machine": "maintenance-v1"}, "store": str(tmp_path / "flower" / "store"), "poll_s": 2.0}
+    args = build_parser().parse_args(["twins", "run", "--model-task", "maintenance-v2", "--model-store",
+                                      str(tmp_path / "s"), "--model-poll", "0.5"])
+    (tmp_path / "twins").mkdir()
+    (tmp_path / "twins" / "models.json").write_text(__import__("json").dumps(models_config(tmp_path, args)))
+    # what the bridge reads back (twins.runtime)
+    assert ModelsConfig.load(tmp_path / "twins") == ModelsConfig({"machine": "maintenance-v2"}, tmp_path / "s", 0.5)
+    with pytest.raises(UserError):
+        models_config(tmp_path, build_parser().parse_args(["twins", "run", "--model-task", "no spaces"]))
+    for poll in ("0", "-1", "nan", "inf"):  # refused while parsing, as every number the CLI takes
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["twins", "run", "--model-poll", poll])
+
+
+def test_status_lines_name_the_model_in_use_and_a_refused_round():
+    from orchestrator.cli_twins import model_lines
+
+    sha = "ab" * 32
+    lines = model_lines({
+        "machine": {"state": "federated", "model": f"federated:m-v1:round2:{sha[:12]}", "task": "m-v1",
+                    "in_use": {"task": "m-v1", "round": 2, "sha256": sha, "commit_tx_id": "tx2"},
+                    "refused": {"task": "m-v1", "round": 3, "reason": "hash-mismatch", "detail": "REFUSED model file x"}},
+        "patient": {"state": "rules", "model": "NEWS2-like (partial)", "note": "no federated task on bedside vitals"}})
+    assert lines[0] == (f"model of the machine twins: federated:m-v1:round2:{sha[:12]} (task m-v1 round 2, sha256 {sha} "
+                        "verified against the ledger, commit tx tx2)")
+    assert lines[1] == "  NOT USED: m-v1 round 3 (hash-mismatch): REFUSED model file x"
+    assert lines[2] == "model of the patient twins: NEWS2-like (partial) (no federated task on bedside vitals)"
+    fallback = model_lines({"machine": {"state": "fallback", "model": None, "task": "m-v1", "ledger_latest": None}})
+    assert fallback == ["model of the machine twins: fallback:ai4i-rules-v1 (the AI4I rules: task m-v1 has no committed "
+                        "round on the ledger yet)"]

@@ -1,134 +1,158 @@
-"""Malformed model files: one line naming the path and the reason, nothing half-loaded, the previous model kept.
+"""Malformed model files: one line naming the file and the reason, nothing half-loaded, the previous model kept.
 
-Two loaders of model files: the twins' federated failure model (``twins.model.federated``, checked against
-the hash the ledger committed) and the federated model store (``federated.store.ModelStore``, content-
-addressed: the file name is the hash the ledger holds). Each gets the same bad files: missing, a
-directory, empty, truncated, one byte changed, garbage, the right bytes under another hash, a file too
-big, the right hash of bytes that are not a model.
+Two loaders read model files: the machine twins' federated model (``twins.model.federated.load_committed``,
+through ``ledger_watch.ModelWatcher``, which swaps models live) and the federated model store
+(``federated.store.ModelStore.get_arrays``, which `fl run` resumes from). Both get the same bad files:
+missing, a directory, a FIFO, empty, truncated, one byte changed, another model, a file too big, and --
+named by their own hash, as if the ledger had committed them -- garbage, a truncated serialization, a
+header that lies, NaN weights. Models are real ones of ``federated.model`` (an MLP with the federation's
+scaler) in a real ModelStore.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from federated.hashing import canonical_bytes
 from federated.store import ModelStore, StoreError
-from twins.model.federated import MAX_MODEL_BYTES, ModelFileError, ModelHashMismatch, load_federated_model, replace_model
-from twins.model.twin import MachineTwin
+from tests.unit.twins.test_ledger_model import TASK, arrays, rnd
+from twins.model import federated as fm
+from twins.model.federated import (
+    CommittedRound, ModelFormatError, ModelHashMismatch, ModelRefused, ModelUnavailable, load_committed,
+)
+from twins.model.ledger_watch import ModelWatcher
 
-
-class Logistic:
-    """A tiny failure model: its bytes are the canonical arrays of one weight vector."""
-
-    label = "unloaded"
-
-    def __init__(self, data: bytes) -> None:
-        from federated.hashing import arrays_from_canonical
-
-        self.w = arrays_from_canonical(data)["w"]  # raises on anything that is not such a file
-
-    def predict(self, features: dict[str, float]) -> float:
-        return float(1 / (1 + np.exp(-self.w.sum())))
-
-
-GOOD = canonical_bytes({"w": np.array([0.1, -0.2, 0.3], np.float32)})
+GOOD = canonical_bytes(arrays(seed=1))
 GOOD_SHA = hashlib.sha256(GOOD).hexdigest()
 
 
-def _bad(kind: str, tmp: Path) -> tuple[Path, str, str]:
-    """(path, the hash the ledger holds, what the one line must say)."""
-    p = tmp / "model.bin"
+def _own(store: ModelStore, data: bytes) -> str:
+    """Bytes stored under their own hash: what the ledger would name had a round committed them."""
+    sha = hashlib.sha256(data).hexdigest()
+    store.path(sha).write_bytes(data)
+    return sha
+
+
+def _nan_model() -> bytes:
+    a = arrays(seed=2)
+    first = next(k for k in a if k.endswith(".weight"))
+    a[first] = a[first].copy()
+    a[first][0, 0] = np.nan
+    return canonical_bytes(a)
+
+
+# kind -> (prepare the store, returning the hash the ledger names; the exception; what the line must say)
+def _case(kind: str, store: ModelStore) -> tuple[str, type[ModelRefused], str]:
+    path = store.path(GOOD_SHA)
     if kind == "missing":
-        return p, GOOD_SHA, "no such file"
+        return GOOD_SHA, ModelUnavailable, "no model file"
     if kind == "directory":
-        p.mkdir()
-        return p, GOOD_SHA, "a directory"
+        path.mkdir()
+        return GOOD_SHA, ModelUnavailable, "is a directory"
     if kind == "fifo":
-        os.mkfifo(p)
-        return p, GOOD_SHA, "a special file"
+        os.mkfifo(path)  # reading it would block the watcher's thread forever
+        return GOOD_SHA, ModelUnavailable, "is not a regular file"
     if kind == "empty":
-        p.write_bytes(b"")
-        return p, GOOD_SHA, "the file is empty"
+        path.write_bytes(b"")
+        return GOOD_SHA, ModelHashMismatch, "it is empty"
     if kind == "truncated":
-        p.write_bytes(GOOD[: len(GOOD) // 2])
-        return p, GOOD_SHA, "the ledger committed"
+        path.write_bytes(GOOD[: len(GOOD) // 2])
+        return GOOD_SHA, ModelHashMismatch, "the ledger committed"
     if kind == "one byte changed":
-        p.write_bytes(GOOD[:-1] + bytes([GOOD[-1] ^ 1]))
-        return p, GOOD_SHA, "the ledger committed"
+        path.write_bytes(GOOD[:-1] + bytes([GOOD[-1] ^ 1]))
+        return GOOD_SHA, ModelHashMismatch, "the ledger committed"
     if kind == "another model":
-        p.write_bytes(canonical_bytes({"w": np.array([9.0], np.float32)}))
-        return p, GOOD_SHA, "refusing to load it"
+        path.write_bytes(canonical_bytes(arrays(seed=3)))
+        return GOOD_SHA, ModelHashMismatch, "the ledger committed"
     if kind == "too big":
-        with p.open("wb") as f:
-            f.truncate(MAX_MODEL_BYTES + 1)  # sparse: no disk used
-        return p, GOOD_SHA, "is not a failure model"
-    if kind == "garbage with its own hash":  # right hash (the ledger committed garbage), wrong format
-        data = b"\x89PNG\r\n\x1a\n" + os.urandom(64)
-        p.write_bytes(data)
-        return p, hashlib.sha256(data).hexdigest(), "cannot be loaded: CanonicalFormError"
-    if kind == "truncated with its own hash":
-        data = GOOD[:-4]
-        p.write_bytes(data)
-        return p, hashlib.sha256(data).hexdigest(), "truncated data for array 'w'"
-    if kind == "ledger hash not a hash":
-        p.write_bytes(GOOD)
-        return p, "../../etc/passwd", "is not a SHA-256"
+        with path.open("wb") as f:
+            f.truncate(fm.MAX_MODEL_BYTES + 1)  # sparse: no disk used, and never read
+        return GOOD_SHA, ModelHashMismatch, "more than any model"
+    if kind == "garbage, own hash":
+        return _own(store, b"\x89PNG\r\n\x1a\n" + os.urandom(64)), ModelFormatError, "not a canonical array file"
+    if kind == "truncated, own hash":
+        return _own(store, GOOD[:-4]), ModelFormatError, "truncated data for array"
+    if kind == "header lies, own hash":
+        return _own(store, GOOD.replace(b'"shape":[16,11]', b'"shape":[16,12]', 1)), ModelFormatError, "not a canonical"
+    if kind == "NaN weights, own hash":
+        return _own(store, _nan_model()), ModelFormatError, "NaN or infinite weights"
+    if kind == "another architecture, own hash":
+        return _own(store, canonical_bytes({"w": np.ones(3, np.float32)})), ModelFormatError, "holds no MLP weights"
     raise AssertionError(kind)
 
 
 KINDS = ["missing", "directory", "fifo", "empty", "truncated", "one byte changed", "another model", "too big",
-         "garbage with its own hash", "truncated with its own hash", "ledger hash not a hash"]
+         "garbage, own hash", "truncated, own hash", "header lies, own hash", "NaN weights, own hash",
+         "another architecture, own hash"]
+
+
+class Rounds:
+    def __init__(self) -> None:
+        self.rounds: list[dict[str, Any]] = []
+
+    async def list_rounds(self, task: str) -> list[dict[str, Any]]:
+        return list(self.rounds)
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_a_bad_model_file_is_one_line_and_the_twin_keeps_its_model(kind: str, tmp_path: Path, caplog) -> None:
-    path, sha, needle = _bad(kind, tmp_path)
-    with pytest.raises(ModelFileError) as err:
-        load_federated_model(path, sha, Logistic)
+def test_a_bad_model_file_is_one_line_and_the_twins_keep_their_model(kind: str, tmp_path: Path, caplog) -> None:
+    store = ModelStore(tmp_path / "store")
+    good_sha = store.put_arrays(arrays(seed=0))
+    sha, error, needle = _case(kind, store)
+    committed = CommittedRound(TASK, 2, sha)
+    with pytest.raises(error) as err:
+        load_committed(store.root, committed)
     line = str(err.value)
-    assert "\n" not in line and str(path) in line and needle in line, line
-    assert isinstance(err.value, ModelHashMismatch) == (needle in ("the ledger committed", "refusing to load it"))
+    assert "\n" not in line and str(store.path(sha)) in line and needle in line, line
 
-    # the caller keeps what it had: a twin with the previous federated model, and one with none
-    good = tmp_path / "good.bin"
-    good.write_bytes(GOOD)
-    twin = MachineTwin("plant1.m1", "plant1")
-    twin.model = load_federated_model(good, GOOD_SHA, Logistic)
-    before = twin.model
-    caplog.set_level(logging.WARNING, logger="twins.model")
-    twin.model = replace_model(twin.model, path, sha, Logistic)
-    assert twin.model is before and twin.model.label == f"federated:{GOOD_SHA[:12]}"
-    assert replace_model(None, path, sha, Logistic) is None
-    lines = [r.getMessage() for r in caplog.records]
-    assert len(lines) == 2 and all(str(path) in x and "\n" not in x for x in lines), lines
-    assert lines[0].endswith(f"keeping federated:{GOOD_SHA[:12]}") and lines[1].endswith("keeping the fallback model")
+    # the watcher: round 1 (good) in use, round 2 (this bad file) refused with one line, round 1 kept
+    swapped: list[Any] = []
+    reader = Rounds()
+    watcher = ModelWatcher("machine", TASK, store.root, reader, swapped.append)
+    reader.rounds = [rnd(1, good_sha)]
+    assert asyncio.run(watcher.check_once()) and watcher.in_use.round == 1
+    before = watcher.model
+    caplog.set_level(logging.WARNING, logger="twins.models")
+    reader.rounds.append(rnd(2, sha))
+    for _ in range(3):  # asked again and again: said once
+        assert not asyncio.run(watcher.check_once())
+    assert watcher.model is before and swapped == [before], "nothing half-loaded, the previous model kept"
+    assert watcher.refused["round"] == 2 and needle in watcher.refused["detail"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "twins.models"]
+    assert len(lines) == 1 and "\n" not in lines[0] and lines[0].endswith(f"keeping {before.label}"), lines
+    assert 0.0 <= before.predict({"air_k": 300, "process_k": 310, "rpm": 1500, "torque_nm": 40, "wear_min": 100,
+                                  "temp_diff_k": 10, "power_w": 6000, "strain_min_nm": 4000}) <= 1.0
 
 
-def test_the_good_file_loads_and_a_loader_that_returns_no_model_is_refused(tmp_path: Path) -> None:
-    p = tmp_path / "m.bin"
-    p.write_bytes(GOOD)
-    model = load_federated_model(p, GOOD_SHA.upper(), Logistic)
-    assert model.label == f"federated:{GOOD_SHA[:12]}" and 0 < model.predict({}) < 1
-    with pytest.raises(ModelFileError, match="which has no predict"):
-        load_federated_model(p, GOOD_SHA, lambda b: object())
+def test_a_loader_that_fails_its_own_way_is_a_format_error(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "store")
+    sha = store.put_bytes(GOOD)
+
+    def broken(data: bytes, committed: CommittedRound):  # noqa: ANN202
+        raise IndexError("list index out of range\nwith a second line")
+
+    with pytest.raises(ModelFormatError, match="cannot be loaded: IndexError: list index out of range with a second line"):
+        load_committed(store.root, CommittedRound(TASK, 1, sha), broken)
 
 
 # --- the federated model store --------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("kind", ["missing", "directory", "empty", "truncated", "one byte changed", "another model",
-                                  "garbage with its own hash", "truncated with its own hash", "not a name",
-                                  "header lies", "big-endian"])
+                                  "garbage, own hash", "truncated, own hash", "header lies, own hash", "not a name",
+                                  "big-endian, own hash"])
 def test_a_bad_artefact_in_the_store_is_one_store_error(kind: str, tmp_path: Path) -> None:
     store = ModelStore(tmp_path / "store")
     sha = store.put_bytes(GOOD)
-    assert set(store.get_arrays(sha)) == {"w"}
+    assert store.get_arrays(sha).keys() == arrays(seed=1).keys()
     path = store.path(sha)
     needle = {"missing": "no artefact", "directory": "is a directory", "empty": "is empty",
               "truncated": "do not hash to its name", "one byte changed": "do not hash to its name",
@@ -145,23 +169,21 @@ def test_a_bad_artefact_in_the_store_is_one_store_error(kind: str, tmp_path: Pat
     elif kind == "one byte changed":
         path.write_bytes(GOOD[:-1] + b"\x00")
     elif kind == "another model":
-        path.write_bytes(canonical_bytes({"w": np.zeros(3, np.float32)}))
+        path.write_bytes(canonical_bytes(arrays(seed=3)))
     elif kind == "not a name":
         sha = "../" + sha[3:]
-    else:  # bytes named by their own hash, as a buggy writer or an attacker with the store could leave them
-        data = {"garbage with its own hash": os.urandom(100),
-                "truncated with its own hash": GOOD[:-4],
-                "header lies": GOOD.replace(b'"shape":[3]', b'"shape":[9]'),
-                "big-endian": GOOD.replace(b'"<f4"', b'">f4"')}[kind]
-        sha = hashlib.sha256(data).hexdigest()
+    else:
+        data = {"garbage, own hash": os.urandom(100), "truncated, own hash": GOOD[:-4],
+                "header lies, own hash": GOOD.replace(b'"shape":[16,11]', b'"shape":[16,12]', 1),
+                "big-endian, own hash": GOOD.replace(b'"<f4"', b'">f4"')}[kind]
+        assert data != GOOD
+        sha = _own(store, data)
         path = store.path(sha)
-        path.write_bytes(data)
     with pytest.raises(StoreError) as err:
         store.get_arrays(sha)
     line = str(err.value)
     assert "\n" not in line and needle in line, line
-    assert kind == "not a name" or str(path) in line or kind == "missing"
-    assert sha not in store or kind not in ("not a name", "directory", "missing")
+    assert kind in ("not a name", "missing") or str(path) in line
 
 
 def test_a_store_folder_that_is_a_file(tmp_path: Path) -> None:

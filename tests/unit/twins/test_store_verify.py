@@ -5,7 +5,7 @@ import sqlite3
 import pytest
 
 from tests.unit.twins.fakes import MemoryAnchorer
-from twins.anchoring import AnchorConflict, Batcher, BatchRecord, ReadingStore, VerificationError, verify_reading
+from twins.anchoring import AnchorConflict, Batcher, BatchRecord, ReadingStore, VerificationError, verify_all_batches, verify_batch, verify_reading
 from twins.anchoring.anchorer import FabricAnchorer, resubmit_pending
 from twins.readings import Reading
 
@@ -75,6 +75,34 @@ def test_store_is_append_only_and_tamper_is_detected(tmp_path):
     with pytest.raises(VerificationError):
         asyncio.run(verify_reading(store, anchorer, "plant1.m1", 5))
     assert levels_attack.exists()
+
+
+def test_a_whole_batch_verifies_and_any_altered_or_missing_leaf_is_caught(tmp_path):
+    store = ReadingStore(tmp_path / "r.sqlite")
+    anchorer = MemoryAnchorer()
+    _seal(store, anchorer, _readings("plant1", "plant1.m1", 6) + _readings("hospital1", "hospital1.bed1", 2))
+    _seal(store, anchorer, _readings("plant1", "plant1.m1", 3, start=7))
+    ids = store.batch_ids()
+    assert ids == ["hospital1:0000000001", "plant1:0000000001", "plant1:0000000002"]
+    assert [asyncio.run(verify_batch(store, anchorer, b)).count for b in ids] == [4, 12, 6]
+    assert [i for i, _ in store.batch_readings(ids[1])] == list(range(12))
+    db = sqlite3.connect(tmp_path / "r.sqlite")
+    db.execute("DROP TRIGGER readings_no_update")
+    db.execute("UPDATE readings SET value = value + 0.01 WHERE asset='plant1.m1' AND prop='ToolWear' AND seq = 8")
+    db.commit()
+    with pytest.raises(VerificationError, match="altered"):
+        asyncio.run(verify_batch(store, anchorer, ids[2]))
+    db.execute("DROP TRIGGER readings_no_delete")
+    db.execute("DELETE FROM readings WHERE asset='hospital1.bed1' AND seq = 2 AND prop='Torque'")
+    db.commit()
+    with pytest.raises(VerificationError, match="3 leaves of its 4"):
+        asyncio.run(verify_batch(store, anchorer, ids[0]))
+    asyncio.run(verify_batch(store, anchorer, ids[1]))  # the untouched batch still verifies
+    verified, failed = asyncio.run(verify_all_batches(store, anchorer))
+    assert verified == 1 and sorted(failed) == [ids[0], ids[2]]
+    anchorer.entries.pop(ids[1])
+    with pytest.raises(VerificationError, match="no anchor"):
+        asyncio.run(verify_batch(store, anchorer, ids[1]))
 
 
 def test_anchored_record_mismatch_and_missing_anchor(tmp_path):

@@ -2,7 +2,6 @@ import hashlib
 
 import pytest
 
-from twins.model.federated import ModelHashMismatch, load_federated_model
 from twins.model.sustainability import SustainabilityConfig, plant_totals
 from twins.model.twin import MachineTwin, PatientTwin
 from twins.model.whatif import whatif_speed
@@ -69,21 +68,16 @@ def test_patient_twin_risk_and_features():
     assert t.features()["pulse_pressure"] == pytest.approx(40)
 
 
-def test_federated_model_hook_checks_the_ledger_hash(tmp_path):
-    p = tmp_path / "model.bin"
-    p.write_bytes(b"weights")
-    h = hashlib.sha256(b"weights").hexdigest()
-
+def test_a_machine_twin_names_the_model_it_predicts_with():
     class M:
-        label = ""
+        label, sha256 = "federated:maintenance-v1:round2:" + "ab" * 6, "ab" * 32
 
-        def predict(self, features):
+        def predict(self, features, type_mix=None):
             return 0.42
 
-    with pytest.raises(ModelHashMismatch):
-        load_federated_model(p, "00" * 32, lambda b: M())
-    model = load_federated_model(p, h, lambda b: M())
     t = MachineTwin("plant1.m1", "plant1")
     _fed(t, 20)
-    t.model = model
-    assert t.predict() == {"probability": 0.42, "model": f"federated:{h[:12]}"}
+    assert t.predict()["model"] == "fallback:ai4i-rules-v1" and t.state()["model"] == "fallback:ai4i-rules-v1"
+    t.model = M()
+    assert t.predict() == {"probability": 0.42, "model": M.label, "model_sha256": M.sha256}
+    assert t.state()["model"] == M.label
