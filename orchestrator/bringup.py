@@ -7,7 +7,7 @@ Every stage skips work already done, so `up` after `down` (or after a crash) res
 from __future__ import annotations
 
 import asyncio
-
+import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -43,9 +43,24 @@ def prepare_home(home: Path, spec_file: Path | None, port_base: int | None) -> t
             raise SpecError(f"{home} already runs on port base {spec.port_base}; use another --home or `twinledger clean`")
         return spec, layout
     spec = load_spec(spec_file, port_base=port_base)
+    _require_free_ports(spec)
     home.mkdir(parents=True, exist_ok=True)
     layout.spec_file.write_text(dump_spec(spec))
     return spec, layout
+
+
+def _require_free_ports(spec: Spec) -> None:
+    """A new network's ports (and the supervisor's) must be free on 127.0.0.1 before its home is created: a clash
+    found later is a CA that never starts, a two-minute wait and a half-made home."""
+    lo, hi = spec.port_range
+    for port in range(lo, supervisor_metrics_port(spec) + 1):
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the nodes bind: TIME_WAIT is no clash
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                raise SpecError(f"port {port} on 127.0.0.1 is in use, and network {spec.name} needs {lo}-{hi + 1}; "
+                                "give another --port-base") from None
 
 
 def ca_processes(spec: Spec, layout: Layout) -> list[ProcSpec]:

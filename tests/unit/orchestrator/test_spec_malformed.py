@@ -238,3 +238,22 @@ def test_the_real_process_prints_the_same_one_line(content: str, needle: str, tm
     assert p.returncode == 1 and p.stdout == "", p
     assert p.stderr.count("\n") == 1 and p.stderr.startswith("twinledger: ") and needle in p.stderr, p.stderr
     assert "Traceback" not in p.stderr and not (tmp_path / "h").exists()
+
+
+def test_a_port_base_clashing_with_a_listener_is_refused_before_the_home_exists(tmp_path: Path,
+                                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    from orchestrator.bringup import _require_free_ports
+    from tests.ports import free_port_base
+
+    base = free_port_base(200)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", base + 37))  # the ports of some node in the middle of the range
+        listener.listen()
+        with pytest.raises(SpecError):  # (were it not refused, `up` below would start a network)
+            _require_free_ports(load_spec(port_base=base))
+        code, out, err = _up(capsys, "--port-base", str(base), "--home", str(tmp_path / "fresh"))
+    assert code == 1 and out == "" and err.count("\n") == 1, err
+    assert err.startswith(f"twinledger: port {base + 37} on 127.0.0.1 is in use") and "--port-base" in err, err
+    assert not (tmp_path / "fresh").exists()
