@@ -181,6 +181,8 @@ def _bad_commands(ds: str, tmp: Path) -> list[tuple[tuple[str, ...], int, str]]:
         (("twins", "run", "--machines", "plant1:1", "--opcua-org", "hospital1", "--duration", "1"), 1, "--opcua-org hospital1"),
         (("twins", "run", "--machines", "nowhere:1", "--duration", "1"), 1, "nowhere"),
         (("twins", "run", "--machines", "plant1:0", "--duration", "1"), 2, "ORG:COUNT"),
+        (("twins", "run", "--machines", "plant1:1", "--model-task", "bad task!", "--duration", "1"), 1, "task ID"),
+        (("twins", "run", "--machines", "plant1:1", "--model-poll", "0", "--duration", "1"), 2, "--model-poll"),
     ]
 
 
