@@ -162,7 +162,7 @@ def read_patients(folder: str, lo: int, hi: int) -> tuple[Patient, ...]:
     counts = [b.count(b"\n") for b in bodies]
     # One C-level parse of all rows (strtod reads "NaN"): ~10x faster than splitting lines in Python.
     text = b"".join(bodies).replace(b"|", b" ").decode("ascii")
-    flat = np.fromstring(text, sep=" ")  # noqa: NPY201 -- text mode is not the deprecated binary one
+    flat = np.fromstring(text, sep=" ")  # text mode (sep given), not the deprecated binary mode
     if flat.size != sum(counts) * N_COLUMNS:
         raise ValueError(f"{tars[0]}: expected {sum(counts)} rows x {N_COLUMNS} values, parsed {flat.size} values")
     table = flat.reshape(-1, N_COLUMNS)
