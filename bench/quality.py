@@ -265,6 +265,10 @@ def main(argv: list[str] | None = None) -> int:
                 for m in METHODS:
                     kv[f"sepsis_{m}_alerted_1h.{org}"] = f"{med[m]['alerted_1h']:.3f}"
                 if org == POOLED:
+                    for m in METHODS:  # few septic test patients per seed (~57): show the spread, not just the median
+                        per = figs[task][m][org]
+                        print(f"{'':12s} {'  per seed':28s} {m:12s} AUROC {' '.join(f'{v:.3f}' for v in per['auroc'])}"
+                              f"  Alert1h {' '.join(f'{v:.3f}' for v in per['alerted_1h'])}")
                     kv["sepsis_fed_auroc"] = f"{med['federated']['auroc']:.3f}"
                     kv["sepsis_fed_alerted_1h"] = f"{med['federated']['alerted_1h']:.3f}"
                     continue
