@@ -123,3 +123,13 @@ def test_hospitals_hold_disjoint_patients_and_splits_are_by_patient():
     assert np.array_equal(again.x_train, sites["hospital2"].x_train, equal_nan=True)
     with pytest.raises(DataError, match="ids:FROM-TO"):
         load_site("sepsis", "hospital3", site="p1-p2")
+
+
+def test_twinledger_fl_accepts_the_sepsis_task_and_keeps_cardiac_the_hospitals_default():
+    from orchestrator.cli_fl import resolve_task
+
+    assert resolve_task("sepsis-v1", None) == ("sepsis", "sepsis-v1")
+    assert resolve_task("sepsis-v1", "hospital") == ("sepsis", "sepsis-v1")
+    assert resolve_task(None, "hospital") == ("cardiac", "cardiac-v1")
+    assert TASKS["sepsis"].purpose == "fl:sepsis" and TASKS["sepsis"].org_kind == "hospital"
+    assert TASKS["sepsis"].dataset_id("hospital1") == "hospital1.physionet_sepsis2019_setB_subset"
