@@ -1,4 +1,4 @@
-"""The two federated tasks on real public data, and how each org's share of the data is loaded.
+"""The three federated tasks on real public data, and how each org's share of the data is loaded.
 
 Data are read in place from the shared data folder (``$TL_DATA_ROOT``, else ``<repo>/../shared/data``);
 nothing is copied into the repository. Each org loads only its own site.
@@ -31,6 +31,15 @@ nothing is copied into the repository. Each org loads only its own site.
   Features (23): age, sex, chest-pain type one-hot (cp 1..4), trestbps, chol, fbs, restecg, thalach,
   exang, oldpeak, slope, and 8 missingness indicators.
 
+``sepsis`` -- PhysioNet/CinC 2019 early prediction of sepsis, training set B subset (4,000 ICU patients,
+  227 septic), one row per patient-hour; label: sepsis onset within the next 6 hours (the Challenge's
+  hourly SepsisLabel; onset, horizon and features are defined in ``federated.sepsis``). Features (32):
+  the 8 vital signs a bedside twin carries (HR, O2Sat, Temp, SBP, MAP, DBP, Resp, EtCO2), forward-filled
+  within the patient, a not-yet-observed indicator each, and their changes over 3 and 6 hours. Sites are
+  patient-number ranges (``ids:FROM-TO``): hospital1 = p100001-p102000, hospital2 = p102001-p104000, so
+  no patient is at two hospitals. Splits are by PATIENT (stratified by whether the patient becomes septic,
+  seeded): every hour of a patient is in one split (test 25 %, validation 20 % of the rest).
+
 Splits, per site: a stratified, seeded test split (maintenance 20 %, cardiac 25 %), then a stratified
 validation split of 20 % of the rest (used only for the decision threshold and model selection);
 training uses the remaining rows. The split seed is fixed per run (default 0) so every method is
@@ -49,6 +58,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from federated import sepsis
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -117,6 +128,11 @@ TASKS: dict[str, TaskSpec] = {
         name="cardiac", dataset="heart_disease_uci", org_kind="hospital",
         sites={"hospital1": "cleveland", "hospital2": "hungarian", "hospital3": "switzerland", "hospital4": "va"},
         default_orgs=("hospital1", "hospital2"), feature_names=HEART_FEATURES, test_fraction=0.25,
+    ),
+    "sepsis": TaskSpec(
+        name="sepsis", dataset=sepsis.DATASET, org_kind="hospital",
+        sites={"hospital1": "ids:100001-102000", "hospital2": "ids:102001-104000"},
+        default_orgs=("hospital1", "hospital2"), feature_names=sepsis.FEATURES, test_fraction=0.25,
     ),
 }  # fmt: skip
 
@@ -338,6 +354,40 @@ def load_heart_site(org: str, site: str, root: Path, seed: int) -> SiteData:
     )
 
 
+# -- PhysioNet 2019 sepsis --------------------------------------------------------------------------
+
+
+def load_sepsis_site(org: str, site: str, root: Path, seed: int) -> SiteData:
+    """One hospital's patients, split by patient. ``notes["index"][split]`` is the split's
+    ``sepsis.HourIndex`` (patient, hour, onset of every row), which the ward figures need."""
+    spec = TASKS["sepsis"]
+    folder = root / spec.dataset
+    if not (folder / "MANIFEST.csv").is_file():
+        raise DataError(f"{folder}/MANIFEST.csv not found; is TL_DATA_ROOT the shared data folder?")
+    try:
+        lo, hi = sepsis.parse_site(site)
+        patients = sepsis.read_patients(str(folder), lo, hi)
+    except (OSError, ValueError) as exc:
+        raise DataError(str(exc)) from None
+    if not patients:
+        raise DataError(f"sepsis site {site!r} selects no patient of {folder.name}")
+    septic = np.array([int(p.septic) for p in patients], dtype=np.int64)
+    parts = {}
+    for name, idx in zip(("train", "val", "test"), _split_three(septic, septic, spec, seed)):
+        try:
+            parts[name] = sepsis.stack([patients[i] for i in idx])
+        except ValueError as exc:
+            raise DataError(str(exc)) from None
+    hours = sum(len(p[1]) for p in parts.values())
+    positive_hours = sum(int(p[1].sum()) for p in parts.values())
+    (x_tr, y_tr, _), (x_va, y_va, _), (x_te, y_te, _) = parts["train"], parts["val"], parts["test"]
+    return SiteData(
+        "sepsis", org, site, spec.feature_names, x_tr, y_tr, x_va, y_va, x_te, y_te,
+        notes={"rows": hours, "positives": positive_hours, "patients": len(patients), "septic_patients": int(septic.sum()),
+               "index": {name: p[2] for name, p in parts.items()}},
+    )  # fmt: skip
+
+
 # -- entry point -------------------------------------------------------------------------------------
 
 
@@ -348,4 +398,6 @@ def load_site(task: str, org: str, *, site: str | None = None, root: str | Path 
     base = data_root(root)
     if spec.name == "maintenance":
         return load_ai4i_site(org, site, base, seed)
+    if spec.name == "sepsis":
+        return load_sepsis_site(org, site, base, seed)
     return load_heart_site(org, site, base, seed)

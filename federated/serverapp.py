@@ -3,7 +3,7 @@
 Run-config keys (defaults in ``federated/app/pyproject.toml``; override with ``flwr run -c 'k=v ...'``):
 
 =================  ===========================================================================
-task               ``maintenance`` | ``cardiac``
+task               ``maintenance`` | ``cardiac`` | ``sepsis``
 num-server-rounds  training rounds
 strategy           ``fedavg`` | ``fedprox`` | ``fedmedian`` | ``fedtrimmedavg`` | ``krum`` (Flower's own; the
                    last three are robust to poisoned updates, see ``federated.robustness``)
@@ -65,6 +65,8 @@ TUNED: dict[str, dict[str, object]] = {
                     "dropout": 0.1, "hidden": "64,32", "standardize": "federated", "rounds": 30},
     "cardiac": {"local-epochs": 1, "batch-size": 16, "lr": 0.003, "weight-decay": 0.01, "pos-weight": 1.0,
                 "dropout": 0.2, "hidden": "16", "standardize": "federated", "rounds": 10},
+    "sepsis": {"local-epochs": 1, "batch-size": 256, "lr": 0.003, "weight-decay": 0.001, "pos-weight": 0.0,
+               "dropout": 0.1, "hidden": "32,16", "standardize": "federated", "rounds": 10},
 }  # fmt: skip
 _TUNED_KEYS = ("local-epochs", "batch-size", "lr", "weight-decay", "pos-weight", "dropout", "hidden", "standardize")
 

@@ -78,6 +78,9 @@ class Spec:
     port_base: int
     orgs: tuple[Org, ...]
     batch: BatchConfig = field(default_factory=BatchConfig)
+    #: Peers joined after the network was founded (`twinledger peer add`), in the order they joined. Their
+    #: ports come after the founding nodes' and the supervisor's, so no running node's ports ever move.
+    added: tuple[str, ...] = ()
 
     # -- derived views -----------------------------------------------------------------
     @property
@@ -98,18 +101,31 @@ class Spec:
 
     def nodes(self) -> list[Node]:
         """Every process of the network, in start order: CAs, orderers, peers, chaincode servers."""
-        names: list[tuple[str, str, NodeType]] = []
+        founding: list[tuple[str, str, NodeType]] = []
         for o in self.orgs:
-            names.append((f"ca.{o.name}", o.name, "ca"))
+            founding.append((f"ca.{o.name}", o.name, "ca"))
         for o in self.orgs:
-            names += [(f"orderer{i}.{o.name}", o.name, "orderer") for i in range(o.orderers)]
+            founding += [(f"orderer{i}.{o.name}", o.name, "orderer") for i in range(o.orderers)]
         for o in self.orgs:
-            names += [(f"peer{i}.{o.name}", o.name, "peer") for i in range(o.peers)]
+            founding += [(f"peer{i}.{o.name}", o.name, "peer") for i in range(o.peers)]
+        # The slot after the founding nodes is the supervisor's (supervisor_port); added peers follow it.
+        slots = list(enumerate(founding)) + [
+            (len(founding) + 1 + i, (name, name.split(".", 1)[1], "peer")) for i, name in enumerate(self.added)]
         nodes = []
-        for slot, (name, org, typ) in enumerate(names):
+        for slot, (name, org, typ) in slots:
             base = self.port_base + slot * PORTS_PER_NODE
             nodes.append(Node(name, org, typ, Ports(listen=base, operations=base + 1, admin=base + 2, chaincode=base + 3)))
         return nodes
+
+    @property
+    def supervisor_port(self) -> int:
+        """The supervisor's Prometheus metrics: the first port after the founding nodes' (fixed for life)."""
+        founding = sum(1 + o.orderers + o.peers for o in self.orgs)
+        return self.port_base + founding * PORTS_PER_NODE
+
+    def next_peer(self, org: str) -> str:
+        """The name the next peer added to ``org`` takes (``peer<N>.<org>``)."""
+        return f"peer{len(self.nodes_of(org, 'peer'))}.{org}"
 
     def node(self, name: str) -> Node:
         for n in self.nodes():
@@ -122,8 +138,9 @@ class Spec:
 
     @property
     def port_range(self) -> tuple[int, int]:
-        n = len(self.nodes())
-        return self.port_base, self.port_base + n * PORTS_PER_NODE - 1
+        """The nodes' ports (with the supervisor's slot between founding and added nodes)."""
+        last = max(n.ports.listen for n in self.nodes())
+        return self.port_base, last + PORTS_PER_NODE - 1
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -140,6 +157,7 @@ class Spec:
                 {k: v for k, v in {"name": o.name, "kind": o.kind, "msp_id": o.msp_id, "peers": o.peers, "orderers": o.orderers}.items() if v or k in ("name", "kind", "msp_id")}
                 for o in self.orgs
             ],
+            **({"added": list(self.added)} if self.added else {}),
         }
 
 
@@ -155,7 +173,7 @@ def _require(cond: bool, msg: str) -> None:
 
 #: The keys a spec may hold, at each level; anything else is a typo the user must hear about, not a
 #: setting silently ignored.
-_TOP_KEYS = ("name", "channel", "port_base", "batch", "orgs")
+_TOP_KEYS = ("name", "channel", "port_base", "batch", "orgs", "added")
 _ORG_KEYS = ("name", "kind", "msp_id", "peers", "orderers")
 _BATCH_KEYS = ("timeout_ms", "max_message_count", "absolute_max_bytes", "preferred_max_bytes")
 #: Keys people reach for to move a node off 127.0.0.1: named in the error, since the answer is "never".
@@ -251,11 +269,33 @@ def parse_spec(data: Any, *, port_base: int | None = None) -> Spec:
         absolute_max_bytes=absolute,
         preferred_max_bytes=_int(rb, "preferred_max_bytes", min(2 * 1024 * 1024, absolute), 1, absolute, "batch."),
     )
-    spec = Spec(name, channel, base, tuple(orgs), batch)
-    # The supervisor's metrics take the first port after the nodes' (orchestrator.bringup): it must exist too.
-    _require(spec.port_range[1] + 1 <= 65535,
+    spec = Spec(name, channel, base, tuple(orgs), batch, _added(data.get("added"), orgs))
+    # The supervisor's metrics take the first port after the founding nodes' (orchestrator.bringup).
+    _require(max(spec.port_range[1], spec.supervisor_port) <= 65535,
              f"port_base {base} leaves no room for {len(spec.nodes())} nodes and the supervisor below port 65536")
     return spec
+
+
+#: Peers per org, founding and added together: a few per org is what one machine or org runs.
+MAX_PEERS_PER_ORG = 8
+
+
+def _added(raw: Any, orgs: list[Org]) -> tuple[str, ...]:
+    """``added``: peer names in the order they joined, each ``peer<N>.<org>`` with N the org's next index."""
+    if raw is None:
+        return ()
+    _require(isinstance(raw, list), f"added must be a list of peer names (peer1.plant1, ...), not {_show(raw)}")
+    members = {o.name: o for o in orgs if o.kind != "orderer"}
+    count = {name: o.peers for name, o in members.items()}
+    for i, name in enumerate(raw):
+        m = re.fullmatch(r"peer([0-9]{1,2})\.([a-z][a-z0-9]{0,30})", name) if isinstance(name, str) else None
+        _require(m is not None, f"added[{i}] {_show(name)} is not a peer name like peer1.plant1")
+        index, org = int(m.group(1)), m.group(2)
+        _require(org in members, f"added[{i}] {name}: {org!r} is not a hospital or plant of this spec")
+        _require(index == count[org], f"added[{i}] {name}: the next peer of {org} is peer{count[org]}.{org}")
+        count[org] += 1
+        _require(count[org] <= MAX_PEERS_PER_ORG, f"added[{i}] {name}: at most {MAX_PEERS_PER_ORG} peers per org")
+    return tuple(raw)
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

@@ -74,8 +74,8 @@ def ca_processes(spec: Spec, layout: Layout) -> list[ProcSpec]:
 
 
 def supervisor_metrics_port(spec: Spec) -> int:
-    """The first port after the nodes' own: the supervisor's Prometheus metrics."""
-    return spec.port_range[1] + 1
+    """The first port after the founding nodes' own: the supervisor's Prometheus metrics."""
+    return spec.supervisor_port
 
 
 def up(home: Path, spec_file: Path | None = None, port_base: int | None = None,

@@ -24,12 +24,12 @@ from orchestrator.fabric_stage import FabricStepError
 from network.processes.health import scrape
 from network.processes.control import SupervisorError, read_state, stop_supervisor, supervisor_pid
 from orchestrator.readiness import NotConverged
-from orchestrator import cli_dashboard, cli_data, cli_demo, cli_fl, cli_inputs, cli_twins
+from orchestrator import cli_dashboard, cli_data, cli_demo, cli_fl, cli_inputs, cli_nodes, cli_twins
 from orchestrator.cli_common import UserError
 from peers.binaries import BinariesMissing
 
 # Each capability's commands live in their own module and register themselves on the parser.
-COMMAND_GROUPS = (cli_data, cli_fl, cli_twins, cli_dashboard, cli_demo)
+COMMAND_GROUPS = (cli_data, cli_fl, cli_twins, cli_dashboard, cli_demo, cli_nodes)
 
 
 def _home(args: argparse.Namespace) -> Path:

@@ -12,7 +12,8 @@ the commands do. Steps:
                 the ledger already holds, so a second demo on the same home submits nothing new;
 3. twins     -- `twins run` in the background: OPC-UA simulators, the bridge, twins, batches anchored on the
                 ledger (twins contract) by each org's operator;
-4. federated -- `fl run` of the plants' maintenance task and the hospitals' cardiac task, each round
+4. federated -- `fl run` of every task of federated.data.TASKS (the plants' maintenance task, the hospitals'
+                cardiac and sepsis tasks), each round
                 committed on the ledger (models contract), each org's data use checked and recorded;
 5. alert     -- waits (bounded) for a twin's alert raised on the ledger;
 6. summary   -- nodes, block height, rounds with model hashes verified (`fl verify`), anchors, alerts;
@@ -28,14 +29,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any

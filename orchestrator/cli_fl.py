@@ -6,7 +6,8 @@
 
 TASK is the run's task ID on the ledger (``models:CreateTask``), e.g. ``maintenance-v1``. Which data it
 trains on follows from its name (``maintenance...``: the plants' AI4I 2020 task, ``cardiac...``: the
-hospitals' UCI heart disease task) or from ``--sector``; without TASK, ``<task>-v1`` of the sector (default
+hospitals' UCI heart disease task, ``sepsis...``: the hospitals' PhysioNet 2019 sepsis early warning) or
+from ``--sector`` (hospital: cardiac); without TASK, ``<task>-v1`` of the sector (default
 plant). ``fl run`` creates the task on the ledger once; run again, it resumes after the last committed
 round, and does nothing once every round is committed and evaluated. The runs themselves are
 ``federated.launch``'s (SuperLink and one SuperNode per org under the home's supervisor).
@@ -80,17 +81,19 @@ def resolve_task(task: str | None, sector: str | None) -> tuple[str, str]:
     """(federated task kind, ledger task ID) from the command line."""
     from federated.data import TASKS
 
-    by_sector = {spec.org_kind: name for name, spec in TASKS.items()}
+    by_sector: dict[str, str] = {}
+    for name, spec in TASKS.items():  # a sector's first task is its default (hospital: cardiac, not sepsis)
+        by_sector.setdefault(spec.org_kind, name)
     named = next((k for k in TASKS if task and (task == k or task.startswith((f"{k}-", f"{k}.", f"{k}_", f"{k}/")))), None)
     if sector:
-        kind = by_sector[sector]
+        kind = named if named and TASKS[named].org_kind == sector else by_sector[sector]
         if named and named != kind:
             raise UserError(f"task {task} is a {named} task, but --sector {sector} trains {kind}; drop one of them")
     elif named:
         kind = named
     elif task:
         raise UserError(f"cannot tell what task {task!r} trains; pass --sector plant (maintenance, AI4I 2020) "
-                        "or --sector hospital (cardiac, UCI heart disease)")  # fmt: skip
+                        "or --sector hospital (cardiac, UCI heart disease), or name it sepsis-... (PhysioNet 2019 sepsis)")  # fmt: skip
     else:
         kind = by_sector["plant"]
     return kind, task or f"{kind}-v1"

@@ -48,6 +48,7 @@ from peers.ccaas import (
     CHAINCODE_ROOT_CERT_TEMPLATE,
     PEER_CLIENT_CERT_TEMPLATE,
     PEER_CLIENT_KEY_TEMPLATE,
+    CcaasPackage,
     CcaasTLS,
     package_ccaas,
 )
@@ -97,6 +98,42 @@ def chaincode_process(layout: Layout, node: Node, name: str, package_id: str) ->
     )
 
 
+def _package(layout: Layout, name: str, version: str) -> CcaasPackage:
+    """One package for every org's peers: address and TLS material are placeholders each peer's builder
+    fills from its own context (peers/core_config.py) -- its org's CA as the root, its own TLS key pair as
+    the client certificate the chaincode server requires. No key ever travels inside the package. The
+    bytes are reproducible, so a peer added later installs the very package id its org approved."""
+    tls = CcaasTLS(root_cert=CHAINCODE_ROOT_CERT_TEMPLATE, client_cert=PEER_CLIENT_CERT_TEMPLATE,
+                   client_key=PEER_CLIENT_KEY_TEMPLATE)
+    return package_ccaas(f"{name}_{version}", CHAINCODE_ADDRESS_TEMPLATE,
+                         layout.root / "chaincode" / f"{name}_{version}.tar.gz", tls)
+
+
+def _install_and_serve(spec: Spec, layout: Layout, name: str, pkg: CcaasPackage, nodes: list[Node],
+                       progress: Progress, timeout: float) -> None:
+    """Install ``pkg`` on ``nodes`` (skipped where it is) and run each one's chaincode server."""
+    peer = str(fabric_binary("peer"))
+
+    def install(node: Node) -> None:
+        env = peer_admin_env(spec, layout, node)
+        installed = run_tool(f"query installed on {node.name}", [peer, "lifecycle", "chaincode", "queryinstalled", "-O", "json"], env)
+        if pkg.package_id not in installed.stdout:
+            run_tool(f"install {pkg.label} on {node.name}", [peer, "lifecycle", "chaincode", "install", str(pkg.path)], env)
+            progress(f"  installed {pkg.label} on {node.name}")
+
+    # Each peer and each org is independent of the others: the peer CLI calls run side by side.
+    in_parallel(install, nodes)
+    procs = [chaincode_process(layout, node, name, pkg.package_id) for node in nodes]
+    before = {p.name: p for p in load_manifest(layout.run)}
+    running = {p["name"]: p.get("pid") for p in read_state(layout.root).get("processes", [])}
+    upsert_processes(layout.run, procs)
+    start_supervisor(layout.root)
+    # The supervisor reloads its manifest asynchronously: until it has stopped the old servers and
+    # started the new ones, "healthy" would describe the previous package's servers.
+    _wait_replaced(layout, {p.name: running.get(p.name) for p in procs if before.get(p.name) != p}, timeout)
+    wait_healthy(layout.root, [p.name for p in procs], timeout, lambda n: progress(f"  ready  {n}"))
+
+
 def _wait_replaced(layout: Layout, old_pids: dict[str, int | None], timeout: float) -> None:
     """Until the supervisor has restarted each named process (a new pid: it runs the new manifest entry)."""
     deadline = time.monotonic() + timeout
@@ -117,41 +154,20 @@ def deploy(spec: Spec, layout: Layout, name: str, version: str, progress: Progre
     docstring); with it, a committed definition of another version gets the next sequence.
     """
     current = committed(spec, layout, name)
-    if current and current.version == version:
-        return current
-    if current and not upgrade:
-        progress(f"  {name} {current.version} (sequence {current.sequence}) is committed; kept "
-                 f"(`up` does not redefine a committed chaincode)")
+    if current and (current.version == version or not upgrade):
+        # Peers added since it was committed (`twinledger peer add`) get the committed version's package
+        # and their own chaincode server; their org's approval already covers that package id.
+        new = [n for n in _peers(spec) if f"{name}.{n.name}" not in {p.name for p in load_manifest(layout.run)}]
+        if new:
+            _install_and_serve(spec, layout, name, _package(layout, name, current.version), new, progress, timeout)
+        if current.version != version:
+            progress(f"  {name} {current.version} (sequence {current.sequence}) is committed; kept "
+                     f"(`up` does not redefine a committed chaincode)")
         return current
     sequence = current.sequence + 1 if current else 1
     peer = str(fabric_binary("peer"))
-
-    # One package for every org's peers: address and TLS material are placeholders each peer's builder
-    # fills from its own context (peers/core_config.py) -- its org's CA as the root, its own TLS key pair
-    # as the client certificate the chaincode server requires. No key ever travels inside the package.
-    tls = CcaasTLS(root_cert=CHAINCODE_ROOT_CERT_TEMPLATE, client_cert=PEER_CLIENT_CERT_TEMPLATE,
-                   client_key=PEER_CLIENT_KEY_TEMPLATE)
-    pkg = package_ccaas(f"{name}_{version}", CHAINCODE_ADDRESS_TEMPLATE, layout.root / "chaincode" / f"{name}_{version}.tar.gz",
-                        tls)
-
-    def install(node: Node) -> None:
-        env = peer_admin_env(spec, layout, node)
-        installed = run_tool(f"query installed on {node.name}", [peer, "lifecycle", "chaincode", "queryinstalled", "-O", "json"], env)
-        if pkg.package_id not in installed.stdout:
-            run_tool(f"install {pkg.label} on {node.name}", [peer, "lifecycle", "chaincode", "install", str(pkg.path)], env)
-            progress(f"  installed {pkg.label} on {node.name}")
-
-    # Each peer and each org is independent of the others: the peer CLI calls run side by side.
-    in_parallel(install, _peers(spec))
-    procs = [chaincode_process(layout, node, name, pkg.package_id) for node in _peers(spec)]
-    before = {p.name: p for p in load_manifest(layout.run)}
-    running = {p["name"]: p.get("pid") for p in read_state(layout.root).get("processes", [])}
-    upsert_processes(layout.run, procs)
-    start_supervisor(layout.root)
-    # The supervisor reloads its manifest asynchronously: until it has stopped the old servers and
-    # started the new ones, "healthy" would describe the previous package's servers.
-    _wait_replaced(layout, {p.name: running.get(p.name) for p in procs if before.get(p.name) != p}, timeout)
-    wait_healthy(layout.root, [p.name for p in procs], timeout, lambda n: progress(f"  ready  {n}"))
+    pkg = _package(layout, name, version)
+    _install_and_serve(spec, layout, name, pkg, _peers(spec), progress, timeout)
 
     common = ["--channelID", spec.channel, "--name", name, "--version", version, "--sequence", str(sequence)]
     def approve(org: Org) -> None:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import datetime as _dt
 import ipaddress
 import logging
-import os
 import shutil
 import socket
 import sys

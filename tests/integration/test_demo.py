@@ -101,7 +101,8 @@ def test_demo_from_nothing_governs_trains_anchors_alerts_and_serves_the_dashboar
         assert governance["source"].startswith("Fabric ledger via the gateway, channel consortium, read as hospital1:steward")
         assert governance["acting"] == {"org": "hospital1", "user": "steward", "identity": "hospital1:steward"}
         ids = {d["id"]: d for d in governance["datasets"]}
-        assert set(ids) >= {"plant1.ai4i2020", "plant2.ai4i2020", "hospital1.heart_disease_uci", "hospital2.heart_disease_uci"}
+        assert set(ids) >= {"plant1.ai4i2020", "plant2.ai4i2020", "hospital1.heart_disease_uci", "hospital2.heart_disease_uci",
+                            "hospital1.physionet_sepsis2019_setB_subset", "hospital2.physionet_sepsis2019_setB_subset"}
         grants = {(g["grantee"], g["purpose"], g["state"]) for g in ids["plant2.ai4i2020"]["grants"]}
         assert grants == {("plant1", "fl:maintenance", "active")}, ids["plant2.ai4i2020"]
         assert audit.returncode == 0, audit.stderr
@@ -116,7 +117,7 @@ def test_demo_from_nothing_governs_trains_anchors_alerts_and_serves_the_dashboar
         # federated: one round per task on the ledger, every model and update hash re-hashed from the store
         assert federated["available"] is True and federated["source"]["label"].startswith("Fabric ledger"), federated
         tasks = {t["task"]: t for t in federated["tasks"]}
-        assert set(tasks) == {"maintenance-v1", "cardiac-v1"}, federated
+        assert set(tasks) == {"maintenance-v1", "cardiac-v1", "sepsis-v1"}, federated
         for task in tasks.values():
             [round1] = task["rounds"]
             assert round1["result_sha256"] and round1["commit_tx_id"] and len(round1["updates"]) == 2, round1
@@ -131,7 +132,7 @@ def test_demo_from_nothing_governs_trains_anchors_alerts_and_serves_the_dashboar
 
         summary = json.loads(state.read_text())
         assert summary["ledger"] == "Fabric, channel consortium"
-        for task in ("maintenance-v1", "cardiac-v1"):
+        for task in ("maintenance-v1", "cardiac-v1", "sepsis-v1"):
             assert summary["federated"][task]["exit"] == 0 and summary["federated"][task]["verified"] >= 4, summary
         assert summary["anchors"] > 0 and summary["alerts"] >= 1 and summary["reading_verified"]["exit"] == 0, summary
         # each step narrated with the command it ran
@@ -155,8 +156,8 @@ def test_demo_from_nothing_governs_trains_anchors_alerts_and_serves_the_dashboar
         assert again.returncode == 0, output
         assert "$ twinledger up" in output  # the network was down: resumed, and stopped again at the end
         assert "$ twinledger data register" not in output and "$ twinledger data grant" not in output, output
-        assert output.count("already registered") == 4, output
-        assert output.count("nothing to train") == 2, output
+        assert output.count("already registered") == 6, output  # 2 orgs x 3 tasks
+        assert output.count("nothing to train") == 3, output
         second = json.loads(state.read_text())
         assert {t: v["verified"] for t, v in second["federated"].items()} == \
             {t: v["verified"] for t, v in summary["federated"].items()}, "no new round on the ledger"

@@ -234,7 +234,7 @@ def test_running_twins_follow_the_ledgers_model(fabric_net: FabricNet, tmp_path:
     shown = twinledger("twins", "status", home=home)
     assert shown.returncode == 0, shown.stderr
     assert f"model of the machine twins: {label2} (task {task} round 2, sha256 {sha2} verified against the ledger" in shown.stdout
-    assert f"P(fail)" in shown.stdout and "[federated]" in shown.stdout
+    assert "P(fail)" in shown.stdout and "[federated]" in shown.stdout
 
     # the last anchored twin states name round 2's model, and every alert on the ledger names the model that made it
     import asyncio
