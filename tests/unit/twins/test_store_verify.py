@@ -250,10 +250,13 @@ def test_a_slow_org_does_not_hold_up_the_others(tmp_path):
     from twins.runtime import TwinRuntime
 
     class SlowForPlant1(MemoryAnchorer):
+        """plant1's ledger calls hang until released (deterministic, whatever the machine's load)."""
         order: list[str] = []
+        release: asyncio.Event | None = None
 
         async def submit_anchor(self, record):
-            await asyncio.sleep(0.5 if record.org == "plant1" else 0)
+            if record.org == "plant1":
+                await self.release.wait()
             self.order.append(record.batch_id)
             return await super().submit_anchor(record)
 
@@ -264,6 +267,7 @@ def test_a_slow_org_does_not_hold_up_the_others(tmp_path):
                                        "ns=2;s=b": {"asset": "plant2.m1", "property": "Torque"}}})
 
     async def go() -> None:
+        anchorer.release = asyncio.Event()
         rt = TwinRuntime(mapping, tmp_path / "r.sqlite", anchorer, interval=0.05, report_every=0)
         stop = asyncio.Event()
         task = asyncio.create_task(rt.run_anchoring(stop))
@@ -271,11 +275,14 @@ def test_a_slow_org_does_not_hold_up_the_others(tmp_path):
             for org in ("plant1", "plant2"):
                 rt.on_reading(Reading(org, f"{org}.m1", "Torque", i, 1_700_000_000_000_000 + i, 40.0))
             await asyncio.sleep(0.07)
-        await asyncio.sleep(0.3)
-        # plant1's first batch is still in its 0.5 s call; plant2's are on the ledger already, in order
+        for _ in range(100):  # plant2's batches reach the ledger while plant1's first call still hangs
+            if sum(b.startswith("plant2") for b in anchorer.order) >= 2:
+                break
+            await asyncio.sleep(0.05)
         plant2 = [b for b in anchorer.order if b.startswith("plant2")]
         assert plant2 == [f"plant2:{n:010d}" for n in range(1, len(plant2) + 1)] and len(plant2) >= 2
         assert not any(b.startswith("plant1") for b in anchorer.order)
+        anchorer.release.set()
         stop.set()
         await task
         rt.close()
