@@ -15,6 +15,7 @@
 // journal back into node-opcua's historian — what a real historian's storage does. The journal is also the
 // server's own count of what it published, which the test compares with the bridge's.
 // Prints {"event":"ready","endpoint":...} once it listens. SIGKILL loses nothing published (journal first).
+// SIGUSR1 pauses production (still serving), SIGUSR2 resumes, SIGTERM stops.
 "use strict";
 const fs = require("fs");
 const {
@@ -105,7 +106,11 @@ function dataValueOf(rec) {
     await server.start();
     console.log(JSON.stringify({ event: "ready", endpoint: server.getEndpointUrl(), resumed_at: n, variables: Object.keys(SIGNALS).length }));
 
+    let paused = false;  // SIGUSR1 pauses production (the server keeps serving subscriptions and HistoryRead)
+    process.on("SIGUSR1", () => { paused = true; });
+    process.on("SIGUSR2", () => { paused = false; });
     setInterval(() => {
+        if (paused) return;
         n += 1;
         const ts = Math.max(Date.now(), lastMs + 1);
         lastMs = ts;
