@@ -110,7 +110,9 @@ def test_node_opcua_server_counts_match_across_kills_and_a_reading_verifies(fabr
         bridge.kill()  # SIGKILL the bridge: what it had not sealed is gone from its memory
         time.sleep(1.0)  # the server publishes on
         bridge = start(br_argv, "bridge2")
-        _wait_for(lambda: _status(home).get("counters", {}).get("anchored", 0) >= 1, WAIT_S, "anchors after the restart")
+        # connected and delivering (its first anchors may be the resubmitted ones of the killed bridge)
+        _wait_for(lambda: _status(home).get("bridge", {}).get("connects", 0) >= 1
+                  and _status(home).get("counters", {}).get("readings", 0) > 0, WAIT_S, "the restarted bridge's readings")
 
         server.kill()  # SIGKILL the server; restarted on its journal (its history) a second later
         time.sleep(1.0)
