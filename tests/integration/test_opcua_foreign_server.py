@@ -109,6 +109,7 @@ def test_node_opcua_server_counts_match_across_kills_and_a_reading_verifies(fabr
 
         bridge.kill()  # SIGKILL the bridge: what it had not sealed is gone from its memory
         time.sleep(1.0)  # the server publishes on
+        (home / "status.json").unlink()  # the killed bridge's last status: only the restarted one's counts below
         bridge = start(br_argv, "bridge2")
         # connected and delivering (its first anchors may be the resubmitted ones of the killed bridge)
         _wait_for(lambda: _status(home).get("bridge", {}).get("connects", 0) >= 1
