@@ -51,6 +51,22 @@ else
   echo "[setup] warning: chromium/chromedriver missing and not root (cannot apt-get install them): the dashboard browser test will be skipped" >&2
 fi
 
+# --- node-opcua for the foreign OPC-UA server test -----------------------------------------
+# tests/integration/test_opcua_foreign_server.py runs a server not written here: node-opcua, pinned by
+# tests/opcua_server/package-lock.json, installed into tests/opcua_server/node_modules (git-ignored).
+if command -v npm >/dev/null 2>&1; then
+  lock_hash=$(sha256sum tests/opcua_server/package-lock.json | cut -c1-16)
+  if [ "$(cat tests/opcua_server/node_modules/.tl-lock 2>/dev/null)" != "$lock_hash" ]; then
+    say "installing node-opcua (tests/opcua_server, npm ci)"
+    (cd tests/opcua_server && npm ci --no-audit --no-fund --loglevel=error)
+    echo "$lock_hash" > tests/opcua_server/node_modules/.tl-lock
+  else
+    say "node-opcua up to date"
+  fi
+else
+  echo "[setup] warning: npm missing: the foreign OPC-UA server test (node-opcua) will be skipped" >&2
+fi
+
 # --- Fabric binaries ----------------------------------------------------------------------
 bash scripts/build_fabric.sh
 

@@ -120,6 +120,7 @@ class TwinRuntime:
         self.twin_latency = LatencyRecorder()
         self.seal_latency = LatencyRecorder()
         self.readings = 0
+        self.not_good = 0  # readings with a Bad or Uncertain status (stored and anchored, not applied to a twin)
         self.batches = 0
         self.anchored = 0
         self.anchor_errors = 0
@@ -214,6 +215,12 @@ class TwinRuntime:
 
     # --- hot path ----------------------------------------------------------------------------------
     def on_reading(self, r: Reading) -> None:
+        if not r.good:  # Bad / Uncertain: sealed and anchored with its status, never a value for the twin
+            self.batcher.add(r)
+            self.readings += 1
+            self.readings_by_org[r.org] += 1
+            self.not_good += 1
+            return
         twin = self.twins[r.asset]
         last = self._last_applied.get(r.asset)
         if last is not None and last[1] != r.seq:
@@ -496,7 +503,7 @@ class TwinRuntime:
             "alerts": twin_alerts(snapshots),
             "models": self.models_status(),
             "plants": {org: plant_totals(v) for org, v in sorted(plants.items())},
-            "counters": {"readings": self.readings, "batches": self.batches, "anchored": self.anchored,
+            "counters": {"readings": self.readings, "not_good": self.not_good, "batches": self.batches, "anchored": self.anchored,
                          "anchor_errors": self.anchor_errors, "alerts_raised": self.alerts_raised,
                          "reports": self.reports, "record_errors": self.record_errors},
             "latency_ms": {"sensor_to_twin_p50": p50, "sensor_to_twin_p99": p99,

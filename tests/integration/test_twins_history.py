@@ -17,6 +17,7 @@ from twins.bridge.client import OpcUaBridge
 from twins.bridge.mapping import load_mapping, parse_mapping
 from twins.procs import Proc, simulator_argv
 from twins.simulators.machine import MachineSource
+from twins.simulators.history import read_published
 from twins.simulators.server import NAMESPACE, SimulatorServer
 
 pytestmark = pytest.mark.integration
@@ -48,24 +49,26 @@ def test_history_read_pages_through_continuation_points_and_survives_restart(tmp
         return sim, samples
 
     sim1, first = asyncio.run(one_run(0.6))
-    assert len(first) >= 20 and [s[0] for s in first] == list(range(1, len(first) + 1))
-    assert all(a[1] < b[1] for a, b in zip(first, first[1:])), "source timestamps strictly increase"
-    # a second server process on the same history file continues the sequence and serves the old values
+    assert len(first) >= 20 and all(s[1] == 0 for s in first), "Good standard scalars"
+    assert all(a[0] < b[0] for a, b in zip(first, first[1:])), "source timestamps strictly increase"
+    published = read_published(tmp_path / "h.sqlite")[("plant1.m1", "Torque")]
+    assert [(s[0], s[2]) for s in first] == [published[i] for i in sorted(published)][:len(first)]
+    # a second server process on the same history file continues after the last sample and serves the old values
     sim2, second = asyncio.run(one_run(0.4))
-    assert second[: len(first)] == first
-    assert [s[0] for s in second] == list(range(1, len(second) + 1)) and len(second) > len(first)
+    assert second[: len(first)] == first and len(second) > len(first)
+    assert all(a[0] < b[0] for a, b in zip(second, second[1:]))
 
 
 def test_simulator_killed_while_a_history_read_is_on_the_wire_loses_nothing(tmp_path):
     """The pipeline test's flaky loss, made deterministic: a real simulator process is SIGKILLed while the bridge's
     history read of one variable is on the wire, then restarted on the same history file.
 
-    What made it lose readings: values the old server published that never reached the bridge (here: dropped
-    between the subscription and the sequencer, as a loaded bridge loses its unread notification backlog at a
-    kill), and a first read after the reconnect whose range ended at the newest *old-connection* sample, while the
-    restarted server's first live values reached pending during that read. The readings between lie outside the
-    range read; the server has them. The test holds that read until such a live value has arrived (the race the
-    loaded machine produced 2 times in 4), so without the fix the readings are declared lost every time."""
+    Values the old server published that never reached the bridge (here: dropped between the subscription and the
+    sequencer, as a loaded bridge loses its unread notification backlog at a kill; the next one comes flagged with
+    the Overflow bit, which starts a history read), and a first read after the reconnect that is on the wire while
+    the restarted server's first live values arrive. The catch-up after the reconnect reads from the last value
+    taken up to the new session's first live value (or up to now), so what history returns and what the new
+    subscription sends meet without a hole, whatever pended from the old session."""
     port = free_port_base(1)
     sim_dir = tmp_path / "sim"
     mapping_path = sim_dir / "mapping.yaml"
@@ -83,22 +86,24 @@ def test_simulator_killed_while_a_history_read_is_on_the_wire_loses_nothing(tmp_
 
     async def scenario() -> OpcUaBridge:
         sim = await asyncio.to_thread(start_sim, "sim1")
-        bridge = OpcUaBridge(load_mapping(mapping_path), lambda r: got.setdefault(r.key, []).append(r.seq),
+        bridge = OpcUaBridge(load_mapping(mapping_path), lambda r: got.setdefault(r.key, []).append(r.source_ts_us),
                              start_from="history")
         seq = bridge.seq
         st = seq.vars[key]
-        plan = {"drop_from": None, "gap_at": None, "new_live": asyncio.Event()}
+        plan = {"drop_from": None, "gap_at": None, "dropped": 0, "new_live": asyncio.Event()}
         offer, fetch = seq.offer, bridge._fetch
 
-        def lossy_offer(k, n, ts, v):
+        def lossy_offer(k, ts, status, v, overflow=False):
             if k == key and bridge.connects == 1 and plan["drop_from"] is not None:
-                if plan["gap_at"] is None and n >= plan["drop_from"] + 3:
-                    plan["gap_at"] = n  # let one through after 3 dropped: it opens a gap, a history read starts
+                if plan["gap_at"] is None and plan["dropped"] >= 3:
+                    plan["gap_at"] = ts  # one through after 3 dropped, flagged as the server flags an overflow
+                    overflow = True
                 else:
+                    plan["dropped"] += 1
                     return  # the unread backlog of a lagging bridge, gone with the connection at the kill
-            if k == key and bridge.connects >= 2 and plan["gap_at"] is not None and n > plan["gap_at"]:
+            if k == key and bridge.connects >= 2 and plan["gap_at"] is not None and ts > plan["gap_at"]:
                 plan["new_live"].set()
-            offer(k, n, ts, v)
+            offer(k, ts, status, v, overflow)
 
         async def staged_fetch(node, from_ts, to_ts):
             if (node.asset, node.prop) != key or plan["gap_at"] is None:
@@ -121,9 +126,9 @@ def test_simulator_killed_while_a_history_read_is_on_the_wire_loses_nothing(tmp_
         run = asyncio.create_task(bridge.run(stop))
         try:
             await _until(lambda: bridge.connects == 1 and seq.idle() and len(got.get(key, [])) >= 10, 60)
-            plan["drop_from"] = (st.last_seq or 0) + 1
+            plan["drop_from"] = st.last_ts
             await _until(lambda: sim.p.poll() is not None, 30)  # killed by staged_fetch
-            assert st.filling and st.last_seq < plan["gap_at"], "the kill came with the variable's gap still open"
+            assert st.filling and st.last_ts < plan["gap_at"], "the kill came with the variable's gap still open"
             await asyncio.sleep(0.5)
             sim = await asyncio.to_thread(start_sim, "sim2")
             await _until(lambda: bridge.connects >= 2, 60)
@@ -144,8 +149,8 @@ def test_simulator_killed_while_a_history_read_is_on_the_wire_loses_nothing(tmp_
     finally:
         for p in procs:
             p.stop(timeout=5)
-    assert bridge.seq.lost == 0
-    assert bridge.seq.rereads >= 1, "the readings past the stale bound were read again"
+    assert bridge.seq.lost == 0 and bridge.seq.overflows >= 1
+    assert bridge.seq.replayed > 0, "the dropped readings came back from history"
 
 
 async def _until(pred, timeout: float) -> None:
@@ -157,9 +162,10 @@ async def _until(pred, timeout: float) -> None:
 
 
 def _history(path) -> dict[tuple[str, str], set[int]]:
+    """(asset, prop) -> the source times (µs) of every sample the simulator published."""
     db = sqlite3.connect(path)
     out: dict[tuple[str, str], set[int]] = {}
-    for var, seq in db.execute("SELECT var, seq FROM samples"):
+    for var, seq in db.execute("SELECT var, ts_us FROM samples"):
         asset, prop = var.rsplit(".", 1)
         out.setdefault((asset, prop), set()).add(seq)
     db.close()

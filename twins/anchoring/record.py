@@ -6,7 +6,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 
-LEAF_FORMAT = "TLR1"  # twins.readings.leaf_bytes
+LEAF_FORMAT = "TLR2"  # twins.readings.leaf_bytes (TLR1: before standard scalars, no status)
 TREE_FORMAT = "sha256-rfc6962"  # twins.anchoring.merkle
 
 # What the twins contract accepts (chaincode/twins.py MAX_RECORD_BYTES, chaincode/arguments.py MAX_ARGUMENT_BYTES;

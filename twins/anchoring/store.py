@@ -4,6 +4,10 @@ SQLite in WAL mode (readers never block the writer; a crash loses at most the tr
 Append-only is enforced by the database itself: triggers abort every UPDATE and DELETE. Editing the file
 by other means (or dropping the triggers) is what ``verify_reading`` exists to detect.
 
+A reading is unique twice over, by the database's own keys: by ``(asset, prop, source_ts_us)``, its identity (the
+OPC-UA source time, see ``twins.readings``), and by ``(asset, prop, seq)``, the bridge's ordinal. So no reading can
+be stored twice, even by a bridge that would take one value twice.
+
 A batch is written in ONE transaction with all of its readings, its tree and the twin states it
 anchors, so the store never holds a reading that is not in a sealed batch. The anchor (ledger tx id)
 is inserted afterwards into ``anchors``; a batch without an anchors row is "pending" and is resubmitted
@@ -35,9 +39,11 @@ CREATE TABLE IF NOT EXISTS batches (
     tree BLOB NOT NULL, UNIQUE (org, batch_no));
 CREATE TABLE IF NOT EXISTS readings (
     asset TEXT NOT NULL, prop TEXT NOT NULL, seq INTEGER NOT NULL, org TEXT NOT NULL,
-    source_ts_us INTEGER NOT NULL, value REAL NOT NULL, batch_id TEXT NOT NULL, leaf_index INTEGER NOT NULL,
+    source_ts_us INTEGER NOT NULL, value REAL /* NULL: no value (a Bad or Uncertain reading without one) */,
+    batch_id TEXT NOT NULL, leaf_index INTEGER NOT NULL, status INTEGER NOT NULL,
     PRIMARY KEY (asset, prop, seq));
 CREATE INDEX IF NOT EXISTS readings_by_asset_seq ON readings (asset, seq);
+CREATE UNIQUE INDEX IF NOT EXISTS readings_by_time ON readings (asset, prop, source_ts_us);
 CREATE TABLE IF NOT EXISTS twin_states (
     batch_id TEXT NOT NULL, asset TEXT NOT NULL, state_json TEXT NOT NULL, state_hash TEXT NOT NULL,
     PRIMARY KEY (batch_id, asset));
@@ -72,6 +78,14 @@ def _triggers() -> str:
     return "\n".join(out)
 
 
+def _db_value(value: float) -> float | None:
+    return value if value == value else None  # NaN (no value) as NULL: SQLite has no NaN
+
+
+def _reading(org: str, asset: str, prop: str, seq: int, ts: int, value: float | None, status: int) -> Reading:
+    return Reading(org, asset, prop, int(seq), int(ts), float("nan") if value is None else float(value), int(status))
+
+
 @dataclass(frozen=True)
 class StoredReading:
     reading: Reading
@@ -98,6 +112,12 @@ class ReadingStore:
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        cols = [r[1] for r in self._db.execute("PRAGMA table_info(readings)")]
+        if cols and "status" not in cols:
+            self._db.close()
+            raise ValueError(f"{self.path} holds readings of the earlier leaf format TLR1 (sequence numbers received "
+                             "from the simulators, no status); readings are now identified by their source time "
+                             "(TLR2): start a new twins state (another --home)")
         self._db.executescript(_SCHEMA + _triggers())
 
     def close(self) -> None:
@@ -114,7 +134,8 @@ class ReadingStore:
     ) -> None:
         """Write a sealed batch atomically. ``twin_states``: asset → (state_json, state_hash)."""
         bid = record.batch_id
-        rows = [(r.asset, r.prop, r.seq, r.org, r.source_ts_us, r.value, bid, i) for i, r in enumerate(readings)]
+        rows = [(r.asset, r.prop, r.seq, r.org, r.source_ts_us, _db_value(r.value), bid, i, r.status)
+                for i, r in enumerate(readings)]
         with self._lock:
             db = self._db
             db.execute("BEGIN IMMEDIATE")
@@ -124,7 +145,7 @@ class ReadingStore:
                     (bid, record.org, record.batch_no, record.canonical().decode(), record.record_hash(),
                      levels[-1][0], record.count, pack_levels(levels)),
                 )
-                db.executemany("INSERT INTO readings VALUES (?,?,?,?,?,?,?,?)", rows)
+                db.executemany("INSERT INTO readings VALUES (?,?,?,?,?,?,?,?,?)", rows)
                 db.executemany(
                     "INSERT INTO twin_states VALUES (?,?,?,?)",
                     [(bid, a, sj, sh) for a, (sj, sh) in sorted(twin_states.items())],
@@ -280,7 +301,8 @@ class ReadingStore:
         return row[0] if row else None
 
     def find_readings(self, asset: str, seq: int, prop: str | None = None) -> list[StoredReading]:
-        q = "SELECT org, asset, prop, seq, source_ts_us, value, batch_id, leaf_index FROM readings WHERE asset=? AND seq=?"
+        q = ("SELECT org, asset, prop, seq, source_ts_us, value, status, batch_id, leaf_index FROM readings "
+             "WHERE asset=? AND seq=?")
         args: tuple = (asset, seq)
         if prop is not None:
             q += " AND prop=?"
@@ -288,7 +310,7 @@ class ReadingStore:
         with self._lock:
             rows = self._db.execute(q + " ORDER BY prop", args).fetchall()
         return [
-            StoredReading(Reading(o, a, p, int(s), int(t), float(v)), b, int(i)) for o, a, p, s, t, v, b, i in rows
+            StoredReading(_reading(o, a, p, s, t, v, st), b, int(i)) for o, a, p, s, t, v, st, b, i in rows
         ]
 
     def batch(self, batch_id: str) -> StoredBatch | None:
@@ -308,19 +330,19 @@ class ReadingStore:
     def batch_readings(self, batch_id: str) -> list[tuple[int, Reading]]:
         """(leaf index, reading) of every reading stored for ``batch_id``, in leaf order."""
         with self._lock:
-            rows = self._db.execute("SELECT leaf_index, org, asset, prop, seq, source_ts_us, value FROM readings "
+            rows = self._db.execute("SELECT leaf_index, org, asset, prop, seq, source_ts_us, value, status FROM readings "
                                     "WHERE batch_id=? ORDER BY leaf_index", (batch_id,)).fetchall()
-        return [(int(i), Reading(o, a, p, int(s), int(t), float(v))) for i, o, a, p, s, t, v in rows]
+        return [(int(i), _reading(o, a, p, s, t, v, st)) for i, o, a, p, s, t, v, st in rows]
 
     def iter_readings(self, asset: str | None = None) -> Iterable[Reading]:
-        q = "SELECT org, asset, prop, seq, source_ts_us, value FROM readings"
+        q = "SELECT org, asset, prop, seq, source_ts_us, value, status FROM readings"
         args: tuple = ()
         if asset is not None:
             q += " WHERE asset=?"
             args = (asset,)
         with self._lock:
             rows = self._db.execute(q + " ORDER BY asset, prop, seq", args).fetchall()
-        return [Reading(o, a, p, int(s), int(t), float(v)) for o, a, p, s, t, v in rows]
+        return [_reading(*row) for row in rows]
 
     def count(self, table: str = "readings") -> int:
         if table not in _TABLES:

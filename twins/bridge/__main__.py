@@ -122,8 +122,9 @@ async def run(args: argparse.Namespace) -> None:
         st["bridge"] = {"connected": bridge.connected, "connects": bridge.connects, "delivered": bridge.seq.delivered,
                         "duplicates": bridge.seq.duplicates, "gaps": bridge.seq.gaps, "replayed": bridge.seq.replayed,
                         "rereads": bridge.seq.rereads, "lost": bridge.seq.lost, "last_error": bridge.last_error,
-                        "refused": bridge.values.refused, "skipped": bridge.seq.skipped,
-                        "backwards": bridge.seq.backwards}
+                        "refused": bridge.values.refused, "not_good": bridge.seq.not_good,
+                        "overflows": bridge.seq.overflows, "fills": bridge.seq.fills,
+                        "server_time": bridge.values.server_time, "client_overflows": bridge.client_overflows}
         st["anchor"] = anchor_info
         st["running"] = running
         _write_json_atomic(status_path, st)

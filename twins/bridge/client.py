@@ -4,14 +4,19 @@ One asyncua ``Client`` per connection attempt. On loss (asyncua's watchdog fires
 or the subscription reports a bad status) the session is torn down and a new one is attempted after an
 exponential backoff with jitter (``backoff_initial`` doubling up to ``backoff_max``). Every (re)connect
 re-resolves the namespace index, re-creates the subscription and asks the sequencer to catch up from
-history, so values published while we were away are replayed in order (see ``twins.bridge.sequencer``).
-One filler task per session serves the history reads; it retries a failed read itself while the session is
-up and ends with the session (the request survives for the next one's catch-up).
+history (by time range, from each variable's last delivered timestamp), so values published while we were away
+are replayed in order (see ``twins.bridge.sequencer``). One filler task per session serves the history reads; it
+retries a failed read itself while the session is up and ends with the session (the request survives for the
+next one's catch-up).
 
-Subscription parameters: publishing interval ``publish_ms`` (default 20 ms), queue size 10 000 per monitored
-item and sampling interval 0 on the server (every write is queued), an iterator-mode client queue of
-200 000 notifications that drops the oldest on overflow — a drop shows up as a sequence gap and is read
-back from history, so even client overload does not lose readings.
+Subscription parameters, chosen so that OPC-UA itself says when a value may be missing: publishing interval
+``publish_ms`` (default 20 ms); per monitored item a queue of 10 000, sampling interval 0 (every write is queued),
+DiscardOldest, and a DataChangeFilter with trigger StatusValueTimestamp — a value written again unchanged with a new
+SourceTimestamp is a new reading too (the default trigger would not report it). A server whose item queue
+overflows flags the next value with the Overflow info bit: that variable refills from history up to it. The
+client's own queue (200 000 notifications) does not drop silently either: when full, the session is dropped
+and reconnected (asyncua's DISCONNECT overflow policy), whose catch-up reads the rest back. asyncua itself asks
+the server to Republish notification messages whose sequence numbers it missed.
 """
 
 from __future__ import annotations
@@ -29,13 +34,24 @@ from asyncua.common.subscription import DataChangeEvent, OverflowPolicy, StatusC
 from asyncua.crypto import uacrypto
 
 from twins.bridge.mapping import Mapping, NodeMap
-from twins.bridge.sequencer import Sample, Sequencer
+from twins.bridge.sequencer import NoHistory, Sample, Sequencer
 from twins.bridge.values import ValueCheck
 from twins.readings import Reading, us_to_dt
 from twins.security import CLIENT_POLICY, ClientSecurity, TrustList, file_format, uri_of, validator
 
 log = logging.getLogger("twins.bridge")
 _NS = re.compile(r"^ns=(\d+);")
+#: HistoryRead answers that mean "no history to read back here" (not a passing failure worth retrying).
+NO_HISTORY = frozenset({ua.StatusCodes.BadHistoryOperationUnsupported, ua.StatusCodes.BadHistoryOperationInvalid,
+                        ua.StatusCodes.BadNotReadable, ua.StatusCodes.BadNotSupported})
+#: A DataValue's StatusCode info bits: InfoType = DataValue (bits 10-11 = 01) and its Overflow bit (7).
+_INFO_TYPE_MASK, _INFO_DATAVALUE, _OVERFLOW = 0x0C00, 0x0400, 0x0080
+
+
+def overflowed(status: ua.StatusCode | None) -> bool:
+    """The server's monitored-item queue dropped values before this one (Part 4, 7.39 / 5.12.1.5)."""
+    code = status.value if status is not None else 0
+    return (code & _INFO_TYPE_MASK) == _INFO_DATAVALUE and bool(code & _OVERFLOW)
 
 
 class OpcUaBridge:
@@ -62,6 +78,7 @@ class OpcUaBridge:
         self.connects = 0
         self.disconnects = 0
         self.last_error: str | None = None
+        self.client_overflows = 0  # sessions dropped because the client's notification queue was full
         self._client: Client | None = None
         self._trust: TrustList | None = None
         if security is not None and not security.trust:
@@ -69,26 +86,32 @@ class OpcUaBridge:
         self._node_by_key: dict[tuple[str, str], Any] = {}
 
     # --- history ---------------------------------------------------------------------------------
-    async def _fetch(self, node: NodeMap, from_ts_us: int, to_ts_us: int | None) -> list[Sample]:
+    async def _fetch(self, node: NodeMap, from_ts_us: int | None, to_ts_us: int | None) -> list[Sample]:
+        """HistoryRead (raw, by time range, paged by continuation points) of one variable: samples by time."""
         key = (node.asset, node.prop)
         ua_node = self._node_by_key[key]
-        start = us_to_dt(max(from_ts_us, 1))
+        start = us_to_dt(max(from_ts_us or 0, 1))
         end = us_to_dt(to_ts_us if to_ts_us is not None else now_us() + 3_600_000_000)  # None: up to now (+1 h of clock skew)
         details = ua.ReadRawModifiedDetails(IsReadModified=False, StartTime=start, EndTime=end, NumValuesPerNode=0, ReturnBounds=False)
         out: list[Sample] = []
         cont = None
         while True:
-            res = await ua_node.history_read(details, cont)
-            res.StatusCode.check()
+            try:
+                res = await ua_node.history_read(details, cont)
+                res.StatusCode.check()
+            except ua.UaStatusCodeError as exc:
+                if exc.code in NO_HISTORY:
+                    raise NoHistory(ua.StatusCode(exc.code).name) from None
+                raise
             for dv in res.HistoryData.DataValues or []:
                 v = dv.Value.Value if dv.Value is not None else None
-                sample = self.values.sample(key, v, dv.StatusCode, dv.SourceTimestamp)
+                sample = self.values.sample(key, v, dv.StatusCode, dv.SourceTimestamp, dv.ServerTimestamp)
                 if sample is not None:
                     out.append(sample)
             if not res.ContinuationPoint or res.ContinuationPoint == cont:
                 break
             cont = res.ContinuationPoint
-        out.sort(key=lambda s: (s[0], s[1]))  # a refused value is None: never compared
+        out.sort(key=lambda s: s[0])
         return out
 
     # --- connection ------------------------------------------------------------------------------
@@ -139,12 +162,22 @@ class OpcUaBridge:
 
         client.connection_lost_callback = on_lost
         await self._resolve(client)
-        sub = await client.create_subscription(self.publish_ms, handler=None, queue_maxsize=200_000, overflow=OverflowPolicy.DROP_OLDEST)
+        sub = await client.create_subscription(self.publish_ms, handler=None, queue_maxsize=200_000,
+                                               overflow=OverflowPolicy.DISCONNECT)
+
+        def client_overflow() -> None:
+            self.client_overflows += 1
+            self.last_error = "the client's notification queue overflowed"
+            lost.set()  # dropped notifications: reconnect and read them back from history
+
+        sub.set_overflow_disconnect_handler(client_overflow)
+        changes = ua.DataChangeFilter(Trigger=ua.DataChangeTrigger.StatusValueTimestamp)
         key_of = {}
         nodes = list(self._node_by_key.items())
         for i in range(0, len(nodes), 500):
             chunk = nodes[i:i + 500]
-            handles = await sub.subscribe_data_change([n for _, n in chunk], queuesize=10000, sampling_interval=0)
+            handles = await sub._subscribe([n for _, n in chunk], ua.AttributeIds.Value, changes, queuesize=10000,
+                                           sampling_interval=0)
             for (key, node), h in zip(chunk, handles):
                 if isinstance(h, ua.StatusCode):
                     raise RuntimeError(f"cannot monitor {node}: {h}")
@@ -176,9 +209,9 @@ class OpcUaBridge:
                     if isinstance(ev, DataChangeEvent):
                         key = key_of[ev.node.nodeid]
                         dv = ev.data.monitored_item.Value
-                        sample = check(key, ev.value, dv.StatusCode, dv.SourceTimestamp)
+                        sample = check(key, ev.value, dv.StatusCode, dv.SourceTimestamp, dv.ServerTimestamp)
                         if sample is not None:
-                            offer(key, *sample)
+                            offer(key, *sample, overflowed(dv.StatusCode))
                     elif isinstance(ev, StatusChangeEvent) or ev is None:
                         self.last_error = f"subscription status {getattr(ev, 'notification', None)}"
                         lost.set()

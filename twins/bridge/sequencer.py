@@ -1,28 +1,35 @@
-"""Per-variable ordering, de-duplication and gap replay — the bridge's "no loss, no duplicate" logic.
+"""Per-variable ordering, de-duplication and history refill by source time — the bridge's "no loss, no duplicate".
 
-For each variable the sequencer remembers the last delivered ``(seq, source_ts)``. A sample offered with
+A standard OPC-UA server numbers nothing: a value is known by its variable and its SourceTimestamp (the
+ServerTimestamp when the server sends none; ``twins.bridge.values``), as a historian keys it and as HistoryRead
+by time range finds it again. So for each variable the sequencer remembers the timestamp ``last_ts`` of the last
+value it delivered, and a value offered with
 
-- ``seq <= last``      is a duplicate (re-sent initial value, history overlap, replay): dropped;
-- ``seq == last + 1``  is delivered at once;
-- ``seq >  last + 1``  opens a gap: the variable switches to *filling*, the sample (and any later ones) wait in
-  a pending list, and the filler reads the history from ``last_ts`` (inclusive) up to the newest pending
-  sample; it delivers the missing samples in order, then the pending ones.
+- ``ts <= last_ts`` is a duplicate (the initial value re-sent at every subscription, a history overlap): dropped;
+- ``ts >  last_ts`` is delivered at once, as reading number ``last_seq + 1`` of its variable (the ordinal
+  ``twins.readings`` describes; continued from the store after a restart, ``resume``);
 
-A hole left after such a read is judged against the range the read *covered* (up to its ``to_ts``, or up to the
-newest sample it returned when it read "up to now"):
+unless the variable is *filling*: then values wait in ``pending`` until a history read has covered what may be
+missing before them. Nothing in a value says that a value is missing before it, so the bridge fills whenever
+OPC-UA says the stream broke:
 
-- a hole before a sample beyond that range was never asked for — typically a sample that reached pending while
-  the read was in flight, after a reconnect to a restarted server whose first live value lies past readings the
-  old connection never delivered. It is read again at once, up to the new newest pending sample; it is not a loss.
-- a hole inside the covered range is data the server should have had. It is read again after a backoff
-  (``retry_delays``, bounded); only when the server still has none of it is it counted in ``lost`` and logged
-  as an error (pruned past retention) — never silently, never before the server was asked again.
+- a (re)connect (``request_catch_up``, after the subscription exists): values published while it was away are in
+  the server's history. The read goes from ``last_ts`` up to the first live value of the new session (``cont_ts``;
+  from there on the subscription delivers every change) or, when none came yet, up to now — which is later than the
+  subscription's creation, so what the read returns and what the subscription sends meet without a hole.
+- a value flagged with the Overflow info bit (``overflow=True``): the server's monitored-item queue dropped values
+  just before it. The read goes up to that value. Another overflow during the read moves the bound and reads again;
+  values offered before that overflow are delivered first (the hole lies just before the overflowed value).
 
-After every (re)connect ``request_catch_up`` queues every known variable for a history read up to "now", so
-values published while the bridge was away are replayed even when no new live value reveals the gap.
-A read that fails while connected (timeout, bad status) is retried with backoff; after a disconnect the
-request waits for the next connection. Delivery is synchronous and in sequence order per variable;
-different variables interleave freely.
+Pending values and the history read are merged by timestamp (one value per timestamp; the server's history wins,
+it is the record) and delivered in order. A read that fails while connected is retried with backoff; after a
+disconnect the request waits for the next session's catch-up. A server that keeps no history
+(BadHistoryOperationUnsupported and the like, ``NoHistory``) cannot refill: the variable's pending values are delivered,
+the break is counted in ``unfilled`` and logged once per variable — the readings it may have hidden are not
+invented and not silently assumed absent.
+
+``lost`` is kept for the status and metrics: 0 unless a server without history had a break (then the number of such
+breaks; the readings themselves cannot be counted without numbers).
 """
 
 from __future__ import annotations
@@ -37,44 +44,48 @@ from twins.readings import Reading
 
 log = logging.getLogger("twins.bridge")
 
-Sample = tuple[int, int, "float | None"]  # seq, source_ts_us, value (None: refused, see twins.bridge.values)
-# fetch(node, from_ts_us inclusive, to_ts_us inclusive or None = now) -> samples in seq order
-Fetch = Callable[[NodeMap, int, int | None], Awaitable[list[Sample]]]
+Sample = tuple[int, int, float]  # source_ts_us, status (StatusCode & STATUS_MASK), value (NaN: none; see values.py)
+# fetch(node, from_ts_us inclusive or None = from the start, to_ts_us inclusive or None = now) -> samples by time
+Fetch = Callable[[NodeMap, "int | None", "int | None"], Awaitable[list[Sample]]]
 
-# waits before reading a hole again that the server should have had (~3.75 s in all before it counts as lost)
-RETRY_DELAYS = (0.25, 0.5, 1.0, 2.0)
+
+class NoHistory(Exception):
+    """The server keeps no history of this variable (or refuses to read it): a gap cannot be refilled."""
 
 
 @dataclass
 class VarState:
     node: NodeMap
-    last_seq: int | None = None
-    last_ts: int = 0
+    last_seq: int = 0  # the bridge's ordinal of the last delivered reading (0: none yet)
+    last_ts: int | None = None  # source time of the last delivered reading (None: none yet)
     filling: bool = False
     pending: list[Sample] = field(default_factory=list)
-    from_history: set[int] = field(default_factory=set)  # pending seqs that came from a history read (replayed)
-    hole: int | None = None  # the open in-range hole follows this seq
-    attempts: int = 0  # reads of that hole that came back without it
-    retry: asyncio.TimerHandle | None = None  # the scheduled re-read of that hole
+    cont_ts: int | None = None  # the live stream is complete from this pending value on (None: no value yet)
+    overflows: int = 0  # Overflow bits seen while filling (a read compares before/after)
+    no_history: bool = False
 
 
 class Sequencer:
-    def __init__(self, nodes: list[NodeMap], deliver: Callable[[Reading], None], start_from: str = "live",
-                 retry_delays: tuple[float, ...] = RETRY_DELAYS) -> None:
+    def __init__(self, nodes: list[NodeMap], deliver: Callable[[Reading], None], start_from: str = "live") -> None:
         if start_from not in ("live", "history"):
             raise ValueError("start_from is 'live' or 'history'")
         self.start_from = start_from
-        self.retry_delays = retry_delays
         self.deliver = deliver
         self.vars: dict[tuple[str, str], VarState] = {(n.asset, n.prop): VarState(n) for n in nodes}
         self.fetch: Fetch | None = None
         self._need: dict[tuple[str, str], None] = {}  # ordered set of vars to fill
         self._wake = asyncio.Event()
-        self.delivered = self.duplicates = self.gaps = self.replayed = self.lost = 0
-        self.rereads = 0  # history reads repeated because a hole was still open after a read
-        self.skipped = 0  # sequence numbers passed without a reading: the server's value was refused
-        self.backwards = 0  # live values whose seq went back while their source time went forward
-        self._told_backwards: set[tuple[str, str]] = set()
+        self.delivered = self.duplicates = self.replayed = 0
+        self.gaps = 0  # breaks of a stream that needed a history read (overflow bits; reconnects not counted)
+        self.overflows = 0  # values that came with the Overflow bit
+        self.not_good = 0  # readings delivered with a Bad or Uncertain status (recorded, not given to twins)
+        self.unfilled = 0  # breaks a server without history could not refill
+        self.rereads = 0  # history reads repeated because the stream broke again during one
+        self.fills = 0  # history reads done
+
+    @property
+    def lost(self) -> int:
+        return self.unfilled
 
     def resume(self, positions: dict[tuple[str, str], tuple[int, int]]) -> None:
         """Start after these (seq, ts_us) per variable (the last ones sealed in the store)."""
@@ -85,129 +96,116 @@ class Sequencer:
 
     def _emit(self, st: VarState, s: Sample) -> None:
         n = st.node
-        st.last_seq, st.last_ts = s[0], s[1]
-        if s[2] is None:  # its number is taken, so no gap opens; no reading is made of it
-            self.skipped += 1
-            return
+        st.last_seq += 1
+        st.last_ts = s[0]
         self.delivered += 1
-        self.deliver(Reading(n.org, n.asset, n.prop, s[0], s[1], s[2]))
+        if s[1] >> 30:
+            self.not_good += 1
+        self.deliver(Reading(n.org, n.asset, n.prop, st.last_seq, s[0], s[2], s[1]))
 
-    def offer(self, key: tuple[str, str], seq: int, ts_us: int, value: float | None) -> None:
-        st = self.vars.get(key)
-        if st is None or seq <= 0:
-            return
-        if st.filling:
-            st.pending.append((seq, ts_us, value))
-            return
-        last = st.last_seq
-        if last is None:
-            if self.start_from == "live":
-                self._emit(st, (seq, ts_us, value))
-                return
-            last = 0
-        if seq <= last:
-            self.duplicates += 1
-            if ts_us > st.last_ts:
-                self._went_backwards(st, seq, ts_us)
-        elif seq == last + 1:
-            self._emit(st, (seq, ts_us, value))
-        else:
-            self.gaps += 1
-            st.filling = True
-            st.pending.append((seq, ts_us, value))
-            self._need[key] = None
-            self._wake.set()
-
-    def _went_backwards(self, st: VarState, seq: int, ts_us: int) -> None:
-        """A value newer than the last delivered with a number not above it: not a re-sent or replayed value
-        (those are older), but a server that restarted or broke its numbering. Dropped, as every seq <= last
-        is; said once per variable, since the bridge follows that numbering only once it passes the last."""
-        self.backwards += 1
-        key = (st.node.asset, st.node.prop)
-        if key not in self._told_backwards:
-            self._told_backwards.add(key)
-            log.warning("%s/%s: sequence number went back from %d to %d while the source time went forward; "
-                        "dropped (values are taken again after seq %d; further ones are counted, not logged)",
-                        *key, st.last_seq, seq, st.last_seq)
-
-    def _request(self, key: tuple[str, str]) -> None:
+    def _start_fill(self, key: tuple[str, str], st: VarState) -> None:
+        st.filling = True
         self._need[key] = None
         self._wake.set()
 
+    def offer(self, key: tuple[str, str], ts_us: int, status: int, value: float, overflow: bool = False) -> None:
+        st = self.vars.get(key)
+        if st is None:
+            return
+        if overflow:
+            self.overflows += 1
+        if st.filling:
+            st.pending.append((ts_us, status, value))
+            if overflow:  # values were dropped just before this one: the read must reach it
+                st.cont_ts = ts_us
+                st.overflows += 1
+            elif st.cont_ts is None:
+                st.cont_ts = ts_us
+            return
+        if st.last_ts is None:
+            if self.start_from == "live" and not overflow:
+                self._emit(st, (ts_us, status, value))
+                return
+            st.pending.append((ts_us, status, value))  # from the start of history
+            st.cont_ts = ts_us
+            self._start_fill(key, st)
+            return
+        if ts_us <= st.last_ts:
+            self.duplicates += 1
+        elif overflow:
+            self.gaps += 1
+            st.pending.append((ts_us, status, value))
+            st.cont_ts = ts_us
+            self._start_fill(key, st)
+        else:
+            self._emit(st, (ts_us, status, value))
+
     def request_catch_up(self) -> None:
+        """After a (re)connect, once the subscription exists: every variable with a position (all of them when
+        starting from history) reads what the server published since, before live values are delivered."""
         for key, st in self.vars.items():
-            if st.last_seq is not None or self.start_from == "history":
+            if st.last_ts is not None or self.start_from == "history":
+                st.filling = True
+                st.cont_ts = None  # values pending from an earlier session are merged, but do not bound the read
                 self._need[key] = None
         self._wake.set()
 
     def idle(self) -> bool:
         return not self._need and not any(st.filling for st in self.vars.values())
 
+    def _deliver_merged(self, st: VarState, history: list[Sample], live: list[Sample], before: int | None) -> list[Sample]:
+        """Deliver history ∪ live by time (``< before`` when given), skipping what is not newer than last_ts; return
+        the live values kept back."""
+        live_ts = {s[0] for s in live}
+        merged = {s[0]: s for s in live}
+        merged.update({s[0]: s for s in history})  # one value per timestamp: the server's record wins
+        keep = []
+        for ts in sorted(merged):
+            s = merged[ts]
+            if before is not None and ts >= before:
+                if ts in live_ts:
+                    keep.append(s)
+                continue
+            if st.last_ts is not None and ts <= st.last_ts:
+                if ts in live_ts:
+                    self.duplicates += 1
+                continue
+            if ts not in live_ts:
+                self.replayed += 1
+            self._emit(st, s)
+        return keep
+
     async def _fill(self, key: tuple[str, str]) -> None:
         st = self.vars[key]
         assert self.fetch is not None
         while True:
-            # the bound is taken now; samples that reach pending during the read may lie beyond it
-            to_ts = max(s[1] for s in st.pending) if st.pending else None
-            samples = await self.fetch(st.node, st.last_ts, to_ts)
-            covered_to = to_ts if to_ts is not None else max((s[1] for s in samples), default=None)
-            st.from_history.update(s[0] for s in samples)
-            # pending may have grown during the await; merge, one sample per seq, in seq order
-            merged = sorted({s[0]: s for s in [*samples, *st.pending]}.values())
-            hole = self._deliver_until_hole(st, merged, covered_to)
-            if hole is None:
-                self._done(st)
-                return
-            if hole == "beyond":
-                self.rereads += 1  # not asked for yet: read again, up to the newest pending sample
-                continue
-            # the server should have had the hole and answered without it: ask again later, then give up
-            st.attempts += 1
-            self.rereads += 1
-            delay = self.retry_delays[st.attempts - 1]
-            log.warning("%s/%s: history has no seq %d.. yet (read %d); reading it again in %.2f s",
-                        st.node.asset, st.node.prop, (st.last_seq or 0) + 1, st.attempts, delay)
-            if st.retry is not None:
-                st.retry.cancel()
-            st.retry = asyncio.get_running_loop().call_later(delay, self._request, key)
+            to_ts, overflows = st.cont_ts, st.overflows
+            try:
+                history = [] if st.no_history else await self.fetch(st.node, st.last_ts, to_ts)
+            except NoHistory as exc:
+                st.no_history = True
+                self.unfilled += 1
+                log.error("%s/%s: the server keeps no history of it (%s): values it published while the stream was "
+                          "broken cannot be read back; delivering what came live (further breaks are counted in "
+                          "'lost', not logged)", st.node.asset, st.node.prop, exc)
+                history = []
+            else:
+                if st.no_history and (to_ts is not None or st.last_ts is not None):
+                    self.unfilled += 1
+            self.fills += 1
+            live, st.pending = st.pending, []
+            if st.overflows != overflows and st.cont_ts is not None:
+                # the stream broke again during the read: deliver up to that break, then read up to it
+                st.pending = self._deliver_merged(st, history, live, st.cont_ts)
+                self.rereads += 1
+                if not st.no_history:
+                    continue
+                live, st.pending = st.pending, []
+                history = []
+            self._deliver_merged(st, history, live, None)
+            st.filling = False
+            st.cont_ts = None
             return
-
-    def _deliver_until_hole(self, st: VarState, merged: list[Sample], covered_to: int | None) -> str | None:
-        """Deliver ``merged`` in order; stop at a hole the server may still fill and keep the rest pending.
-
-        Returns None when all was delivered, "beyond" for a hole past the range read, "retry" for a hole inside it
-        while re-reads remain. A hole inside the range with no re-read left is declared lost and passed."""
-        for i, s in enumerate(merged):
-            last = st.last_seq if st.last_seq is not None else (0 if self.start_from == "history" else s[0] - 1)
-            if s[0] <= last:
-                self.duplicates += 1
-                continue
-            if s[0] > last + 1:
-                # missing seqs precede s, so their timestamps are below s's: the read covered them iff it covered s
-                beyond = covered_to is None or s[1] > covered_to
-                if st.hole != last:  # another hole than the one re-read so far: it gets its own re-reads
-                    st.hole, st.attempts = last, 0
-                if beyond or st.attempts < len(self.retry_delays):
-                    st.pending = merged[i:]
-                    st.filling = True  # (a catch-up read starts unfilled) later live samples queue behind the hole
-                    return "beyond" if beyond else "retry"
-                missing = s[0] - last - 1
-                self.lost += missing
-                log.error("%s/%s: seq %d..%d are not in the server's history after %d reads (retention?) — "
-                          "%d readings lost", st.node.asset, st.node.prop, last + 1, s[0] - 1, st.attempts + 1, missing)
-            if s[0] in st.from_history:
-                self.replayed += 1
-            self._emit(st, s)
-        return None
-
-    def _done(self, st: VarState) -> None:
-        st.pending = []
-        st.from_history.clear()
-        st.hole, st.attempts = None, 0
-        if st.retry is not None:
-            st.retry.cancel()
-            st.retry = None
-        st.filling = False
 
     async def run_filler(self, connected: Callable[[], bool]) -> None:
         """Serve fill requests while the connection is up. A failed read is retried with backoff while connected
@@ -220,20 +218,19 @@ class Sequencer:
             self._wake.clear()
             while self._need and connected():
                 key = next(iter(self._need))
+                del self._need[key]  # taken now: a request made during the read queues a new one
                 try:
                     await self._fill(key)
                 except Exception as exc:  # connection errors of every kind: keep the request
+                    self._need.setdefault(key, None)  # at the back: one failing variable does not hold up the others
                     failures += 1
                     if not connected():
                         log.warning("history read for %s/%s failed (%s); will retry after reconnect", *key, exc)
                         return
                     delay = min(5.0, 0.2 * 2 ** (failures - 1))
                     log.warning("history read for %s/%s failed (%s); retrying in %.1f s", *key, exc, delay)
-                    del self._need[key]  # to the back of the queue: one failing variable does not hold up the others
-                    self._need[key] = None
                     await asyncio.sleep(delay)
                     continue
                 failures = 0
-                self._need.pop(key, None)
             if self._need:  # disconnected with work left: the session ends and a new filler starts after reconnect
                 return

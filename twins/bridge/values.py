@@ -1,25 +1,22 @@
 """What the bridge takes from an OPC-UA server as a reading, and what it refuses, loudly but once.
 
-Today a variable's value is the pair ``[seq, value]`` (``twins.simulators.server``). A server can send
-anything else: a String, a list of three, ``[seq, NaN]`` or an infinity, a sequence number that is not a
-positive whole number, a value under a Bad status code, no source timestamp. None of that may reach a
-twin or be sealed and anchored as a good reading, and none of it may stop the bridge.
+A reading comes from a standard scalar variable: Boolean, the integer types (SByte … UInt64) or Float / Double,
+with a StatusCode and a Source (or at least a Server) timestamp. ``ValueCheck.sample`` turns one OPC-UA data value
+into a sample ``(ts_us, status, value)`` for the sequencer, or refuses it:
 
-``ValueCheck.sample`` turns one OPC-UA data value into a sample ``(seq, source_ts_us, value)`` or refuses it:
+- the time: the SourceTimestamp; without one, the ServerTimestamp (said ONCE per variable: such a server orders its
+  values by when it saw them, not by when they were measured); with neither, the value cannot be placed: refused.
+- the quality: the StatusCode without its info bits (``twins.readings.STATUS_MASK``). A Bad or Uncertain value is
+  a reading *of that quality*: kept, sealed and anchored with its status, with its value when it carries a finite
+  number (Uncertain usually does) and NaN otherwise, and never given to a twin as a good value (the runtime skips
+  it). BadWaitingForInitialData — a variable that never had a value — is no reading at all: ignored, silently.
+- the value, under a Good status: a Boolean is 1.0 / 0.0, an integer or a Float its float value (an Int64 / UInt64
+  beyond 2**53 is rounded to the nearest double, said once); NaN, an infinity, a String, an array, a structure,
+  or no value at all are refused.
 
-- the value is unusable but its sequence number is good (NaN, an infinity, a non-number, a Bad status that
-  still carries the pair):
-  the sample is kept with ``value=None``. The sequencer passes that number without delivering anything
-  (``Sequencer.skipped``), so the variable's numbering stays continuous: no gap to read back from history,
-  nothing counted as lost, nothing anchored for it.
-- nothing can be placed (not a pair, no usable sequence number, no source timestamp, a Bad status without
-  its value, as servers send it): ``None``, dropped.
-
-``[0, NaN]`` is not refused: sequence number 0 is what a fresh variable holds before its first sample.
-
-Each refusal is logged as ONE warning per variable and kind of problem, naming the variable and what
-was wrong; later ones of the same kind are only counted (``refused``), so a server that sends nothing but
-garbage does not flood the log.
+Each refusal or fallback is logged as ONE warning per variable and kind of problem, naming the variable and what was
+wrong; later ones of the same kind are only counted (``refused``), so a server that sends nothing but garbage does
+not flood the log. The project's former ``[seq, value]`` pairs are arrays, hence refused like any other array.
 """
 
 from __future__ import annotations
@@ -30,14 +27,15 @@ from typing import Any
 
 from asyncua import ua
 
-from twins.readings import dt_to_us
+from twins.readings import STATUS_MASK, dt_to_us
 
 log = logging.getLogger("twins.bridge")
 
-#: Sequence numbers are carried as Double: above 2**53 they are no longer exact whole numbers.
-MAX_SEQ = 2 ** 53
 Key = tuple[str, str]  # (asset, property)
-Sample = tuple[int, int, "float | None"]
+Sample = tuple[int, int, float]
+EXACT = 2 ** 53
+_NO_INITIAL = ua.StatusCodes.BadWaitingForInitialData
+_NAN = float("nan")
 
 
 def _show(value: Any) -> str:
@@ -45,46 +43,59 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
+def _as_float(value: Any) -> float | None:
+    """A Boolean or number as float; None for anything else (a string, an array, a structure, None)."""
+    if isinstance(value, bool):
+        return 1.0 if value else 0.0
+    if isinstance(value, (int, float)):
+        return float(value)
+    return None
 
 
 class ValueCheck:
     def __init__(self) -> None:
         self.refused = 0  # data values not delivered as readings, of every kind
+        self.server_time = 0  # values placed by their ServerTimestamp (no SourceTimestamp)
         self._told: set[tuple[Key, str]] = set()
+
+    def _tell(self, key: Key, kind: str, detail: str, level: int = logging.WARNING) -> None:
+        if (key, kind) not in self._told:
+            self._told.add((key, kind))
+            log.log(level, "%s/%s: %s (further values like it are counted, not logged)", key[0], key[1], detail)
 
     def _refuse(self, key: Key, kind: str, detail: str) -> None:
         self.refused += 1
-        if (key, kind) not in self._told:
-            self._told.add((key, kind))
-            log.warning("%s/%s: %s; not delivered to the twin (further values like it are counted, not logged)",
-                        key[0], key[1], detail)
+        self._tell(key, kind, detail + "; not delivered")
 
-    def sample(self, key: Key, value: Any, status: ua.StatusCode | None, source_ts: Any) -> Sample | None:
-        """The sample to offer the sequencer for one OPC-UA data value, or None when it cannot be placed."""
-        if status is not None and not status.is_good():
-            # A Bad (or Uncertain) value usually comes without its value, hence without a sequence number: the
-            # server numbered no reading then. When it does carry one, that number is passed without a reading.
-            seq = value[0] if isinstance(value, (list, tuple)) and len(value) == 2 else None
-            placed = _number(seq) and math.isfinite(seq) and seq == int(seq) and 1 <= seq <= MAX_SEQ
-            self._refuse(key, "status", f"{f'seq {int(seq)}' if placed else 'a value'} came with status {status.name}")
-            return (int(seq), dt_to_us(source_ts), None) if placed and source_ts is not None else None
-        if not isinstance(value, (list, tuple)) or len(value) != 2:
-            kind = type(value).__name__ if not isinstance(value, (list, tuple)) else f"{len(value)}-element list"
-            self._refuse(key, "shape", f"value {_show(value)} ({kind}) is not a [seq, value] pair")
+    def sample(self, key: Key, value: Any, status: ua.StatusCode | None, source_ts: Any,
+               server_ts: Any = None) -> Sample | None:
+        """The sample to offer the sequencer for one OPC-UA data value, or None when it is not a reading."""
+        code = (status.value if status is not None else 0) & STATUS_MASK
+        if code == _NO_INITIAL:
+            return None  # the variable has no value yet: nothing was measured
+        if source_ts is not None:
+            ts = dt_to_us(source_ts)
+        elif server_ts is not None:
+            ts = dt_to_us(server_ts)
+            self.server_time += 1
+            self._tell(key, "server-time", "the server sends no SourceTimestamp: its values are ordered and identified "
+                       "by their ServerTimestamp (when the server saw them, not when they were measured)")
+        else:
+            self._refuse(key, "timestamp", f"value {_show(value)} has neither a Source nor a Server timestamp, so it "
+                         "cannot be placed in time")
             return None
-        raw_seq, raw_value = value
-        if raw_seq == 0 and _number(raw_seq):
-            return None  # [0, NaN]: the simulators' "nothing published yet" (a fresh variable), not an error
-        if not _number(raw_seq) or not math.isfinite(raw_seq) or raw_seq != int(raw_seq) or not 1 <= raw_seq <= MAX_SEQ:
-            self._refuse(key, "seq", f"sequence number {_show(raw_seq)} is not a whole number from 1 to 2**53")
+        number = _as_float(value)
+        if code >> 30:  # Uncertain or Bad: a reading of that quality, never a good value for the twin
+            self._tell(key, "status", f"a value came with status {ua.StatusCode(code).name}: recorded and anchored "
+                       "with that status, not given to the twin")
+            return ts, code, number if number is not None and math.isfinite(number) else _NAN
+        if number is None:
+            kind = type(value).__name__ if not isinstance(value, (list, tuple)) else f"{len(value)}-element array"
+            self._refuse(key, "type", f"value {_show(value)} ({kind}) is not a Boolean or numeric scalar")
             return None
-        if source_ts is None:
-            self._refuse(key, "timestamp", f"seq {int(raw_seq)} has no source timestamp")
+        if not math.isfinite(number):
+            self._refuse(key, "finite", f"value {_show(value)} under a Good status is not a finite number")
             return None
-        seq, ts = int(raw_seq), dt_to_us(source_ts)
-        if not _number(raw_value) or not math.isfinite(raw_value):
-            self._refuse(key, "value", f"seq {seq} carries {_show(raw_value)}, not a finite number")
-            return seq, ts, None
-        return seq, ts, float(raw_value)
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > EXACT:
+            self._tell(key, "exact", f"integer {value} is beyond 2**53: recorded as the nearest double {number!r}")
+        return ts, code, number

@@ -6,8 +6,8 @@ every sample of a tick into this store and commits (WAL, synchronous=NORMAL: dur
 process) *before* writing the values to the address space. Hence:
 
 - every value a client can ever have seen is in the history, also after a SIGKILL;
-- a restarted simulator reads its last sequence number (and generator state) per variable back from the
-  same file and continues with seq + 1 — never re-using a sequence number for another value;
+- a restarted simulator reads its last sample (and generator state) per variable back from the same file and
+  continues after it, with a later source timestamp — never publishing two values under one timestamp;
 - the HistoryRead service (``read_raw_history``) is answered from this file, so the bridge reads back any
   gap, including one that spans a simulator restart.
 
@@ -15,14 +15,20 @@ Retention: samples older than ``retention_s`` (default 24 h) are pruned every mi
 newest one (it carries the sequence number to continue from).
 
 It plugs into asyncua as the ``HistoryStorageInterface`` of the server's history manager; values are returned
-in sequence order (``ReadRawModifiedDetails`` start ≤ end). Continuation points are the next value's source
-timestamp, which is strictly increasing per variable.
+in time order (``ReadRawModifiedDetails`` start ≤ end) as the variable's standard scalar type (``types``: Double,
+Float, UInt16, Int32, Boolean, …, the simulator's declared type of each variable). Continuation points are the next
+value's source timestamp, which is strictly increasing per variable.
+
+``seq`` in the file is the simulator's own count of a variable's samples (1, 2, 3, …): it is never published (a
+standard server numbers nothing), but it lets the tests and ``bench.faults_twins`` compare what was published with
+what the bridge stored, whose ordinals count the same values in the same (time) order.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
+import struct
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -54,9 +60,9 @@ class SampleDataValue(ua.DataValue):
     """A ``DataValue`` that is never mutated after it is created, so copying it is returning it.
 
     asyncua's server deep-copies every written value once per monitored item (``MonitoredItemValues``) to keep
-    the previous value for change detection; for our 2-element samples that copy cost ~0.25 ms per value and
-    subscription (cProfile, 10k values/s) and was the simulator's largest cost. Our samples are immutable by
-    construction (built here, written once, never modified), so sharing them is safe.
+    the previous value for change detection; that copy was the simulator's largest cost at 10k values/s
+    (cProfile). Our samples are immutable by construction (built here, written once, never modified), so
+    sharing them is safe.
     """
 
     def __deepcopy__(self, memo: dict) -> "SampleDataValue":
@@ -66,16 +72,34 @@ class SampleDataValue(ua.DataValue):
         return self
 
 
-def sample_datavalue(seq: int, value: float, ts_us: int, server_ts_us: int | None = None,
+#: Python value of each standard scalar type the simulators publish (from the float their history stores).
+_PY = {ua.VariantType.Boolean: lambda v: v >= 0.5, ua.VariantType.Double: float, ua.VariantType.Float: float}
+for _t in (ua.VariantType.SByte, ua.VariantType.Byte, ua.VariantType.Int16, ua.VariantType.UInt16,
+           ua.VariantType.Int32, ua.VariantType.UInt32, ua.VariantType.Int64, ua.VariantType.UInt64):
+    _PY[_t] = lambda v: int(round(v))
+
+
+def as_float32(value: float) -> float:
+    """The value a Float variable really holds (what a client receives and the history must return)."""
+    return struct.unpack(">f", struct.pack(">f", value))[0]
+
+
+def sample_datavalue(vtype: ua.VariantType, value: float, ts_us: int, server_ts_us: int | None = None,
                      source_dt: datetime | None = None, server_dt: datetime | None = None) -> ua.DataValue:
-    """The wire form of one sample: Double[2] = [seq, value] + SourceTimestamp (see twins.simulators.server).
+    """The wire form of one sample: a standard scalar of ``vtype``, status Good, the sample time as SourceTimestamp.
 
     ``source_dt``/``server_dt`` may pass the timestamps already converted (shared by a tick's samples)."""
     return SampleDataValue(
-        ua.Variant([float(seq), float(value)], ua.VariantType.Double),
+        ua.Variant(_PY[vtype](value), vtype),
         SourceTimestamp=source_dt or us_to_dt(ts_us),
         ServerTimestamp=server_dt or us_to_dt(server_ts_us if server_ts_us is not None else ts_us),
     )
+
+
+def no_data_datavalue(vtype: ua.VariantType) -> ua.DataValue:
+    """A variable that never had a sample: BadWaitingForInitialData (its value only gives the type)."""
+    return ua.DataValue(ua.Variant(_PY[vtype](0.0), vtype),
+                        StatusCode=ua.StatusCode(ua.StatusCodes.BadWaitingForInitialData))
 
 
 class SeqHistoryStore(HistoryStorageInterface):
@@ -97,6 +121,7 @@ class SeqHistoryStore(HistoryStorageInterface):
         self.closed = False
         self.rows: int | None = None  # samples held; counted on demand (count_rows), then kept current
         self.reads = 0  # HistoryRead requests served (per node and page)
+        self.types: dict[str, ua.VariantType] = {}  # var -> its scalar type (set by the server; Double if unknown)
 
     def count_rows(self) -> int:
         """Count the samples once (a scan: done at start, for the metrics); append and prune keep it current."""
@@ -142,9 +167,10 @@ class SeqHistoryStore(HistoryStorageInterface):
         pass
 
     async def save_node_value(self, node_id: ua.NodeId, datavalue: ua.DataValue) -> None:
-        seq, value = datavalue.Value.Value  # type: ignore[union-attr,misc]
+        var = str(node_id.Identifier)
+        row = self.db.execute("SELECT MAX(seq) FROM samples WHERE var=?", (var,)).fetchone()
         ts = dt_to_us(datavalue.SourceTimestamp)  # type: ignore[arg-type]
-        self.append([(str(node_id.Identifier), int(seq), ts, float(value), ts)], {})
+        self.append([(var, int(row[0] or 0) + 1, ts, float(datavalue.Value.Value), ts)], {})  # type: ignore[union-attr,arg-type]
 
     async def read_node_history(
         self, node_id: ua.NodeId, start: datetime | None, end: datetime | None, nb_values: int
@@ -170,7 +196,8 @@ class SeqHistoryStore(HistoryStorageInterface):
             if not nb_values or nb_values > limit:
                 cont = us_to_dt(int(rows[limit][2]))
             rows = rows[:limit]
-        return [sample_datavalue(int(s), float(v), int(t), int(st)) for s, v, t, st in rows], cont
+        vtype = self.types.get(str(node_id.Identifier), ua.VariantType.Double)
+        return [sample_datavalue(vtype, float(v), int(t), int(st)) for s, v, t, st in rows], cont
 
     async def new_historized_event(self, source_id, evtypes, period, count=0):  # type: ignore[no-untyped-def,override]
         raise NotImplementedError("events are not historized by the simulators")

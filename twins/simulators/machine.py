@@ -24,6 +24,8 @@ import math
 import random
 from typing import Any
 
+from asyncua import ua
+
 from twins.model import ai4i
 
 PROPS = (
@@ -31,11 +33,19 @@ PROPS = (
     "Power", "Energy", "MachineFailure", "TWF", "HDF", "PWF", "OSF", "RNF",
 )
 PHI = 0.99
+# Each signal's OPC-UA scalar type, as a PLC would declare it: measurements Double (speed a Float, as many drives
+# report it), the product type an Int32 code (0 L, 1 M, 2 H), tool wear whole minutes in a UInt16, the failure
+# flags Booleans.
+_D, _F = ua.VariantType.Double, ua.VariantType.Float
+TYPES = {"ProductType": ua.VariantType.Int32, "AirTemperature": _D, "ProcessTemperature": _D, "RotationalSpeed": _F,
+         "Torque": _D, "ToolWear": ua.VariantType.UInt16, "Power": _D, "Energy": _D,
+         **{flag: ua.VariantType.Boolean for flag in ("MachineFailure", "TWF", "HDF", "PWF", "OSF", "RNF")}}
 
 
 class MachineSource:
     kind = "machine"
     props = PROPS
+    types = TYPES
 
     def __init__(self, asset: str, org: str, seed: int, rate: float) -> None:
         self.asset, self.org, self.seed, self.rate = asset, org, seed, rate

@@ -24,8 +24,12 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
+from asyncua import ua
+
 VITALS = ("HR", "O2Sat", "Temp", "SBP", "MAP", "DBP", "Resp", "EtCO2")
 PROPS = VITALS + ("ICULOS",)
+# vitals as Double, the hours since ICU admission as a whole number (Int32), as a monitor gateway would publish them
+TYPES = {**{v: ua.VariantType.Double for v in VITALS}, "ICULOS": ua.VariantType.Int32}
 
 
 def default_sepsis_dir() -> Path:
@@ -87,6 +91,7 @@ def load_patients(data_dir: Path, ids: list[str]) -> dict[str, list[dict[str, fl
 class PatientSource:
     kind = "patient"
     props = PROPS
+    types = TYPES
 
     def __init__(self, asset: str, org: str, patient_id: str, rows: list[dict[str, float]], rate: float) -> None:
         self.asset, self.org, self.patient_id, self.rows, self.rate = asset, org, patient_id, rows, rate

@@ -1,19 +1,20 @@
-"""The simulator OPC-UA server: machines and monitors as asyncua variables, with history and sequence numbers.
+"""The simulator OPC-UA server: machines and monitors as standard scalar variables, with history.
 
 Address space: namespace ``urn:twinledger:simulators`` (index 2); one object per asset; one variable per
 property with the string node id ``<asset>.<prop>``, e.g. ``ns=2;s=plant1.m1.Torque``.
 
-Value design — ``Double[2] = [seq, value]`` with the sample time as SourceTimestamp:
-the sequence number travels *inside* the value, so a subscription notification and a history record
-always carry value and sequence together (a companion ``Seq`` variable could be seen out of step with its
-value), and consecutive equal values still differ (asyncua only notifies on a changed value). ``seq``
-starts at 1 per variable and grows by 1 per published value; a client that sees seq jump knows exactly what it
-missed. Doubles hold integers exactly up to 2⁵³. An unwritten variable holds ``[0, NaN]`` (seq 0 = no data).
+Values are what real equipment publishes: a standard scalar of the signal's declared type (Double, Float, Int32,
+UInt16, Boolean: ``MachineSource.types`` / ``PatientSource.types``), status Good, the sample time as
+SourceTimestamp and the publishing time as ServerTimestamp. Nothing of ours travels in the value: a client
+identifies a value by its variable and SourceTimestamp (``twins.readings``), and a value written again unchanged
+is still reported (clients ask for the StatusValueTimestamp trigger). A variable that never had a sample
+holds BadWaitingForInitialData. Every variable is Historizing and readable by HistoryRead (time range), as a
+historian's.
 
 Each tick: generate the due samples → append them to the SQLite history and commit → write them to the
 address space. Source timestamps are the scheduled sample times (wall clock), strictly increasing per
-variable; if the server falls more than a second behind schedule it skips ahead (logged), since samples
-that were never generated are not lost readings.
+variable (a restarted server continues after the last one in its history); if the server falls more than a
+second behind schedule it skips ahead (logged), since samples that were never generated are not lost readings.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from cryptography import x509
 
 from twins.security import SERVER_POLICY, TrustList, file_format, uri_of, validator
 from twins.readings import us_to_dt
-from twins.simulators.history import SeqHistoryStore, sample_datavalue
+from twins.simulators.history import SeqHistoryStore, as_float32, no_data_datavalue, sample_datavalue
 
 NAMESPACE = "urn:twinledger:simulators"
 APP_URI = "urn:twinledger:simulators:server"
@@ -92,7 +93,8 @@ class SimulatorServer:
         self.server = Server(user_manager=_Users(self._trust))
         self.ns = 2
         self.nodeids: dict[tuple[str, str], ua.NodeId] = {}
-        self.last: dict[str, tuple[int, int]] = {}  # "asset.prop" -> (seq, ts_us)
+        self.last: dict[str, tuple[int, int]] = {}  # "asset.prop" -> (its count of samples, last ts_us)
+        self.types: dict[str, ua.VariantType] = {}  # "asset.prop" -> its scalar type
         self.published = 0
         self.published_by_org: dict[str, int] = dict.fromkeys(sorted({s.org for s in sources}), 0)
         self.rate_by_org: dict[str, float] = dict.fromkeys(self.published_by_org, 0.0)  # values/s over the last second
@@ -132,9 +134,12 @@ class SimulatorServer:
             for prop in src.props:
                 nid = ua.NodeId(f"{src.asset}.{prop}", self.ns)
                 key = f"{src.asset}.{prop}"
+                vtype = src.types[prop]
+                self.history.types[key] = vtype
+                self.types[key] = vtype
                 seq, ts, val = last.get(key, (0, 0, math.nan))
-                init = sample_datavalue(seq, val, ts if ts else time.time_ns() // 1000)
-                v = await obj.add_variable(nid, ua.QualifiedName(prop, self.ns), init.Value)
+                init = sample_datavalue(vtype, val, ts) if seq else no_data_datavalue(vtype)
+                v = await obj.add_variable(nid, ua.QualifiedName(prop, self.ns), init.Value.Value, varianttype=vtype)
                 await s.write_attribute_value(nid, init)
                 await v.write_attribute(ua.AttributeIds.Historizing, ua.DataValue(ua.Variant(True, ua.VariantType.Boolean)))
                 al = ua.AccessLevel.CurrentRead.mask | ua.AccessLevel.HistoryRead.mask
@@ -186,7 +191,7 @@ class SimulatorServer:
                 await asyncio.sleep(self.tick_s)
                 continue
             rows: list[tuple[str, int, int, float, int]] = []
-            writes: list[tuple[ua.NodeId, int, float, int, datetime]] = []
+            writes: list[tuple[ua.NodeId, ua.VariantType, float, int, datetime]] = []
             by_org: dict[str, int] = {}
             server_ts = time.time_ns() // 1000
             server_dt = us_to_dt(server_ts)
@@ -206,18 +211,21 @@ class SimulatorServer:
                     for prop, value in src.step().items():
                         nid = self.nodeids[(src.asset, prop)]
                         key = nid.Identifier
+                        vtype = self.types[key]
+                        if vtype == ua.VariantType.Float:
+                            value = as_float32(value)  # what the variable holds, hence what history must return
                         seq, last_ts = self.last[key]
                         ts = ts_us if ts_us > last_ts else last_ts + 1
                         self.last[key] = (seq + 1, ts)
                         rows.append((key, seq + 1, ts, value, server_ts))
-                        writes.append((nid, seq + 1, value, ts, ts_dt if ts == ts_us else us_to_dt(ts)))
+                        writes.append((nid, vtype, value, ts, ts_dt if ts == ts_us else us_to_dt(ts)))
                 if len(writes) > before:
                     by_org[src.org] = by_org.get(src.org, 0) + len(writes) - before
             if rows:
                 self.history.append(rows, {src.asset: src.state() for src in self.sources})  # durable first
                 write = self.server.write_attribute_value
-                for nid, seq, value, ts, ts_dt in writes:
-                    await write(nid, sample_datavalue(seq, value, ts, server_ts, ts_dt, server_dt))
+                for nid, vtype, value, ts, ts_dt in writes:
+                    await write(nid, sample_datavalue(vtype, value, ts, server_ts, ts_dt, server_dt))
                 self.published += len(writes)
                 for org, k in by_org.items():
                     self.published_by_org[org] += k

@@ -1,13 +1,13 @@
 """A real OPC-UA server on 127.0.0.1 sends the bridge values it cannot use; the bridge stays up and loud.
 
 An in-test asyncua server (a real socket, NoSecurity: the values are the subject here, not the channel)
-publishes, per variable, good ``[seq, value]`` pairs around one kind of garbage repeated: a String, a
-3-element list, NaN, infinities, sequence numbers that are not whole positive numbers, values under a Bad
-status code, a sequence number going backwards. The real bridge (twins.bridge.client) subscribes with the
-real twin runtime behind it. Each variable must give exactly ONE warning naming it, the bridge must keep
-delivering the good values after the garbage, no bad value may reach a twin or a sealed (anchored) batch,
-and skipped values must not open gaps (nothing "lost", no history re-reads). A second bridge resuming from
-the server's history meets the same garbage through HistoryRead and refuses it the same way.
+publishes, per variable, good standard scalars around one kind of trouble repeated: a String, an array (the
+project's former ``[seq, value]`` pair convention is one), NaN, infinities, values under Bad or Uncertain status
+codes, values without a SourceTimestamp, a source time going backwards. The real bridge (twins.bridge.client)
+subscribes with the real twin runtime behind it. Each variable must give at most ONE warning naming it, the bridge
+must keep delivering the good values after the trouble, Bad and Uncertain values are readings of that quality
+(sealed with their status, never applied to a twin), refused values open no refill. A second bridge resuming from
+the server's history meets the same values through HistoryRead and takes them the same way.
 """
 
 from __future__ import annotations
@@ -33,34 +33,37 @@ NS = "urn:twinledger:test:malformed"
 ASSET = "plant1.g1"
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 D = ua.VariantType.Double
-
-
-def pair(seq: float, value: float) -> ua.Variant:
-    return ua.Variant([float(seq), float(value)], D)
-
-
 BAD_CODES = (ua.StatusCodes.BadSensorFailure, ua.StatusCodes.BadOutOfService, ua.StatusCodes.BadCommunicationError)
+NO_SOURCE = "no-source"  # a step written without a SourceTimestamp
+BACK = "back"  # a step written with an older source time than the one before
 
-# property -> [(variant, status or None)], published in this order; and the seqs the twin must get
-SCRIPT: dict[str, tuple[list[tuple[ua.Variant, ua.StatusCode | None]], list[int], str]] = {
-    "Good": ([(pair(s, s), None) for s in range(1, 6)], [1, 2, 3, 4, 5], ""),
-    # (each repeat differs: a server notifies a change of value or status, not of the timestamp alone)
-    "Text": ([(pair(1, 1), None)] + [(ua.Variant(f"garbage{i}", ua.VariantType.String), None) for i in range(3)]
-             + [(pair(2, 2), None)], [1, 2], "'garbage0' (str) is not a [seq, value] pair"),
-    "Triple": ([(pair(1, 1), None)] + [(ua.Variant([2.0, 2.0, float(i)], D), None) for i in range(3)] + [(pair(2, 2), None)],
-               [1, 2], "(3-element list) is not a [seq, value] pair"),
-    "NaN": ([(pair(1, 1), None)] + [(pair(s, math.nan), None) for s in (2, 3, 4)] + [(pair(5, 5), None)],
-            [1, 5], "seq 2 carries nan, not a finite number"),
-    "Inf": ([(pair(1, 1), None), (pair(2, math.inf), None), (pair(3, -math.inf), None), (pair(4, 4), None)],
-            [1, 4], "seq 2 carries inf, not a finite number"),
-    # the server sends a Bad value without its value (so without a sequence number): it numbered no reading
-    "Status": ([(pair(1, 1), None)] + [(pair(2, 2), ua.StatusCode(code)) for code in BAD_CODES] + [(pair(2, 2), None)],
-               [1, 2], "a value came with status BadSensorFailure"),
-    "Seq": ([(pair(1, 1), None), (pair(1.5, 2), None), (pair(-3, 2), None), (pair(math.nan, 2), None),
-             (ua.Variant(["2", "2"], ua.VariantType.String), None), (pair(2, 2), None)],
-            [1, 2], "sequence number 1.5 is not a whole number"),
-    "Back": ([(pair(s, s), None) for s in (5, 6, 2, 3, 1)] + [(pair(7, 7), None)],
-             [5, 6, 7], "sequence number went back from 6 to 2"),
+
+def d(x: float) -> ua.Variant:
+    return ua.Variant(float(x), D)
+
+
+# property -> ([(variant, status or None, flag)], what is delivered [(value or None, quality)], the warning's words)
+SCRIPT: dict[str, tuple[list[tuple], list[tuple], str]] = {
+    "Good": ([(d(s), None, None) for s in range(1, 6)], [(float(s), "good") for s in range(1, 6)], ""),
+    # (each repeat differs: asyncua's own server notifies a change of value or status)
+    "Text": ([(d(1), None, None)] + [(ua.Variant(f"garbage{i}", ua.VariantType.String), None, None) for i in range(3)]
+             + [(d(2), None, None)], [(1.0, "good"), (2.0, "good")], "'garbage0' (str) is not a Boolean or numeric scalar"),
+    "Pair": ([(d(1), None, None)] + [(ua.Variant([float(i), 2.0], D), None, None) for i in range(1, 4)] + [(d(2), None, None)],
+             [(1.0, "good"), (2.0, "good")], "(2-element array) is not a Boolean or numeric scalar"),
+    "NaN": ([(d(1), None, None), (d(math.nan), None, None), (d(5), None, None)], [(1.0, "good"), (5.0, "good")],
+            "nan under a Good status is not a finite number"),
+    "Inf": ([(d(1), None, None), (d(math.inf), None, None), (d(-math.inf), None, None), (d(4), None, None)],
+            [(1.0, "good"), (4.0, "good")], "inf under a Good status is not a finite number"),
+    # asyncua's server drops the value of a Bad data value (the client gets the status alone), as the spec allows
+    "Status": ([(d(1), None, None)] + [(d(2), ua.StatusCode(code), None) for code in BAD_CODES] + [(d(2), None, None)],
+               [(1.0, "good"), (None, "bad"), (None, "bad"), (None, "bad"), (2.0, "good")],
+               "a value came with status BadSensorFailure"),
+    "Uncertain": ([(d(1), None, None), (d(2), ua.StatusCode(ua.StatusCodes.UncertainLastUsableValue), None), (d(3), None, None)],
+                  [(1.0, "good"), (2.0, "uncertain"), (3.0, "good")], "status UncertainLastUsableValue"),
+    "NoSource": ([(d(1), None, NO_SOURCE), (d(2), None, NO_SOURCE)], [(1.0, "good"), (2.0, "good")],
+                 "no SourceTimestamp: its values are ordered and identified by their ServerTimestamp"),
+    "Back": ([(d(5), None, None), (d(6), None, None), (d(2), None, BACK), (d(3), None, BACK), (d(7), None, None)],
+             [(5.0, "good"), (6.0, "good"), (7.0, "good")], ""),  # older values are duplicates: dropped, counted
 }
 
 
@@ -79,33 +82,38 @@ async def _server(port: int) -> tuple[Server, dict[str, ua.NodeId]]:
     server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
     idx = await server.register_namespace(NS)
     # A misbehaving server sends what it likes: asyncua's own server would refuse to publish a String in a
-    # variable that held a Double pair, so its type check is turned off for this one (Bad status codes keep
+    # Double variable, so its type check is turned off for this one (Bad status codes keep
     # asyncua's spec behaviour: the value is dropped and the client gets the status alone).
     server.iserver.aspace._is_expected_variant_type = lambda *_: True  # type: ignore[method-assign]
     obj = await server.nodes.objects.add_object(ua.NodeId(ASSET, idx), ua.QualifiedName(ASSET, idx))
     nodes = {}
     for prop in SCRIPT:
         nid = ua.NodeId(f"{ASSET}.{prop}", idx)
-        var = await obj.add_variable(nid, ua.QualifiedName(prop, idx), pair(0, math.nan))  # "nothing yet", as the simulators
-        await server.historize_node_data_change(var, period=None, count=1000)
+        var = await obj.add_variable(nid, ua.QualifiedName(prop, idx), 0.0, varianttype=D)
+        # (with a source time: asyncua's in-memory history cannot hold a value without one)
+        await server.write_attribute_value(nid, ua.DataValue(d(0), StatusCode=ua.StatusCode(ua.StatusCodes.BadWaitingForInitialData),
+                                                             SourceTimestamp=T0 - dt.timedelta(seconds=10)))
+        if prop != "NoSource":  # asyncua's in-memory history cannot hold a value without a SourceTimestamp
+            await server.historize_node_data_change(var, period=None, count=1000)
         nodes[prop] = nid
     await server.start()
     return server, nodes
 
 
-async def _publish(server: Server, nodes: dict[str, ua.NodeId]) -> dict[str, int]:
-    """Write every script; returns each variable's last source time (µs) for resuming."""
+async def _publish(server: Server, nodes: dict[str, ua.NodeId]) -> None:
+    """Write every script: source times 1 ms apart (a BACK step goes a second back), server times always forward."""
     t = 0
     for step in range(max(len(s[0]) for s in SCRIPT.values())):
         for prop, (values, _, _) in SCRIPT.items():
             if step < len(values):
-                variant, status = values[step]
+                variant, status, flag = values[step]
                 t += 1000
-                at = T0 + dt.timedelta(microseconds=t)
-                dv = ua.DataValue(variant, StatusCode=status or ua.StatusCode(), SourceTimestamp=at, ServerTimestamp=at)
+                at = T0 + dt.timedelta(microseconds=t - (1_000_000 if flag == BACK else 0))
+                server_at = T0 + dt.timedelta(microseconds=t)
+                dv = ua.DataValue(variant, StatusCode=status or ua.StatusCode(),
+                                  SourceTimestamp=None if flag == NO_SOURCE else at, ServerTimestamp=server_at)
                 await server.write_attribute_value(nodes[prop], dv)
         await asyncio.sleep(0.02)
-    return {}
 
 
 async def _run_bridge(url: str, rt: TwinRuntime, until, positions=None) -> OpcUaBridge:
@@ -123,10 +131,10 @@ async def _run_bridge(url: str, rt: TwinRuntime, until, positions=None) -> OpcUa
     return bridge
 
 
-def _delivered(readings: list[Reading]) -> dict[str, list[int]]:
-    out: dict[str, list[int]] = {p: [] for p in SCRIPT}
+def _delivered(readings: list[Reading]) -> dict[str, list[tuple]]:
+    out: dict[str, list[tuple]] = {p: [] for p in SCRIPT}
     for r in readings:
-        out[r.prop].append(r.seq)
+        out[r.prop].append((r.value if math.isfinite(r.value) else None, r.quality))
     return out
 
 
@@ -162,83 +170,93 @@ def test_a_server_sending_garbage_gets_one_line_per_variable_and_no_bad_reading(
             bridge = await _run_bridge(url, rt, until)
             await pub
             assert _delivered(got) == want, "the good values around the garbage all arrive, in order, once"
-            assert all(math.isfinite(r.value) for r in got)
+            assert all(math.isfinite(r.value) for r in got if r.good)
+            assert all([r.seq for r in got if r.prop == p] == list(range(1, len(want[p]) + 1)) for p in SCRIPT)
             assert bridge.connects == 1 and bridge.last_error is None, "the garbage never broke the session"
             assert (bridge.seq.lost, bridge.seq.gaps, bridge.seq.rereads) == (0, 0, 0), "refused values open no gap"
-            assert bridge.seq.skipped == 3 + 2  # NaN and Inf values passed by their numbers
-            assert bridge.seq.backwards == 3
-            assert bridge.values.refused == 3 + 3 + 3 + 2 + 3 + 4
+            assert bridge.seq.duplicates == 2 and bridge.seq.not_good == 4
+            assert bridge.values.refused == 3 + 3 + 1 + 2 and bridge.values.server_time == 2
 
-            # what the twin holds and what was sealed for the ledger: only the good values
+            # what the twin holds: only good values; what was sealed for the ledger: every reading, with its status
             sealed = rt.anchor_once()
             assert sealed
             for record in sealed:  # what the twins contract would be given
                 await anchorer.submit_anchor(record)
             stored = list(rt.store.iter_readings(ASSET))
-            assert _delivered(stored) == want and all(math.isfinite(r.value) for r in stored)
+            assert _delivered(stored) == want
+            assert {r.status for r in stored if r.prop == "Status"} == {0} | set(BAD_CODES)
+            assert rt.twins[ASSET].last["Status"][2] == 2.0 and rt.twins[ASSET].updates == sum(
+                1 for r in got if r.good)
             state = rt.twins[ASSET].snapshot()
             json.dumps(state, allow_nan=False)  # raises on a NaN or an infinity anywhere in the twin
             rt.close()
 
-            # one line per variable, naming it and what was wrong
+            # at most one line per variable, naming it and what was wrong
             warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and r.name == "twins.bridge"]
             for prop, (_, _, needle) in SCRIPT.items():
                 mine = [w for w in warnings if w.startswith(f"{ASSET}/{prop}:")]
-                assert len(mine) == (0 if prop == "Good" else 1), (prop, mine)
+                assert len(mine) == (1 if needle else 0), (prop, mine)
                 assert not needle or needle in mine[0], (prop, mine)
             assert not [w for w in warnings if not w.startswith(f"{ASSET}/")], warnings
 
-            # a bridge resuming after seq 1 of each variable reads the rest from the server's history
+            # a bridge resuming after the first reading of each variable reads the rest from the server's history
             caplog.clear()
             rt2 = TwinRuntime(_mapping(url), tmp_path / "r2.sqlite", MemoryAnchorer(), interval=0.05, report_every=0)
             got2: list[Reading] = []
             rt2.on_reading = got2.append  # type: ignore[method-assign]
-            first = {(ASSET, p): (r.seq, r.source_ts_us) for r in got for p in SCRIPT if r.prop == p and r.seq == want[p][0]}
-            want2 = {p: s[1][1:] for p, s in SCRIPT.items()}
-            bridge2 = await _run_bridge(url, rt2, lambda b: _delivered(got2) == want2 and b.seq.idle(), positions=first)
+            first = {(ASSET, r.prop): (r.seq, r.source_ts_us) for r in got if r.seq == 1 and r.prop != "NoSource"}
+            bridge2 = await _run_bridge(url, rt2, lambda b: b.connected and b.seq.fills >= len(first) and b.seq.idle(),
+                                        positions=first)
             rt2.close()
-            assert _delivered(got2) == want2 and all(math.isfinite(r.value) for r in got2)
-            assert bridge2.seq.lost == 0
-            history_warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and r.name == "twins.bridge"]
-            # (asyncua's in-memory history keeps what it could historize: the NaN and infinity pairs at least)
-            for prop in SCRIPT:
-                mine = [w for w in history_warnings if w.startswith(f"{ASSET}/{prop}:")]
-                assert len(mine) == (1 if prop in ("NaN", "Inf") else len(mine[:1])), (prop, history_warnings)
+            # asyncua's in-memory history keeps what its own subscription historized: the good values at least
+            for prop, (_, delivered, _) in SCRIPT.items():
+                if prop == "NoSource":
+                    continue
+                again = [(r.value, r.quality) for r in got2 if r.prop == prop and r.good]
+                assert again == [v for v in delivered[1:] if v[1] == "good"], (prop, again)
+                assert [r.seq for r in got2 if r.prop == prop][:1] in ([], [2]), "ordinals continue after the resumed one"
+            assert bridge2.seq.lost == 0 and bridge2.seq.replayed > 0
         finally:
             await server.stop()
 
     asyncio.run(scenario())
 
 
-@pytest.mark.parametrize("value, status, ts, expect, needle", [
-    ([3.0, 1.5], None, T0, (3, 1.5), None),
-    ([3, 2], None, T0, (3, 2.0), None),  # integers are numbers too
-    ([0.0, math.nan], None, T0, None, None),  # a fresh variable: nothing yet, and nothing to say
-    ([True, 1.0], None, T0, None, "sequence number True"),
-    ([3.0, False], None, T0, (3, None), "carries False"),
-    ([3.0, "1.5"], None, T0, (3, None), "carries '1.5'"),
-    ([3.0, None], None, T0, (3, None), "carries None"),
-    ([2.0 ** 60, 1.0], None, T0, None, "not a whole number from 1 to 2**53"),
-    ([3.0, 1.0], None, None, None, "seq 3 has no source timestamp"),
-    ([3.0, 1.0], ua.StatusCode(ua.StatusCodes.UncertainLastUsableValue), T0, (3, None), "UncertainLastUsableValue"),
-    (None, None, T0, None, "None (NoneType) is not a [seq, value] pair"),
-    (b"\x00\x01", None, T0, None, "(bytes) is not a [seq, value] pair"),
-    ({"seq": 1}, None, T0, None, "(dict) is not a [seq, value] pair"),
-    ([], None, T0, None, "(0-element list)"),
-    (["x" * 500, 1.0], None, T0, None, "..."),  # a long value is cut short: the line stays a line
+BAD_SENSOR = ua.StatusCode(ua.StatusCodes.BadSensorFailure)
+
+
+@pytest.mark.parametrize("value, status, ts, server_ts, expect, needle", [
+    (1.5, None, T0, None, (0, 1.5), None),
+    (3, None, T0, None, (0, 3.0), None),  # integers are numbers
+    (True, None, T0, None, (0, 1.0), None),  # Booleans are 1 / 0
+    (2 ** 60 + 1, None, T0, None, (0, float(2 ** 60)), "beyond 2**53"),  # said once, still a reading
+    (0.0, ua.StatusCode(ua.StatusCodes.BadWaitingForInitialData), None, None, None, None),  # never had a value: nothing
+    (None, BAD_SENSOR, T0, None, (BAD_SENSOR.value, None), "status BadSensorFailure"),
+    (2.5, ua.StatusCode(ua.StatusCodes.UncertainLastUsableValue), T0, None, (0x40000000 | 0x00900000, 2.5), "Uncertain"),
+    (1.0, None, None, T0, (0, 1.0), "no SourceTimestamp"),
+    (1.0, None, None, None, None, "neither a Source nor a Server timestamp"),
+    (math.nan, None, T0, None, None, "not a finite number"),
+    ("1.5", None, T0, None, None, "'1.5' (str) is not a Boolean or numeric scalar"),
+    ([3.0, 1.5], None, T0, None, None, "(2-element array)"),
+    (None, None, T0, None, None, "None (NoneType)"),
+    (b"\x00\x01", None, T0, None, None, "(bytes)"),
+    ("x" * 500, None, T0, None, None, "..."),  # a long value is cut short: the line stays a line
 ])
-def test_value_check(value, status, ts, expect, needle, caplog) -> None:
+def test_value_check(value, status, ts, server_ts, expect, needle, caplog) -> None:
     caplog.set_level(logging.WARNING, logger="twins.bridge")
     check = ValueCheck()
     for _ in range(3):
-        got = check.sample(("a.b", "P"), value, status, ts)
-    assert (got[0], got[2]) == expect if expect else got is None
+        got = check.sample(("a.b", "P"), value, status, ts, server_ts)
+    if expect is None:
+        assert got is None
+    else:
+        assert got[1] == expect[0] and (got[2] == expect[1] if expect[1] is not None else math.isnan(got[2]))
     lines = [r.getMessage() for r in caplog.records]
     if needle is None:
         assert lines == [] and check.refused == 0
     else:
         assert len(lines) == 1 and lines[0].startswith("a.b/P: ") and needle in lines[0] and "\n" not in lines[0], lines
-        assert check.refused == 3 and len(lines[0]) < 300
+        assert check.refused == (3 if expect is None else 0) and len(lines[0]) < 400
 
 
 @pytest.mark.parametrize("content, needle", [

@@ -69,6 +69,12 @@ def test_tampered_leaf_wrong_index_or_proof_fail():
 
 def test_leaf_encoding_is_canonical_binary():
     b = leaf_bytes("o", "a", "p", 1, 2, 1.5)
-    assert b == b"TLR1" + b"\x00\x01o" + b"\x00\x01a" + b"\x00\x01p" + (1).to_bytes(8, "big") + (2).to_bytes(8, "big") + bytes.fromhex("3ff8000000000000")
+    assert b == b"TLR2" + b"\x00\x01o" + b"\x00\x01a" + b"\x00\x01p" + (1).to_bytes(8, "big") + (2).to_bytes(8, "big") \
+        + (0).to_bytes(4, "big") + bytes.fromhex("3ff8000000000000")
     with pytest.raises(ValueError):
-        leaf_bytes("o", "a", "p", 1, 2, float("nan"))
+        leaf_bytes("o", "a", "p", 1, 2, float("nan"))  # a Good reading has a finite value
+    # a Bad reading without a value: its status, and NaN as one canonical bit pattern whatever NaN it held
+    bad = leaf_bytes("o", "a", "p", 1, 2, -float("nan"), 0x80320000)
+    assert bad[-12:] == bytes.fromhex("80320000") + bytes.fromhex("7ff8000000000000")
+    with pytest.raises(ValueError):
+        leaf_bytes("o", "a", "p", 1, 2, 1.0, 0x80320080)  # info bits (Overflow) are not part of a reading

@@ -120,7 +120,7 @@ def test_simulator_history_keeps_its_row_count_and_counts_reads(tmp_path) -> Non
     h.append([("m.T", 3, now, 3.0, now)], {})
     assert h.rows == 1 == h.count_rows()  # 3 rows, less seq 1 and 2 (past retention); seq 3 is the newest
     values_, _ = asyncio.run(h.read_node_history(ua.NodeId("m.T", 2), us_to_dt(now - 1), us_to_dt(now + 1), 0))
-    assert [dv.Value.Value[0] for dv in values_] == [3.0] and h.reads == 1
+    assert [dv.Value.Value for dv in values_] == [3.0] and h.reads == 1  # a Double scalar (the default type)
     asyncio.run(h.stop())
 
 
