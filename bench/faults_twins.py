@@ -4,7 +4,7 @@ One run, on the bench's real Fabric network (``bench.network``), set up as `twin
 SignAndEncrypt with application certificates from plant1's Fabric CA and a trust list of the asset orgs' CAs
 (``twins.security.prepare_pki``), a simulator process (2 plant1 machines, 1 hospital1 monitor) publishing at a
 stated rate, and a bridge process anchoring every org's batches on the ledger as that org's operator
-(``orchestrator.cli_twins.ledger_config``). Part-way, SIGKILL of the victim (the bridge, or the simulator); the
+(``orchestrator.twins_state.ledger_config``). Part-way, SIGKILL of the victim (the bridge, or the simulator); the
 bench restarts it at once with the same command line (the part a supervisor plays). The load's clock (duration,
 kill-at) starts once the first batch is anchored. Then:
 
@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from network.files import write_private
-from orchestrator.cli_twins import ledger_config
+from orchestrator.twins_state import ledger_config
 from tests.ports import free_port_base  # the same free-range finder bench.network uses
 from twins.anchoring import ReadingStore, verify_all_batches
 from twins.anchoring.anchorer import connect_ledger

@@ -45,7 +45,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.network import BenchNetwork, bench_network  # noqa: E402
-from orchestrator.cli_twins import ledger_config  # noqa: E402
+from orchestrator.twins_state import ledger_config  # noqa: E402
 from twins.anchoring.anchorer import Anchorer, connect_ledger  # noqa: E402
 from twins.anchoring.record import BatchRecord  # noqa: E402
 from twins.bridge.client import OpcUaBridge  # noqa: E402

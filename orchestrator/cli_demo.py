@@ -205,7 +205,7 @@ def twins_step(demo: DemoRun, spec: Spec) -> None:
 
 
 def twins_snapshot(demo: DemoRun) -> dict[str, Any]:
-    from orchestrator.cli_twins import twins_status
+    from orchestrator.cli_twins_views import twins_status
 
     try:
         return twins_status(demo.home)

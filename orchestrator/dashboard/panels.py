@@ -32,7 +32,7 @@ from federated.fabric_ledger import FabricRoundLedger
 from federated.store import ModelStore
 from network.layout import Layout
 from orchestrator.cli_common import UserError
-from orchestrator.cli_twins import KEY_SIGNALS
+from orchestrator.cli_twins_views import KEY_SIGNALS
 from network.processes.control import supervisor_pid
 from orchestrator.dashboard.ledger import (
     DATA_CONTRACT,

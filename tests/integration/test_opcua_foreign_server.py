@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator.cli_twins import ledger_config
+from orchestrator.twins_state import ledger_config
 from tests.fabric_net import FabricNet
 from tests.ports import free_port_base
 from twins.anchoring import ReadingStore, verify_all_batches

@@ -25,7 +25,7 @@ import pytest
 
 from network.metrics import CONTENT_TYPE
 from orchestrator.bringup import CHAINCODE_NAME
-from orchestrator.cli_twins import ledger_config
+from orchestrator.twins_state import ledger_config
 from tests.fabric_net import FabricNet
 from tests.integration.test_twins_cli import CLI, kill_leftovers, procs_using, wait_gone
 from tests.ports import free_port_base

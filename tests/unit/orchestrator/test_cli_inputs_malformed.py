@@ -9,7 +9,7 @@ import pytest
 
 from orchestrator.cli_common import UserError
 from orchestrator.cli_inputs import expiry_of, finite, json_object_of, port, sha256_of, whole
-from orchestrator.cli_twins import speed_factor
+from orchestrator.cli_twins_views import speed_factor
 
 NOW = dt.datetime(2026, 6, 1, tzinfo=dt.timezone.utc)
 

@@ -13,7 +13,8 @@ from network.layout import Layout
 from network.spec import dump_spec, load_spec
 from orchestrator.cli import build_parser
 from orchestrator.cli_common import UserError
-from orchestrator.cli_twins import ledger_config, speed_factor
+from orchestrator.cli_twins_views import speed_factor
+from orchestrator.twins_state import ledger_config
 from tests.ports import free_port_base
 
 
@@ -97,7 +98,7 @@ def test_ledger_config_uses_each_orgs_operator_through_its_live_peer(network_hom
 
 
 def test_twins_run_writes_which_ledger_task_and_store_the_machine_twins_follow(tmp_path):
-    from orchestrator.cli_twins import models_config
+    from orchestrator.cli_twins_run import models_config
     from twins.model.ledger_watch import ModelsConfig
 
     args = build_parser().parse_args(["twins", "run", "--home", str(tmp_path)])
@@ -117,7 +118,7 @@ def test_twins_run_writes_which_ledger_task_and_store_the_machine_twins_follow(t
 
 
 def test_status_lines_name_the_model_in_use_and_a_refused_round():
-    from orchestrator.cli_twins import model_lines
+    from orchestrator.cli_twins_views import model_lines
 
     sha = "ab" * 32
     lines = model_lines({

@@ -324,6 +324,6 @@ def test_runtime_raises_a_worn_tool_once_even_if_it_is_replaced_before_sealing(t
 
 def test_cli_offers_exactly_the_contracts_decisions() -> None:
     from chaincode.twins import DECISIONS
-    from orchestrator.cli_twins import ACTIONS
+    from orchestrator.cli_twins_decide import ACTIONS
 
     assert set(ACTIONS) == DECISIONS

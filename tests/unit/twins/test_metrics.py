@@ -11,7 +11,7 @@ import pytest
 from asyncua import ua
 
 from orchestrator.cli import build_parser
-from orchestrator.cli_twins import metrics_ports
+from orchestrator.cli_twins_run import metrics_ports
 from tests.unit.orchestrator.test_dashboard_metrics import parse
 from tests.unit.twins.fakes import MemoryAnchorer
 from twins.bridge.mapping import parse_mapping

@@ -1,0 +1,422 @@
+"""`twinledger twins run`: the OPC-UA simulators and the bridge with its twins as processes, one live line a second."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import re
+import shutil
+import signal
+import socket
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from network.files import private_dir
+from network.spec import _NAME_RE as ORG_NAME_RE
+from orchestrator import cli_inputs
+from orchestrator.cli_common import UserError, home_of
+from orchestrator.twins_state import TwinsDir, anchor_label, ledger_config, not_on_ledger
+
+SIM_LOG, BRIDGE_LOG = "twins-simulators", "twins-bridge"
+# When the user names no assets: the default consortium's plants and hospitals (network/default_spec.yaml).
+DEFAULT_MACHINES = ("plant1:2", "plant2:2")
+DEFAULT_MONITORS = ("hospital1:1", "hospital2:1")
+
+
+
+
+def models_config(home: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """What the bridge reads from HOME/twins/models.json (twins.model.ledger_watch.ModelsConfig)."""
+    from orchestrator.cli_fl import _check_task_id  # the chaincode's own task-ID rule
+
+    task = args.model_task
+    _check_task_id(task)
+    store = Path(args.model_store).expanduser().resolve() if args.model_store else home / "flower" / "store"
+    return {"tasks": {"machine": task}, "store": str(store), "poll_s": args.model_poll}
+
+
+#: Assets of one kind per org in one run: more is a typo, not a plant (each is a simulator and a twin).
+MAX_ASSETS_PER_ORG = 1000
+
+
+def _org_count(text: str) -> str:
+    """ORG:N, with ORG a valid consortium org name (its batches carry it into batch ids on the ledger)."""
+    org, _, n = text.partition(":")
+    # [0-9], not str.isdigit: that also takes "²", which int() then refuses
+    if not ORG_NAME_RE.fullmatch(org) or not re.fullmatch(r"[0-9]{1,4}", n) or not 1 <= int(n) <= MAX_ASSETS_PER_ORG:
+        raise argparse.ArgumentTypeError(f"expected ORG:COUNT with COUNT 1 to {MAX_ASSETS_PER_ORG} (e.g. plant1:2), "
+                                         f"got {text!r}")
+    return text
+
+
+def metrics_ports(port: int, metrics_port: int | None) -> tuple[int, int]:
+    """(simulators, bridge) metrics ports of `twins run`: ``metrics_port`` and the next one, by default the two
+    ports after the OPC-UA port; (0, 0) when ``metrics_port`` is 0 (no metrics)."""
+    base = port + 1 if metrics_port is None else metrics_port
+    return (base, base + 1) if base else (0, 0)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _last_log_line(path: Path) -> str:
+    try:
+        lines = [x for x in path.read_text(errors="replace").splitlines() if x.strip()]
+    except OSError:
+        return ""
+    return lines[-1].strip()[:300] if lines else ""
+
+
+class _Stopper:
+    """SIGINT (Ctrl-C) and SIGTERM ask the run to stop. While a child is being spawned the signal only sets the
+    flag (a KeyboardInterrupt between Popen and remembering the child would leave it running); elsewhere it
+    interrupts whatever blocks (waiting for a child to be ready) so that the stop starts at once."""
+
+    def __init__(self) -> None:
+        self.requested: str | None = None  # the signal's name
+        self._defer = 0
+        self._old: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        self.requested = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        if not self._defer:
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handler)
+        try:
+            yield
+        finally:
+            for sig, old in self._old.items():
+                signal.signal(sig, old)
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        self._defer += 1
+        try:
+            yield
+        finally:
+            self._defer -= 1
+
+
+class _LiveLine:
+    """One status line per second from the bridge's status.json: rates come from two consecutive statuses."""
+
+    def __init__(self, td: TwinsDir, since: float) -> None:
+        self.td = td
+        self.since = since  # status.json of an earlier run is not this run's
+        self.prev: tuple[float, int] | None = None
+        self.rate = 0.0
+        self.last: dict[str, Any] = {}
+
+    def update(self) -> dict[str, Any]:
+        st = self.td.read_json(self.td.status)
+        if st and st.get("time") and float(st["time"]) >= self.since:
+            now, readings = float(st["time"]), int(st.get("counters", {}).get("readings", 0))
+            if self.prev and now > self.prev[0]:
+                self.rate = (readings - self.prev[1]) / (now - self.prev[0])
+            if not self.prev or now > self.prev[0]:
+                self.prev = (now, readings)
+            self.last = st
+        return self.last
+
+    def fields(self, elapsed: float) -> dict[str, Any]:
+        """The live figures (`twins run --json` prints them as one JSON object per second)."""
+        st = self.last
+        c, b = st.get("counters", {}), st.get("bridge", {})
+        twins = st.get("twins", {})
+        return {
+            "elapsed_s": round(elapsed, 1), "status": bool(st), "values_per_s": round(self.rate, 1),
+            "twins_live": sum(1 for t in twins.values() if t.get("updates")), "twins": len(twins),
+            "sealed": c.get("batches", 0), "anchored": c.get("anchored", 0), "anchor_errors": c.get("anchor_errors", 0),
+            "lost": b.get("lost", 0), "alerts": len(st.get("alerts", [])), "alerts_recorded": c.get("alerts_raised", 0),
+            "top_risk": _top_risk(twins),
+            "opcua": "connected" if b.get("connected", True) else "reconnecting" if b.get("connects") else "connecting",
+        }
+
+    def text(self, elapsed: float) -> str:
+        f = self.fields(elapsed)
+        parts = [f"[{elapsed:5.0f}s]"]
+        if not f["status"]:
+            return " | ".join(parts + ["waiting for the bridge's first status…"])
+        parts += [f"{f['values_per_s']:6.0f} values/s", f"twins {f['twins_live']}/{f['twins']}",
+                  f"sealed {f['sealed']}", f"anchored {f['anchored']}"]
+        if f["anchor_errors"]:
+            parts.append(f"anchor errors {f['anchor_errors']} (retrying)")
+        parts += [f"lost {f['lost']}", f"alerts {f['alerts']} ({f['alerts_recorded']} recorded)"]
+        if f["top_risk"]:
+            parts.append(f"top risk {f['top_risk']}")
+        if f["opcua"] != "connected":
+            parts.append(f"OPC-UA {f['opcua']}")
+        return " | ".join(parts)
+
+
+def _top_risk(twins: dict[str, dict[str, Any]]) -> str:
+    """The machine most likely to fail next and the patient with the highest NEWS2-like score."""
+    out = []
+    machines = [(t["prediction"]["probability"], a, t["prediction"].get("model", "")) for a, t in twins.items()
+                if t.get("prediction") and t["prediction"].get("probability") is not None]
+    if machines:
+        p, a, model = max(machines)
+        out.append(f"{a} P(fail) {p:.3f} [{model}]")
+    patients = [(t["risk"].get("score", 0), a, t["risk"].get("risk", "")) for a, t in twins.items() if t.get("risk")]
+    if patients:
+        score, a, band = max(patients)
+        out.append(f"{a} NEWS2-like {score} ({band})")
+    return ", ".join(out)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from twins.procs import Proc, bridge_argv, simulator_argv
+
+    home = home_of(args)
+    td = TwinsDir(home)
+    machines = args.machines if args.machines is not None else ([] if args.monitors else list(DEFAULT_MACHINES))
+    monitors = args.monitors if args.monitors is not None else ([] if args.machines else list(DEFAULT_MONITORS))
+    if not machines and not monitors:
+        raise UserError("nothing to run: give --machines ORG:N and/or --monitors ORG:N")
+    if args.duration < 0 or args.interval <= 0 or args.machine_rate <= 0 or args.monitor_rate <= 0 or args.report_every < 0:
+        raise UserError("--duration and --report-every must be >= 0 and --interval, --machine-rate, --monitor-rate > 0")
+    running = td.running_pids()
+    if running:
+        raise UserError(f"the twins of {home} already run (pids {', '.join(map(str, running.values()))}); "
+                        "stop that run first (Ctrl-C in its terminal)")
+    orgs = sorted({m.partition(":")[0] for m in machines + monitors})
+    models = models_config(home, args)
+
+    # The ledger must answer before anything starts: there is nowhere else to anchor.
+    ledger = ledger_config(home, orgs)
+    target: dict[str, Any] = {"kind": "ledger", "channel": ledger["channel"], "chaincode": ledger["chaincode"]}
+    previous = td.read_json(td.anchor)
+    if previous and previous.get("kind") != "ledger":
+        raise not_on_ledger(td, previous)
+    if not _port_free(args.port):
+        raise UserError(f"port {args.port} on 127.0.0.1 is in use; pick a free one with --port")
+    sim_metrics, bridge_metrics = metrics_ports(args.port, args.metrics_port)
+    if not 0 <= sim_metrics <= 65534:
+        raise UserError(f"metrics ports {sim_metrics} and {sim_metrics + 1} are not valid ports; give --metrics-port P "
+                        "(1 to 65534: simulators on P, bridge on P+1), or --metrics-port 0 for none")
+    for what, p in (("simulators", sim_metrics), ("bridge", bridge_metrics)):
+        if p and (p == args.port or not _port_free(p)):
+            how = "--metrics-port" if args.metrics_port is not None else f"--port + {p - args.port}"
+            raise UserError(f"port {p} on 127.0.0.1 (metrics of the {what}, {how}) is in use; give "
+                            "--metrics-port P (simulators on P, bridge on P+1), or --metrics-port 0 for none")
+
+    opcua_org = args.opcua_org or (machines or monitors)[0].partition(":")[0]
+    if opcua_org not in orgs:
+        raise UserError(f"--opcua-org {opcua_org} has no assets in this run (orgs: {', '.join(orgs)})")
+    td.root.mkdir(parents=True, exist_ok=True)
+    private_dir(td.log(SIM_LOG).parent)  # HOME/logs: 0700, like the supervisor's
+    pki = None
+    if not args.insecure_opcua:
+        from network.ca import EnrolmentError
+        from twins.security import prepare_pki
+
+        try:
+            pki = prepare_pki(home, opcua_org, orgs, td.pki)
+        except (EnrolmentError, OSError, ValueError) as exc:
+            raise UserError(f"cannot get the OPC-UA certificates from ca-{opcua_org}: {exc}") from None
+    td.write_json(td.anchor, target)
+    td.write_json(td.ledger, ledger)
+    td.write_json(td.models, models)
+    extra = ["--report-every", str(args.report_every)]
+    anchor_text = anchor_label(target)
+
+    def say(line: str, **fields: Any) -> None:
+        if args.json:  # one JSON object per line, each naming the anchor target
+            print(json.dumps({"message": line, "anchor": anchor_label(target), **fields}), flush=True)
+        else:
+            print(line, flush=True)
+
+    what = ", ".join([f"machines {m}" for m in machines] + [f"monitors {m}" for m in monitors])
+    if pki is None:
+        from twins.security import INSECURE_WARNING
+
+        print(f"twinledger: {INSECURE_WARNING}", file=sys.stderr, flush=True)  # loud, on every run
+        if args.json:
+            say(INSECURE_WARNING, event="insecure-opcua")
+        opcua_text = "OPC-UA WITHOUT SECURITY"
+    else:
+        from twins.security import POLICY_NAME
+
+        opcua_text = (f"OPC-UA {POLICY_NAME} SignAndEncrypt, certificates from ca-{pki.org}, trusting the CAs of "
+                      f"{', '.join(orgs)}")
+    say(f"twins in {td.root}: {what}; OPC-UA on opc.tcp://127.0.0.1:{args.port} ({opcua_text}); anchoring every "
+        f"{args.interval:g} s to the {anchor_text}", event="starting", opcua=opcua_text)
+    say(f"models: machine twins use the last committed round of {models['tasks']['machine']} on the ledger, each model "
+        f"checked against its committed SHA-256 (store {models['store']}, asked every {models['poll_s']:g} s; the AI4I "
+        "rules, labelled fallback, until then); patient twins: NEWS2-like rules", event="models", models=models)
+
+    stopper = _Stopper()
+    procs: list[tuple[str, Proc]] = []
+    sim_sec: dict[str, Any] = {"insecure": True} if pki is None else {
+        "cert": pki.server.cert, "key": pki.server.key, "trust": [pki.trust]}
+    bridge_sec: dict[str, Any] = {"insecure": True} if pki is None else {
+        "cert": pki.bridge.cert, "key": pki.bridge.key, "trust": [pki.trust]}
+    run_info: dict[str, Any] = {"pids": {}, "started_at": time.time(), "anchor": target, "port": args.port,
+                                "opcua": opcua_text,
+                                "machines": machines, "monitors": monitors, "duration": args.duration, "metrics": {}}
+    t_live = time.monotonic()
+    live = _LiveLine(td, since=time.time())
+    error: str | None = None
+    reason = "the end of --duration"
+    tty = sys.stdout.isatty() and not args.json
+    t_end: float | None = None
+    refreshed = False
+    with stopper.installed():
+        try:
+            steps = [
+                ("simulators", simulator_argv(port=args.port, data_dir=td.sim, machines=machines, monitors=monitors,
+                                              machine_rate=args.machine_rate, monitor_rate=args.monitor_rate,
+                                              mapping_out=td.mapping, metrics_port=sim_metrics, **sim_sec), SIM_LOG),
+                # history: a fresh bridge starts from each variable's first value, so nothing published is skipped
+                ("bridge", bridge_argv(mapping=td.mapping, home=td.root, ledger_config=td.ledger, interval=args.interval,
+                                       start_from="history", metrics_port=bridge_metrics, extra=extra, **bridge_sec),
+                 BRIDGE_LOG),
+            ]
+            for name, argv, log in steps:
+                with stopper.deferred():
+                    p = Proc(argv, log=td.log(log))
+                    procs.append((name, p))
+                    run_info["pids"][name] = p.pid
+                    td.write_json(td.run, run_info)
+                try:
+                    ready = p.wait_ready(60)
+                except (RuntimeError, TimeoutError) as exc:
+                    raise UserError(f"the twins {name} did not start: {exc}; last log line: {_last_log_line(td.log(log))}") from None
+                if ready.get("metrics"):
+                    run_info["metrics"][name] = ready["metrics"]
+                    td.write_json(td.run, run_info)
+            served = run_info["metrics"]
+            metrics_text = ("metrics " + ", ".join(f"{n} {u}" for n, u in served.items()) + "; ") if served else ""
+            say(f"running (simulators pid {procs[0][1].pid}, bridge pid {procs[1][1].pid}); {metrics_text}"
+                + (f"stopping after {args.duration:g} s" if args.duration else "Ctrl-C stops everything"),
+                event="running", pids={n: p.pid for n, p in procs}, metrics=served)
+            t_live = time.monotonic()
+            next_tick = t_live + 1.0
+            while not stopper.requested:
+                elapsed = time.monotonic() - t_live
+                if args.duration and elapsed >= args.duration:
+                    break
+                dead = [(n, p) for n, p in procs if p.p.poll() is not None]
+                if dead:
+                    n, p = dead[0]
+                    error = (f"the twins {n} stopped unexpectedly (exit {p.p.returncode}); "
+                             f"last log line: {_last_log_line(td.log(SIM_LOG if n == 'simulators' else BRIDGE_LOG))}")
+                    break
+                time.sleep(max(0.0, min(next_tick, t_live + (args.duration or 1e9)) - time.monotonic()))
+                if time.monotonic() >= next_tick:
+                    next_tick += 1.0
+                    live.update()
+                    line = live.text(time.monotonic() - t_live)
+                    if args.json:
+                        print(json.dumps({"event": "live", "anchor": anchor_label(target),
+                                          **live.fields(time.monotonic() - t_live)}), flush=True)
+                    elif tty:  # refresh one line in place; a wrapped line could not be rewritten
+                        print("\r\x1b[K" + line[:shutil.get_terminal_size().columns - 1], end="", flush=True)
+                        refreshed = True
+                    else:
+                        print(line, flush=True)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            # From here a signal only sets the flag: stopping is bounded (SIGTERM, then SIGKILL) and must finish.
+            with stopper.deferred():
+                t_end = time.monotonic()
+                if stopper.requested:
+                    reason = stopper.requested
+                if refreshed:
+                    print(flush=True)  # end the line refreshed in place
+                codes = {}
+                # bridge first: at SIGTERM it seals what is pending and waits for the anchorer
+                for name, p in reversed(procs):
+                    codes[name] = p.stop(timeout=20)
+                run_info.update(stopped_at=time.time(), exit_codes=codes, pids={})
+                if procs:
+                    td.write_json(td.run, run_info)
+    if error:
+        raise UserError(error)
+    st = live.update()
+    c, b = st.get("counters", {}), st.get("bridge", {})
+    bad = {n: code for n, code in codes.items() if code not in (0, -signal.SIGTERM)}
+    say(f"stopped on {reason} after {(t_end or time.monotonic()) - t_live:.1f} s: {c.get('readings', 0)} values, "
+        f"{c.get('batches', 0)} batches sealed, {c.get('anchored', 0)} anchored, {b.get('lost', 0)} lost, "
+        f"{c.get('alerts_raised', 0)} alerts recorded"
+        + (f"; exit codes {bad}" if bad else "")
+        + f"; state kept in {td.root} (`twinledger twins status`, `twinledger verify reading ASSET SEQ`)",
+        event="stopped", reason=reason, values=c.get("readings", 0), sealed=c.get("batches", 0),
+        anchored=c.get("anchored", 0), lost=b.get("lost", 0), alerts_recorded=c.get("alerts_raised", 0), exit_codes=codes)
+    return 1 if bad else 0
+
+
+def _paragraphs(text: str) -> str:
+    """Wrap each paragraph of a help description (RawDescriptionHelpFormatter would keep one long line)."""
+    return "\n\n".join(textwrap.fill(par, 100) for par in text.split("\n\n"))
+
+
+def add_run_parser(ts: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    from twins.runtime import REPORT_EVERY
+
+    r = ts.add_parser(
+        "run", parents=[common], help="start simulators + bridge + twins and show them live",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=_paragraphs("Start the OPC-UA simulators and the bridge with its twins as processes, print one live line per "
+                    "second (values/s, twins, sealed and anchored batches, lost values, alerts, top risk), and stop "
+                    "everything cleanly at Ctrl-C (exit 0) or after --duration. State stays in HOME/twins for "
+                    "`twins status`, `twins whatif` and `verify reading`.\n\n"
+                    "Anchoring: on the ledger (each org's batches submitted as that org's operator through its "
+                    "peer); if the network's peers are not up, run fails with the reason before starting anything. "
+                    "A new twins state continues each org's chain of batches on the ledger after its last batch. "
+                    "--json prints one JSON object per line instead.\n\n"
+                    "Metrics: the simulators and the bridge serve Prometheus metrics at "
+                    "http://127.0.0.1:PORT/metrics, by default the simulators on --port + 1 and the bridge on "
+                    "--port + 2 (4841 and 4842 with the default --port 4840); the running line prints where. "
+                    "--metrics-port P moves them to P and P + 1; --metrics-port 0 turns them off."))
+    r.add_argument("--duration", type=cli_inputs.seconds, default=0.0, metavar="S", help="stop after S seconds (default 0: until Ctrl-C)")
+    r.add_argument("--machines", type=_org_count, action="append", metavar="ORG:N",
+                   help="N AI4I machines of plant ORG (repeatable; default plant1:2 plant2:2 when neither "
+                        "--machines nor --monitors is given)")
+    r.add_argument("--monitors", type=_org_count, action="append", metavar="ORG:N",
+                   help="N bedside monitors of hospital ORG, replaying PhysioNet 2019 patients (repeatable; "
+                        "default hospital1:1 hospital2:1 when neither is given)")
+    r.add_argument("--machine-rate", type=cli_inputs.positive_rate, default=5.0, metavar="R", help="products per second per machine (14 values each; default 5)")
+    r.add_argument("--monitor-rate", type=cli_inputs.positive_rate, default=1.0, metavar="R", help="chart hours replayed per second per monitor (default 1)")
+    r.add_argument("--interval", type=cli_inputs.positive_seconds, default=1.0, metavar="S", help="seal and anchor one batch per org every S seconds (default 1)")
+    r.add_argument("--port", type=cli_inputs.port(), default=4840, help="OPC-UA port of the simulators on 127.0.0.1 (default 4840)")
+    r.add_argument("--opcua-org", metavar="ORG",
+                   help="the org whose Fabric CA certifies the simulators and the bridge for OPC-UA (default: the org "
+                        "of the first --machines, else of the first --monitors)")
+    r.add_argument("--insecure-opcua", action="store_true",
+                   help="run OPC-UA WITHOUT security (no encryption, any local client may connect); warns on every "
+                        "run. Debugging only")
+    r.add_argument("--metrics-port", type=cli_inputs.port(allow_zero=True), default=None, metavar="P",
+                   help="Prometheus /metrics of the simulators on 127.0.0.1:P and of the bridge on P+1 (default: "
+                        "--port + 1, so 4841 and 4842 with the default --port; 0: no metrics)")
+    r.add_argument("--report-every", type=cli_inputs.whole(0, None, "a count"), default=REPORT_EVERY, metavar="N",
+                   help="every N intervals (and at start) report each plant's completed UTC days of energy, CO2, "
+                        "water and waste that are not reported yet (the contract keeps one report per org and day; "
+                        f"default {REPORT_EVERY}, 0: never)")
+    r.add_argument("--model-task", default="maintenance-v1", metavar="TASK",
+                   help="the ledger task whose last committed round's model the machine twins use (default "
+                        "maintenance-v1, as `fl run` names the plants' task); until it has a round they use the "
+                        "labelled AI4I rules")
+    r.add_argument("--model-store", metavar="DIR",
+                   help="the model store holding the committed models by SHA-256 (default HOME/flower/store, "
+                        "where `fl run` keeps them); a file is used only if it hashes to the ledger's hash")
+    r.add_argument("--model-poll", type=cli_inputs.finite(0.0, above=True, what="number of seconds"), default=2.0, metavar="S",
+                   help="ask the ledger for a new committed round every S seconds (default 2)")
+    r.set_defaults(func=cmd_run)
