@@ -82,6 +82,7 @@ class Child:
     last_error: str | None = None   # the fatal line of the last unexpected exit
     full_path: str | None = None    # set while waiting for space on the disk holding this path
     free: int | None = None         # bytes free there at the last look
+    free_at_exit: int | None = None # ... and when the node died of it
 
 
 class SupervisorMetrics:
@@ -157,6 +158,7 @@ class Supervisor:
         c.last_exit = -1
         c.last_error = error
         c.full_path = str(full_path) if full_path else None
+        c.free_at_exit = _free_or_none(c.full_path)
         c.next_start = time.monotonic() + c.backoff
         c.backoff = min(c.backoff * 2, BACKOFF_MAX)
         log_event("start_failed", name=c.spec.name, error=error)
@@ -176,6 +178,7 @@ class Supervisor:
         reason = read_exit_reason(self.log_dir / f"{c.spec.name}.log", c.log_offset)
         c.last_error = reason.line if reason else None
         c.full_path = reason.full_path if reason else None
+        c.free_at_exit = _free_or_none(c.full_path)
         log_event("exited", name=c.spec.name, code=c.last_exit, up_s=round(up_for, 1), restart_in_s=c.backoff,
                   error=c.last_error, waiting_for_space=c.full_path)
         c.backoff = min(c.backoff * 2, BACKOFF_MAX)
@@ -183,15 +186,18 @@ class Supervisor:
         self.metrics.restarted(c)
 
     def _may_start(self, c: Child, now: float) -> bool:
-        """Due, and -- after a full disk -- room on that disk again (then without waiting out the backoff)."""
+        """Due, and -- after a full disk -- room on that disk again: at once when space was freed since the
+        node died, else (it died with RESTART_FREE_BYTES free, needing more) only after the usual backoff, so
+        a disk that stays short never makes a tight crash loop."""
         if c.full_path is None:
             return now >= c.next_start
-        try:
-            c.free = free_bytes(c.full_path)
-        except OSError:
-            c.free = None
+        c.free = _free_or_none(c.full_path)
+        if c.free is None:
             return now >= c.next_start  # the path is gone (a remount?): fall back to the backoff
         if c.free < RESTART_FREE_BYTES:
+            return False
+        freed = c.free_at_exit is None or c.free - c.free_at_exit >= RESTART_FREE_BYTES // 8
+        if not freed and now < c.next_start:
             return False
         log_event("space_returned", name=c.spec.name, path=c.full_path, free_bytes=c.free)
         c.full_path = None
@@ -314,6 +320,15 @@ class Supervisor:
                 metrics_server.shutdown()
             log_event("supervisor_stopped")
         return 0
+
+
+def _free_or_none(path: str | None) -> int | None:
+    if path is None:
+        return None
+    try:
+        return free_bytes(path)
+    except OSError:
+        return None
 
 
 def _runs_of_one_type(children: list[Child]) -> list[list[Child]]:

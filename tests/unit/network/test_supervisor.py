@@ -221,3 +221,22 @@ def test_the_fatal_line_of_an_exit_is_kept_for_status(home):
         st = next((p for p in read_state(home).get("processes", []) if p["name"] == "crashy"), {})
     assert st["last_error"] == "panic: ledger corrupt at block 7" and st["last_exit"] == 2
     assert st["waiting_for_space"] is None, "not a full disk: restarted with the usual backoff"
+
+
+def test_after_a_full_disk_it_restarts_at_once_only_when_space_was_freed(tmp_path, monkeypatch):
+    """The decision alone (free space faked): no start below the threshold; at once when space was freed since
+    the exit; after the usual backoff when the node died with room left (it needs more than the disk has)."""
+    from network.processes import supervisor as sup
+
+    free = {"bytes": 16 * 1024}
+    monkeypatch.setattr(sup, "free_bytes", lambda path: free["bytes"])
+    s = sup.Supervisor(tmp_path)
+    c = sup.Child(ProcSpec("p", "org1", "peer", ["true"]), full_path="/data/x", free_at_exit=16 * 1024, next_start=100.0)
+    assert not s._may_start(c, now=200.0), "below the threshold: wait, whatever the backoff says"
+    free["bytes"] = 64 * 1024 * 1024
+    assert s._may_start(c, now=50.0) and c.full_path is None, "space freed: at once, before the backoff"
+
+    tight = sup.Child(ProcSpec("q", "org1", "peer", ["true"]), full_path="/data/x",
+                      free_at_exit=64 * 1024 * 1024, next_start=100.0)
+    assert not s._may_start(tight, now=50.0), "died with room left: no tight crash loop"
+    assert s._may_start(tight, now=150.0), "...the usual backoff instead"
