@@ -28,6 +28,7 @@ from pathlib import Path
 
 from bench.faults_checks import Outcome, Tx, load, now, prepare, processes, rel, verify, wait_caught_up
 from network.layout import Layout
+from network.processes.exit_reason import free_bytes
 from network.spec import Spec, load_spec
 
 VICTIM_ORG = "hospital2"  # neither the data owner's nor the checking client's: only a committer and endorser
@@ -69,13 +70,8 @@ def fill(path: Path, leave: int = LEFT_FREE) -> Path:
     """One file taking all but ``leave`` bytes of the file system under ``path``."""
     filler = path / "filler"
     with open(filler, "wb") as fh:
-        os.posix_fallocate(fh.fileno(), 0, max(1, free_bytes(path) - leave))
+        os.posix_fallocate(fh.fileno(), 0, max(1, free_bytes(str(path)) - leave))
     return filler
-
-
-def free_bytes(path: Path) -> int:
-    st = os.statvfs(path)
-    return st.f_bavail * st.f_frsize
 
 
 @dataclass
@@ -130,7 +126,7 @@ async def run_disk_full(spec: Spec, layout: Layout, home: Path, conc: int, hold:
         await asyncio.sleep(3.0)
         filler = fill(data)
         t_fill = now()
-        say(f"  filled {data} ({free_bytes(data) // 1024} KiB left), {conc} checks in flight")
+        say(f"  filled {data} ({free_bytes(str(data)) // 1024} KiB left), {conc} checks in flight")
         deadline = t_fill + timeout
         while not processes(home).get(victim, {}).get("waiting_for_space"):
             if now() > deadline:

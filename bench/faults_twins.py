@@ -37,8 +37,7 @@ from pathlib import Path
 from network.files import write_private
 from orchestrator.twins_state import ledger_config
 from tests.ports import free_port_base  # the same free-range finder bench.network uses
-from twins.anchoring import ReadingStore, verify_all_batches
-from twins.anchoring.anchorer import connect_ledger
+from twins.anchoring import ReadingStore, verify_store_on_ledger
 from twins.procs import Proc, bridge_argv, simulator_argv
 from twins.security import prepare_pki
 from twins.simulators import machine, patient
@@ -230,12 +229,9 @@ def count(o: TwinsOutcome, published: dict, store_path: Path, t_kill_us: int) ->
 async def verify(config: dict, store_path: Path) -> tuple[int, dict[str, str]]:
     """Every sealed batch against the ledger, through each org's operator (as `twinledger verify reading`)."""
     store = ReadingStore(store_path)
-    anchorer, gateways = connect_ledger(config)
     try:
-        return await verify_all_batches(store, anchorer)
+        return await verify_store_on_ledger(store, config)
     finally:
-        for g in gateways:
-            await g.close()
         store.close()
 
 

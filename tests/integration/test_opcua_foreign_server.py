@@ -31,8 +31,7 @@ import yaml
 from orchestrator.twins_state import ledger_config
 from tests.fabric_net import FabricNet
 from tests.ports import free_port_base
-from twins.anchoring import ReadingStore, verify_all_batches
-from twins.anchoring.anchorer import connect_ledger
+from twins.anchoring import ReadingStore, verify_store_on_ledger
 from twins.procs import Proc, bridge_argv
 
 pytestmark = pytest.mark.integration
@@ -159,15 +158,7 @@ def test_node_opcua_server_counts_match_across_kills_and_a_reading_verifies(fabr
 
         import asyncio
 
-        async def verify_all():
-            anchorer, gateways = connect_ledger(config)
-            try:
-                return await verify_all_batches(store, anchorer)
-            finally:
-                for g in gateways:
-                    await g.close()
-
-        verified, failed = asyncio.run(verify_all())
+        verified, failed = asyncio.run(verify_store_on_ledger(store, config))
         assert failed == {} and verified == store.count("batches")
         seq = max(seqs["Count"]) // 2
     finally:

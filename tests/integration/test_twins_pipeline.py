@@ -24,7 +24,7 @@ import pytest
 from orchestrator.twins_state import ledger_config
 from tests.fabric_net import FabricNet
 from tests.ports import free_port_base
-from twins.anchoring import ReadingStore, VerificationError, verify_all_batches, verify_reading
+from twins.anchoring import ReadingStore, VerificationError, verify_reading, verify_store_on_ledger
 from twins.anchoring.anchorer import connect_ledger
 from twins.procs import Proc, bridge_argv, simulator_argv
 from twins.security import prepare_pki
@@ -82,14 +82,7 @@ def _verify(store: ReadingStore, config: dict, asset: str, seq: int, prop: str |
 
 def _verify_batches(store: ReadingStore, config: dict) -> tuple[int, dict[str, str]]:
     """verify_batch of every sealed batch against the ledger: (verified, batch id → why not)."""
-    async def go() -> tuple[int, dict[str, str]]:
-        anchorer, gateways = connect_ledger(config)
-        try:
-            return await verify_all_batches(store, anchorer)
-        finally:
-            for g in gateways:
-                await g.close()
-    return asyncio.run(go())
+    return asyncio.run(verify_store_on_ledger(store, config))
 
 
 def test_kill_restart_no_loss_no_duplicate_then_verify_and_tamper(fabric_net: FabricNet, tmp_path, procs):

@@ -20,7 +20,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-from twins.anchoring.anchorer import Anchorer
+from twins.anchoring.anchorer import Anchorer, connect_ledger
 from twins.anchoring.merkle import leaf_hash, proof_from_levels, root_from_proof, root_of, unpack_levels
 from twins.anchoring.record import BatchRecord
 from twins.anchoring.store import ReadingStore
@@ -137,6 +137,17 @@ async def verify_all_batches(store: ReadingStore, anchorer: Anchorer) -> tuple[i
         except VerificationError as exc:
             failed[batch_id] = str(exc)
     return len(ids) - len(failed), failed
+
+
+async def verify_store_on_ledger(store: ReadingStore, config: dict[str, Any]) -> tuple[int, dict[str, str]]:
+    """``verify_all_batches`` through the ledger a twins ledger config names (each org's operator, as
+    `twinledger verify reading` does); the gateways are closed afterwards."""
+    anchorer, gateways = connect_ledger(config)
+    try:
+        return await verify_all_batches(store, anchorer)
+    finally:
+        for g in gateways:
+            await g.close()
 
 
 def verify_reading_sync(store: ReadingStore, anchorer: Anchorer, asset: str, seq: int, prop: str | None = None) -> list[VerifiedReading]:
