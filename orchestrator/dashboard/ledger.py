@@ -72,6 +72,11 @@ class LedgerClient:
         self._connector = connector
         self._lock = threading.Lock()
         self._gateways: dict[tuple[str, str], SyncGateway] = {}
+        # Calls in flight on each open gateway. The server answers polls on several threads at once, so one
+        # thread may drop a connection (its call found the peer down) while another is mid-call on it:
+        # a dropped gateway is closed by whichever call leaves it last, never under a running call.
+        self._in_use: dict[int, int] = {}
+        self._retired: set[int] = set()
 
     # --- what this home holds ------------------------------------------------------------------
     def spec(self) -> Spec:
@@ -100,7 +105,8 @@ class LedgerClient:
         return admins[0], "admin"
 
     # --- calls ---------------------------------------------------------------------------------
-    def _gateway(self, org: str, user: str) -> SyncGateway:
+    def _acquire(self, org: str, user: str) -> SyncGateway:
+        """The cached gateway for org:user (dialled on first use), counted as in use until ``_release``."""
         with self._lock:
             gw = self._gateways.get((org, user))
             if gw is None:
@@ -109,16 +115,26 @@ class LedgerClient:
                 except (SpecError, OSError, ValueError) as exc:
                     raise LedgerUnavailable(f"ledger unavailable: {exc}") from None
                 self._gateways[(org, user)] = gw
+            self._in_use[id(gw)] = self._in_use.get(id(gw), 0) + 1
             return gw
 
-    def _drop(self, org: str, user: str) -> None:
+    def _release(self, gw: SyncGateway, *, drop: bool) -> None:
+        """End one call on ``gw``; ``drop`` retires it (the next call dials again: peer restarted or not up yet)."""
         with self._lock:
-            gw = self._gateways.pop((org, user), None)
-        if gw is not None:
-            gw.close()
-
-    def contract(self, contract_name: str | None, org: str, user: str) -> SyncContract:
-        return self._gateway(org, user).network(self.spec().channel).contract(CHAINCODE_NAME, contract_name)
+            if drop:
+                for key, cached in list(self._gateways.items()):
+                    if cached is gw:
+                        del self._gateways[key]
+                        self._retired.add(id(gw))
+            left = self._in_use[id(gw)] - 1
+            if left:
+                self._in_use[id(gw)] = left
+                return
+            del self._in_use[id(gw)]
+            if id(gw) not in self._retired:
+                return
+            self._retired.discard(id(gw))
+        gw.close()
 
     def read_contract(self, contract_name: str | None) -> ReadContract:
         """A read-only contract as the reading identity (see ``reader``), with the dashboard's deadline."""
@@ -126,13 +142,16 @@ class LedgerClient:
 
     def call(self, org: str, user: str, contract_name: str | None, fn: Callable[[SyncContract], bytes]) -> bytes:
         """Run one gateway call as org:user; failures become LedgerUnavailable / LedgerRefused."""
+        gw = self._acquire(org, user)
+        drop = False
         try:
-            return fn(self.contract(contract_name, org, user))
+            return fn(gw.network(self.spec().channel).contract(CHAINCODE_NAME, contract_name))
         except (GatewayError, grpc.RpcError, OSError) as exc:
             mapped = describe_gateway_error(exc)
-            if isinstance(mapped, LedgerUnavailable):
-                self._drop(org, user)  # dial again on the next call (peer restarted, or not up yet)
+            drop = isinstance(mapped, LedgerUnavailable)
             raise mapped from None
+        finally:
+            self._release(gw, drop=drop)
 
     def evaluate(self, contract_name: str, function: str, *args: str, as_: tuple[str, str] | None = None) -> Any:
         org, user = as_ or self.reader()
@@ -145,9 +164,12 @@ class LedgerClient:
         return json.loads(raw) if raw else None
 
     def close(self) -> None:
+        """Close every gateway no call is using; one still in use is closed by its last call."""
         with self._lock:
             gateways, self._gateways = list(self._gateways.values()), {}
-        for gw in gateways:
+            idle = [gw for gw in gateways if id(gw) not in self._in_use]
+            self._retired.update(id(gw) for gw in gateways if id(gw) in self._in_use)
+        for gw in idle:
             gw.close()
 
 

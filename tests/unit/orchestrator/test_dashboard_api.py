@@ -661,3 +661,64 @@ def test_governance_lists_the_newest_data_sets_with_grants_and_always_the_chosen
     assert [d["id"] for d in gov["datasets"]] == ["newest", "newer", "oldest"] and gov["audit"]["dataset"] == "oldest"
     listed = [c[2] for c in chaincode.calls if c[1] == "data:ListGrants"]
     assert ("older",) not in listed, "grants are read only for the data sets shown"
+
+
+def test_a_connection_dropped_by_one_poll_is_not_closed_under_another_polls_call(tmp_path):
+    """The server answers panels on several threads: one call finding the peer down must not close the
+    gateway another thread is mid-call on (CI saw "governance unavailable: RuntimeError: Event loop is
+    closed" that way). The dropped gateway is closed once, by the last call leaving it."""
+    import threading
+
+    home = network_home(tmp_path / "home", {"admin": ["hospital1"]})
+    inside, release = threading.Event(), threading.Event()
+
+    class ClosingGateway(FakeGateway):
+        closes = 0
+
+        def __init__(self, *a: Any) -> None:
+            super().__init__(*a)
+            self.closed = False
+
+        def close(self) -> None:
+            self.closed = True
+            ClosingGateway.closes += 1
+
+    class SlowContract:
+        def __init__(self, gw: ClosingGateway) -> None:
+            self.gw = gw
+
+        def evaluate(self, function: str, *args: str, timeout: float | None = None) -> bytes:
+            if self.gw.closed:
+                raise RuntimeError("Event loop is closed")
+            if function == "Slow":
+                inside.set()
+                assert release.wait(10)
+                if self.gw.closed:
+                    raise RuntimeError("Event loop is closed")
+                return b'"slow answered"'
+            raise EvaluateError("no peer", code=grpc.StatusCode.UNAVAILABLE)
+
+    gateways: list[ClosingGateway] = []
+
+    def connector(spec, layout, org, user):
+        gw = ClosingGateway(FakeChaincode(), org, user)
+        gw.contract = lambda chaincode, name=None: SlowContract(gw)  # type: ignore[method-assign]
+        gateways.append(gw)
+        return gw
+
+    ledger = LedgerClient(home, connector=connector)
+    answers: list[Any] = []
+    slow = threading.Thread(target=lambda: answers.append(ledger.evaluate("data", "Slow")))
+    slow.start()
+    assert inside.wait(10)
+    with pytest.raises(LedgerUnavailable):
+        ledger.evaluate("data", "Fast")  # same identity, same gateway: finds the peer down and drops it
+    assert ClosingGateway.closes == 0, "closed under the slow call"
+    release.set()
+    slow.join(10)
+    assert answers == ["slow answered"]
+    assert ClosingGateway.closes == 1 and gateways[0].closed
+    assert ledger.evaluate("data", "Slow") == "slow answered"  # the next call dials a new gateway
+    assert len(gateways) == 2
+    ledger.close()
+    assert ClosingGateway.closes == 2
