@@ -163,7 +163,8 @@ def make_cell(call: str, conc: int, duration: float, measured: tuple) -> Cell:
     return Cell(call, conc, n / duration, pct(latencies, 50), pct(latencies, 99), n, per_call, host, failures)
 
 
-async def sweep(net: BenchNetwork, concurrency: list[int], warmup: float, duration: float, run: int) -> list[Cell]:
+async def sweep(net: BenchNetwork, concurrency: list[int], warmup: float, duration: float, run: int,
+                calls: tuple[str, ...] = ("evaluate", "submit")) -> list[Cell]:
     spec, layout = net.spec, net.layout
     dataset = f"{OWNER[0]}.bench-{secrets.token_hex(3)}"  # a fresh data set per run: its own audit trail
     async with connect(spec, layout, *OWNER) as gateway:
@@ -199,7 +200,8 @@ async def sweep(net: BenchNetwork, concurrency: list[int], warmup: float, durati
             allowed(transaction.result)
 
         for conc in concurrency:
-            for name, call in (("evaluate CheckReadOnly", evaluate), ("submit Check", submit)):
+            kinds = {"evaluate": ("evaluate CheckReadOnly", evaluate), "submit": ("submit Check", submit)}
+            for name, call in (kinds[k] for k in calls):
                 cell = make_cell(name, conc, duration, await closed_loop(call, conc, warmup, duration, meter))
                 cells.append(cell)
                 fails = f" failures={cell.failures}" if cell.failures else ""
@@ -257,13 +259,17 @@ def print_table(cells: list[Cell], net: BenchNetwork, runs: int) -> None:
 def summary(cells: list[Cell]) -> str:
     submits = [c for c in cells if c.call.startswith("submit")]
     evaluates = [c for c in cells if c.call.startswith("evaluate")]
-    best = max(submits, key=lambda c: c.rate)
-    one = min(submits, key=lambda c: c.conc)
-    best_eval = max(evaluates, key=lambda c: c.rate)
-    cpu = sum(best.cpu_ms[k] for k in (*KINDS, "client"))
-    return (f"tx_per_s={best.rate:.1f} tx_in_flight={best.conc} tx_p50_ms={best.p50:.0f} tx_p99_ms={best.p99:.0f} "
-            f"one_in_flight_p50_ms={one.p50:.0f} evaluate_per_s={best_eval.rate:.1f} "
-            f"evaluate_in_flight={best_eval.conc} cpu_ms_per_tx={cpu:.1f}")
+    parts = []
+    if submits:
+        best = max(submits, key=lambda c: c.rate)
+        one = min(submits, key=lambda c: c.conc)
+        cpu = sum(best.cpu_ms[k] for k in (*KINDS, "client"))
+        parts.append(f"tx_per_s={best.rate:.1f} tx_in_flight={best.conc} tx_p50_ms={best.p50:.0f} "
+                     f"tx_p99_ms={best.p99:.0f} one_in_flight_p50_ms={one.p50:.0f} cpu_ms_per_tx={cpu:.1f}")
+    if evaluates:
+        best_eval = max(evaluates, key=lambda c: c.rate)
+        parts.append(f"evaluate_per_s={best_eval.rate:.1f} evaluate_in_flight={best_eval.conc}")
+    return " ".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -274,7 +280,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3, help="sweeps; figures are their medians")
     parser.add_argument("--quick", action="store_true", help="1, 16, 64 in flight, 3 s cells, one run (<= 60 s)")
     parser.add_argument("--home", type=Path, help="a running network to measure (default: a temporary one)")
+    parser.add_argument("--calls", choices=("both", "submit", "evaluate"), default="both",
+                        help="which calls to measure (default both: evaluate-only and recorded checks)")
     args = parser.parse_args(argv)
+    calls = ("evaluate", "submit") if args.calls == "both" else (args.calls,)
     if args.quick:
         args.concurrency, args.duration, args.warmup, args.runs = [1, 16, 64], 3.0, 1.0, 1
     if any(c < 1 for c in args.concurrency) or args.duration <= 0 or args.runs < 1:
@@ -282,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.monotonic()
     with bench_network(args.home, say=lambda m: print(m, file=sys.stderr, flush=True)) as net:
-        runs = [asyncio.run(sweep(net, args.concurrency, args.warmup, args.duration, r + 1)) for r in range(args.runs)]
+        runs = [asyncio.run(sweep(net, args.concurrency, args.warmup, args.duration, r + 1, calls)) for r in range(args.runs)]
         cells = medians(runs)
         print_table(cells, net, args.runs)
     print(f"(whole bench {time.monotonic() - t0:.0f} s)")

@@ -5,10 +5,8 @@ attribute of the shim and records the original so that ``revert()`` can put it b
 that to show each defect on the unpatched code). The version is pinned because
 these patches reach into the shim's internals; a new shim version must be re-checked patch by patch.
 
-a. Stream writes are not serialized. The handler runs every peer message in its own asyncio task and
-   each task calls ``context.write`` on the one gRPC stream; gRPC allows one outstanding send per call,
-   so concurrent transactions fail with ``GRPC_CALL_ERROR_TOO_MANY_OPERATIONS`` and never reply.
-   Fix: every stream gets a writer that holds an asyncio lock around ``write`` (Fabric's serialSend).
+a. Stream writes are not serialized: concurrent transactions fail with
+   ``GRPC_CALL_ERROR_TOO_MANY_OPERATIONS`` and never reply. Fix: one writer per stream (shim_stream.py).
 b. ``stub.set_event()`` stores the event on the stub but the COMPLETED message never carries it.
    Fix: the COMPLETED message's ``chaincode_event`` holds the last event set (Fabric keeps one per tx).
 c. An exception escaping ``Chaincode.invoke`` (or stub construction) kills the task without a reply,
@@ -22,8 +20,8 @@ e. ``ClientIdentity.get_attribute()`` always returns None (attributes are never 
 f. Importing the shim runs ``logging.basicConfig(level=DEBUG)`` and the shim logs every message's
    payload at INFO, so ledger values land in logs. Fix: root level from CORE_CHAINCODE_LOGGING_LEVEL
    (default INFO), the shim's logger from CORE_CHAINCODE_LOGGING_SHIM (default WARNING) — the names
-   Fabric peers use for the same two settings — and a filter for the "-->> Look out!" line the shim
-   logs at WARNING for every message it receives (kept only when the shim logs at DEBUG).
+   Fabric peers use for the same two settings. (The "-->> Look out!" WARNING the shim logs for every
+   message it receives is gone with l.)
 g. A peer ERROR reply to GET_STATE/PUT_STATE/... is handed back as if it were a value (get_state
    returns the error text, put_state "succeeds"). Fix: the pending request fails with PeerRequestError.
 h. Extra transaction arguments are silently dropped (only "too few" is checked). Fix: the count must
@@ -38,6 +36,8 @@ j. The private data calls (``get_private_data``, ``put_private_data``, ``get_pri
 k. ``set_state_validation_parameter`` / ``get_state_validation_parameter`` are argument-less
    placeholders too: key-level endorsement is impossible. Fix: PUT_STATE_METADATA /
    GET_STATE_METADATA with the VALIDATION_PARAMETER metakey, as the Go shim does.
+l. The chat loop formats every received message (the proposal as protobuf text, ~1 ms per transaction)
+   into INFO lines that logging then drops. Fix: the same loop without them (shim_stream.py).
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ from fabric_chaincode_python.fabric_shim.response import ResponseCode
 from fabric_chaincode_python.fabric_shim.stub import VALIDATION_PARAMETER, ChaincodeStub
 from fabric_protos.peer import chaincode_pb2, chaincode_shim_pb2, proposal_response_pb2
 
+from chaincode import shim_stream
 from chaincode.identity import IdentityError, certificate_attributes
 
 LOG = logging.getLogger(__name__)
@@ -82,34 +83,10 @@ class PeerRequestError(Exception):
     """The peer answered a chaincode request (GET_STATE, PUT_STATE, ...) with ERROR."""
 
 
-# --- a. one writer per stream -------------------------------------------------------------------
+# --- a + l. the stream: chaincode/shim_stream.py ---------------------------------------------------
 
-
-class SerializedStream:
-    """Wraps a gRPC stream context so that only one ``write`` is in flight at a time."""
-
-    def __init__(self, context: Any) -> None:
-        self._context = context
-        self._lock = asyncio.Lock()
-
-    async def write(self, message: Any) -> None:
-        async with self._lock:
-            await self._context.write(message)
-
-    def __getattr__(self, name: str) -> Any:
-        # Everything but write (read, peer(), abort, ...) goes straight to the real context.
-        return getattr(self._context, name)
-
-
-_original_chat_with_peer = shim_handler.Handler.chat_with_peer
-
-
-async def _chat_with_peer(self: Any, stream: Any, context: Any) -> Any:
-    # The handler and its MsgQueueHandler both write through handler.context, which the original sets
-    # from this argument: wrapping it here covers every write of the stream.
-    if not isinstance(context, SerializedStream):
-        context = SerializedStream(context)
-    return await _original_chat_with_peer(self, stream, context)
+SerializedStream = shim_stream.SerializedStream
+_original_chat_with_peer = shim_stream.original_chat_with_peer
 
 
 # --- b + c. the reply to INIT / TRANSACTION --------------------------------------------------------
@@ -305,18 +282,6 @@ def _level(environ: Mapping[str, str], name: str, default: int) -> int:
     return level
 
 
-class _ShimNoiseFilter(logging.Filter):
-    """Drops the shim's per-message "-->> Look out!" warning unless the shim logs at DEBUG."""
-
-    NOISE = "-->> Look out!"
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.msg != self.NOISE or SHIM_LOGGER.isEnabledFor(logging.DEBUG)
-
-
-_SHIM_NOISE_FILTER = _ShimNoiseFilter()
-
-
 def configure_logging(environ: Mapping[str, str] | None = None) -> None:
     """Set sane levels on the root logger and the shim's logger (see f. above)."""
     env = os.environ if environ is None else environ
@@ -324,7 +289,6 @@ def configure_logging(environ: Mapping[str, str] | None = None) -> None:
     shim_level = _level(env, SHIM_LOG_LEVEL_ENV, DEFAULT_SHIM_LOG_LEVEL)
     logging.getLogger().setLevel(root_level)
     SHIM_LOGGER.setLevel(shim_level)
-    SHIM_LOGGER.addFilter(_SHIM_NOISE_FILTER)  # adding the same filter twice is a no-op
 
 
 # --- apply / revert -----------------------------------------------------------------------------
@@ -338,7 +302,8 @@ class _Patch:
 
 
 _PATCHES = (
-    _Patch(shim_handler.Handler, "chat_with_peer", _chat_with_peer),
+    _Patch(shim_handler.Handler, "chat_with_peer", shim_stream.chat_with_peer),
+    _Patch(shim_handler.Handler, "handle_message", shim_stream.handle_message),
     _Patch(shim_handler.Handler, "handle_stub_interaction", _handle_stub_interaction),
     _Patch(contract_function, "_parse_param_named", _parse_param_named),
     _Patch(transaction_context.ClientIdentity, "_ensure_loaded", _ensure_loaded),
@@ -400,4 +365,3 @@ def revert() -> None:
         logging.getLogger().setLevel(_saved_levels[0])
         SHIM_LOGGER.setLevel(_saved_levels[1])
         _saved_levels = None
-    SHIM_LOGGER.removeFilter(_SHIM_NOISE_FILTER)

@@ -116,6 +116,57 @@ def test_a_patched_replies_are_serialized() -> None:
     assert sorted(m.txid for m in completed(context)) == sorted(f"tx{i}" for i in range(8))
 
 
+# --- l. no eager formatting of every peer message ------------------------------------------------------
+
+
+class CountedProposal:
+    """Stands in for a message's SignedProposal and counts how often it is turned into text."""
+
+    proposal_bytes = b""  # the stub then treats the transaction as unsigned (nothing to decode)
+
+    def __init__(self, formatted: list[int]) -> None:
+        self._formatted = formatted
+
+    def __str__(self) -> str:
+        self._formatted.append(1)
+        return "<signed proposal>"
+
+
+class PeerMessage:
+    """A TRANSACTION message as the chat loop reads it, with a proposal that counts its formatting."""
+
+    def __init__(self, txid: str, formatted: list[int]) -> None:
+        self.type, self.txid, self.channel_id = Message.TRANSACTION, txid, "ch"
+        self.payload = chaincode_pb2.ChaincodeInput(args=[b"ping"]).SerializeToString()
+        self.proposal = CountedProposal(formatted)
+
+
+async def converse_counting(transactions: int) -> tuple[OneSendAtATime, list[int]]:
+    formatted: list[int] = []
+
+    async def peer() -> Any:
+        yield Message(type=Message.REGISTERED)
+        yield Message(type=Message.READY)
+        for i in range(transactions):
+            yield PeerMessage(f"tx{i}", formatted)
+
+    context = OneSendAtATime()
+    await Handler("cc:1", RawChaincode()).chat_with_peer(peer(), context)
+    return context, formatted
+
+
+def test_l_unpatched_loop_formats_every_proposal_even_when_info_is_off(unpatched: None) -> None:
+    logging.getLogger("asyncio").setLevel(logging.WARNING)
+    _, formatted = asyncio.run(converse_counting(4))
+    assert len(formatted) == 4  # ~1 ms each for a real 3.5 KB proposal, for a log line nobody sees
+
+
+def test_l_patched_loop_formats_nothing_and_answers_every_transaction() -> None:
+    context, formatted = asyncio.run(converse_counting(4))
+    assert formatted == []
+    assert sorted(m.txid for m in completed(context)) == [f"tx{i}" for i in range(4)]
+
+
 async def grpc_round(transactions: int) -> int:
     """Real in-process gRPC server running the shim; returns how many transactions were answered."""
     server = grpc.aio.server()
