@@ -64,9 +64,9 @@ def _tool(step: str, argv: list[str], env: dict[str, str] | None = None) -> subp
     if r.returncode != 0:
         lines = [ln for ln in (r.stderr + r.stdout).strip().splitlines() if ln.strip()]
         last = lines[-1] if lines else "(no output)"
-        # The orderer's answer when the config moved on since the fetch: the update's read set names a
-        # version the channel no longer has.
-        if "ReadSet" in last or "but it is currently at version" in last:
+        # The orderer's answers when the config moved on since the fetch: the update's read set names a
+        # version the channel no longer has, or its write set one the channel already has.
+        if any(s in last for s in ("error validating ReadSet", "but it is currently at version", "but key is at version")):
             raise StaleConfig(f"{step}: the channel configuration changed since it was fetched: {last}")
         raise ChannelConfigError(f"{step}: {Path(argv[0]).name} exited {r.returncode}: {last}")
     return r

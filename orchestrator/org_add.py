@@ -183,7 +183,7 @@ def add_org(home: Path, name: str, kind: str, *, signers: list[str] | None = Non
     progress(f"  identities {name}: " + (", ".join(done) if done else "already enrolled"))
 
     if not in_channel:
-        _update_channel(spec, layout, org, chosen, before, work, result, progress)
+        result.signers = _update_channel(spec, layout, org, chosen, before, signers, work, progress)
     else:
         progress(f"  channel {spec.channel} already holds {org.msp_id}")
     spec = parse_spec({**spec.to_dict(), "added_orgs": [{k: v for k, v in o.items() if k != "joining"} if o["name"] == name else o
@@ -201,9 +201,11 @@ def add_org(home: Path, name: str, kind: str, *, signers: list[str] | None = Non
     return result
 
 
-def _update_channel(spec: Spec, layout: Layout, org: Org, chosen: list[Org], before: dict, work: Path,
-                    result: OrgAddResult, progress: Progress) -> None:
-    """Add ``org``'s group to the channel config, majority-signed; a stale config is fetched again once."""
+def _update_channel(spec: Spec, layout: Layout, org: Org, chosen: list[Org], before: dict, wanted: list[str] | None,
+                    work: Path, progress: Progress) -> list[str]:
+    """Add ``org``'s group to the channel config, majority-signed; returns the orgs that signed. A stale config
+    (another update committed since ``before`` was fetched) is fetched again, the signers chosen again for
+    it, and the update retried once."""
     bin_dir = fabric_bin_dir()
     group = cc.org_group(bin_dir, org_definition(spec, layout, org), work / "org")
     for attempt in (1, 2):
@@ -214,25 +216,28 @@ def _update_channel(spec: Spec, layout: Layout, org: Org, chosen: list[Org], bef
                 progress(f"    {line}")
         envelope = cc.compute_update(bin_dir, spec.channel, before, after, work)
         if envelope is None:  # nothing to change: the channel already holds the group
-            return
+            return []
         admins = [admin_of(spec, layout, o.name) for o in chosen]
         for admin in admins[:-1]:
             cc.sign(bin_dir, envelope, admin)
         signed = cc.signers(bin_dir, envelope) + [admins[-1].msp_id]  # `peer channel update` adds the last one
         progress(f"  signatures collected: {', '.join(f'{o.name} ({m})' for o, m in zip(chosen, signed))} -- "
-                 f"{len(signed)} of {len(cc.application_orgs(before))} member orgs' admins (MAJORITY Admins)")
+                 f"{len(signed)} of {len(cc.application_orgs(before))} member orgs' admins "
+                 f"(MAJORITY Admins needs {cc.majority(len(cc.application_orgs(before)))})")
         try:
             cc.submit(bin_dir, spec.channel, envelope, admins[-1])
         except cc.StaleConfig as exc:
             if attempt == 2:
                 raise UserError(f"{exc}; `twinledger org add {org.name} --kind {org.kind}` tries again") from None
-            progress(f"  the channel config changed since it was fetched; fetching it again")
+            progress(f"  the channel config changed since it was fetched ({exc}); fetching it again")
             before = cc.fetch_config(bin_dir, spec.channel, admin_of(spec, layout, chosen[0].name), work)
             if org.msp_id in cc.application_orgs(before):
-                return
+                return []
+            chosen = choose_signers(spec, layout, cc.application_orgs(before), wanted)
             continue
         progress(f"  channel {spec.channel} updated: {org.msp_id} is an application org")
-        return
+        return [o.name for o in chosen]
+    return []
 
 
 def result_json(r: OrgAddResult) -> str:

@@ -10,7 +10,9 @@ From a running consortium of hospital1, hospital2, plant1 and plant2:
 * hospital3's steward registers a data set and grants it to plant1; plant1's operator's check is allowed and
   recorded in the data set's audit;
 * no founding node moved or restarted; `status` lists hospital3's CA, peer and chaincode server healthy;
-* `org add hospital3` again is a no-op that says so.
+* `org add hospital3` again is a no-op that says so;
+* a stale config block: `org add plant3` computed against the config fetched before hospital3 joined is
+  refused by the orderer, fetched again, signed again by a majority of the five and submitted.
 """
 
 from __future__ import annotations
@@ -24,7 +26,10 @@ from pathlib import Path
 
 import pytest
 
+from network import channel_config as cc
 from network.spec import load_spec
+from orchestrator.org_add import add_org, admin_of
+from peers.binaries import fabric_bin_dir
 from orchestrator.connect import connect
 from orchestrator.readiness import peer_view
 from tests.fabric_net import PORTS, FabricNet, start_network, stop_network
@@ -44,7 +49,8 @@ def net(tmp_path_factory: pytest.TempPathFactory):
         stop_network(net)
 
 
-def test_org_add_dry_run_resume_discovery_endorsement_governance_and_rerun(net: FabricNet) -> None:
+def test_org_add_dry_run_resume_discovery_endorsement_governance_rerun_and_stale_config(
+        net: FabricNet, monkeypatch: pytest.MonkeyPatch) -> None:
     founding = {n.name: n.ports for n in net.spec.nodes()}
     pids = {name: p["pid"] for name, p in net.processes().items()}
     spec_before = net.layout.spec_file.read_text()
@@ -60,6 +66,9 @@ def test_org_add_dry_run_resume_discovery_endorsement_governance_and_rerun(net: 
     assert "needs the signatures of 3 of the 4 member orgs' admins" in too_few and "nothing was changed" in too_few
     assert net.layout.spec_file.read_text() == spec_before and not net.layout.org_dir(NEW).exists()
     assert f"ca.{NEW}" not in net.processes()
+
+    bin_dir = fabric_bin_dir()
+    old_config = cc.fetch_config(bin_dir, net.spec.channel, admin_of(net.spec, net.layout, "plant2"), net.home / "t")
 
     # Killed half-way: once the spec names the new org, before it has joined.
     t0 = time.monotonic()
@@ -122,3 +131,23 @@ def test_org_add_dry_run_resume_discovery_endorsement_governance_and_rerun(net: 
     again = net.run("org", "add", NEW, "--kind", "hospital")
     assert again.returncode == 0 and "already a member of channel consortium: nothing to do" in again.stdout, again.stdout
     assert load_spec(net.layout.spec_file) == spec
+
+    # A stale config block: plant3's update is first computed against the config of four orgs.
+    real_fetch, fetched = cc.fetch_config, []
+
+    def fetch_once_stale(*args, **kwargs):
+        fetched.append(args)
+        return old_config if len(fetched) == 1 else real_fetch(*args, **kwargs)
+
+    monkeypatch.setattr(cc, "fetch_config", fetch_once_stale)
+    lines: list[str] = []
+    t0 = time.monotonic()
+    result = add_org(net.home, "plant3", "plant", progress=lines.append)
+    print(f"org add plant3 (one stale retry): {time.monotonic() - t0:.1f} s")
+    out = "\n".join(lines)
+    assert "the channel config changed since it was fetched" in out and "error validating ReadSet" in out, out
+    assert result.signers == ["hospital1", "hospital2", "hospital3"], out  # chosen again: 3 of the 5 members
+    monkeypatch.undo()
+    now = cc.fetch_config(bin_dir, net.spec.channel, admin_of(net.spec, net.layout, "plant2"), net.home / "t")
+    assert cc.application_orgs(now) == ["Hospital1MSP", "Hospital2MSP", "Hospital3MSP", "Plant1MSP", "Plant2MSP", "Plant3MSP"]
+    assert "MAJORITY Endorsement = 4 of 6 orgs' peers" in out, out
