@@ -195,6 +195,7 @@ def add_org(home: Path, name: str, kind: str, *, signers: list[str] | None = Non
     at = wait_level(spec, peer, timeout, progress)
     config = cc.fetch_config(bin_dir, spec.channel, admin_of(spec, layout, name), work)
     progress(f"  {endorsement_meaning(spec, layout, config)}")
+    write_atomic(layout.node_dir(peer.name) / JOINED_MARK, f"{time.time():.0f}\n")  # as `peer add` marks its peers
     write_atomic(joined_mark(layout, name), f"{time.time():.0f}\n")
     progress(f"org {name} joined channel {spec.channel} in {time.monotonic() - t0:.1f} s: {peer.name} at block {at}, "
              f"seen by discovery from every org, chaincode approved and served, registered in the registry")

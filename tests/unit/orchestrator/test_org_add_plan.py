@@ -69,3 +69,19 @@ def test_an_expired_admin_certificate_is_refused_before_anything_changes(home: L
     # Signers that leave hospital2 out still make a majority.
     assert [o.name for o in choose_signers(spec, home, FOUNDERS, ["hospital1", "plant1", "plant2"])] == [
         "hospital1", "plant1", "plant2"]
+
+
+def test_peer_add_to_an_added_org_takes_its_next_peer_not_its_ca(tmp_path: Path):
+    from network.spec import parse_spec
+    from orchestrator.peer_add import JOINED_MARK, plan_peer
+
+    spec, _ = plan_org(load_spec(), "hospital3", "hospital")
+    member = parse_spec({**spec.to_dict(), "added_orgs": [{"name": "hospital3", "kind": "hospital"}]})
+    layout = Layout(tmp_path)
+    layout.node_dir("peer0.hospital3").mkdir(parents=True)
+    (layout.node_dir("peer0.hospital3") / JOINED_MARK).write_text("1\n")
+    grown, plan = plan_peer(member, layout, "hospital3")
+    assert plan.node.name == "peer1.hospital3" and not plan.resuming
+    assert grown.added == ("ca.hospital3", "peer0.hospital3", "peer1.hospital3")
+    with pytest.raises(UserError, match="'hospital3' is not a hospital or plant of this network"):
+        plan_peer(spec, layout, "hospital3")  # still joining: not a channel member yet
