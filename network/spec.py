@@ -59,6 +59,12 @@ class Org:
     msp_id: str
     peers: int = 0
     orderers: int = 0
+    #: False for an org that joined the running network (`twinledger org add`): its CA and peers are then
+    #: in ``Spec.added`` (ports after the founding nodes'), and it is no founding member of the channel.
+    founding: bool = True
+    #: True while `org add` has not yet had the channel accept it: its CA and peer may run, but it is no
+    #: channel member (no join, chaincode or registry step treats it as one).
+    joining: bool = False
 
 
 @dataclass(frozen=True)
@@ -78,15 +84,21 @@ class Spec:
     port_base: int
     orgs: tuple[Org, ...]
     batch: BatchConfig = field(default_factory=BatchConfig)
-    #: Peers joined after the network was founded (`twinledger peer add`), in the order they joined. Their
-    #: ports come after the founding nodes' and the supervisor's, so no running node's ports ever move.
+    #: Nodes joined after the network was founded, in the order they joined: peers (`twinledger peer add`)
+    #: and an added org's CA and first peer (`twinledger org add`). Their ports come after the founding
+    #: nodes' and the supervisor's, so no running node's ports ever move.
     added: tuple[str, ...] = ()
 
     # -- derived views -----------------------------------------------------------------
     @property
     def member_orgs(self) -> tuple[Org, ...]:
-        """Hospitals and plants: the orgs that own data and run peers."""
-        return tuple(o for o in self.orgs if o.kind != "orderer")
+        """Hospitals and plants of the channel: the orgs that own data and run peers (an org that
+        `org add` has not yet had the channel accept is not one)."""
+        return tuple(o for o in self.orgs if o.kind != "orderer" and not o.joining)
+
+    @property
+    def founding_orgs(self) -> tuple[Org, ...]:
+        return tuple(o for o in self.orgs if o.founding)
 
     @property
     def orderer_org(self) -> Org:
@@ -102,15 +114,17 @@ class Spec:
     def nodes(self) -> list[Node]:
         """Every process of the network, in start order: CAs, orderers, peers, chaincode servers."""
         founding: list[tuple[str, str, NodeType]] = []
-        for o in self.orgs:
+        orgs = self.founding_orgs
+        for o in orgs:
             founding.append((f"ca.{o.name}", o.name, "ca"))
-        for o in self.orgs:
+        for o in orgs:
             founding += [(f"orderer{i}.{o.name}", o.name, "orderer") for i in range(o.orderers)]
-        for o in self.orgs:
+        for o in orgs:
             founding += [(f"peer{i}.{o.name}", o.name, "peer") for i in range(o.peers)]
-        # The slot after the founding nodes is the supervisor's (supervisor_port); added peers follow it.
+        # The slot after the founding nodes is the supervisor's (supervisor_port); added nodes follow it.
         slots = list(enumerate(founding)) + [
-            (len(founding) + 1 + i, (name, name.split(".", 1)[1], "peer")) for i, name in enumerate(self.added)]
+            (len(founding) + 1 + i, (name, name.split(".", 1)[1], "ca" if name.startswith("ca.") else "peer"))
+            for i, name in enumerate(self.added)]
         nodes = []
         for slot, (name, org, typ) in slots:
             base = self.port_base + slot * PORTS_PER_NODE
@@ -120,7 +134,7 @@ class Spec:
     @property
     def supervisor_port(self) -> int:
         """The supervisor's Prometheus metrics: the first port after the founding nodes' (fixed for life)."""
-        founding = sum(1 + o.orderers + o.peers for o in self.orgs)
+        founding = sum(1 + o.orderers + o.peers for o in self.founding_orgs)
         return self.port_base + founding * PORTS_PER_NODE
 
     def next_peer(self, org: str) -> str:
@@ -155,8 +169,11 @@ class Spec:
             },
             "orgs": [
                 {k: v for k, v in {"name": o.name, "kind": o.kind, "msp_id": o.msp_id, "peers": o.peers, "orderers": o.orderers}.items() if v or k in ("name", "kind", "msp_id")}
-                for o in self.orgs
+                for o in self.founding_orgs
             ],
+            **({"added_orgs": [{"name": o.name, "kind": o.kind, "msp_id": o.msp_id, **({"joining": True} if o.joining else {})}
+                               for o in self.orgs if not o.founding]}
+               if any(not o.founding for o in self.orgs) else {}),
             **({"added": list(self.added)} if self.added else {}),
         }
 
@@ -173,8 +190,9 @@ def _require(cond: bool, msg: str) -> None:
 
 #: The keys a spec may hold, at each level; anything else is a typo the user must hear about, not a
 #: setting silently ignored.
-_TOP_KEYS = ("name", "channel", "port_base", "batch", "orgs", "added")
+_TOP_KEYS = ("name", "channel", "port_base", "batch", "orgs", "added_orgs", "added")
 _ORG_KEYS = ("name", "kind", "msp_id", "peers", "orderers")
+_ADDED_ORG_KEYS = ("name", "kind", "msp_id", "joining")
 _BATCH_KEYS = ("timeout_ms", "max_message_count", "absolute_max_bytes", "preferred_max_bytes")
 #: Keys people reach for to move a node off 127.0.0.1: named in the error, since the answer is "never".
 _HOST_KEYS = ("host", "hostname", "address", "listen", "bind")
@@ -257,6 +275,7 @@ def parse_spec(data: Any, *, port_base: int | None = None) -> Spec:
         orgs.append(Org(oname, kind, msp_id, peers, orderers))  # type: ignore[arg-type]
     _require(sum(o.kind == "orderer" for o in orgs) == 1, "spec needs exactly one org of kind orderer")
     _require(any(o.kind != "orderer" for o in orgs), "spec needs at least one hospital or plant")
+    orgs += _added_orgs(data.get("added_orgs"), seen, msp_ids)
 
     rb = data.get("batch")
     rb = {} if rb is None else rb
@@ -280,21 +299,59 @@ def parse_spec(data: Any, *, port_base: int | None = None) -> Spec:
 MAX_PEERS_PER_ORG = 8
 
 
-def _added(raw: Any, orgs: list[Org]) -> tuple[str, ...]:
-    """``added``: peer names in the order they joined, each ``peer<N>.<org>`` with N the org's next index."""
+def _added_orgs(raw: Any, seen: set[str], msp_ids: set[str]) -> list[Org]:
+    """``added_orgs``: hospitals and plants that joined the running network, in the order they joined."""
     if raw is None:
-        return ()
+        return []
+    _require(isinstance(raw, list), f"added_orgs must be a list like [{{name: hospital3, kind: hospital}}], not {_show(raw)}")
+    out = []
+    for i, ro in enumerate(raw):
+        where = f"added_orgs[{i}]: "
+        _require(isinstance(ro, dict) and "name" in ro, f"added_orgs[{i}] must be a mapping with a name, not {_show(ro)}")
+        _keys(ro, _ADDED_ORG_KEYS, where)
+        oname = _str(ro, "name", None, _NAME_RE, "must be lowercase letters/digits, starting with a letter, at most 31", where)
+        _require(oname not in seen, f"org {oname!r} appears twice")
+        seen.add(oname)
+        kind = ro.get("kind")
+        _require(kind in ("hospital", "plant"), f"org {oname}: an added org is a hospital or a plant, not {_show(kind)}")
+        msp_id = _str(ro, "msp_id", default_msp_id(oname), _MSP_RE,
+                      "must be an MSP ID (letters, digits, '.', '-'; a letter first)", f"org {oname}: ")
+        _require(msp_id not in msp_ids, f"org {oname}: msp_id {msp_id!r} is already another org's")
+        msp_ids.add(msp_id)
+        joining = ro.get("joining", False)
+        _require(isinstance(joining, bool), f"org {oname}: joining must be true or false, not {_show(joining)}")
+        out.append(Org(oname, kind, msp_id, peers=0, founding=False, joining=joining))
+    return out
+
+
+def _added(raw: Any, orgs: list[Org]) -> tuple[str, ...]:
+    """``added``: node names in the order they joined: ``peer<N>.<org>`` with N the org's next index, and
+    ``ca.<org>`` for an added org (before its peers; an added org has its CA and at least one peer)."""
+    raw = [] if raw is None else raw
     _require(isinstance(raw, list), f"added must be a list of peer names (peer1.plant1, ...), not {_show(raw)}")
     members = {o.name: o for o in orgs if o.kind != "orderer"}
     count = {name: o.peers for name, o in members.items()}
+    with_ca = {o.name for o in orgs if o.founding}
     for i, name in enumerate(raw):
+        ca = re.fullmatch(r"ca\.([a-z][a-z0-9]{0,30})", name) if isinstance(name, str) else None
+        if ca is not None:
+            org = ca.group(1)
+            _require(org in members and not members[org].founding,
+                     f"added[{i}] {name}: {org!r} is not an added org of this spec (see added_orgs)")
+            _require(org not in with_ca, f"added[{i}] {name} appears twice")
+            with_ca.add(org)
+            continue
         m = re.fullmatch(r"peer([0-9]{1,2})\.([a-z][a-z0-9]{0,30})", name) if isinstance(name, str) else None
         _require(m is not None, f"added[{i}] {_show(name)} is not a peer name like peer1.plant1")
         index, org = int(m.group(1)), m.group(2)
         _require(org in members, f"added[{i}] {name}: {org!r} is not a hospital or plant of this spec")
+        _require(org in with_ca, f"added[{i}] {name}: ca.{org} must come before {org}'s peers")
         _require(index == count[org], f"added[{i}] {name}: the next peer of {org} is peer{count[org]}.{org}")
         count[org] += 1
         _require(count[org] <= MAX_PEERS_PER_ORG, f"added[{i}] {name}: at most {MAX_PEERS_PER_ORG} peers per org")
+    for org in members.values():
+        _require(org.founding or count[org.name] > 0,
+                 f"added org {org.name} needs ca.{org.name} and peer0.{org.name} in added")
     return tuple(raw)
 
 

@@ -77,6 +77,41 @@ def committed(spec: Spec, layout: Layout, name: str) -> Definition | None:
     return Definition(name, d["version"], int(d["sequence"]))
 
 
+def approved(spec: Spec, layout: Layout, definition: Definition, org: Org) -> bool:
+    """Whether ``org`` has approved ``definition`` (its sequence) for itself."""
+    env = peer_admin_env(spec, layout, spec.nodes_of(org.name, "peer")[0])
+    r = run_tool(f"query {org.name}'s approval of {definition.name}", [str(fabric_binary("peer")), "lifecycle", "chaincode",
+                 "queryapproved", "-C", spec.channel, "-n", definition.name, "--sequence", str(definition.sequence),
+                 "-O", "json"], env, ok_codes=(0, 1))
+    return r.returncode == 0 and json.loads(r.stdout or "{}").get("version") == definition.version
+
+
+def approve_committed(spec: Spec, layout: Layout, definition: Definition, org: Org, progress: Progress,
+                      timeout: float) -> None:
+    """``org`` approves the committed ``definition`` with the package its peers run (skipped when it has).
+
+    Its peer may still be replaying the chain and see an older sequence; the approval is retried until the
+    peer has caught up with the committed definition or ``timeout`` passes."""
+    if approved(spec, layout, definition, org):
+        return
+    pkg = _package(layout, definition.name, definition.version)
+    env = peer_admin_env(spec, layout, spec.nodes_of(org.name, "peer")[0])
+    argv = [str(fabric_binary("peer")), "lifecycle", "chaincode", "approveformyorg", *orderer_client_args(spec, layout, org.name),
+            "--channelID", spec.channel, "--name", definition.name, "--version", definition.version,
+            "--sequence", str(definition.sequence), "--package-id", pkg.package_id]
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            run_tool(f"approve {definition.name} {definition.version} for {org.name}", argv, env)
+            break
+        except FabricStepError as exc:
+            if "sequence" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
+    progress(f"  approved {definition.name} {definition.version} (sequence {definition.sequence}) for {org.name}, "
+             f"which joined after it was committed")
+
+
 def chaincode_process(layout: Layout, node: Node, name: str, package_id: str) -> ProcSpec:
     tls = chaincode_tls_dir(layout, node.name)
     return ProcSpec(
@@ -160,6 +195,10 @@ def deploy(spec: Spec, layout: Layout, name: str, version: str, progress: Progre
         new = [n for n in _peers(spec) if f"{name}.{n.name}" not in {p.name for p in load_manifest(layout.run)}]
         if new:
             _install_and_serve(spec, layout, name, _package(layout, name, current.version), new, progress, timeout)
+        # Orgs that joined the channel after it was committed (`twinledger org add`) approve the committed
+        # definition for themselves: until then their peers neither run nor endorse it.
+        in_parallel(lambda org: approve_committed(spec, layout, current, org, progress, timeout),
+                    [o for o in spec.member_orgs if not o.founding])
         if current.version != version:
             progress(f"  {name} {current.version} (sequence {current.sequence}) is committed; kept "
                      f"(`up` does not redefine a committed chaincode)")

@@ -48,7 +48,8 @@ def plan_peer(spec: Spec, layout: Layout, org: str) -> tuple[Spec, PeerPlan]:
         known = ", ".join(member) or "none"
         raise UserError(f"{org!r} is not a hospital or plant of this network (its orgs: {known}); a new org "
                         f"needs a channel configuration update, which `peer add` does not make")
-    pending = [n for n in spec.added if n.endswith(f".{org}") and not joined(layout, n)]
+    pending = [n for n in spec.added
+               if n.endswith(f".{org}") and spec.node(n).type == "peer" and not joined(layout, n)]
     if pending:
         return spec, PeerPlan(spec.node(pending[0]), resuming=True)
     grown = parse_spec({**spec.to_dict(), "added": [*spec.added, spec.next_peer(org)]})
