@@ -49,6 +49,7 @@ from federated.metrics import roc_auc
 from federated.local_grid import LocalGrid
 from federated.model import Scaler, TrainConfig, model_arrays, model_from_arrays, new_model, predict_proba, train_local
 from federated.serverapp import TUNED, run_governed
+from bench import quality_heart
 from tests.unit.federated.fake_ledger import FakeLedger, open_fake
 
 
@@ -174,6 +175,8 @@ def run_task(task: str, seed: int, s: Settings, split: str) -> dict[str, dict[st
     out["centralized"] = {o: evaluate_site(pooled, scored[o]) for o in orgs}
     local = {o: _fit([sites[o]], s, seed, in_dim) for o in orgs}
     out["local"] = {o: evaluate_site(local[o], scored[o]) for o in orgs}
+    if task == quality_heart.TASK:  # FedProx and per-site fine-tuning beside FedAvg (bench/quality_heart.py)
+        out.update(quality_heart.heart_variants(orgs, sites, scored, s, seed, final))
     if task == "sepsis":
         for method, models in (("federated", dict.fromkeys(orgs, final)), ("centralized", dict.fromkeys(orgs, pooled)),
                                ("local", local)):  # fmt: skip
@@ -207,8 +210,8 @@ def _median(xs: list[float]) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.quality", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--task", choices=["maintenance", "cardiac", "sepsis", "both", "all"], default="all",
-                    help="one task, both = maintenance and cardiac, all = every task (default)")
+    ap.add_argument("--task", choices=["maintenance", "cardiac", "heart", "sepsis", "both", "all"], default="all",
+                    help="one task (heart = cardiac), both = maintenance and cardiac, all = every task (default)")
     ap.add_argument("--seeds", type=int, help="seeds per task (default: maintenance 5, cardiac 10, sepsis 3)")
     ap.add_argument("--split", choices=["test", "val"], default="test")
     ap.add_argument("--rounds", type=int, help="override the number of federated rounds")
@@ -216,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     logging.getLogger("flwr").setLevel(logging.WARNING)  # Flower's per-round INFO lines
     logging.getLogger("federated").setLevel(logging.ERROR)
-    tasks = {"both": ["maintenance", "cardiac"], "all": list(SITES)}.get(args.task, [args.task])
+    tasks = {"both": ["maintenance", "cardiac"], "all": list(SITES), "heart": ["cardiac"]}.get(args.task, [args.task])
 
     # task -> method -> org -> metric -> [per seed]
     figs: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(lambda: defaultdict(list))))
@@ -227,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
             res = run_task(task, seed, s, args.split)
             for method, per_org in res.items():
                 for org, m in per_org.items():
-                    for k in ("auroc", "f1", "recall_at_p", *WARD):
+                    for k in ("auroc", "f1", "recall_at_p", *WARD, "ft_epochs"):
                         if k in m:
                             figs[task][method][org][k].append(float(m[k]))
             print(f"# {task} seed {seed} done ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
@@ -249,17 +252,26 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{'task':12s} {'site':28s} {'method':12s} {'AUROC':>7s} {'F1':>7s} {'R@P60':>7s} {'Alert1h':>8s} "
                   f"{'rate':>6s} {'lead':>5s}")
         else:
+            if task == quality_heart.TASK:
+                print(f"cardiac sites (label = num > 0):")
+                for line in quality_heart.heterogeneity(SITES[task]):
+                    print("  " + line)
+                print(f"fedprox = FedProx mu={quality_heart.PROX_MU}; finetuned = the FedAvg model + 0..{quality_heart.FT_MAX_EPOCHS} "
+                      "local epochs at the site, chosen on its validation AUROC (ft = median epochs chosen)")
             print(f"{'task':12s} {'site':22s} {'method':12s} {'AUROC':>7s} {'F1':>7s} {'R@P60':>7s}")
         prefix = "sepsis_" if task == "sepsis" else ""  # cardiac has hospital1 and hospital2 too
         for org in (*SITES[task], *((POOLED,) if task == "sepsis" else ())):
             site = f"{org}({task_spec(task).sites[org]})" if org != POOLED else "pooled (both hospitals)"
-            med = {m: {k: _median(figs[task][m][org][k]) for k in ("auroc", "f1", "recall_at_p", *WARD)} for m in METHODS}
-            for m in METHODS:
+            methods = METHODS + (quality_heart.EXTRA_METHODS if task == quality_heart.TASK else ())
+            med = {m: {k: _median(figs[task][m][org][k]) for k in ("auroc", "f1", "recall_at_p", *WARD, "ft_epochs")}
+                   for m in methods}
+            for m in methods:
                 if task == "sepsis":
                     print(f"{task:12s} {site:28s} {m:12s} {med[m]['auroc']:7.3f} {med[m]['f1']:7.3f} {med[m]['recall_at_p']:7.3f} "
                           f"{med[m]['alerted_1h']:8.3f} {med[m]['alert_rate']:6.3f} {med[m]['lead_h']:5.1f}")
                 else:
-                    print(f"{task:12s} {site:22s} {m:12s} {med[m]['auroc']:7.3f} {med[m]['f1']:7.3f} {med[m]['recall_at_p']:7.3f}")
+                    ft = f"  ft {med[m]['ft_epochs']:.0f}" if m == "finetuned" else ""
+                    print(f"{task:12s} {site:22s} {m:12s} {med[m]['auroc']:7.3f} {med[m]['f1']:7.3f} {med[m]['recall_at_p']:7.3f}{ft}")
                 kv[f"{prefix}{m}_auroc.{org}"] = f"{med[m]['auroc']:.3f}"
             if task == "sepsis":
                 for m in METHODS:

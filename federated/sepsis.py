@@ -100,6 +100,38 @@ def patient_features(vitals: np.ndarray) -> np.ndarray:
     return np.concatenate([filled, missing, *deltas], axis=1)
 
 
+#: Raw hours a running twin must keep to compute the features of its latest hour (the longest trend + 1).
+WINDOW_H = max(DELTA_HOURS) + 1
+
+
+def window_features(carry: np.ndarray | None, hours: np.ndarray) -> np.ndarray:
+    """The features of the LAST of ``hours`` from a bounded window, as a bedside twin computes them online.
+
+    ``hours``: the stay's most recent hours (at most ``WINDOW_H`` needed) x len(VITALS), raw (NaN = not measured);
+    ``carry``: the forward-filled values of the stay's hours before them (None or NaN where nothing was observed,
+    e.g. at the start of the stay). Equal to ``patient_features(all hours of the stay)[-1]`` (unit-tested on real
+    patients): the twins' predictions use exactly the features the federated model was trained on."""
+    hours = np.asarray(hours, dtype=np.float64).reshape(-1, len(VITALS))
+    if len(hours) == 0:
+        raise ValueError("no hour to compute features for")
+    if carry is not None and len(hours) < WINDOW_H:
+        raise ValueError(f"hours were carried out of the window: keep the last {WINDOW_H} hours in it")
+    first = np.full((1, len(VITALS)), np.nan) if carry is None else np.asarray(carry, np.float64).reshape(1, -1)
+    if len(hours) > WINDOW_H:
+        hours = hours[-WINDOW_H:]  # older hours matter only through the forward fill, which carry must hold
+    # the carry row stands before the window; an hour without a row there ("no value k hours ago") has a NaN
+    # filled value only when nothing was observed before it, exactly as in patient_features
+    return patient_features(np.concatenate([first, hours]))[-1]
+
+
+def carry_forward(carry: np.ndarray | None, hour: np.ndarray) -> np.ndarray:
+    """The carry after one more hour leaves the window: its observed values replace the carried ones."""
+    hour = np.asarray(hour, dtype=np.float64).reshape(-1)
+    if carry is None:
+        return hour.copy()
+    return np.where(np.isnan(hour), np.asarray(carry, np.float64).reshape(-1), hour)
+
+
 # -- reading -----------------------------------------------------------------------------------------
 
 

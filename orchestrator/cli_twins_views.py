@@ -46,6 +46,10 @@ def _asset_view(asset: str, snap: dict[str, Any]) -> dict[str, Any]:
     elif kind == "patient":
         r = snap.get("risk") or {}
         view["risk"] = {"news2": r.get("score"), "band": r.get("risk"), "model": r.get("label"), "missing": r.get("missing")}
+        pred = snap.get("prediction") or {}
+        if pred:  # the hospitals' federated sepsis model is in use: its probability, naming the model
+            view["risk"].update(sepsis_probability=pred.get("probability"), model=pred.get("model"),
+                                model_sha256=pred.get("model_sha256"))
     return view
 
 
@@ -101,7 +105,8 @@ def model_lines(models: dict[str, Any]) -> list[str]:
         elif m.get("state") == "fallback":
             why = (f"task {m['task']} has no committed round on the ledger yet" if m.get("task") and not m.get("ledger_latest")
                    else m.get("note") or "no verified federated model yet")
-            out.append(f"model of the {kind} twins: fallback:ai4i-rules-v1 (the AI4I rules: {why})")
+            rules = "the NEWS2-like rules" if kind == "patient" else "the AI4I rules"
+            out.append(f"model of the {kind} twins: {m.get('fallback') or 'fallback:ai4i-rules-v1'} ({rules}: {why})")
         else:
             out.append(f"model of the {kind} twins: {m.get('model')} ({m.get('note', '')})")
         r = m.get("refused")
@@ -132,7 +137,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         if a["kind"] == "machine":
             risk = f"P(fail) {_fmt(r.get('failure_probability'), '.3f')} [{r.get('model_kind')}]"
         elif a["kind"] == "patient":
-            risk = f"NEWS2-like {_fmt(r.get('news2'), 'd')} {r.get('band') or ''}"
+            risk = (f"P(sepsis 6h) {_fmt(r.get('sepsis_probability'), '.3f')} [federated]" if "sepsis_probability" in r
+                    else f"NEWS2-like {_fmt(r.get('news2'), 'd')} {r.get('band') or ''}")
         else:
             risk = "-"
         sig = " ".join(f"{k}={_fmt(v, '.1f')}" for k, v in a["signals"].items())

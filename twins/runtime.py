@@ -42,9 +42,9 @@ from twins.bridge.mapping import Mapping
 from twins.metrics import BridgeMetrics
 from twins.model.federated import FailureModel
 from twins.model.ledger_watch import GatewayRoundsReader, ModelsConfig, ModelWatcher
-from twins.model.news2 import LABEL as NEWS2_LABEL
+from twins.model.news2 import FALLBACK_LABEL as NEWS2_FALLBACK_LABEL, LABEL as NEWS2_LABEL
 from twins.model.sustainability import SustainabilityConfig, plant_totals
-from twins.model.twin import MachineTwin, Twin, make_twin
+from twins.model.twin import MachineTwin, PatientTwin, Twin, make_twin
 from twins.readings import Reading
 
 log = logging.getLogger("twins.runtime")
@@ -181,7 +181,7 @@ class TwinRuntime:
         """Every twin of ``kind`` predicts with ``model`` from the next reading on. Called on the event loop, which
         also delivers the readings: the swap happens between two readings, for all twins of the kind at once."""
         for t in self.twins.values():
-            if t.kind == kind and isinstance(t, MachineTwin):
+            if t.kind == kind and isinstance(t, (MachineTwin, PatientTwin)):
                 t.model = model
 
     async def _watch_models(self, stop: asyncio.Event) -> None:
@@ -202,9 +202,10 @@ class TwinRuntime:
             out["machine"] = {"kind": "machine", "task": None, "state": "fallback", "model": None,
                               "note": "no ledger task configured: the AI4I rules (fallback:ai4i-rules-v1)"}
         if "patient" in kinds and "patient" not in out:
-            out["patient"] = {"kind": "patient", "task": None, "state": "rules", "model": NEWS2_LABEL,
-                              "note": "no federated task on bedside vitals yet (the hospitals' cardiac task is UCI heart "
-                                      "disease): NEWS2-like rules"}
+            out["patient"] = {"kind": "patient", "task": None, "state": "fallback", "model": None,
+                              "fallback": NEWS2_FALLBACK_LABEL,
+                              "note": f"no ledger task read: the NEWS2-like rules ({NEWS2_LABEL}), labelled "
+                                      f"{NEWS2_FALLBACK_LABEL}"}
         return out
 
     def positions(self) -> dict[tuple[str, str], tuple[int, int]]:

@@ -1,6 +1,6 @@
-"""The federated failure model of a machine twin: used only when its bytes hash to what the ledger committed.
+"""The federated models of the twins: used only when their bytes hash to what the ledger committed.
 
-The consortium trains the maintenance model with Flower (``federated/``); each committed round of a task is a
+The consortium trains the plants' maintenance model and the hospitals' sepsis model with Flower (``federated/``); each committed round of a task is a
 record of the models contract (``models:ListRounds``: ``round``, ``status`` "committed", ``result_sha256``)
 and the round's global model is a file of the model store named by that hash (``federated.store``: the
 canonical array serialization of ``federated.hashing``, SHA-256 of the bytes = file name = ledger hash).
@@ -11,7 +11,8 @@ canonical array serialization of ``federated.hashing``, SHA-256 of the bytes = f
   file (or a directory, or a file that cannot be read) is ``ModelUnavailable``; bytes that hash right but are
   not a model this twin can run (another architecture, other features, a loader that fails) are
   ``ModelFormatError``. Only then is the model built; every refusal is one line naming the file.
-* ``Ai4iMlp`` runs the MLP of ``federated.model`` (Linear/ReLU layers, dropout is the identity at inference)
+* ``Ai4iMlp`` (machine twins) and ``SepsisMlp`` (patient twins, over ``federated.sepsis.FEATURES`` computed by
+  ``federated.sepsis.window_features``) run the MLP of ``federated.model`` (Linear/ReLU layers, dropout is the identity at inference)
   in numpy on the twin's features scaled with the federation's ``scaler.mean``/``scaler.std`` that travel
   inside the model (so they are hashed and committed with it). numpy, not torch: the bridge predicts a few
   times per product and must not pay torch's import, memory and threads; tests/unit/twins/test_ledger_model.py
@@ -19,7 +20,8 @@ canonical array serialization of ``federated.hashing``, SHA-256 of the bytes = f
 
 Every prediction names the model: ``federated:<task>:round<N>:<first 12 hex of its SHA-256>`` (and the full
 hash beside it); before the first committed round a machine twin predicts with the AI4I rules, labelled
-``fallback:ai4i-rules-v1`` (``twins.model.ai4i``). ``twins.model.ledger_watch`` follows the ledger and swaps.
+``fallback:ai4i-rules-v1`` (``twins.model.ai4i``), and a patient twin's only risk is the NEWS2-like score, labelled
+``fallback:news2-like-v1`` (``twins.model.news2``). ``twins.model.ledger_watch`` follows the ledger and swaps.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from federated import sepsis
 from federated.data import AI4I_FEATURES
 from federated.hashing import CanonicalFormError, arrays_from_canonical
 from twins.model import ai4i
@@ -102,23 +105,28 @@ def latest_committed(task: str, rounds: Iterable[Mapping[str, Any]]) -> Committe
 
 
 class FailureModel(Protocol):
+    """A verified federated model a twin predicts with (``Ai4iMlp`` for machines, ``SepsisMlp`` for patients): what
+    every twin needs of it is its label and hash, which name it on each prediction, alert and decision."""
+
     label: str
     sha256: str
 
-    def predict(self, features: dict[str, float], type_mix: Mapping[str, float] | None = None) -> float:
-        """P(failure of the next product) from the twin's features (``MachineTwin.features``) and type mix."""
-        ...
 
+class TabularMlp:
+    """A task's MLP (``federated.model.MLP``: Linear/ReLU layers, dropout the identity at inference) over the task's
+    features, in numpy, with the federation's scaler that travels inside the model. A feature that was never
+    observed (NaN) becomes the scaled mean (0), exactly as ``federated.model.Scaler.transform`` feeds it in training."""
 
-class Ai4iMlp:
-    """The maintenance task's MLP (``federated.model.MLP``) over the 11 AI4I features, in numpy."""
+    features: tuple[str, ...] = ()
+    what = "a tabular model"  # what the twin expects, for the refusal messages
+    twin = "a twin"
 
     def __init__(self, arrays: Mapping[str, np.ndarray], label: str, sha256: str) -> None:
         weights = sorted((k for k in arrays if k.startswith("net.") and k.endswith(".weight")),
                          key=lambda k: int(k.split(".")[1]))
         if not weights:
-            raise ModelFormatError(f"model {sha256[:16]}… holds no MLP weights (net.N.weight): not a model a machine "
-                                   "twin can run")
+            raise ModelFormatError(f"model {sha256[:16]}… holds no MLP weights (net.N.weight): not a model {self.twin} "
+                                   "can run")
         self.layers: list[tuple[np.ndarray, np.ndarray]] = []
         for k in weights:
             w = np.asarray(arrays[k], dtype=np.float64)
@@ -128,10 +136,10 @@ class Ai4iMlp:
             if self.layers and self.layers[-1][0].shape[0] != w.shape[1]:
                 raise ModelFormatError(f"model {sha256[:16]}…: layer {k} does not follow the previous one")
             self.layers.append((w, b))
-        n_in = len(AI4I_FEATURES)
+        n_in = len(self.features)
         if self.layers[0][0].shape[1] != n_in or self.layers[-1][0].shape[0] != 1:
             raise ModelFormatError(f"model {sha256[:16]}… maps {self.layers[0][0].shape[1]} inputs to "
-                                   f"{self.layers[-1][0].shape[0]} outputs; the AI4I maintenance model maps {n_in} to 1")
+                                   f"{self.layers[-1][0].shape[0]} outputs; {self.what} maps {n_in} to 1")
         if SCALER_MEAN not in arrays or SCALER_STD not in arrays:
             # trained with per-site standardization: the twin cannot know how the model's inputs were scaled
             raise ModelFormatError(f"model {sha256[:16]}… carries no federated scaler (trained with standardize=local); "
@@ -139,7 +147,7 @@ class Ai4iMlp:
         self.mean = np.asarray(arrays[SCALER_MEAN], dtype=np.float64).reshape(-1)
         self.std = np.asarray(arrays[SCALER_STD], dtype=np.float64).reshape(-1)
         if self.mean.shape != (n_in,) or self.std.shape != (n_in,) or not np.all(self.std > 0):
-            raise ModelFormatError(f"model {sha256[:16]}…: its scaler does not fit the {n_in} AI4I features")
+            raise ModelFormatError(f"model {sha256[:16]}…: its scaler does not fit the {n_in} features of {self.what}")
         if not all(np.all(np.isfinite(a)) for layer in self.layers for a in layer) or not (
                 np.all(np.isfinite(self.mean)) and np.all(np.isfinite(self.std))):
             # a NaN weight would make every prediction NaN: the twin's risk, its alerts, its ledger records
@@ -148,7 +156,7 @@ class Ai4iMlp:
         self.sha256 = sha256
 
     def _logits(self, x: np.ndarray) -> np.ndarray:
-        h = (x - self.mean) / self.std
+        h = np.nan_to_num((x - self.mean) / self.std, nan=0.0)
         for i, (w, b) in enumerate(self.layers):
             h = h @ w.T + b
             if i < len(self.layers) - 1:
@@ -156,9 +164,17 @@ class Ai4iMlp:
         return h[:, 0]
 
     def predict_rows(self, x: np.ndarray) -> np.ndarray:
-        """P(failure) of rows in AI4I_FEATURES order (unscaled)."""
-        z = self._logits(np.asarray(x, dtype=np.float64))
+        """P(positive) of rows in the task's feature order (unscaled, NaN = never observed)."""
+        z = self._logits(np.asarray(x, dtype=np.float64).reshape(-1, len(self.features)))
         return 1.0 / (1.0 + np.exp(-np.clip(z, -60.0, 60.0)))
+
+
+class Ai4iMlp(TabularMlp):
+    """The maintenance task's MLP over the 11 AI4I features."""
+
+    features = AI4I_FEATURES
+    what = "the AI4I maintenance model"
+    twin = "a machine twin"
 
     def predict(self, features: dict[str, float], type_mix: Mapping[str, float] | None = None) -> float:
         """The next product's P(failure): the model's probability for each product type at the twin's current
@@ -172,14 +188,35 @@ class Ai4iMlp:
         return float(sum(w * pi for w, pi in zip(mix.values(), p)) / total)
 
 
-def ai4i_mlp(data: bytes, committed: CommittedRound) -> Ai4iMlp:
-    """The loader of the plants' maintenance task: canonical arrays -> ``Ai4iMlp``."""
+class SepsisMlp(TabularMlp):
+    """The hospitals' sepsis task's MLP over ``federated.sepsis.FEATURES`` (the bedside vitals, their not-yet-observed
+    flags and 3 h / 6 h trends): P(sepsis onset within ``federated.sepsis.HORIZON_H`` hours)."""
+
+    features = sepsis.FEATURES
+    what = "the sepsis early-warning model"
+    twin = "a patient twin"
+
+    def predict_features(self, x: np.ndarray) -> float:
+        """P(onset within the horizon) of one hour's feature vector (``federated.sepsis.window_features``)."""
+        return float(self.predict_rows(x)[0])
+
+
+def _arrays(data: bytes, committed: CommittedRound) -> dict[str, np.ndarray]:
     try:
-        arrays = arrays_from_canonical(data)
+        return arrays_from_canonical(data)
     except (CanonicalFormError, KeyError, TypeError, ValueError) as exc:
         raise ModelFormatError(f"model {committed.sha256[:16]}… of {committed.task} round {committed.round} is not a "
                                f"canonical array file ({exc})") from None
-    return Ai4iMlp(arrays, committed.label, committed.sha256)
+
+
+def ai4i_mlp(data: bytes, committed: CommittedRound) -> Ai4iMlp:
+    """The loader of the plants' maintenance task: canonical arrays -> ``Ai4iMlp``."""
+    return Ai4iMlp(_arrays(data, committed), committed.label, committed.sha256)
+
+
+def sepsis_mlp(data: bytes, committed: CommittedRound) -> SepsisMlp:
+    """The loader of the hospitals' sepsis task: canonical arrays -> ``SepsisMlp``."""
+    return SepsisMlp(_arrays(data, committed), committed.label, committed.sha256)
 
 
 def verify_bytes(data: bytes, committed: CommittedRound, where: str | Path) -> None:

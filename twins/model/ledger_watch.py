@@ -3,12 +3,15 @@
 ``ModelsConfig`` (``<twins home>/models.json``, written by `twinledger twins run`) names, per kind of twin, the
 ledger task whose models it uses, the model store to read them from and how often to ask the ledger::
 
-    {"tasks": {"machine": "maintenance-v1"}, "store": "HOME/flower/store", "poll_s": 2.0}
+    {"tasks": {"machine": "maintenance-v1", "patient": "sepsis-v1"}, "store": "HOME/flower/store", "poll_s": 2.0}
 
-Without the file: machines follow ``maintenance-v1`` (`twinledger fl run`'s default plant task), the store is
-``HOME/flower/store`` (where `fl run` keeps it, HOME being the parent of the twins home) and the ledger is asked
-every 2 s. Patient twins have no task: the only hospital task today (``cardiac``, UCI heart disease) is not
-about the bedside vitals they carry, so they keep the NEWS2-like rules, labelled as such.
+A kind the file does not name follows ``$TL_TWINS_MODEL_TASKS`` (JSON, e.g. ``{"patient": "sepsis-v2"}``) if it
+names it, else its default: machines ``maintenance-v1`` (`twinledger fl run`'s default plant task), patients
+``sepsis-v1`` (`twinledger fl run --task sepsis-v1`: the hospitals' PhysioNet 2019 sepsis early warning on the
+bedside vitals the patient twins carry; ``LOADERS``). Without the file the store is ``HOME/flower/store`` (where
+`fl run` keeps it, HOME being the parent of the twins home) and the ledger is asked every 2 s. Before a task's first
+committed round its twins use the labelled fallback rules: ``fallback:ai4i-rules-v1`` for machines,
+``fallback:news2-like-v1`` (the NEWS2-like score) for patients.
 
 ``ModelWatcher.check_once`` asks the models contract for the task's rounds (``models:ListRounds`` through the
 org's Fabric Gateway, ``GatewayRoundsReader``), takes the last committed one (``federated.latest_committed``) and,
@@ -24,24 +27,30 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from twins.model import ai4i, news2
 from twins.model.federated import (
     CommittedRound, FailureModel, ModelFormatError, ModelHashMismatch, ModelRefused, ai4i_mlp, latest_committed,
-    load_committed,
+    load_committed, sepsis_mlp,
 )
 
 log = logging.getLogger("twins.models")
 
 CONFIG_FILE = "models.json"
-DEFAULT_TASKS = {"machine": "maintenance-v1"}
+DEFAULT_TASKS = {"machine": "maintenance-v1", "patient": "sepsis-v1"}
+TASKS_ENV = "TL_TWINS_MODEL_TASKS"
 DEFAULT_POLL_S = 2.0
-#: The loaders of the kinds of twins that can run a federated model (patients: none yet).
-LOADERS: dict[str, Callable[[bytes, CommittedRound], FailureModel]] = {"machine": ai4i_mlp}
+#: The loaders of the kinds of twins that run a federated model: machines the plants' maintenance MLP (AI4I),
+#: patients the hospitals' sepsis MLP (PhysioNet 2019).
+LOADERS: dict[str, Callable[[bytes, CommittedRound], FailureModel]] = {"machine": ai4i_mlp, "patient": sepsis_mlp}
+#: What each kind predicts with before its task's first committed round (named in every prediction and alert).
+FALLBACKS = {"machine": ai4i.FALLBACK_LABEL, "patient": news2.FALLBACK_LABEL}
 LIST_ROUNDS = "models:ListRounds"
 
 
@@ -56,13 +65,14 @@ class ModelsConfig:
         """``twins_home/models.json``, or the defaults (store: ``twins_home/../flower/store``)."""
         path = Path(twins_home) / CONFIG_FILE
         default_store = Path(twins_home).resolve().parent / "flower" / "store"
+        base = {**DEFAULT_TASKS, **_env_tasks()}
         try:
             raw = json.loads(path.read_text())
         except FileNotFoundError:
-            return ModelsConfig(store=default_store)
+            return ModelsConfig(base, store=default_store)
         except (OSError, ValueError) as exc:
             raise ValueError(f"cannot read the twins' model config {path}: {exc}") from None
-        tasks = raw.get("tasks", DEFAULT_TASKS)
+        tasks = {**base, **raw.get("tasks", {})}
         unknown = sorted(set(tasks) - set(LOADERS))
         if unknown:
             raise ValueError(f"{path}: no federated model can drive {', '.join(unknown)} twins (only "
@@ -75,6 +85,19 @@ class ModelsConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {"tasks": dict(self.tasks), "store": str(self.store) if self.store else None, "poll_s": self.poll_s}
+
+
+def _env_tasks() -> dict[str, str]:
+    text = os.environ.get(TASKS_ENV)
+    if not text:
+        return {}
+    try:
+        tasks = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"{TASKS_ENV} is not JSON ({exc}); example: '{{\"patient\": \"sepsis-v2\"}}'") from None
+    if not isinstance(tasks, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in tasks.items()):
+        raise ValueError(f"{TASKS_ENV} must map kinds of twins to ledger task IDs, e.g. '{{\"patient\": \"sepsis-v2\"}}'")
+    return tasks
 
 
 class RoundsReader(Protocol):
@@ -160,13 +183,17 @@ class ModelWatcher:
         return True
 
     def label(self) -> str:
-        return self.model.label if self.model is not None else "the fallback rules"
+        return self.model.label if self.model is not None else f"the fallback rules ({self.fallback})"
+
+    @property
+    def fallback(self) -> str:
+        return FALLBACKS.get(self.kind, "fallback")
 
     def status(self) -> dict[str, Any]:
         return {
             "kind": self.kind, "task": self.task, "store": str(self.store),
             "state": "federated" if self.model is not None else "fallback",
-            "model": self.model.label if self.model is not None else None,
+            "model": self.model.label if self.model is not None else None, "fallback": self.fallback,
             "in_use": self.in_use.to_dict() if self.in_use else None,
             "ledger_latest": self.latest.to_dict() if self.latest else None,
             "refused": self.refused, "swaps": self.swaps[-5:], "checks": self.checks,

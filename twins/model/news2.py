@@ -19,6 +19,9 @@ Bands (values rounded as a chart would: rates and pressures to integers, tempera
 
 Risk: total 0–4 "low" (but any single parameter scoring 3 → "low-medium"), 5–6 "medium", ≥7 "high".
 A parameter never observed scores 0 and is listed under ``missing``.
+
+Patient twins use it as their risk only until the hospitals' federated sepsis model is in use
+(``twins.model.ledger_watch``): their predictions and alerts then come from that model and name its hash.
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ import math
 from dataclasses import dataclass, field
 
 LABEL = "NEWS2-like (partial: consciousness assumed Alert, room air assumed)"
+#: The model label of a patient twin (and of its alerts) before the hospitals' federated sepsis model has a committed
+#: round: the rules, named as a fallback like the machines' ``fallback:ai4i-rules-v1``, never passed off as a model.
+FALLBACK_LABEL = "fallback:news2-like-v1"
 
 
 def _resp(v: float) -> int:

@@ -12,11 +12,13 @@ import hashlib
 import math
 from typing import Any
 
+from federated.sepsis import HORIZON_H
 from twins.anchoring.record import canonical_json
 from twins.model import ai4i
 from twins.model.federated import FailureModel
 from twins.model.kalman import ScalarKalman
-from twins.model.news2 import news2
+from twins.model.news2 import FALLBACK_LABEL, news2
+from twins.model.patient_hours import PatientHours
 from twins.model.sustainability import SustainabilityConfig, metrics
 from twins.readings import Reading
 
@@ -168,7 +170,21 @@ class MachineTwin(Twin):
 
 
 class PatientTwin(Twin):
+    """A bedside monitor's patient. Predicts sepsis onset within ``federated.sepsis.HORIZON_H`` hours with the
+    hospitals' federated model once the ledger has committed one (``self.model``, swapped in by the runtime), from
+    the hourly chart ``twins.model.patient_hours`` keeps; before that, its only risk is the NEWS2-like score,
+    labelled ``news2.FALLBACK_LABEL`` (and its alerts are NEWS2 alerts)."""
+
     kind = "patient"
+
+    def __init__(self, asset: str, org: str) -> None:
+        super().__init__(asset, org)
+        self.chart = PatientHours()
+        self.model: FailureModel | None = None
+
+    def update(self, r: Reading) -> None:
+        self.chart.add(r.prop, r.source_ts_us, r.value)
+        super().update(r)
 
     def vitals(self) -> dict[str, float | None]:
         return {k: self.raw(k) for k in PATIENT_SIGNALS}
@@ -183,9 +199,34 @@ class PatientTwin(Twin):
     def risk(self) -> dict[str, Any]:
         return news2(self.vitals()).to_dict()
 
+    def predict(self) -> dict[str, Any] | None:
+        """P(sepsis onset within the horizon) by the federated model, naming it; None while no model is in use (the
+        NEWS2-like fallback is then the risk) or before the first hour."""
+        model = self.model  # read once: the runtime may swap it between two readings, never within a prediction
+        if model is None:
+            return None
+        x = self.chart.features()
+        if x is None:
+            return None
+        return {"probability": model.predict_features(x), "model": model.label, "model_sha256": model.sha256,
+                "target": f"sepsis onset within {HORIZON_H} h", "hour_ts_us": self.chart.latest_us()}
+
+    def model_label(self) -> str:
+        return self.model.label if self.model is not None else FALLBACK_LABEL
+
+    def state(self) -> dict[str, Any]:
+        d = super().state()
+        d["chart"] = self.chart.to_dict()
+        d["model"] = self.model_label()  # anchored with the state, not restored (as MachineTwin.state)
+        return d
+
+    def load_state(self, d: dict[str, Any]) -> None:
+        super().load_state(d)
+        self.chart = PatientHours.from_dict(d.get("chart"))
+
     def snapshot(self) -> dict[str, Any]:
         s = super().snapshot()
-        s.update(features=self.features(), risk=self.risk())
+        s.update(features=self.features(), risk=self.risk(), prediction=self.predict(), model=self.model_label())
         return s
 
 

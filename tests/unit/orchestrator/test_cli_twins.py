@@ -108,8 +108,9 @@ def test_twins_run_writes_which_ledger_task_and_store_the_machine_twins_follow(t
                                       str(tmp_path / "s"), "--model-poll", "0.5"])
     (tmp_path / "twins").mkdir()
     (tmp_path / "twins" / "models.json").write_text(__import__("json").dumps(models_config(tmp_path, args)))
-    # what the bridge reads back (twins.runtime)
-    assert ModelsConfig.load(tmp_path / "twins") == ModelsConfig({"machine": "maintenance-v2"}, tmp_path / "s", 0.5)
+    # what the bridge reads back (twins.runtime): the patient twins follow their default task, sepsis-v1
+    assert ModelsConfig.load(tmp_path / "twins") == ModelsConfig({"machine": "maintenance-v2", "patient": "sepsis-v1"},
+                                                                 tmp_path / "s", 0.5)
     with pytest.raises(UserError):
         models_config(tmp_path, build_parser().parse_args(["twins", "run", "--model-task", "no spaces"]))
     for poll in ("0", "-1", "nan", "inf"):  # refused while parsing, as every number the CLI takes

@@ -196,7 +196,8 @@ def test_the_runtime_swaps_between_readings_and_every_record_names_the_model(tmp
     rt = TwinRuntime(MAPPING, tmp_path / "r.sqlite", MemoryAnchorer(), interval=0.05, report_every=0, models=cfg)
     # the in-memory anchorer has no ledger gateway: no watcher, and the twins say they use the rules
     assert rt.model_watchers == {} and rt.models_status()["machine"]["state"] == "fallback"
-    assert rt.models_status()["patient"]["state"] == "rules"
+    assert rt.models_status()["patient"]["state"] == "fallback"
+    assert rt.models_status()["patient"]["fallback"] == "fallback:news2-like-v1"
     ledger = Rounds()
     rt.model_watchers["machine"] = ModelWatcher("machine", TASK, store.root, ledger,
                                                 on_swap=lambda m: rt.swap_model("machine", m))
