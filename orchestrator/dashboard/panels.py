@@ -421,7 +421,9 @@ class TwinsSource:
 def _risk(snap: dict[str, Any]) -> dict[str, Any] | None:
     if snap.get("prediction"):
         p = snap["prediction"]
-        return {"value": p.get("probability"), "label": p.get("model"), "unit": "P(failure)"}
+        # A machine twin predicts a failure, a patient twin sepsis onset within 6 h (twins.model.twin).
+        unit = "P(sepsis within 6 h)" if snap.get("kind") == "patient" else "P(failure)"
+        return {"value": p.get("probability"), "label": p.get("model"), "unit": unit}
     if snap.get("risk"):
         r = snap["risk"]
         return {"value": r.get("score"), "band": r.get("risk"), "label": r.get("label"), "unit": "NEWS2-like score"}

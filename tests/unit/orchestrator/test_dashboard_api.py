@@ -722,3 +722,12 @@ def test_a_connection_dropped_by_one_poll_is_not_closed_under_another_polls_call
     assert len(gateways) == 2
     ledger.close()
     assert ClosingGateway.closes == 2
+
+
+def test_a_patient_prediction_is_labelled_as_sepsis_risk_and_a_machine_one_as_failure():
+    from orchestrator.dashboard.panels import _risk
+
+    pred = {"probability": 0.3, "model": "federated:sepsis-v1:round1:abc"}
+    assert _risk({"kind": "patient", "prediction": pred})["unit"] == "P(sepsis within 6 h)"
+    assert _risk({"kind": "machine", "prediction": dict(pred, model="federated:maintenance-v1:round1:abc")})["unit"] == "P(failure)"
+    assert _risk({"kind": "patient", "risk": {"score": 5, "risk": "medium", "label": "NEWS2-like"}})["unit"] == "NEWS2-like score"
