@@ -34,6 +34,8 @@ DEFAULT_ENDORSER_CONCURRENCY = 2500
 DEFAULT_DELIVER_CONCURRENCY = 2500
 DEFAULT_GATEWAY_CONCURRENCY = 500
 MAX_MSG_SIZE = 100 * 1024 * 1024  # Fabric's default; every node must agree on it
+#: The least time between a client's keepalive pings a peer or orderer accepts (the clients ping every 60 s).
+KEEPALIVE_MIN_INTERVAL = "25s"
 
 _LOG_FORMAT = "%{color}%{time:2006-01-02 15:04:05.000 MST} [%{module}] %{shortfunc} -> %{level:.4s} %{id:03x}%{color:reset} %{message}"
 
@@ -129,7 +131,11 @@ def render_core_yaml(
             "keepalive": {
                 "interval": "7200s",
                 "timeout": "20s",
-                "minInterval": "60s",
+                # Strictly below the clients' 60 s ping interval: at exactly 60 s, timer jitter makes a ping
+                # arrive "too early", two strikes and the server sends GOAWAY ENHANCE_YOUR_CALM "too_many_pings"
+                # (seen between the peers under load; grpc doc/keepalive.md). Other peers and the orderers'
+                # delivery clients ping this listener.
+                "minInterval": KEEPALIVE_MIN_INTERVAL,
                 "client": {"interval": "60s", "timeout": "20s"},
                 "deliveryClient": {"interval": "60s", "timeout": "20s"},
             },

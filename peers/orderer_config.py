@@ -17,6 +17,7 @@ from typing import Any
 
 from network.layout import Layout
 from network.spec import Node, Spec
+from peers.core_config import KEEPALIVE_MIN_INTERVAL
 from peers.generated_yaml import write_generated_yaml
 
 HOST = "127.0.0.1"
@@ -86,7 +87,8 @@ def render_orderer_yaml(
                 "ClientAuthRequired": True,
                 "ClientRootCAs": [ca],
             },
-            "Keepalive": {"ServerMinInterval": "60s", "ServerInterval": "7200s", "ServerTimeout": "20s"},
+            # Below the peers' 60 s delivery-client pings, for the reason given at core_config.KEEPALIVE_MIN_INTERVAL.
+            "Keepalive": {"ServerMinInterval": KEEPALIVE_MIN_INTERVAL, "ServerInterval": "7200s", "ServerTimeout": "20s"},
             "MaxRecvMsgSize": MAX_MSG_SIZE,
             "MaxSendMsgSize": MAX_MSG_SIZE,
             "Cluster": {

@@ -202,3 +202,17 @@ def test_builder_resolves_package_template_from_written_config(spec, layout, tmp
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
     assert json.loads((out / "connection.json").read_text())["address"] == addr
+
+
+def _seconds(text: str) -> float:
+    assert text.endswith("s"), text
+    return float(text[:-1])
+
+
+def test_servers_accept_keepalive_pings_strictly_more_often_than_clients_send_them(spec, layout):
+    # Equal intervals let jitter make a ping "too early": GOAWAY too_many_pings between nodes under load.
+    peer = render(spec, layout)[1]["peer"]["keepalive"]
+    client_pings = min(_seconds(peer["client"]["interval"]), _seconds(peer["deliveryClient"]["interval"]))
+    assert _seconds(peer["minInterval"]) < client_pings
+    orderer = render_orderer_yaml(spec, layout, spec.node("orderer0.orderer"))["General"]["Keepalive"]
+    assert _seconds(orderer["ServerMinInterval"]) < client_pings
