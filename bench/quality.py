@@ -12,6 +12,10 @@
 * centralized -- one model trained on the pooled training splits of all sites (same preprocessing, a
                  scaler fitted on the pool), for as many epochs as the federated run's rounds x local epochs.
 * local-only  -- each site trains on its own training split only (its own scaler), same epochs.
+* trees (AI4I) -- the same three methods with gradient-boosted trees (``run_xgb``): federated =
+                 ``fedxgb-bagging`` (Flower's FedXgbBagging in the same governed loop), centralized / local =
+                 one booster with as many trees; printed next to the MLP's rows, and the ``ai4i_fed_*`` keys
+                 name the better federated AI4I model (``ai4i_fed_model``), scored at its worse plant.
 
 Every site keeps a stratified test split (maintenance 20 %, cardiac 25 %, sepsis 25 % of the patients)
 and a validation split; the F1 threshold is chosen on the site's validation split, AUROC and recall at
@@ -208,6 +212,92 @@ def _median(xs: list[float]) -> float:
     return statistics.median(xs) if xs else math.nan
 
 
+# -- gradient-boosted trees on AI4I (federated.xgb_*), side by side with the MLP ------------------------
+
+XGB_TASK = "maintenance"
+XGB_METHODS = ("federated", "centralized", "local")
+
+
+def run_xgb(seed: int, split: str, rounds: int | None = None) -> dict[str, dict[str, dict[str, float]]]:
+    """method -> org -> metrics of trees on AI4I. federated = ``fedxgb-bagging`` through the governed
+    ServerApp loop on LocalGrid (Flower's FedXgbBagging; one tree per plant per round); centralized = one
+    booster on the pooled training splits and local = one per plant, each with as many trees as the
+    federated model ends with (2 x rounds), same tree settings."""
+    from federated.xgb_client import evaluate_booster
+    from federated.xgb_model import XGB_TUNED, boost_pooled, booster_bytes, tuned_params
+
+    spec = task_spec(XGB_TASK)
+    orgs = SITES[XGB_TASK]
+    params = tuned_params(XGB_TASK)
+    n_rounds = rounds or int(XGB_TUNED[XGB_TASK]["rounds"])  # type: ignore[call-overload]
+    sites = {o: load_site(XGB_TASK, o, seed=seed) for o in orgs}
+    scored = {o: (_as_val(d) if split == "val" else d) for o, d in sites.items()}
+    clientapp._ledger = open_fake
+    ledger = FakeLedger()
+    ledger.grant_federation([spec.dataset_id(o) for o in orgs], spec.purpose)
+    grid = LocalGrid({o: {"task": XGB_TASK, "split-seed": seed, "ledger": ledger.spec} for o in orgs}, run_id=seed + 1)
+    cfg = {"task": XGB_TASK, "strategy": "fedxgb-bagging", "orgs": ",".join(orgs), "min-nodes": len(orgs),
+           "num-server-rounds": n_rounds, "seed": seed, "wait-for-nodes": 0.0, "poll-interval": 0.0}  # fmt: skip
+    result, info = run_governed(grid, cfg, run_id=f"quality-xgb-{seed}", ledger=ledger)
+    final = booster_bytes({k: v.numpy() for k, v in result.arrays.items()})
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    if split == "val":
+        out["federated"] = {o: evaluate_booster(final, scored[o]) for o in orgs}
+    else:  # the figures the ClientApps reported for the committed final booster
+        out["federated"] = {o: {k.replace("-", "_"): v for k, v in m.items()} for o, m in info.evaluation.items()}
+    trees = len(orgs) * n_rounds
+    x = np.concatenate([d.x_train for d in sites.values()])
+    y = np.concatenate([d.y_train for d in sites.values()])
+    pooled = boost_pooled(x, y, params, trees, seed)
+    out["centralized"] = {o: evaluate_booster(pooled, scored[o]) for o in orgs}
+    out["local"] = {o: evaluate_booster(boost_pooled(sites[o].x_train, sites[o].y_train, params, trees, seed), scored[o])
+                    for o in orgs}  # fmt: skip
+    return out
+
+
+def xgb_section(mlp: dict, xgb: dict, seeds: int) -> dict[str, str]:
+    """Print the tree rows next to the MLP's (medians over seeds) and return the ``ai4i_*`` keys: the
+    federated AI4I model with the higher worse-plant median AUROC (then R@P60), named in ``ai4i_fed_model``.
+    ``mlp`` and ``xgb``: method -> org -> metric -> [per seed]."""
+    from federated.xgb_model import XGB_TUNED, tuned_params
+
+    orgs = SITES[XGB_TASK]
+    p = tuned_params(XGB_TASK)
+    print(f"AI4I, MLP (FedAvg) vs gradient-boosted trees (fedxgb-bagging: Flower's FedXgbBagging, one tree per plant "
+          f"per round, {XGB_TUNED[XGB_TASK]['rounds']} rounds, depth {p.max_depth}, eta {p.eta:g}, subsample {p.subsample:g}; "
+          f"centralized/local: the same number of trees), seeds={seeds}")  # fmt: skip
+    print(f"{'model':6s} {'site':22s} {'method':12s} {'AUROC':>7s} {'F1':>7s} {'R@P60':>7s}")
+    kv: dict[str, str] = {}
+    fed: dict[str, dict[str, dict[str, float]]] = {}
+    for name, figs in (("mlp", mlp), ("xgb", xgb)):
+        if not figs:
+            continue
+        for org in orgs:
+            site = f"{org}({task_spec(XGB_TASK).sites[org]})"
+            for m in XGB_METHODS:
+                med = {k: _median(figs[m][org][k]) for k in ("auroc", "f1", "recall_at_p")}
+                print(f"{name:6s} {site:22s} {m:12s} {med['auroc']:7.3f} {med['f1']:7.3f} {med['recall_at_p']:7.3f}")
+                if m == "federated":
+                    fed.setdefault(name, {})[org] = med
+                if name == "xgb":
+                    kv[f"xgb_{m}_auroc.{org}"] = f"{med['auroc']:.3f}"
+                    kv[f"xgb_{m}_recall_p60.{org}"] = f"{med['recall_at_p']:.3f}"
+    if fed:
+        worst = {n: (min(v["auroc"] for v in per.values()), min(v["recall_at_p"] for v in per.values()))
+                 for n, per in fed.items()}  # fmt: skip
+        best = max(worst, key=lambda n: worst[n])
+        kv["ai4i_fed_model"] = {"mlp": "mlp-fedavg", "xgb": "xgb-fedxgb-bagging"}[best]
+        kv["ai4i_fed_auroc"] = f"{worst[best][0]:.3f}"
+        kv["ai4i_fed_recall_p60"] = f"{worst[best][1]:.3f}"
+        met = all(v["auroc"] >= 0.97 and v["recall_at_p"] >= 0.85 for v in fed[best].values())
+        print(f"best federated AI4I model: {kv['ai4i_fed_model']} (worse plant's median AUROC "
+              f"{kv['ai4i_fed_auroc']}, R@P60 {kv['ai4i_fed_recall_p60']}); goal AUROC >= 0.97 and R@P60 >= 0.85 "
+              f"at both plants: {'met' if met else 'NOT met'}")  # fmt: skip
+        kv["ai4i_goal"] = "met" if met else "not_met"
+    print()
+    return kv
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.quality", description=__doc__.split("\n\n")[0])
     ap.add_argument("--task", choices=["maintenance", "cardiac", "heart", "sepsis", "both", "all"], default="all",
@@ -215,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, help="seeds per task (default: maintenance 5, cardiac 10, sepsis 3)")
     ap.add_argument("--split", choices=["test", "val"], default="test")
     ap.add_argument("--rounds", type=int, help="override the number of federated rounds")
+    ap.add_argument("--no-xgb", action="store_true", help="skip the gradient-boosted tree rows of AI4I")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     logging.getLogger("flwr").setLevel(logging.WARNING)  # Flower's per-round INFO lines
@@ -223,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # task -> method -> org -> metric -> [per seed]
     figs: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(lambda: defaultdict(list))))
+    xgb_figs: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))  # method -> org -> metric -> [seed]
     t0 = time.time()
     for task in tasks:
         s = SETTINGS[task] if args.rounds is None else replace(SETTINGS[task], rounds=args.rounds)
@@ -234,6 +326,13 @@ def main(argv: list[str] | None = None) -> int:
                         if k in m:
                             figs[task][method][org][k].append(float(m[k]))
             print(f"# {task} seed {seed} done ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
+        if task == XGB_TASK and not args.no_xgb:  # trees on the same seeds' splits (bench.quality.run_xgb)
+            for seed in range(args.seeds or DEFAULT_SEEDS[task]):
+                for method, per_org in run_xgb(seed, args.split).items():
+                    for org, m in per_org.items():
+                        for k in ("auroc", "f1", "recall_at_p"):
+                            xgb_figs[method][org][k].append(float(m[k]))
+                print(f"# {task} trees seed {seed} done ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
 
     seeds = {t: args.seeds or DEFAULT_SEEDS[t] for t in tasks}
     print("federated = FedAvg in process: our governed ServerApp loop + Flower's FedAvg aggregation + our ClientApps "
@@ -292,6 +391,8 @@ def main(argv: list[str] | None = None) -> int:
             if task == "maintenance":
                 goals[f"recall_p60_ge_0.92.{org}"] = med["federated"]["recall_at_p"] >= 0.92
         print()
+    if XGB_TASK in tasks:
+        kv.update(xgb_section(figs[XGB_TASK], xgb_figs, args.seeds or DEFAULT_SEEDS[XGB_TASK]))
     for k, v in goals.items():
         print(f"goal {k}: {'met' if v else 'NOT met'}")
     kv["goals_met"] = f"{sum(goals.values())}/{len(goals)}"

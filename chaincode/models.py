@@ -51,7 +51,7 @@ from chaincode.validation import require_choice, require_name, require_pattern
 CONTRACT_NAME = "models"
 OPERATOR_ROLE = "operator"
 ADMIN_ROLE = "admin"
-AGGREGATIONS = frozenset({"fedavg", "fedprox", "fedmedian", "fedtrimmedavg", "krum"})
+AGGREGATIONS = frozenset({"fedavg", "fedprox", "fedmedian", "fedtrimmedavg", "krum", "fedxgb-bagging"})  # last: trees (federated/xgb_strategy.py)
 MAX_ROUNDS = 1000
 MAX_DATASETS = 32
 MAX_PARTICIPANTS = 64

@@ -64,6 +64,8 @@ from federated.hashing import arrays_sha256, arrays_to_record, record_to_arrays
 from federated.metrics import best_f1_threshold, roc_auc, summarize
 from federated.privacy import KEY_CLIPPING_NORM, clip_update
 from federated.robustness import poison_update
+from federated import xgb_client
+from federated.xgb_model import BoosterFormError
 from federated.model import FeatureStats, Scaler, TrainConfig, model_arrays, model_from_arrays, predict_proba, train_local
 
 log = logging.getLogger("federated.clientapp")
@@ -241,6 +243,11 @@ def handle_train(msg: Message, context: Context) -> Message:
     except (GovernanceError, DataError, KeyError, ValueError) as exc:
         return _error_reply(msg, str(exc))
     rnd = int(cfg["server-round"])
+    if xgb_client.is_tree_task(task, cfg):  # gradient-boosted trees (federated.xgb_client), same checks above
+        try:
+            return xgb_client.train_reply(msg, s.org, arrays, base_sha, cfg, site, _seed(cfg, s.org, rnd), s.threads)
+        except BoosterFormError as exc:
+            return _error_reply(msg, f"refusing to train in {s.task} round {rnd}: {exc}")
     scaler = _scaler(arrays, site)
     model = model_from_arrays(arrays, dropout=float(cfg.get("dropout", 0.1)))
     loss = train_local(model, scaler.transform(site.x_train), site.y_train, _train_config(cfg), _seed(cfg, s.org, rnd))
@@ -276,9 +283,11 @@ def evaluate_site(model_arrays_: dict[str, np.ndarray], site: SiteData, min_prec
 def handle_evaluate(msg: Message, context: Context) -> Message:
     try:
         s = _settings(context)
-        arrays, sha, cfg, _ = _accept_global(msg, s, PHASE_EVALUATE)
+        arrays, sha, cfg, task = _accept_global(msg, s, PHASE_EVALUATE)
         site = _load(s)
-    except (GovernanceError, DataError, KeyError, ValueError) as exc:
+        if xgb_client.is_tree_task(task, cfg):
+            return xgb_client.evaluate_reply(msg, s.org, arrays, sha, cfg, site, s.threads)
+    except (GovernanceError, DataError, KeyError, ValueError) as exc:  # BoosterFormError is a ValueError
         return _error_reply(msg, str(exc))
     m = evaluate_site(arrays, site, float(cfg.get("min-precision", 0.6)))
     metrics = MetricRecord(

@@ -6,7 +6,10 @@ Run-config keys (defaults in ``federated/app/pyproject.toml``; override with ``f
 task               ``maintenance`` | ``cardiac`` | ``sepsis``
 num-server-rounds  training rounds
 strategy           ``fedavg`` | ``fedprox`` | ``fedmedian`` | ``fedtrimmedavg`` | ``krum`` (Flower's own; the
-                   last three are robust to poisoned updates, see ``federated.robustness``)
+                   last three are robust to poisoned updates, see ``federated.robustness``) | ``fedxgb-bagging``
+                   (gradient-boosted trees with Flower's FedXgbBagging, ``federated.xgb_strategy``; settings
+                   ``xgb-local-rounds``, ``xgb-eta``, ``xgb-max-depth``, ``xgb-subsample``, "" = the task's
+                   ``federated.xgb_model.XGB_TUNED``; the MLP keys below do not apply)
 orgs               comma-separated orgs of the federation (default: the task's default consortium)
 min-nodes          fewest admitted orgs (each recorded its own data use) a round may run with
 local-epochs, batch-size, lr, weight-decay, pos-weight, dropout, hidden ("64,32"), standardize
@@ -54,6 +57,9 @@ from federated.model import model_arrays, new_model
 from federated.privacy import NOT_NOISED, DPSettings, dp_round_metrics, wrap_dp
 from federated.store import ModelStore, StoreError
 from federated.strategy import GovernedRun, GovernedStrategy, OrgResolver
+from federated.xgb_client import MODEL_XGB
+from federated.xgb_model import XgbParams, empty_model, tuned_params
+from federated.xgb_strategy import XGB_STRATEGIES, GovernedXgbStrategy, is_xgb_strategy, make_xgb_strategy
 from network.files import write_private
 
 log = logging.getLogger("federated.serverapp")
@@ -96,7 +102,10 @@ def make_strategy(name: str, n_orgs: int, prox_mu: float = 0.0, trim_beta: float
         return FedTrimmedAvg(beta=trim_beta, **common)
     if name == "krum":
         return Krum(num_malicious_nodes=0, **common)
-    raise ValueError(f"unknown strategy {name!r}; use fedavg, fedprox, fedmedian, fedtrimmedavg or krum")
+    if is_xgb_strategy(name):
+        return make_xgb_strategy(name, n_orgs)
+    raise ValueError(f"unknown strategy {name!r}; use fedavg, fedprox, fedmedian, fedtrimmedavg, krum or "
+                     f"{', '.join(XGB_STRATEGIES)}")
 
 
 def initial_arrays(task: str, hidden: str, seed: int, dropout: float = 0.1) -> dict:
@@ -152,11 +161,19 @@ def task_record(cfg: Mapping[str, object], ledger_task: str) -> TaskRecord:
     hidden = [h.strip() for h in str(cfg["hidden"]).split(",") if h.strip()]
     dp = DPSettings.from_config(cfg)
     privacy = {"dp": dp.mode, "noise_multiplier": dp.noise_multiplier, "clipping_norm": dp.clipping_norm} if dp.enabled else {}
+    architecture = "-".join(["mlp", str(len(spec.feature_names)), *hidden, "1"])
+    if is_xgb_strategy(cfg["strategy"]):
+        architecture = xgb_params(cfg).architecture(len(spec.feature_names))
     return TaskRecord(
-        id=ledger_task, architecture="-".join(["mlp", str(len(spec.feature_names)), *hidden, "1"]),
+        id=ledger_task, architecture=architecture,
         purpose=spec.purpose, datasets=tuple(run_datasets(cfg).values()),
         rounds=int(cfg["num-server-rounds"]), aggregation=str(cfg["strategy"]).lower(), privacy=privacy,
     )  # fmt: skip
+
+
+def xgb_params(cfg: Mapping[str, object]) -> XgbParams:
+    """The tree settings of a run: the run config's ``xgb-*`` keys over the task's tuned ones."""
+    return XgbParams.from_config(cfg, tuned_params(str(cfg["task"])))
 
 
 def run_governed(
@@ -186,15 +203,26 @@ def run_governed(
     if dp.enabled:
         inner = wrap_dp(inner, dp, n_sampled)
     dp_extra: dict = {"keep_global": NOT_NOISED, "round_metrics": lambda: dp_round_metrics(inner)} if dp.enabled else {}
-    governed = GovernedStrategy(
-        inner, task=spec.name, ledger_task=ledger_task, ledger=ledger, orgs=orgs, store=store,
-        node_org=OrgResolver(members), min_nodes=min_nodes, poll_interval=float(cfg["poll-interval"]),
-        wait_for_nodes=float(cfg["wait-for-nodes"]), **dp_extra,
-    )  # fmt: skip
+    trees = is_xgb_strategy(cfg["strategy"])
+    if trees and dp.enabled:
+        raise GovernanceError(f"dp={dp.mode} clips and noises arrays of weights; it does not apply to "
+                              f"{cfg['strategy']} (tree models)")
+    common = dict(task=spec.name, ledger_task=ledger_task, ledger=ledger, orgs=orgs, store=store,
+                  node_org=OrgResolver(members), min_nodes=min_nodes, poll_interval=float(cfg["poll-interval"]),
+                  wait_for_nodes=float(cfg["wait-for-nodes"]))  # fmt: skip
+    if trees:
+        governed: GovernedStrategy = GovernedXgbStrategy(inner, params=xgb_params(cfg),  # type: ignore[arg-type]
+                                                         n_features=len(spec.feature_names), **common)  # fmt: skip
+    else:
+        governed = GovernedStrategy(inner, **common, **dp_extra)  # type: ignore[arg-type]
     train_keys = ("local-epochs", "batch-size", "lr", "weight-decay", "pos-weight", "prox-mu", "dropout", "seed")
     train_config = ConfigRecord({k: cfg[k] for k in train_keys})  # type: ignore[misc]
     eval_config = ConfigRecord({"min-precision": cfg["min-precision"], "dropout": cfg["dropout"]})  # type: ignore[misc]
     init = initial_arrays(spec.name, str(cfg["hidden"]), int(cfg["seed"]), float(cfg["dropout"]))
+    if trees:  # the nodes read the family from the ledger's task; "model" is for nodes without a ledger
+        train_config = ConfigRecord({"seed": cfg["seed"], "model": MODEL_XGB, **xgb_params(cfg).config()})  # type: ignore[arg-type]
+        eval_config["model"] = MODEL_XGB
+        init = empty_model()
     if not governed_run:
         return _run_plain(grid, inner, cfg, spec.name, init, train_config, eval_config, ledger_task)
     task, created = ensure_task(ledger, task_record(cfg, ledger_task))
@@ -218,7 +246,7 @@ def run_governed(
     result = governed.start(
         grid, arrays_to_record(init), num_rounds=task.rounds,  # type: ignore[arg-type]
         timeout=float(cfg["round-timeout"]), train_config=train_config, evaluate_config=eval_config,
-        standardize=str(cfg["standardize"]), first_round=at.first_round, pending=at.pending, previous=at.previous,
+        standardize="local" if trees else str(cfg["standardize"]), first_round=at.first_round, pending=at.pending, previous=at.previous,
     )  # fmt: skip
     _report(cfg, spec.name, ledger_task, governed.run_info, at)
     return result, governed.run_info

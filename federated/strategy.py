@@ -351,6 +351,11 @@ class GovernedStrategy(Strategy):
         """node id -> when it last activated, of the nodes the SuperLink has online."""
         return {n.node_id: str(getattr(n, "last_activated_at", "")) for n in grid.get_nodes()}
 
+    def check_update(self, arrays: Mapping[str, np.ndarray]) -> str | None:
+        """Why a (hash-verified) update cannot be aggregated, or None. A model family with structure the
+        arrays do not show (e.g. a booster's bytes, ``federated.xgb_strategy``) overrides this."""
+        return None
+
     def _put(self, arrays: Mapping[str, np.ndarray]) -> str:
         return self.store.put_arrays(arrays) if self.store else arrays_sha256(arrays)
 
@@ -393,6 +398,10 @@ class GovernedStrategy(Strategy):
                 continue
             if n <= 0:
                 rejected.append(f"{org}: reports {n} examples")
+                continue
+            malformed = self.check_update(arrays)
+            if malformed:
+                rejected.append(f"{org}: {malformed}")
                 continue
             self._put(arrays)
             done.add(src)

@@ -38,7 +38,7 @@ from orchestrator import cli_inputs
 from orchestrator.cli_common import UserError, home_of
 
 DEFAULT_ROUNDS = 3
-STRATEGIES = ("fedavg", "fedprox", "fedmedian", "fedtrimmedavg", "krum")
+STRATEGIES = ("fedavg", "fedprox", "fedmedian", "fedtrimmedavg", "krum", "fedxgb-bagging")  # trees: federated.xgb_strategy
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

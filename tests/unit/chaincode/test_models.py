@@ -113,7 +113,7 @@ def test_task_rules(c: Any) -> None:
     bad("is not of the form verb:object", purpose="maintenance")
     for rounds in ("0", "1001", "-1", "1.5", "three", ""):
         bad("rounds", rounds=rounds)
-    bad("aggregation 'fedsgd' is not one of: fedavg, fedmedian, fedprox, fedtrimmedavg, krum", aggregation="fedsgd")
+    bad("aggregation 'fedsgd' is not one of: fedavg, fedmedian, fedprox, fedtrimmedavg, fedxgb-bagging, krum", aggregation="fedsgd")
     bad("privacy must be a JSON object", privacy="[]")
     bad("access denied: CreateTask is for operators of an org that owns one of the task's data sets (plant1)",
         datasets='["ai4i-p1"]', who=op(c, "hospital1"))
