@@ -17,6 +17,7 @@ how busy the whole machine was (/proc/stat; other tenants of the shared cores in
     .venv/bin/python -m bench.ledger                  # sweep 1 -> 256 in flight, 3 runs; ~6 minutes
     .venv/bin/python -m bench.ledger --quick          # 1, 16, 64 in flight, one short run: <= 60 s
     .venv/bin/python -m bench.ledger --home DIR       # an already running network (left running)
+    .venv/bin/python -m bench.ledger --profile DIR    # + profiles of plant2's peer and chaincode server
 
 Figures are medians over ``--runs`` sweeps. The last line is ``key=value``: ``tx_per_s`` is the best
 recorded-check rate of the sweep.
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import hashlib
 import json
 import math
@@ -43,6 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.ledger_profile import LedgerProfiler  # noqa: E402
 from bench.network import BenchNetwork, bench_network  # noqa: E402
 from network.gateway_errors import GatewayError  # noqa: E402
 from orchestrator.bringup import CHAINCODE_NAME  # noqa: E402
@@ -164,7 +167,7 @@ def make_cell(call: str, conc: int, duration: float, measured: tuple) -> Cell:
 
 
 async def sweep(net: BenchNetwork, concurrency: list[int], warmup: float, duration: float, run: int,
-                calls: tuple[str, ...] = ("evaluate", "submit")) -> list[Cell]:
+                calls: tuple[str, ...] = ("evaluate", "submit"), profiler: LedgerProfiler | None = None) -> list[Cell]:
     spec, layout = net.spec, net.layout
     dataset = f"{OWNER[0]}.bench-{secrets.token_hex(3)}"  # a fresh data set per run: its own audit trail
     async with connect(spec, layout, *OWNER) as gateway:
@@ -202,7 +205,11 @@ async def sweep(net: BenchNetwork, concurrency: list[int], warmup: float, durati
         for conc in concurrency:
             kinds = {"evaluate": ("evaluate CheckReadOnly", evaluate), "submit": ("submit Check", submit)}
             for name, call in (kinds[k] for k in calls):
-                cell = make_cell(name, conc, duration, await closed_loop(call, conc, warmup, duration, meter))
+                # The profiles cover the busiest recorded-check cell of the first sweep.
+                profiled = profiler is not None and run == 1 and call is submit and conc == max(concurrency)
+                with profiler.cell(warmup, duration) if profiled else contextlib.nullcontext():
+                    measured = await closed_loop(call, conc, warmup, duration, meter)
+                cell = make_cell(name, conc, duration, measured)
                 cells.append(cell)
                 fails = f" failures={cell.failures}" if cell.failures else ""
                 print(f"  run {run} {name:<22} in flight {conc:>3}: {cell.rate:7.1f}/s p50 {cell.p50:7.1f} ms "
@@ -282,18 +289,40 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--home", type=Path, help="a running network to measure (default: a temporary one)")
     parser.add_argument("--calls", choices=("both", "submit", "evaluate"), default="both",
                         help="which calls to measure (default both: evaluate-only and recorded checks)")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="also profile the checking org's peer (Go pprof) and its chaincode server (cProfile) "
+                             "during the busiest recorded-check cell, files into DIR (temporary network only)")
     args = parser.parse_args(argv)
     calls = ("evaluate", "submit") if args.calls == "both" else (args.calls,)
     if args.quick:
         args.concurrency, args.duration, args.warmup, args.runs = [1, 16, 64], 3.0, 1.0, 1
     if any(c < 1 for c in args.concurrency) or args.duration <= 0 or args.runs < 1:
         parser.error("--concurrency values, --duration and --runs must be positive")
+    if args.profile and args.home:
+        parser.error("--profile restarts a peer and a chaincode server with profiling on: only for the bench's own "
+                     "temporary network, not with --home")
+    if args.profile and "submit" not in calls:
+        parser.error("--profile profiles the busiest recorded-check cell: measure submit too")
 
     t0 = time.monotonic()
-    with bench_network(args.home, say=lambda m: print(m, file=sys.stderr, flush=True)) as net:
-        runs = [asyncio.run(sweep(net, args.concurrency, args.warmup, args.duration, r + 1, calls)) for r in range(args.runs)]
+    say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    with bench_network(args.home, say=say) as net:
+        profiler = LedgerProfiler(net, net.spec.nodes_of(CHECKER[0], "peer")[0].name, args.profile, say) if args.profile else None
+        if profiler:
+            profiler.enable()
+        runs = []
+        try:
+            for r in range(args.runs):
+                runs.append(asyncio.run(sweep(net, args.concurrency, args.warmup, args.duration, r + 1, calls, profiler)))
+                if profiler and r == 0:
+                    profiler.finish()  # the profilers slow what they watch: later sweeps run without them
+        finally:
+            if profiler:
+                profiler.finish()
         cells = medians(runs)
         print_table(cells, net, args.runs)
+        if profiler:
+            profiler.report()
     print(f"(whole bench {time.monotonic() - t0:.0f} s)")
     print(summary(cells))
     return 0

@@ -6,7 +6,8 @@ They are the two largest CPU users per recorded check (the peers' and chaincode 
     supervisor; a CPU profile is taken over the measured window of the cell and summarised with
     ``go tool pprof -top -cum`` (the Go toolchain that built the Fabric binaries);
   * its chaincode server (Python): restarted by the supervisor under ``python -m cProfile`` (the manifest's
-    argv), and restarted plainly at the end so that cProfile writes its file; summarised by own time.
+    argv), and restarted plainly after the first sweep so that cProfile writes its file (later sweeps run
+    without it: the profilers slow what they watch); summarised by own time.
     cProfile counts every resumption of a coroutine as a call, so its call counts are not transactions.
 
 Only for a temporary network: the bench changes a node's configuration and restarts it.
@@ -79,7 +80,8 @@ class LedgerProfiler:
         """Restart the chaincode server without cProfile (the profiled one writes its file as it stops)."""
         if self._original_cc is None:
             return
-        upsert_processes(self.net.layout.run, [self._original_cc])
+        original, self._original_cc = self._original_cc, None
+        upsert_processes(self.net.layout.run, [original])
         reload_supervisor(self.net.home)
         deadline = time.monotonic() + 30
         while not self.cc_profile.exists() and time.monotonic() < deadline:
@@ -114,7 +116,7 @@ class LedgerProfiler:
             top = subprocess.run([go, "tool", "pprof", "-top", "-cum", f"-nodecount={TOP}", str(fabric_binary("peer")),
                                   str(self.peer_profile)], capture_output=True, text=True, timeout=120)
             print("\n".join("  " + line for line in (top.stdout or top.stderr).splitlines()[:TOP + 6]))
-        print(f"\nProfile of {self.chaincode} (cProfile, whole bench, by own time): {self.cc_profile}")
+        print(f"\nProfile of {self.chaincode} (cProfile, the first sweep, by own time): {self.cc_profile}")
         if not self.cc_profile.exists():
             print("  (cProfile wrote no file)")
             return
