@@ -18,6 +18,7 @@ how busy the whole machine was (/proc/stat; other tenants of the shared cores in
     .venv/bin/python -m bench.ledger --quick          # 1, 16, 64 in flight, one short run: <= 60 s
     .venv/bin/python -m bench.ledger --home DIR       # an already running network (left running)
     .venv/bin/python -m bench.ledger --profile DIR    # + profiles of plant2's peer and chaincode server
+    .venv/bin/python -m bench.ledger --batch-timeout-ms 20 100   # one network per block cutting, side by side
 
 Figures are medians over ``--runs`` sweeps. The last line is ``key=value``: ``tx_per_s`` is the best
 recorded-check rate of the sweep.
@@ -36,10 +37,13 @@ import os
 import secrets
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -47,6 +51,7 @@ if str(ROOT) not in sys.path:
 
 from bench.ledger_profile import LedgerProfiler  # noqa: E402
 from bench.network import BenchNetwork, bench_network  # noqa: E402
+from network.spec import DEFAULT_SPEC_PATH  # noqa: E402
 from network.gateway_errors import GatewayError  # noqa: E402
 from orchestrator.bringup import CHAINCODE_NAME  # noqa: E402
 from orchestrator.connect import connect  # noqa: E402
@@ -292,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="also profile the checking org's peer (Go pprof) and its chaincode server (cProfile) "
                              "during the busiest recorded-check cell, files into DIR (temporary network only)")
+    parser.add_argument("--batch-timeout-ms", type=int, nargs="+", metavar="MS",
+                        help="measure a network per BatchTimeout (block cutting), one after the other, side by side")
     args = parser.parse_args(argv)
     calls = ("evaluate", "submit") if args.calls == "both" else (args.calls,)
     if args.quick:
@@ -304,9 +311,41 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile and "submit" not in calls:
         parser.error("--profile profiles the busiest recorded-check cell: measure submit too")
 
+    if args.batch_timeout_ms and args.home:
+        parser.error("--batch-timeout-ms starts a network per setting: not with --home")
+    if any(t < 1 for t in args.batch_timeout_ms or []):
+        parser.error("--batch-timeout-ms values must be positive")
+
     t0 = time.monotonic()
     say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
-    with bench_network(args.home, say=say) as net:
+    results = []
+    with tempfile.TemporaryDirectory(prefix="tl-bench-specs-") as specs:
+        for timeout_ms in args.batch_timeout_ms or [None]:
+            spec = spec_with_batch_timeout(Path(specs), timeout_ms) if timeout_ms else None
+            if timeout_ms:
+                say(f"block cutting: BatchTimeout {timeout_ms} ms")
+            results.append(measure(args, calls, spec, say))
+    print(f"(whole bench {time.monotonic() - t0:.0f} s)")
+    if len(results) == 1:
+        print(summary(results[0][1]))
+    else:  # one set of keys per block cutting, side by side
+        print(" ".join(f"{key}_bt{timeout}={value}" for timeout, cells in results
+                       for key, value in (kv.split("=", 1) for kv in summary(cells).split())))
+    return 0
+
+
+def spec_with_batch_timeout(folder: Path, timeout_ms: int) -> Path:
+    """The default spec with another BatchTimeout (everything else as `twinledger up` would make it)."""
+    spec = yaml.safe_load(DEFAULT_SPEC_PATH.read_text())
+    spec.setdefault("batch", {})["timeout_ms"] = timeout_ms
+    path = folder / f"spec-batch-{timeout_ms}ms.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def measure(args: argparse.Namespace, calls: tuple[str, ...], spec: Path | None, say) -> tuple[int, list[Cell]]:
+    """Every sweep on one network; prints its table (and profiles). Returns (BatchTimeout ms, median cells)."""
+    with bench_network(args.home, say=say, spec=spec) as net:
         profiler = LedgerProfiler(net, net.spec.nodes_of(CHECKER[0], "peer")[0].name, args.profile, say) if args.profile else None
         if profiler:
             profiler.enable()
@@ -323,9 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         print_table(cells, net, args.runs)
         if profiler:
             profiler.report()
-    print(f"(whole bench {time.monotonic() - t0:.0f} s)")
-    print(summary(cells))
-    return 0
+        return net.spec.batch.timeout_ms, cells
 
 
 if __name__ == "__main__":

@@ -50,11 +50,11 @@ def _twinledger(*args: str, home: Path, timeout: float = 300) -> subprocess.Comp
 
 @contextlib.contextmanager
 def bench_network(home: Path | None = None, say=print,
-                  around: Callable[[Path], contextlib.AbstractContextManager[Any]] | None = None
-                  ) -> Iterator[BenchNetwork]:
-    """``home``: use that running network as it is. Otherwise `twinledger up` a temporary one, and
-    `down` + remove it at the end; ``around(home)`` is entered before that `up` and left after `down`
-    (e.g. a node's data folder on a small file system)."""
+                  around: Callable[[Path], contextlib.AbstractContextManager[Any]] | None = None,
+                  spec: Path | None = None) -> Iterator[BenchNetwork]:
+    """``home``: use that running network as it is. Otherwise `twinledger up` a temporary one (from ``spec``,
+    default the default spec), and `down` + remove it at the end; ``around(home)`` is entered before that
+    `up` and left after `down` (e.g. a node's data folder on a small file system)."""
     if home is not None:
         layout = Layout(home)
         if not layout.spec_file.exists():
@@ -72,7 +72,8 @@ def bench_network(home: Path | None = None, say=print,
             try:
                 say(f"starting a network in {temp_home} (twinledger up) ...")
                 t0 = time.monotonic()
-                result = _twinledger("up", "--port-base", str(free_port_base(PORTS)), home=temp_home)
+                spec_args = ["--spec", str(spec)] if spec else []
+                result = _twinledger("up", "--port-base", str(free_port_base(PORTS)), *spec_args, home=temp_home)
                 if result.returncode != 0:
                     raise SystemExit(f"twinledger up failed:\n{result.stdout}\n{result.stderr}")
                 up_seconds = time.monotonic() - t0
