@@ -89,6 +89,12 @@ def test_demo_from_nothing_governs_trains_anchors_alerts_and_serves_the_dashboar
         audit = twinledger("data", "audit", "plant2.ai4i2020", "--as", "plant1", "--json", home=home, timeout=60)
         reading = _anchored_reading(home)
         verify = _get_json(url + f"api/verify?asset={reading[0]}&seq={reading[1]}", token) if reading else None
+        # the twins predict with the models the demo's rounds just committed (each twin kind its sector's task;
+        # the watcher polls the ledger every 2 s, so allow it a few polls after the last round)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and {m.get("state") for m in (twins.get("models") or {}).values()} != {"federated"}:
+            time.sleep(2)
+            twins = _get_json(url + "api/twins", token)
 
         demo.wait(timeout=SERVE_S + 180)
         output = log1.read_text()
@@ -129,6 +135,15 @@ def test_demo_from_nothing_governs_trains_anchors_alerts_and_serves_the_dashboar
         assert twins["counters"]["anchored"] > 0 and all(a["tx_id"] for a in twins["anchors"]), twins["anchors"]
         assert verify is not None and verify.get("verified") is True, verify
         assert [a for a in twins["ledger_alerts"] if a["tx_id"]], twins["ledger_alerts"]
+        # ... and their predictions name the federated model the ledger committed, with its hash
+        models = twins["models"]
+        assert set(models) == {"machine", "patient"}, models
+        for kind, task in (("machine", "maintenance-v1"), ("patient", "sepsis-v1")):
+            used = models[kind]
+            assert used["state"] == "federated" and used["task"] == task, used
+            assert used["model"].startswith(f"federated:{task}:round") and used["in_use"]["sha256"] == tasks[task]["rounds"][0]["result_sha256"], used
+            predicting = [a for a in twins["assets"] if a["kind"] == kind and a["risk"] and a["risk"]["label"] == used["model"]]
+            assert predicting, (kind, twins["assets"])
 
         summary = json.loads(state.read_text())
         assert summary["ledger"] == "Fabric, channel consortium"
