@@ -116,30 +116,9 @@ class OpcUaBridge:
 
     # --- connection ------------------------------------------------------------------------------
     async def _connect(self) -> Client:
-        # asyncua probes the server every watchdog interval and gives the probe that long to answer: a loaded server
-        # (10k values/s) needs more than 0.5 s. A killed server is noticed at once anyway (socket closed).
-        client = Client(self.url, timeout=self.timeout, watchdog_intervall=self.watchdog_s)
-        client.name = client.description = "TwinLedger bridge"
-        if self.security is not None:
-            sec = self.security
-            client.application_uri = uri_of(sec.cert)
-            if self._trust is None:
-                self._trust = await TrustList(sec.trust).load()
-            # asyncua checks the server's certificate (chain to our trust list, its application URI, server role)
-            # at CreateSession, before the session carries anything
-            client.certificate_validator = validator(self._trust, "server")
-            props = lambda p: uacrypto.CertProperties(str(p), extension=file_format(p))  # noqa: E731
-            await client.set_security(
-                CLIENT_POLICY, props(sec.cert), props(sec.key),
-                server_certificate=props(sec.server_cert) if sec.server_cert else None,
-                mode=ua.MessageSecurityMode.SignAndEncrypt,
-            )
-        try:
-            await client.connect()
-        except BaseException:
-            client.disconnect_socket()  # a refused session leaves the socket open otherwise
-            raise
-        return client
+        if self.security is not None and self._trust is None:
+            self._trust = await TrustList(self.security.trust).load()
+        return await open_client(self.url, self.security, self._trust, timeout=self.timeout, watchdog_s=self.watchdog_s)
 
     async def _resolve(self, client: Client) -> None:
         idx = None
@@ -246,6 +225,35 @@ class OpcUaBridge:
                 await asyncio.wait_for(stop.wait(), timeout=delay)
             except asyncio.TimeoutError:
                 pass
+
+
+async def open_client(url: str, security: ClientSecurity | None, trust: TrustList | None, *, timeout: float = 4.0,
+                      watchdog_s: float = 3.0, name: str = "TwinLedger bridge") -> Client:
+    """A connected asyncua client: SignAndEncrypt (``twins.security``) with ``security`` (whose server must chain to
+    ``trust``, loaded), NoSecurity without. `twins map` browses through one too."""
+    # asyncua probes the server every watchdog interval and gives the probe that long to answer: a loaded server
+    # (10k values/s) needs more than 0.5 s. A killed server is noticed at once anyway (socket closed).
+    client = Client(url, timeout=timeout, watchdog_intervall=watchdog_s)
+    client.name = client.description = name
+    if security is not None:
+        if trust is None:
+            trust = await TrustList(security.trust).load()
+        client.application_uri = uri_of(security.cert)
+        # asyncua checks the server's certificate (chain to our trust list, its application URI, server role)
+        # at CreateSession, before the session carries anything
+        client.certificate_validator = validator(trust, "server")
+        props = lambda p: uacrypto.CertProperties(str(p), extension=file_format(p))  # noqa: E731
+        await client.set_security(
+            CLIENT_POLICY, props(security.cert), props(security.key),
+            server_certificate=props(security.server_cert) if security.server_cert else None,
+            mode=ua.MessageSecurityMode.SignAndEncrypt,
+        )
+    try:
+        await client.connect()
+    except BaseException:
+        client.disconnect_socket()  # a refused session leaves the socket open otherwise
+        raise
+    return client
 
 
 async def _close_quietly(client: Client, graceful: bool) -> None:
