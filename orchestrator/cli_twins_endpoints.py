@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from network.files import private_dir, write_atomic
+from orchestrator import cli_inputs
 from orchestrator.cli_common import UserError, home_of
 from orchestrator.twins_state import TwinsDir, anchor_label, ledger_config, not_on_ledger
 
@@ -111,7 +112,7 @@ def add_endpoint_arguments(r: argparse.ArgumentParser) -> None:
     r.add_argument("--mapping", type=Path, action="append", default=[], metavar="FILE",
                    help="the mapping of the --endpoint in the same position (`twinledger twins map` writes one; "
                         "without --endpoint its 'server:' is used)")
-    r.add_argument("--max-per-connection", type=int, default=MAX_PER_CONNECTION, metavar="N",
+    r.add_argument("--max-per-connection", type=cli_inputs.whole(1, 1_000_000, "a count"), default=MAX_PER_CONNECTION, metavar="N",
                    help=f"external servers: at most N variables per OPC-UA connection; more are split across "
                         f"connections (default {MAX_PER_CONNECTION})")
     add_security_arguments(r, with_org=False)
@@ -135,8 +136,6 @@ def cmd_run_endpoints(args: argparse.Namespace) -> int:
         raise UserError(f"{len(args.endpoint)} --endpoint for {len(args.mapping)} --mapping: give them in pairs")
     if args.duration < 0 or args.interval <= 0 or args.report_every < 0:
         raise UserError("--duration and --report-every must be >= 0 and --interval > 0")
-    if args.max_per_connection < 1:
-        raise UserError("--max-per-connection must be at least 1")
     parts = []
     for path in args.mapping:
         try:

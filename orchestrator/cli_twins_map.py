@@ -27,6 +27,7 @@ from typing import Any
 
 from network.files import write_atomic
 from network.spec import _NAME_RE as ORG_NAME_RE
+from orchestrator import cli_inputs
 from orchestrator.cli_common import UserError, home_of
 from orchestrator.cli_twins_endpoints import add_security_arguments, check_url, endpoint_security
 from orchestrator.twins_state import TwinsDir
@@ -57,7 +58,7 @@ async def _browse(url: str, security: Any, timeout: float) -> tuple[list, list[s
             endpoints = await probe.connect_and_get_server_endpoints()
         finally:
             probe.disconnect_socket()
-        offered = sorted({f"{e.SecurityPolicyUri.rpartition('#')[2]}/{e.SecurityMode.name}" for e in endpoints})
+        offered = sorted({f"{e.SecurityPolicyUri.rpartition('#')[2]}/{e.SecurityMode.name.rstrip('_')}" for e in endpoints})
         if not any(e.SecurityPolicyUri == CLIENT_POLICY.URI and e.SecurityMode.name == "SignAndEncrypt"
                    for e in endpoints):
             raise UserError(f"security refused: {url} offers no {CLIENT_POLICY.URI.rpartition('#')[2]} SignAndEncrypt "
@@ -151,6 +152,6 @@ def add_map_parser(ts: argparse._SubParsersAction, common: argparse.ArgumentPars
     m.add_argument("--org", required=True, type=_org, help="the org that owns this equipment (every asset's org)")
     m.add_argument("--out", required=True, type=Path, metavar="FILE", help="the mapping file to write (YAML)")
     m.add_argument("--force", action="store_true", help="replace --out if it exists")
-    m.add_argument("--timeout", type=float, default=4.0, metavar="S", help="per OPC-UA request (default 4 s)")
+    m.add_argument("--timeout", type=cli_inputs.finite(0.0, above=True, maximum=600.0, what="number of seconds"), default=4.0, metavar="S", help="per OPC-UA request (default 4 s)")
     add_security_arguments(m, with_org=True)
     m.set_defaults(func=cmd_map)

@@ -125,7 +125,7 @@ class Batcher:
             seq_ranges=compact_ranges(ranges),
             first_ts_us=min(r.source_ts_us for r in readings), last_ts_us=max(r.source_ts_us for r in readings),
             twin_state_hashes={a: h for a, (_, h) in sorted(states.items())}, prev_record_hash=prev_hash,
-            sealed_at_us=now_us, extra={"gaps": [g.to_dict() for g in gaps]} if gaps else {},
+            sealed_at_us=now_us, extra={"gaps": [g.to_text() for g in gaps]} if gaps else {},
         )
         return record, levels
 

@@ -32,14 +32,20 @@ class GapRecord:
     to_ts_us: int
     reason: str
 
+    def to_text(self) -> str:
+        """``"asset/prop FROM_US TO_US reason"``: one string, as the twins contract takes a record nested at most 3
+        levels deep (record -> extra -> gaps -> this); a variable name has no space, the reason comes last."""
+        return f"{self.asset}/{self.prop} {self.from_ts_us} {self.to_ts_us} {self.reason}"
+
+    @staticmethod
+    def from_text(org: str, text: str) -> "GapRecord":
+        var, from_us, to_us, reason = text.split(" ", 3)
+        asset, _, prop = var.rpartition("/")
+        return GapRecord(org, asset, prop, int(from_us), int(to_us), reason)
+
     def to_dict(self) -> dict:
         return {"var": f"{self.asset}/{self.prop}", "from_ts_us": self.from_ts_us, "to_ts_us": self.to_ts_us,
                 "reason": self.reason}
-
-    @staticmethod
-    def from_dict(org: str, d: dict) -> "GapRecord":
-        asset, _, prop = str(d["var"]).rpartition("/")
-        return GapRecord(org, asset, prop, int(d["from_ts_us"]), int(d["to_ts_us"]), str(d["reason"]))
 
 
 def compact_ranges(per_variable: dict[str, list[int]]) -> dict[str, list[int]]:
@@ -110,7 +116,7 @@ class BatchRecord:
 
     def gaps(self) -> list[GapRecord]:
         """The gap records sealed with this batch (none in most batches: ``extra`` then has no ``gaps``)."""
-        return [GapRecord.from_dict(self.org, d) for d in self.extra.get("gaps", [])]
+        return [GapRecord.from_text(self.org, t) for t in self.extra.get("gaps", [])]
 
     def seq_range(self, asset: str, prop: str) -> list[int] | None:
         """The anchored ``[first, last]`` sequence range of ``asset/prop`` (per variable or per asset)."""

@@ -2,8 +2,9 @@
 
 From the Objects folder the browse follows HierarchicalReferences (Organizes, HasComponent, HasProperty, …,
 forward only) and collects every Variable whose value is a Boolean or numeric scalar (the bridge reads nothing
-else; ``twins.bridge.values``). It skips the Server object (the server's own diagnostics, not equipment), a node
-already visited (an address space is a graph, not a tree) and the properties that describe a variable
+else; ``twins.bridge.values``). It skips the Server object (the server's own diagnostics, not equipment), every
+node of namespace 0 (the standard address space: Server, Aliases, folders any server has), a variable's historical
+configuration (HasHistoricalConfiguration, a kind of HasComponent), a node already visited (an address space is a graph, not a tree) and the properties that describe a variable
 (EngineeringUnits, EURange, …: read as the variable's unit, never mapped as signals).
 
 What the mapping proposes, all of it editable:
@@ -39,6 +40,8 @@ _DESCRIPTIVE = {"EngineeringUnits", "EURange", "InstrumentRange", "Definition", 
 _PATIENT = {"hr", "heartrate", "o2sat", "spo2", "temp", "sbp", "dbp", "map", "resp", "resprate", "etco2", "news2"}
 _MACHINE = re.compile(r"speed|rpm|torque|wear|vibration|spindle|motor|pressure|current|power|energy|feed|load|count",
                       re.IGNORECASE)
+#: HasHistoricalConfiguration is a HasComponent: it leads to a variable's history settings, not to equipment.
+_HISTORY_CONFIG = ua.NodeId(ua.ObjectIds.HasHistoricalConfiguration)
 _NAME_BAD = re.compile(r"[^A-Za-z0-9._:-]+")
 MAX_VARIABLES = 100_000  # a browse stops here: a larger address space needs a mapping written another way
 
@@ -89,7 +92,8 @@ async def browse_variables(client: Client, limit: int = MAX_VARIABLES) -> list[F
                                          ua.NodeClass.Object | ua.NodeClass.Variable, includesubtypes=True)
         for ref in refs:
             nid = ref.NodeId
-            if nid in seen or nid == server_id or not ref.IsForward:
+            if nid in seen or nid == server_id or not ref.IsForward or nid.NamespaceIndex == 0 \
+                    or ref.ReferenceTypeId == _HISTORY_CONFIG:
                 continue
             seen.add(nid)
             child = client.get_node(nid)

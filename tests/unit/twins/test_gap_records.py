@@ -4,9 +4,11 @@ verification; a server with history never produces one."""
 
 import asyncio
 
+from chaincode.arguments import require_json_object
+from chaincode.twins import check_batch_record
 from tests.unit.twins.fakes import MemoryAnchorer
 from twins.anchoring.batcher import Batcher
-from twins.anchoring.record import BatchRecord, GapRecord
+from twins.anchoring.record import MAX_RECORD_BYTES, BatchRecord, GapRecord
 from twins.anchoring.store import ReadingStore
 from twins.anchoring.verify import verify_all_batches, verify_gaps, verify_reading
 from twins.bridge.mapping import NodeMap
@@ -101,10 +103,12 @@ def test_a_gap_is_sealed_into_the_batch_covered_by_its_hash_and_shown_by_verific
 
     asyncio.run(main())
     [(record, readings)] = batcher.seal_all(now_us=20_000)
-    assert [g.to_dict() for g in record.gaps()] == [
-        {"var": "press1/Count", "from_ts_us": 3000, "to_ts_us": 9000,
-         "reason": record.extra["gaps"][0]["reason"]}]
+    [gap] = record.gaps()
+    assert (gap.org, gap.asset, gap.prop, gap.from_ts_us, gap.to_ts_us) == ("plant1", "press1", "Count", 3000, 9000)
     assert record.fits_ledger() and batcher.gaps_sealed == 1 and len(readings) == 2
+    # what the twins contract takes: a well-formed record, nested at most 3 levels deep (record -> extra -> gaps)
+    check_batch_record(record.batch_id, require_json_object("record", record.canonical().decode(),
+                                                            max_bytes=MAX_RECORD_BYTES, max_depth=3))
     # the gap is part of what the record hash covers: the same batch without it hashes differently
     bare = BatchRecord.from_dict({**record.to_dict(), "extra": {}})
     assert bare.record_hash() != record.record_hash()
@@ -130,5 +134,5 @@ def test_a_gap_is_sealed_into_the_batch_covered_by_its_hash_and_shown_by_verific
 
 
 def test_gap_record_round_trip():
-    g = GapRecord("plant1", "press1.line2", "Count", 1, 2, "why")
-    assert GapRecord.from_dict("plant1", g.to_dict()) == g
+    g = GapRecord("plant1", "press1.line2", "Count", 1, 2, "a reconnect or restart; the server keeps no history (x)")
+    assert GapRecord.from_text("plant1", g.to_text()) == g
