@@ -84,9 +84,9 @@ def test_map_then_run_two_external_endpoints_with_a_kill_and_a_gap_record_on_the
     run: subprocess.Popen | None = None
     try:
         for port, journal, extra in ((port_a, "a.jsonl", []), (port_b, "b.jsonl", ["--no-history"])):
-            p = Proc(["node", str(SERVER_DIR / "server.js"), "--port", str(port), "--journal", str(tmp_path / journal),
-                      "--rate", "10", *extra], log=tmp_path / f"{journal}.log")
-            servers.append(p)
+            servers.append(Proc(["node", str(SERVER_DIR / "server.js"), "--port", str(port), "--journal",
+                                 str(tmp_path / journal), "--rate", "10", *extra], log=tmp_path / f"{journal}.log"))
+        for p in servers:  # both start at once
             p.wait_ready(120)
 
         # --- twins map: one-line refusals, then the mappings ------------------------------------------------------
@@ -140,7 +140,7 @@ def test_map_then_run_two_external_endpoints_with_a_kill_and_a_gap_record_on_the
         time.sleep(1.5)  # both servers publish on; only A will give these values back
 
         # --- the restart: A refills from history, B leaves a gap record per variable -------------------------------
-        again_run = subprocess.run([*CLI, *run_args, "--duration", "6", "--json"], capture_output=True, text=True,
+        again_run = subprocess.run([*CLI, *run_args, "--duration", "4", "--json"], capture_output=True, text=True,
                                    timeout=120)
         run = None
         assert again_run.returncode == 0, again_run.stdout[-2000:] + again_run.stderr[-2000:]
@@ -184,8 +184,6 @@ def test_map_then_run_two_external_endpoints_with_a_kill_and_a_gap_record_on_the
         # nothing stored inside the gap, and the server did publish there: the gap is real, and declared
         assert not [t for t in b if g["from_ts_us"] < t < g["to_ts_us"]]
         assert [t for t in journal_b[prop] if g["from_ts_us"] < t < g["to_ts_us"]]
-    text = tl("verify", "gaps", home=home, timeout=120)
-    assert text.returncode == 0 and f"OK: {len(SIGNALS)} gap record(s)" in text.stdout
 
     # a reading of A next to the restart proves against the ledger, with no gap next to it
     seq = len(stored[("Press1", "Count")]) // 2
