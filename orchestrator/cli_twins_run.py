@@ -1,4 +1,7 @@
-"""`twinledger twins run`: the OPC-UA simulators and the bridge with its twins as processes, one live line a second."""
+"""`twinledger twins run`: the OPC-UA simulators and the bridge with its twins as processes, one live line a second.
+
+With ``--endpoint``/``--mapping`` it bridges external OPC-UA servers instead (orchestrator.cli_twins_endpoints); the
+running part, the same for both, is orchestrator.cli_twins_live."""
 
 from __future__ import annotations
 
