@@ -185,6 +185,10 @@ def test_map_then_run_two_external_endpoints_with_a_kill_and_a_gap_record_on_the
         assert not [t for t in b if g["from_ts_us"] < t < g["to_ts_us"]]
         assert [t for t in journal_b[prop] if g["from_ts_us"] < t < g["to_ts_us"]]
 
+    status = json.loads(tl("twins", "status", "--json", home=home).stdout)
+    assert status["bridge"]["gaps_sealed"] == len(SIGNALS) and status["bridge"]["connections"] == 2
+    assert set(status["assets"]) == {"Press1", "press-b"} and status["store"]["pending"] == 0
+
     # a reading of A next to the restart proves against the ledger, with no gap next to it
     seq = len(stored[("Press1", "Count")]) // 2
     proof = tl("verify", "reading", "Press1", str(seq), "--prop", "Count", "--json", home=home, timeout=120)
