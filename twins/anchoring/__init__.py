@@ -8,5 +8,6 @@ from twins.anchoring.verify import VerificationError, VerifiedReading, verify_al
 
 __all__ = [
     "AnchorConflict", "Anchorer", "Batcher", "BatchRecord", "FabricAnchorer",
-    "ReadingStore", "VerificationError", "VerifiedReading", "verify_all_batches", "verify_batch", "verify_reading", "verify_reading_sync",
+    "ReadingStore", "VerificationError", "VerifiedReading", "verify_all_batches", "verify_batch", "verify_gaps", "verify_reading",
+    "verify_reading_sync", "verify_store_on_ledger",
 ]
