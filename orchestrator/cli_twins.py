@@ -1,4 +1,9 @@
-"""`twinledger twins run | status | whatif | decide | ack` and `twinledger verify reading`: the digital twins from the CLI.
+"""`twinledger twins run | map | status | whatif | decide | ack` and `twinledger verify reading | gaps`: the digital twins
+from the CLI.
+
+``twins map`` browses an OPC-UA server not ours into a mapping, ``twins run --endpoint URL --mapping FILE`` bridges
+it instead of starting simulators (orchestrator.cli_twins_map, orchestrator.cli_twins_endpoints); ``verify gaps``
+lists the gap records a server without history left, verified against the ledger (orchestrator.cli_twins_gaps).
 
 ``twins decide`` / ``twins ack`` are the twins contract's DecideMaintenance / AckDecision on the alerts the bridge
 raised on the ledger (``twins status`` lists them with their ids); the other commands work on the state below.
@@ -43,14 +48,18 @@ from __future__ import annotations
 import argparse
 
 from orchestrator.cli_twins_decide import add_decide_parsers
+from orchestrator.cli_twins_gaps import add_verify_gaps_parser
+from orchestrator.cli_twins_map import add_map_parser
 from orchestrator.cli_twins_run import add_run_parser
 from orchestrator.cli_twins_views import add_view_parsers
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    """Add `twins run|status|whatif|decide|ack` and `verify reading` to the `twinledger` parser."""
+    """Add `twins run|map|status|whatif|decide|ack` and `verify reading|gaps` to the `twinledger` parser."""
     t = sub.add_parser("twins", help="OPC-UA simulators, bridge and digital twins: run, status, what-if")
     ts = t.add_subparsers(dest="twins_command", required=True, metavar="SUBCOMMAND")
     add_run_parser(ts, common)
+    add_map_parser(ts, common)
     add_view_parsers(sub, ts, common)
     add_decide_parsers(ts, common)
+    add_verify_gaps_parser(sub, common)

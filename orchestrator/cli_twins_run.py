@@ -1,4 +1,7 @@
-"""`twinledger twins run`: the OPC-UA simulators and the bridge with its twins as processes, one live line a second."""
+"""`twinledger twins run`: the OPC-UA simulators and the bridge with its twins as processes, one live line a second.
+
+With ``--endpoint``/``--mapping`` it bridges external OPC-UA servers instead (orchestrator.cli_twins_endpoints); the
+running part, the same for both, is orchestrator.cli_twins_live."""
 
 from __future__ import annotations
 
@@ -20,9 +23,10 @@ from network.files import private_dir
 from network.spec import _NAME_RE as ORG_NAME_RE
 from orchestrator import cli_inputs
 from orchestrator.cli_common import UserError, home_of
+from orchestrator.cli_twins_endpoints import add_endpoint_arguments, cmd_run_endpoints
+from orchestrator.cli_twins_live import BRIDGE_LOG, SIM_LOG, run_processes
 from orchestrator.twins_state import TwinsDir, anchor_label, ledger_config, not_on_ledger
 
-SIM_LOG, BRIDGE_LOG = "twins-simulators", "twins-bridge"
 # When the user names no assets: the default consortium's plants and hospitals (network/default_spec.yaml).
 DEFAULT_MACHINES = ("plant1:2", "plant2:2")
 DEFAULT_MONITORS = ("hospital1:1", "hospital2:1")
@@ -71,118 +75,11 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def _last_log_line(path: Path) -> str:
-    try:
-        lines = [x for x in path.read_text(errors="replace").splitlines() if x.strip()]
-    except OSError:
-        return ""
-    return lines[-1].strip()[:300] if lines else ""
-
-
-class _Stopper:
-    """SIGINT (Ctrl-C) and SIGTERM ask the run to stop. While a child is being spawned the signal only sets the
-    flag (a KeyboardInterrupt between Popen and remembering the child would leave it running); elsewhere it
-    interrupts whatever blocks (waiting for a child to be ready) so that the stop starts at once."""
-
-    def __init__(self) -> None:
-        self.requested: str | None = None  # the signal's name
-        self._defer = 0
-        self._old: dict[int, Any] = {}
-
-    def _handler(self, signum: int, frame: Any) -> None:
-        self.requested = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-        if not self._defer:
-            raise KeyboardInterrupt
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[None]:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._old[sig] = signal.signal(sig, self._handler)
-        try:
-            yield
-        finally:
-            for sig, old in self._old.items():
-                signal.signal(sig, old)
-
-    @contextlib.contextmanager
-    def deferred(self) -> Iterator[None]:
-        self._defer += 1
-        try:
-            yield
-        finally:
-            self._defer -= 1
-
-
-class _LiveLine:
-    """One status line per second from the bridge's status.json: rates come from two consecutive statuses."""
-
-    def __init__(self, td: TwinsDir, since: float) -> None:
-        self.td = td
-        self.since = since  # status.json of an earlier run is not this run's
-        self.prev: tuple[float, int] | None = None
-        self.rate = 0.0
-        self.last: dict[str, Any] = {}
-
-    def update(self) -> dict[str, Any]:
-        st = self.td.read_json(self.td.status)
-        if st and st.get("time") and float(st["time"]) >= self.since:
-            now, readings = float(st["time"]), int(st.get("counters", {}).get("readings", 0))
-            if self.prev and now > self.prev[0]:
-                self.rate = (readings - self.prev[1]) / (now - self.prev[0])
-            if not self.prev or now > self.prev[0]:
-                self.prev = (now, readings)
-            self.last = st
-        return self.last
-
-    def fields(self, elapsed: float) -> dict[str, Any]:
-        """The live figures (`twins run --json` prints them as one JSON object per second)."""
-        st = self.last
-        c, b = st.get("counters", {}), st.get("bridge", {})
-        twins = st.get("twins", {})
-        return {
-            "elapsed_s": round(elapsed, 1), "status": bool(st), "values_per_s": round(self.rate, 1),
-            "twins_live": sum(1 for t in twins.values() if t.get("updates")), "twins": len(twins),
-            "sealed": c.get("batches", 0), "anchored": c.get("anchored", 0), "anchor_errors": c.get("anchor_errors", 0),
-            "lost": b.get("lost", 0), "alerts": len(st.get("alerts", [])), "alerts_recorded": c.get("alerts_raised", 0),
-            "top_risk": _top_risk(twins),
-            "opcua": "connected" if b.get("connected", True) else "reconnecting" if b.get("connects") else "connecting",
-        }
-
-    def text(self, elapsed: float) -> str:
-        f = self.fields(elapsed)
-        parts = [f"[{elapsed:5.0f}s]"]
-        if not f["status"]:
-            return " | ".join(parts + ["waiting for the bridge's first status…"])
-        parts += [f"{f['values_per_s']:6.0f} values/s", f"twins {f['twins_live']}/{f['twins']}",
-                  f"sealed {f['sealed']}", f"anchored {f['anchored']}"]
-        if f["anchor_errors"]:
-            parts.append(f"anchor errors {f['anchor_errors']} (retrying)")
-        parts += [f"lost {f['lost']}", f"alerts {f['alerts']} ({f['alerts_recorded']} recorded)"]
-        if f["top_risk"]:
-            parts.append(f"top risk {f['top_risk']}")
-        if f["opcua"] != "connected":
-            parts.append(f"OPC-UA {f['opcua']}")
-        return " | ".join(parts)
-
-
-def _top_risk(twins: dict[str, dict[str, Any]]) -> str:
-    """The machine most likely to fail next and the patient with the highest NEWS2-like score."""
-    out = []
-    machines = [(t["prediction"]["probability"], a, t["prediction"].get("model", "")) for a, t in twins.items()
-                if t.get("prediction") and t["prediction"].get("probability") is not None]
-    if machines:
-        p, a, model = max(machines)
-        out.append(f"{a} P(fail) {p:.3f} [{model}]")
-    patients = [(t["risk"].get("score", 0), a, t["risk"].get("risk", "")) for a, t in twins.items() if t.get("risk")]
-    if patients:
-        score, a, band = max(patients)
-        out.append(f"{a} NEWS2-like {score} ({band})")
-    return ", ".join(out)
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    from twins.procs import Proc, bridge_argv, simulator_argv
+    from twins.procs import bridge_argv, simulator_argv
 
+    if args.endpoint or args.mapping:
+        return cmd_run_endpoints(args)  # external OPC-UA servers: no simulators
     home = home_of(args)
     td = TwinsDir(home)
     machines = args.machines if args.machines is not None else ([] if args.monitors else list(DEFAULT_MACHINES))
@@ -261,8 +158,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"checked against its committed SHA-256 (store {models['store']}, asked every {models['poll_s']:g} s; the AI4I "
         "rules, labelled fallback, until then); patient twins: NEWS2-like rules", event="models", models=models)
 
-    stopper = _Stopper()
-    procs: list[tuple[str, Proc]] = []
     sim_sec: dict[str, Any] = {"insecure": True} if pki is None else {
         "cert": pki.server.cert, "key": pki.server.key, "trust": [pki.trust]}
     bridge_sec: dict[str, Any] = {"insecure": True} if pki is None else {
@@ -270,97 +165,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     run_info: dict[str, Any] = {"pids": {}, "started_at": time.time(), "anchor": target, "port": args.port,
                                 "opcua": opcua_text,
                                 "machines": machines, "monitors": monitors, "duration": args.duration, "metrics": {}}
-    t_live = time.monotonic()
-    live = _LiveLine(td, since=time.time())
-    error: str | None = None
-    reason = "the end of --duration"
-    tty = sys.stdout.isatty() and not args.json
-    t_end: float | None = None
-    refreshed = False
-    with stopper.installed():
-        try:
-            steps = [
-                ("simulators", simulator_argv(port=args.port, data_dir=td.sim, machines=machines, monitors=monitors,
-                                              machine_rate=args.machine_rate, monitor_rate=args.monitor_rate,
-                                              mapping_out=td.mapping, metrics_port=sim_metrics, **sim_sec), SIM_LOG),
-                # history: a fresh bridge starts from each variable's first value, so nothing published is skipped
-                ("bridge", bridge_argv(mapping=td.mapping, home=td.root, ledger_config=td.ledger, interval=args.interval,
-                                       start_from="history", metrics_port=bridge_metrics, extra=extra, **bridge_sec),
-                 BRIDGE_LOG),
-            ]
-            for name, argv, log in steps:
-                with stopper.deferred():
-                    p = Proc(argv, log=td.log(log))
-                    procs.append((name, p))
-                    run_info["pids"][name] = p.pid
-                    td.write_json(td.run, run_info)
-                try:
-                    ready = p.wait_ready(60)
-                except (RuntimeError, TimeoutError) as exc:
-                    raise UserError(f"the twins {name} did not start: {exc}; last log line: {_last_log_line(td.log(log))}") from None
-                if ready.get("metrics"):
-                    run_info["metrics"][name] = ready["metrics"]
-                    td.write_json(td.run, run_info)
-            served = run_info["metrics"]
-            metrics_text = ("metrics " + ", ".join(f"{n} {u}" for n, u in served.items()) + "; ") if served else ""
-            say(f"running (simulators pid {procs[0][1].pid}, bridge pid {procs[1][1].pid}); {metrics_text}"
-                + (f"stopping after {args.duration:g} s" if args.duration else "Ctrl-C stops everything"),
-                event="running", pids={n: p.pid for n, p in procs}, metrics=served)
-            t_live = time.monotonic()
-            next_tick = t_live + 1.0
-            while not stopper.requested:
-                elapsed = time.monotonic() - t_live
-                if args.duration and elapsed >= args.duration:
-                    break
-                dead = [(n, p) for n, p in procs if p.p.poll() is not None]
-                if dead:
-                    n, p = dead[0]
-                    error = (f"the twins {n} stopped unexpectedly (exit {p.p.returncode}); "
-                             f"last log line: {_last_log_line(td.log(SIM_LOG if n == 'simulators' else BRIDGE_LOG))}")
-                    break
-                time.sleep(max(0.0, min(next_tick, t_live + (args.duration or 1e9)) - time.monotonic()))
-                if time.monotonic() >= next_tick:
-                    next_tick += 1.0
-                    live.update()
-                    line = live.text(time.monotonic() - t_live)
-                    if args.json:
-                        print(json.dumps({"event": "live", "anchor": anchor_label(target),
-                                          **live.fields(time.monotonic() - t_live)}), flush=True)
-                    elif tty:  # refresh one line in place; a wrapped line could not be rewritten
-                        print("\r\x1b[K" + line[:shutil.get_terminal_size().columns - 1], end="", flush=True)
-                        refreshed = True
-                    else:
-                        print(line, flush=True)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            # From here a signal only sets the flag: stopping is bounded (SIGTERM, then SIGKILL) and must finish.
-            with stopper.deferred():
-                t_end = time.monotonic()
-                if stopper.requested:
-                    reason = stopper.requested
-                if refreshed:
-                    print(flush=True)  # end the line refreshed in place
-                codes = {}
-                # bridge first: at SIGTERM it seals what is pending and waits for the anchorer
-                for name, p in reversed(procs):
-                    codes[name] = p.stop(timeout=20)
-                run_info.update(stopped_at=time.time(), exit_codes=codes, pids={})
-                if procs:
-                    td.write_json(td.run, run_info)
-    if error:
-        raise UserError(error)
-    st = live.update()
-    c, b = st.get("counters", {}), st.get("bridge", {})
-    bad = {n: code for n, code in codes.items() if code not in (0, -signal.SIGTERM)}
-    say(f"stopped on {reason} after {(t_end or time.monotonic()) - t_live:.1f} s: {c.get('readings', 0)} values, "
-        f"{c.get('batches', 0)} batches sealed, {c.get('anchored', 0)} anchored, {b.get('lost', 0)} lost, "
-        f"{c.get('alerts_raised', 0)} alerts recorded"
-        + (f"; exit codes {bad}" if bad else "")
-        + f"; state kept in {td.root} (`twinledger twins status`, `twinledger verify reading ASSET SEQ`)",
-        event="stopped", reason=reason, values=c.get("readings", 0), sealed=c.get("batches", 0),
-        anchored=c.get("anchored", 0), lost=b.get("lost", 0), alerts_recorded=c.get("alerts_raised", 0), exit_codes=codes)
-    return 1 if bad else 0
+    steps = [
+        ("simulators", simulator_argv(port=args.port, data_dir=td.sim, machines=machines, monitors=monitors,
+                                      machine_rate=args.machine_rate, monitor_rate=args.monitor_rate,
+                                      mapping_out=td.mapping, metrics_port=sim_metrics, **sim_sec), SIM_LOG),
+        # history: a fresh bridge starts from each variable's first value, so nothing published is skipped
+        ("bridge", bridge_argv(mapping=td.mapping, home=td.root, ledger_config=td.ledger, interval=args.interval,
+                               start_from="history", metrics_port=bridge_metrics, extra=extra, **bridge_sec),
+         BRIDGE_LOG),
+    ]
+    return run_processes(td, steps, run_info, say, target=target, duration=args.duration, json_out=args.json)
 
 
 def _paragraphs(text: str) -> str:
@@ -419,4 +233,5 @@ def add_run_parser(ts: argparse._SubParsersAction, common: argparse.ArgumentPars
                         "where `fl run` keeps them); a file is used only if it hashes to the ledger's hash")
     r.add_argument("--model-poll", type=cli_inputs.finite(0.0, above=True, what="number of seconds"), default=2.0, metavar="S",
                    help="ask the ledger for a new committed round every S seconds (default 2)")
+    add_endpoint_arguments(r)
     r.set_defaults(func=cmd_run)

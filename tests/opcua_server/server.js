@@ -1,7 +1,7 @@
 // A standard OPC-UA server NOT written by TwinLedger: node-opcua (pinned in package.json), the way a machine builder
 // would expose a press. Used by tests/integration/test_opcua_foreign_server.py.
 //
-//   node server.js --port P --journal FILE [--rate 10]
+//   node server.js --port P --journal FILE [--rate 10] [--no-history]
 //
 // Namespace "urn:foreign:press", object Press1, variables (string node ids "Press1.<name>") of several standard
 // scalar types, all written together at --rate Hz with the tick's time as SourceTimestamp (ms, strictly increasing,
@@ -14,12 +14,15 @@
 // appends every value to the journal (one JSON line, written before the value is set) and, at start, pushes the
 // journal back into node-opcua's historian — what a real historian's storage does. The journal is also the
 // server's own count of what it published, which the test compares with the bridge's.
+// Temperature is an AnalogItem with EngineeringUnits (°C) and an EURange, as PLC gateways expose analog values.
+// --no-history: a server that keeps none (no historizing, no HistoryRead access): what a PLC without a historian
+// answers; the journal is still written (the test's count) but never pushed back into a historian.
 // Prints {"event":"ready","endpoint":...} once it listens. SIGKILL loses nothing published (journal first).
 // SIGUSR1 pauses production (still serving), SIGUSR2 resumes, SIGTERM stops.
 "use strict";
 const fs = require("fs");
 const {
-    OPCUAServer, Variant, DataType, StatusCodes, DataValue, MessageSecurityMode, SecurityPolicy,
+    OPCUAServer, Variant, DataType, StatusCodes, DataValue, MessageSecurityMode, SecurityPolicy, standardUnits,
 } = require("node-opcua");
 
 function arg(name, dflt) {
@@ -29,6 +32,7 @@ function arg(name, dflt) {
 const port = Number(arg("--port", "4840"));
 const journalPath = arg("--journal");
 const rate = Number(arg("--rate", "10"));
+const history = !process.argv.includes("--no-history");
 if (!journalPath) throw new Error("--journal FILE is required");
 
 const SIGNALS = {
@@ -87,13 +91,20 @@ function dataValueOf(rec) {
     const vars = {};
     const journal = readJournal();
     for (const [name, dataType] of Object.entries(SIGNALS)) {
-        const v = ns.addVariable({
+        const access = history ? "CurrentRead | HistoryRead" : "CurrentRead";
+        const options = {
             componentOf: press, browseName: name, nodeId: `s=Press1.${name}`, dataType,
-            accessLevel: "CurrentRead | HistoryRead", userAccessLevel: "CurrentRead | HistoryRead",
-        });
-        addressSpace.installHistoricalDataNode(v, { maxOnlineValues: 1000000 });
-        for (const rec of journal) {  // the history this server published before it was restarted
-            if (rec.name === name) await v.varHistorian.push(dataValueOf(rec));
+            accessLevel: access, userAccessLevel: access,
+        };
+        const v = name === "Temperature"
+            ? ns.addAnalogDataItem({ ...options, engineeringUnits: standardUnits.degree_celsius,
+                                     engineeringUnitsRange: { low: -50, high: 200 } })
+            : ns.addVariable(options);
+        if (history) {
+            addressSpace.installHistoricalDataNode(v, { maxOnlineValues: 1000000 });
+            for (const rec of journal) {  // the history this server published before it was restarted
+                if (rec.name === name) await v.varHistorian.push(dataValueOf(rec));
+            }
         }
         vars[name] = v;
     }

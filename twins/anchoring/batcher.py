@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 
 from twins.anchoring.merkle import build_levels, leaf_hash
-from twins.anchoring.record import BatchRecord, compact_ranges
+from twins.anchoring.record import BatchRecord, GapRecord, compact_ranges
 from twins.anchoring.store import ReadingStore
 from twins.readings import Reading
 
@@ -26,6 +26,11 @@ class Batcher:
         self.twin_states = twin_states or (lambda org: {})
         self.pending: dict[str, list[Reading]] = {}
         self._last: dict[str, tuple[int, str]] = {}
+        # gap records (twins.bridge.sequencer) travel with the readings: pending with them, detached by the same
+        # take(), sealed into the same batch (the reading that closes a gap comes right after it)
+        self.pending_gaps: dict[str, list[GapRecord]] = {}
+        self._taken_gaps: dict[str, list[GapRecord]] = {}
+        self.gaps_sealed = 0
 
     def continue_chain(self, org: str, head: tuple[int, str] | None) -> None:
         """Seal ``org``'s first batch of this store after ``head`` (batch_no, record_hash), the org's last batch on
@@ -41,6 +46,9 @@ class Batcher:
             lst = self.pending[reading.org] = []
         lst.append(reading)
 
+    def add_gap(self, gap: GapRecord) -> None:
+        self.pending_gaps.setdefault(gap.org, []).append(gap)
+
     def pending_count(self) -> int:
         return sum(len(v) for v in self.pending.values())
 
@@ -50,6 +58,9 @@ class Batcher:
         readings = self.pending.pop(org, None)
         if not readings:
             return None
+        gaps = self.pending_gaps.pop(org, None)
+        if gaps:  # seal_taken of this org (which must not overlap another) picks them up
+            self._taken_gaps.setdefault(org, []).extend(gaps)
         return readings, self.twin_states(org)
 
     def seal(self, org: str, now_us: int | None = None) -> list[tuple[BatchRecord, list[Reading]]]:
@@ -68,6 +79,7 @@ class Batcher:
         readings it holds (a twin without readings in the interval has not changed since it was last sealed)."""
         now_us = now_us if now_us is not None else time.time_ns() // 1000
         leaves = {id(r): leaf_hash(r.leaf_bytes()) for r in readings}  # hashed once, whatever the split
+        gaps = self._taken_gaps.pop(org, [])
         assets = sorted({r.asset for r in readings})
         todo: list[list[str] | None] = [None]  # None: all of it, with every twin state (the usual single batch)
         out = []
@@ -76,7 +88,8 @@ class Batcher:
             keep = None if part is None else set(part)
             rs = readings if keep is None else [r for r in readings if r.asset in keep]
             st = states if keep is None else {a: v for a, v in states.items() if a in keep}
-            record, levels = self._record(org, rs, st, leaves, now_us)
+            gs = gaps if keep is None else [g for g in gaps if g.asset in keep]
+            record, levels = self._record(org, rs, st, leaves, now_us, gs)
             if not record.fits_ledger():
                 names = assets if part is None else part
                 if len(names) < 2:
@@ -87,11 +100,13 @@ class Batcher:
                 continue
             self.store.append_batch(record, rs, levels, st)
             self._last[org] = (record.batch_no, record.record_hash())
+            self.gaps_sealed += len(gs)
             out.append((record, rs))
         return out
 
     def _record(self, org: str, readings: list[Reading], states: dict[str, tuple[str, str]],
-                leaves: dict[int, bytes], now_us: int) -> tuple[BatchRecord, list[list[bytes]]]:
+                leaves: dict[int, bytes], now_us: int, gaps: list[GapRecord] = ()  # type: ignore[assignment]
+                ) -> tuple[BatchRecord, list[list[bytes]]]:
         if org not in self._last:
             self._last[org] = self.store.last_batch(org) or (0, "")
         last_no, prev_hash = self._last[org]
@@ -110,7 +125,7 @@ class Batcher:
             seq_ranges=compact_ranges(ranges),
             first_ts_us=min(r.source_ts_us for r in readings), last_ts_us=max(r.source_ts_us for r in readings),
             twin_state_hashes={a: h for a, (_, h) in sorted(states.items())}, prev_record_hash=prev_hash,
-            sealed_at_us=now_us,
+            sealed_at_us=now_us, extra={"gaps": [g.to_text() for g in gaps]} if gaps else {},
         )
         return record, levels
 

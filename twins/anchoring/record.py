@@ -17,6 +17,37 @@ MAX_RECORD_BYTES = 8000
 MAX_ARGUMENT_BYTES = 8192
 
 
+@dataclass(frozen=True)
+class GapRecord:
+    """Readings of one variable that may be missing and could not be read back: the server keeps no history, and the
+    stream broke (a reconnect, a restart of the bridge, an overflow of the server's queue) after the reading at
+    ``from_ts_us`` and resumed with the one at ``to_ts_us`` (source times; both readings are stored, the gap lies
+    strictly between). Sealed into the org's batch with its readings (``BatchRecord.extra["gaps"]``), so the
+    anchored record hash covers it and a verifier sees the gap instead of missing it."""
+
+    org: str
+    asset: str
+    prop: str
+    from_ts_us: int
+    to_ts_us: int
+    reason: str
+
+    def to_text(self) -> str:
+        """``"asset/prop FROM_US TO_US reason"``: one string, as the twins contract takes a record nested at most 3
+        levels deep (record -> extra -> gaps -> this); a variable name has no space, the reason comes last."""
+        return f"{self.asset}/{self.prop} {self.from_ts_us} {self.to_ts_us} {self.reason}"
+
+    @staticmethod
+    def from_text(org: str, text: str) -> "GapRecord":
+        var, from_us, to_us, reason = text.split(" ", 3)
+        asset, _, prop = var.rpartition("/")
+        return GapRecord(org, asset, prop, int(from_us), int(to_us), reason)
+
+    def to_dict(self) -> dict:
+        return {"var": f"{self.asset}/{self.prop}", "from_ts_us": self.from_ts_us, "to_ts_us": self.to_ts_us,
+                "reason": self.reason}
+
+
 def compact_ranges(per_variable: dict[str, list[int]]) -> dict[str, list[int]]:
     """``{"asset/prop": [first, last]}`` -> the same, with each asset whose variables all share one range folded
     into one ``"asset": [first, last]`` entry (sorted keys; see ``BatchRecord.seq_ranges``)."""
@@ -82,6 +113,10 @@ class BatchRecord:
 
     def canonical(self) -> bytes:
         return canonical_json(self.to_dict())
+
+    def gaps(self) -> list[GapRecord]:
+        """The gap records sealed with this batch (none in most batches: ``extra`` then has no ``gaps``)."""
+        return [GapRecord.from_text(self.org, t) for t in self.extra.get("gaps", [])]
 
     def seq_range(self, asset: str, prop: str) -> list[int] | None:
         """The anchored ``[first, last]`` sequence range of ``asset/prop`` (per variable or per asset)."""

@@ -12,6 +12,11 @@ all the values of product ``seq``). Any mismatch raises ``VerificationError`` na
 
 ``verify_batch(store, anchorer, batch_id)`` checks a whole batch the same way, with one ledger read;
 ``verify_all_batches`` every batch of a store.
+
+Gaps (``twins.anchoring.record.GapRecord``): readings a server without history could not give back are not proven
+absent or present, they are declared. ``verify_gaps`` verifies every batch that seals gap records and returns the
+gaps as the *anchored* record states them; ``verify_reading`` names the gaps of the reading's variable sealed in its
+batch, so a proof never hides that readings may be missing next to it.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from typing import Any
 
 from twins.anchoring.anchorer import Anchorer, connect_ledger
 from twins.anchoring.merkle import leaf_hash, proof_from_levels, root_from_proof, root_of, unpack_levels
-from twins.anchoring.record import BatchRecord
+from twins.anchoring.record import BatchRecord, GapRecord
 from twins.anchoring.store import ReadingStore
 from twins.readings import Reading
 
@@ -39,12 +44,24 @@ class VerifiedReading:
     proof: list[str]  # sibling hashes, hex, leaf to root
     merkle_root: str
     anchor: dict[str, Any]  # as returned by the anchorer: record, record_hash, tx_id
+    gaps: tuple[GapRecord, ...] = ()  # gaps of this reading's variable sealed in the same (anchored) batch
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "reading": self.reading.to_dict(), "batch_id": self.batch_id, "leaf_index": self.leaf_index,
             "proof": self.proof, "merkle_root": self.merkle_root, "anchor": self.anchor,
+            "gaps": [g.to_dict() for g in self.gaps],
         }
+
+
+@dataclass(frozen=True)
+class VerifiedGap:
+    gap: GapRecord
+    batch_id: str
+    tx_id: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"org": self.gap.org, **self.gap.to_dict(), "batch_id": self.batch_id, "tx_id": self.tx_id}
 
 
 async def verify_reading(
@@ -92,7 +109,8 @@ async def verify_reading(
             raise VerificationError(f"{name}: outside the anchored sequence range {rng}")
         if not anchored.first_ts_us <= r.source_ts_us <= anchored.last_ts_us:
             raise VerificationError(f"{name}: source time outside the anchored time range")
-        out.append(VerifiedReading(r, sr.batch_id, sr.leaf_index, [p.hex() for p in proof], b.root.hex(), anchor))
+        gaps = tuple(g for g in anchored.gaps() if (g.asset, g.prop) == (r.asset, r.prop))
+        out.append(VerifiedReading(r, sr.batch_id, sr.leaf_index, [p.hex() for p in proof], b.root.hex(), anchor, gaps))
     return out
 
 
@@ -125,6 +143,20 @@ async def verify_batch(store: ReadingStore, anchorer: Anchorer, batch_id: str) -
         if rng is None or not rng[0] <= r.seq <= rng[1] or not anchored.first_ts_us <= r.source_ts_us <= anchored.last_ts_us:
             raise VerificationError(f"{batch_id}: {r.asset}/{r.prop}#{r.seq} outside the anchored ranges")
     return anchored
+
+
+async def verify_gaps(store: ReadingStore, anchorer: Anchorer) -> list[VerifiedGap]:
+    """Every gap record sealed in the store, each from its batch's anchored record after ``verify_batch`` of that
+    batch (``VerificationError`` if it does not verify: a gap nobody can prove was declared is no declaration)."""
+    out: list[VerifiedGap] = []
+    for batch_id in store.batch_ids():
+        b = store.batch(batch_id)
+        if b is None or not b.record.extra.get("gaps"):
+            continue
+        anchored = await verify_batch(store, anchorer, batch_id)
+        anchor = await anchorer.get_anchor(batch_id) or {}
+        out += [VerifiedGap(g, batch_id, anchor.get("tx_id")) for g in anchored.gaps()]
+    return out
 
 
 async def verify_all_batches(store: ReadingStore, anchorer: Anchorer) -> tuple[int, dict[str, str]]:

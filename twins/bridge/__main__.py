@@ -4,6 +4,9 @@
 
     # run: subscribe per the mapping, keep twins current, seal a batch per org every second
     python -m twins.bridge run --mapping sim/mapping.yaml --home .twinledger/twins --ledger-config ledger.json
+    #   (--mapping repeatable: one per OPC-UA server, each with its 'server:' or a --url in the same order;
+    #    --max-per-connection N: an endpoint with more variables is split across several connections, see
+    #    twins.bridge.group)
     #   (--ledger-config F, required: anchor on the ledger, one Fabric identity per org, see
     #    twins.anchoring.anchorer.connect_ledger; --cert/--key/--trust, required unless --insecure:
     #    SignAndEncrypt, the server's certificate must chain to a --trust CA; --status-file: JSON status rewritten every interval and at the stop;
@@ -30,8 +33,8 @@ from network.files import write_private
 from twins.anchoring.anchorer import AnchorConflict, connect_ledger
 from twins.anchoring.store import ReadingStore
 from twins.anchoring.verify import VerificationError, verify_reading
-from twins.bridge.client import OpcUaBridge
-from twins.bridge.mapping import MappingError, load_mapping
+from twins.bridge.group import MAX_PER_CONNECTION, BridgeGroup
+from twins.bridge.mapping import MappingError, load_mapping, merge_mappings
 from twins.metrics import metrics_url, start_server, stop_server
 from twins.model.twin import MachineTwin
 from twins.model.whatif import whatif_speed
@@ -47,9 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m twins.bridge", description="OPC-UA bridge, twins and anchoring")
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="run the bridge until signalled")
-    r.add_argument("--mapping", type=Path, required=True)
+    r.add_argument("--mapping", type=Path, action="append", required=True,
+                   help="mapping file (repeatable: one per OPC-UA server)")
     r.add_argument("--home", type=Path, required=True, help="state folder (readings.sqlite, status.json)")
-    r.add_argument("--url", help="OPC-UA endpoint (default: 'server' in the mapping)")
+    r.add_argument("--url", action="append", default=[],
+                   help="OPC-UA endpoint of the mapping in the same position (default: 'server' in the mapping)")
+    r.add_argument("--max-per-connection", type=int, default=MAX_PER_CONNECTION, metavar="N",
+                   help=f"variables per OPC-UA connection; more are split across connections (default {MAX_PER_CONNECTION})")
     r.add_argument("--ledger-config", type=Path, required=True,
                    help="the ledger to anchor on: JSON config (channel, chaincode, per-org gateway identity), as "
                         "`twinledger twins run` writes it to HOME/twins/ledger.json")
@@ -90,14 +97,25 @@ def build_parser() -> argparse.ArgumentParser:
 async def run(args: argparse.Namespace) -> None:
     check_security_flags(args.insecure, args.cert, args.key, args.trust)
     security = None if args.insecure else ClientSecurity(args.cert, args.key, list(args.trust), args.server_cert)
-    mapping = load_mapping(args.mapping)
+    parts = [load_mapping(m) for m in args.mapping]
+    if len(args.url) > len(parts):
+        raise MappingError(f"{len(args.url)} --url for {len(parts)} --mapping: give at most one URL per mapping")
+    urls = list(args.url) + [None] * (len(parts) - len(args.url))
+    for m, u, path in zip(parts, urls, args.mapping):
+        if not (u or m.server):
+            raise MappingError(f"{path}: no server URL: give --url or 'server:' in the mapping file")
+    if args.max_per_connection < 1:
+        raise MappingError("--max-per-connection must be at least 1")
+    mapping = parts[0] if len(parts) == 1 else merge_mappings(parts)
     home: Path = args.home
     home.mkdir(parents=True, exist_ok=True)
     ledger = json.loads(args.ledger_config.read_text())
     anchorer, gateways = connect_ledger(ledger)
     anchor_info = {"kind": "ledger", "channel": ledger["channel"], "chaincode": ledger["chaincode"]}
     rt = TwinRuntime(mapping, home / "readings.sqlite", anchorer, interval=args.interval, report_every=args.report_every)
-    bridge = OpcUaBridge(mapping, rt.on_reading, url=args.url, positions=rt.positions(), security=security,
+    # gap records (a server without history could not refill a break) are sealed with the org's next batch
+    bridge = BridgeGroup(list(zip(parts, urls)), rt.on_reading, on_gap=rt.batcher.add_gap,
+                         max_per_connection=args.max_per_connection, positions=rt.positions(), security=security,
                          publish_ms=args.publish_ms, start_from=args.start_from)
     rt.metrics.attach_bridge(bridge)
     metrics_server = None
@@ -119,12 +137,8 @@ async def run(args: argparse.Namespace) -> None:
 
     def write_status(running: bool) -> None:
         st = rt.status()
-        st["bridge"] = {"connected": bridge.connected, "connects": bridge.connects, "delivered": bridge.seq.delivered,
-                        "duplicates": bridge.seq.duplicates, "gaps": bridge.seq.gaps, "replayed": bridge.seq.replayed,
-                        "rereads": bridge.seq.rereads, "lost": bridge.seq.lost, "last_error": bridge.last_error,
-                        "refused": bridge.values.refused, "not_good": bridge.seq.not_good,
-                        "overflows": bridge.seq.overflows, "fills": bridge.seq.fills,
-                        "server_time": bridge.values.server_time, "client_overflows": bridge.client_overflows}
+        st["bridge"] = bridge.status()
+        st["bridge"]["gaps_sealed"] = rt.batcher.gaps_sealed
         st["anchor"] = anchor_info
         st["running"] = running
         _write_json_atomic(status_path, st)

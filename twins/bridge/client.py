@@ -46,6 +46,7 @@ NO_HISTORY = frozenset({ua.StatusCodes.BadHistoryOperationUnsupported, ua.Status
                         ua.StatusCodes.BadNotReadable, ua.StatusCodes.BadNotSupported})
 #: A DataValue's StatusCode info bits: InfoType = DataValue (bits 10-11 = 01) and its Overflow bit (7).
 _INFO_TYPE_MASK, _INFO_DATAVALUE, _OVERFLOW = 0x0C00, 0x0400, 0x0080
+_HISTORY_READ = 0x04  # AccessLevel bit (Part 3, 8.57)
 
 
 def overflowed(status: ua.StatusCode | None) -> bool:
@@ -84,11 +85,14 @@ class OpcUaBridge:
         if security is not None and not security.trust:
             raise ValueError("a secure bridge needs a trust list (the CA certificates the server must chain to)")
         self._node_by_key: dict[tuple[str, str], Any] = {}
+        self._no_history_access: set[tuple[str, str]] = set()
 
     # --- history ---------------------------------------------------------------------------------
     async def _fetch(self, node: NodeMap, from_ts_us: int | None, to_ts_us: int | None) -> list[Sample]:
         """HistoryRead (raw, by time range, paged by continuation points) of one variable: samples by time."""
         key = (node.asset, node.prop)
+        if key in self._no_history_access:
+            raise NoHistory("its AccessLevel has no HistoryRead")
         ua_node = self._node_by_key[key]
         start = us_to_dt(max(from_ts_us or 0, 1))
         end = us_to_dt(to_ts_us if to_ts_us is not None else now_us() + 3_600_000_000)  # None: up to now (+1 h of clock skew)
@@ -116,30 +120,9 @@ class OpcUaBridge:
 
     # --- connection ------------------------------------------------------------------------------
     async def _connect(self) -> Client:
-        # asyncua probes the server every watchdog interval and gives the probe that long to answer: a loaded server
-        # (10k values/s) needs more than 0.5 s. A killed server is noticed at once anyway (socket closed).
-        client = Client(self.url, timeout=self.timeout, watchdog_intervall=self.watchdog_s)
-        client.name = client.description = "TwinLedger bridge"
-        if self.security is not None:
-            sec = self.security
-            client.application_uri = uri_of(sec.cert)
-            if self._trust is None:
-                self._trust = await TrustList(sec.trust).load()
-            # asyncua checks the server's certificate (chain to our trust list, its application URI, server role)
-            # at CreateSession, before the session carries anything
-            client.certificate_validator = validator(self._trust, "server")
-            props = lambda p: uacrypto.CertProperties(str(p), extension=file_format(p))  # noqa: E731
-            await client.set_security(
-                CLIENT_POLICY, props(sec.cert), props(sec.key),
-                server_certificate=props(sec.server_cert) if sec.server_cert else None,
-                mode=ua.MessageSecurityMode.SignAndEncrypt,
-            )
-        try:
-            await client.connect()
-        except BaseException:
-            client.disconnect_socket()  # a refused session leaves the socket open otherwise
-            raise
-        return client
+        if self.security is not None and self._trust is None:
+            self._trust = await TrustList(self.security.trust).load()
+        return await open_client(self.url, self.security, self._trust, timeout=self.timeout, watchdog_s=self.watchdog_s)
 
     async def _resolve(self, client: Client) -> None:
         idx = None
@@ -152,6 +135,20 @@ class OpcUaBridge:
         for n in self.mapping.nodes:
             nid = _NS.sub(f"ns={idx};", n.node_id) if idx is not None else n.node_id
             self._node_by_key[(n.asset, n.prop)] = client.get_node(nid)
+        # A variable whose (user) AccessLevel lacks HistoryRead keeps no history the bridge may read, whatever a
+        # HistoryRead would answer (some servers answer Good with no values): its breaks become gap records at once.
+        self._no_history_access = set()
+        items = list(self._node_by_key.items())
+        for i in range(0, len(items), 1000):
+            chunk = items[i:i + 1000]
+            try:
+                levels = await client.read_attributes([n for _, n in chunk], ua.AttributeIds.UserAccessLevel)
+            except (ua.UaError, ua.UaStatusCodeError, asyncio.TimeoutError):
+                continue  # not known: HistoryRead will say
+            for (key, _), dv in zip(chunk, levels):
+                level = dv.Value.Value if dv.Value is not None else None
+                if isinstance(level, int) and not level & _HISTORY_READ:
+                    self._no_history_access.add(key)
 
     async def _session(self, client: Client, stop: asyncio.Event) -> None:
         lost = asyncio.Event()
@@ -246,6 +243,35 @@ class OpcUaBridge:
                 await asyncio.wait_for(stop.wait(), timeout=delay)
             except asyncio.TimeoutError:
                 pass
+
+
+async def open_client(url: str, security: ClientSecurity | None, trust: TrustList | None, *, timeout: float = 4.0,
+                      watchdog_s: float = 3.0, name: str = "TwinLedger bridge") -> Client:
+    """A connected asyncua client: SignAndEncrypt (``twins.security``) with ``security`` (whose server must chain to
+    ``trust``, loaded), NoSecurity without. `twins map` browses through one too."""
+    # asyncua probes the server every watchdog interval and gives the probe that long to answer: a loaded server
+    # (10k values/s) needs more than 0.5 s. A killed server is noticed at once anyway (socket closed).
+    client = Client(url, timeout=timeout, watchdog_intervall=watchdog_s)
+    client.name = client.description = name
+    if security is not None:
+        if trust is None:
+            trust = await TrustList(security.trust).load()
+        client.application_uri = uri_of(security.cert)
+        # asyncua checks the server's certificate (chain to our trust list, its application URI, server role)
+        # at CreateSession, before the session carries anything
+        client.certificate_validator = validator(trust, "server")
+        props = lambda p: uacrypto.CertProperties(str(p), extension=file_format(p))  # noqa: E731
+        await client.set_security(
+            CLIENT_POLICY, props(security.cert), props(security.key),
+            server_certificate=props(security.server_cert) if security.server_cert else None,
+            mode=ua.MessageSecurityMode.SignAndEncrypt,
+        )
+    try:
+        await client.connect()
+    except BaseException:
+        client.disconnect_socket()  # a refused session leaves the socket open otherwise
+        raise
+    return client
 
 
 async def _close_quietly(client: Client, graceful: bool) -> None:

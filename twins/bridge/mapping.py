@@ -12,8 +12,12 @@
       hospital1.bed1: {org: hospital1, kind: patient}
     nodes:
       "ns=2;s=plant1.m1.Torque": {asset: plant1.m1, property: Torque}
+      "ns=2;s=Press1.Temperature": {asset: press1, property: Temperature, unit: "°C", type: Double}   # unit, type: optional
 
-``python -m twins.simulators --write-mapping FILE`` writes one for its address space.
+``python -m twins.simulators --write-mapping FILE`` writes one for its address space; ``twinledger twins map`` writes
+one for any server by browsing it (``twins.bridge.browse``, written by ``dump_mapping``). ``unit`` and ``type`` are
+what the server said (EngineeringUnits, DataType) when it was browsed: kept for the reader and the twin's status, never
+needed to read a value (the bridge takes any Boolean or numeric scalar).
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ class NodeMap:
     prop: str
     org: str
     kind: str
+    unit: str | None = None
+    data_type: str | None = None
 
 
 @dataclass(frozen=True)
@@ -81,8 +87,53 @@ def parse_mapping(data: Any, source: str = "mapping") -> Mapping:
         if (asset, prop) in seen:
             raise MappingError(f"{source}: {asset}/{prop} is mapped twice")
         seen.add((asset, prop))
-        nodes.append(NodeMap(str(nid), asset, prop, assets[asset].org, assets[asset].kind))
+        unit, dtype = n.get("unit"), n.get("type")
+        nodes.append(NodeMap(str(nid), asset, prop, assets[asset].org, assets[asset].kind,
+                             None if unit is None else str(unit), None if dtype is None else str(dtype)))
     return Mapping(nodes, assets, data.get("server"), data.get("namespace"), dict(data.get("sustainability") or {}))
+
+
+def merge_mappings(parts: list[Mapping]) -> Mapping:
+    """One mapping of several endpoints' (one bridge, one store, one chain of batches per org): an asset may span
+    endpoints when every part gives it the same org and kind; a variable may be mapped once only."""
+    assets: dict[str, AssetInfo] = {}
+    nodes: list[NodeMap] = []
+    seen: set[tuple[str, str]] = set()
+    for i, m in enumerate(parts):
+        where = m.server or f"mapping {i + 1}"
+        for name, info in m.assets.items():
+            if assets.setdefault(name, info) != info:
+                raise MappingError(f"{where}: asset {name!r} is {info.org}/{info.kind} here but "
+                                   f"{assets[name].org}/{assets[name].kind} in another mapping")
+        for n in m.nodes:
+            if (n.asset, n.prop) in seen:
+                raise MappingError(f"{where}: {n.asset}/{n.prop} is also mapped from another endpoint")
+            seen.add((n.asset, n.prop))
+            nodes.append(n)
+    sustainability: dict[str, Any] = {}
+    for m in parts:
+        sustainability.update(m.sustainability)
+    return Mapping(nodes, assets, None, None, sustainability)
+
+
+def dump_mapping(server: str, namespace: str | None, assets: dict[str, AssetInfo], nodes: list[NodeMap],
+                 header: str) -> str:
+    """The YAML text of a mapping, ``header`` as its opening comment (one line each), nodes grouped by asset."""
+    doc: dict[str, Any] = {"server": server}
+    if namespace:
+        doc["namespace"] = namespace
+    doc["assets"] = {a: {"org": i.org, "kind": i.kind} for a, i in sorted(assets.items())}
+    doc["nodes"] = {}
+    for n in sorted(nodes, key=lambda n: (n.asset, n.prop)):
+        entry: dict[str, Any] = {"asset": n.asset, "property": n.prop}
+        if n.unit:
+            entry["unit"] = n.unit
+        if n.data_type:
+            entry["type"] = n.data_type
+        doc["nodes"][n.node_id] = entry
+    body = yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=120, default_flow_style=None)
+    comment = "".join(f"# {line}".rstrip() + "\n" for line in header.splitlines())
+    return comment + body
 
 
 def load_mapping(path: str | Path) -> Mapping:

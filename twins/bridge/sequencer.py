@@ -26,7 +26,12 @@ it is the record) and delivered in order. A read that fails while connected is r
 disconnect the request waits for the next session's catch-up. A server that keeps no history
 (BadHistoryOperationUnsupported and the like, ``NoHistory``) cannot refill: the variable's pending values are delivered,
 the break is counted in ``unfilled`` and logged once per variable — the readings it may have hidden are not
-invented and not silently assumed absent.
+invented and not silently assumed absent: the sequencer hands ``on_gap`` an explicit ``GapRecord`` (asset, variable,
+from, to, reason) that the batcher seals into the org's next batch, so it is anchored with the readings around it.
+Its bounds are both readings the bridge has: ``from`` the source time of the last one delivered before the break
+(after a restart: the last sealed one), ``to`` that of the first one delivered after it; what the server published
+strictly between may be missing. A gap is emitted just before the reading that closes it, so both reach the same
+batch.
 
 ``lost`` is kept for the status and metrics: 0 unless a server without history had a break (then the number of such
 breaks; the readings themselves cannot be counted without numbers).
@@ -39,6 +44,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from twins.anchoring.record import GapRecord
 from twins.bridge.mapping import NodeMap
 from twins.readings import Reading
 
@@ -63,10 +69,14 @@ class VarState:
     cont_ts: int | None = None  # the live stream is complete from this pending value on (None: no value yet)
     overflows: int = 0  # Overflow bits seen while filling (a read compares before/after)
     no_history: bool = False
+    cause: str = "reconnect"  # what broke the stream last: "reconnect" (or a restart) | "overflow"
+    no_history_reason: str = ""
+    gap_from: tuple[int, str] | None = None  # an unfilled break after this source time, for this reason: open gap
 
 
 class Sequencer:
-    def __init__(self, nodes: list[NodeMap], deliver: Callable[[Reading], None], start_from: str = "live") -> None:
+    def __init__(self, nodes: list[NodeMap], deliver: Callable[[Reading], None], start_from: str = "live",
+                 on_gap: Callable[[GapRecord], None] | None = None) -> None:
         if start_from not in ("live", "history"):
             raise ValueError("start_from is 'live' or 'history'")
         self.start_from = start_from
@@ -82,6 +92,8 @@ class Sequencer:
         self.unfilled = 0  # breaks a server without history could not refill
         self.rereads = 0  # history reads repeated because the stream broke again during one
         self.fills = 0  # history reads done
+        self.on_gap = on_gap
+        self.gap_records = 0  # GapRecords handed to on_gap
 
     @property
     def lost(self) -> int:
@@ -96,6 +108,11 @@ class Sequencer:
 
     def _emit(self, st: VarState, s: Sample) -> None:
         n = st.node
+        if st.gap_from is not None and s[0] > st.gap_from[0]:
+            self.gap_records += 1
+            if self.on_gap is not None:
+                self.on_gap(GapRecord(n.org, n.asset, n.prop, st.gap_from[0], s[0], st.gap_from[1]))
+            st.gap_from = None
         st.last_seq += 1
         st.last_ts = s[0]
         self.delivered += 1
@@ -134,6 +151,7 @@ class Sequencer:
             self.duplicates += 1
         elif overflow:
             self.gaps += 1
+            st.cause = "overflow"
             st.pending.append((ts_us, status, value))
             st.cont_ts = ts_us
             self._start_fill(key, st)
@@ -146,6 +164,7 @@ class Sequencer:
         for key, st in self.vars.items():
             if st.last_ts is not None or self.start_from == "history":
                 st.filling = True
+                st.cause = "reconnect"
                 st.cont_ts = None  # values pending from an earlier session are merged, but do not bound the read
                 self._need[key] = None
         self._wake.set()
@@ -175,6 +194,12 @@ class Sequencer:
             self._emit(st, s)
         return keep
 
+    def _open_gap(self, st: VarState) -> None:
+        """The break cannot be refilled: what was published after the last delivered reading may be missing."""
+        if st.last_ts is not None and st.gap_from is None:
+            what = "an overflow of the server's queue" if st.cause == "overflow" else "a reconnect or restart"
+            st.gap_from = (st.last_ts, f"{what}; the server keeps no history ({st.no_history_reason})")
+
     async def _fill(self, key: tuple[str, str]) -> None:
         st = self.vars[key]
         assert self.fetch is not None
@@ -189,9 +214,12 @@ class Sequencer:
                           "broken cannot be read back; delivering what came live (further breaks are counted in "
                           "'lost', not logged)", st.node.asset, st.node.prop, exc)
                 history = []
+                st.no_history_reason = str(exc)
+                self._open_gap(st)
             else:
                 if st.no_history and (to_ts is not None or st.last_ts is not None):
                     self.unfilled += 1
+                    self._open_gap(st)
             self.fills += 1
             live, st.pending = st.pending, []
             if st.overflows != overflows and st.cont_ts is not None:
@@ -200,6 +228,9 @@ class Sequencer:
                 self.rereads += 1
                 if not st.no_history:
                     continue
+                st.cause = "overflow"  # the second break cannot be refilled either: its own gap
+                self.unfilled += 1
+                self._open_gap(st)
                 live, st.pending = st.pending, []
                 history = []
             self._deliver_merged(st, history, live, None)
