@@ -6,16 +6,12 @@ running part, the same for both, is orchestrator.cli_twins_live."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import re
-import shutil
-import signal
 import socket
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +34,11 @@ def models_config(home: Path, args: argparse.Namespace) -> dict[str, Any]:
     """What the bridge reads from HOME/twins/models.json (twins.model.ledger_watch.ModelsConfig)."""
     from orchestrator.cli_fl import _check_task_id  # the chaincode's own task-ID rule
 
-    task = args.model_task
-    _check_task_id(task)
+    tasks = {"machine": args.model_task, "patient": args.patient_model_task}
+    for task in tasks.values():
+        _check_task_id(task)
     store = Path(args.model_store).expanduser().resolve() if args.model_store else home / "flower" / "store"
-    return {"tasks": {"machine": task}, "store": str(store), "poll_s": args.model_poll}
+    return {"tasks": tasks, "store": str(store), "poll_s": args.model_poll}
 
 
 #: Assets of one kind per org in one run: more is a typo, not a plant (each is a simulator and a twin).
@@ -228,6 +225,10 @@ def add_run_parser(ts: argparse._SubParsersAction, common: argparse.ArgumentPars
                    help="the ledger task whose last committed round's model the machine twins use (default "
                         "maintenance-v1, as `fl run` names the plants' task); until it has a round they use the "
                         "labelled AI4I rules")
+    r.add_argument("--patient-model-task", default="sepsis-v1", metavar="TASK",
+                   help="the ledger task whose last committed round's model the patient twins use (default "
+                        "sepsis-v1, as `fl run` names the hospitals' sepsis task); until it has a round they use the "
+                        "labelled NEWS2-like rules")
     r.add_argument("--model-store", metavar="DIR",
                    help="the model store holding the committed models by SHA-256 (default HOME/flower/store, "
                         "where `fl run` keeps them); a file is used only if it hashes to the ledger's hash")

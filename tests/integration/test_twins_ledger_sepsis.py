@@ -4,7 +4,7 @@ real Fabric network of the test run (``fabric_net``).
 
 `twinledger twins run` (subprocess: real OPC-UA bedside monitors replaying PhysioNet 2019 patients, the bridge
 anchoring on the ledger) runs two hospital1 monitors in a home of its own; their ledger task is the test's own
-(``$TL_TWINS_MODEL_TASKS``, as `twins run` names only the machines' task). Meanwhile the test runs a REAL governed
+(``--patient-model-task``). Meanwhile the test runs a REAL governed
 federated round of the hospitals' sepsis task, as tests/integration/test_twins_ledger_model.py does for the plants:
 the ServerApp logic and both hospitals' ClientApps training on their PhysioNet shares (patient ranges, never a patient
 at both), each hospital recording its own data use, the round started and committed on the ledger with the hash of
@@ -80,11 +80,11 @@ def test_patient_twins_predict_with_the_ledgers_sepsis_model(fabric_net: FabricN
     # 1. the twins before the task has a round: NEWS2-like rules, labelled as the fallback
     port = free_port_base(3)
     env = {k: v for k, v in os.environ.items() if k not in ("TL_HOME", "TL_AS")}
-    env.update(PYTHONUNBUFFERED="1", TL_DATA_ROOT=str(data_root()), TL_TWINS_MODEL_TASKS=json.dumps({"patient": task}))
+    env.update(PYTHONUNBUFFERED="1", TL_DATA_ROOT=str(data_root()))
     twins = subprocess.Popen(
         [sys.executable, "-m", "orchestrator.cli", "twins", "run", "--home", str(home), "--port", str(port),
          "--monitors", "hospital1:2", "--monitor-rate", "10", "--duration", "400", "--model-store", str(twin_store),
-         "--model-poll", "0.5", "--json"],
+         "--patient-model-task", task, "--model-poll", "0.5", "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)
     try:
         t_start = time.monotonic()

@@ -5,8 +5,8 @@ ledger task whose models it uses, the model store to read them from and how ofte
 
     {"tasks": {"machine": "maintenance-v1", "patient": "sepsis-v1"}, "store": "HOME/flower/store", "poll_s": 2.0}
 
-A kind the file does not name follows ``$TL_TWINS_MODEL_TASKS`` (JSON, e.g. ``{"patient": "sepsis-v2"}``) if it
-names it, else its default: machines ``maintenance-v1`` (`twinledger fl run`'s default plant task), patients
+A kind the file does not name (`twins run --model-task / --patient-model-task` name both) follows its default:
+machines ``maintenance-v1`` (`twinledger fl run`'s default plant task), patients
 ``sepsis-v1`` (`twinledger fl run --task sepsis-v1`: the hospitals' PhysioNet 2019 sepsis early warning on the
 bedside vitals the patient twins carry; ``LOADERS``). Without the file the store is ``HOME/flower/store`` (where
 `fl run` keeps it, HOME being the parent of the twins home) and the ledger is asked every 2 s. Before a task's first
@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,7 +43,6 @@ log = logging.getLogger("twins.models")
 
 CONFIG_FILE = "models.json"
 DEFAULT_TASKS = {"machine": "maintenance-v1", "patient": "sepsis-v1"}
-TASKS_ENV = "TL_TWINS_MODEL_TASKS"
 DEFAULT_POLL_S = 2.0
 #: The loaders of the kinds of twins that run a federated model: machines the plants' maintenance MLP (AI4I),
 #: patients the hospitals' sepsis MLP (PhysioNet 2019).
@@ -65,7 +63,7 @@ class ModelsConfig:
         """``twins_home/models.json``, or the defaults (store: ``twins_home/../flower/store``)."""
         path = Path(twins_home) / CONFIG_FILE
         default_store = Path(twins_home).resolve().parent / "flower" / "store"
-        base = {**DEFAULT_TASKS, **_env_tasks()}
+        base = dict(DEFAULT_TASKS)
         try:
             raw = json.loads(path.read_text())
         except FileNotFoundError:
@@ -85,19 +83,6 @@ class ModelsConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {"tasks": dict(self.tasks), "store": str(self.store) if self.store else None, "poll_s": self.poll_s}
-
-
-def _env_tasks() -> dict[str, str]:
-    text = os.environ.get(TASKS_ENV)
-    if not text:
-        return {}
-    try:
-        tasks = json.loads(text)
-    except ValueError as exc:
-        raise ValueError(f"{TASKS_ENV} is not JSON ({exc}); example: '{{\"patient\": \"sepsis-v2\"}}'") from None
-    if not isinstance(tasks, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in tasks.items()):
-        raise ValueError(f"{TASKS_ENV} must map kinds of twins to ledger task IDs, e.g. '{{\"patient\": \"sepsis-v2\"}}'")
-    return tasks
 
 
 class RoundsReader(Protocol):

@@ -103,7 +103,7 @@ def test_twins_run_writes_which_ledger_task_and_store_the_machine_twins_follow(t
 
     args = build_parser().parse_args(["twins", "run", "--home", str(tmp_path)])
     cfg = models_config(tmp_path, args)
-    assert cfg == {"tasks": {"machine": "maintenance-v1"}, "store": str(tmp_path / "flower" / "store"), "poll_s": 2.0}
+    assert cfg == {"tasks": {"machine": "maintenance-v1", "patient": "sepsis-v1"}, "store": str(tmp_path / "flower" / "store"), "poll_s": 2.0}
     args = build_parser().parse_args(["twins", "run", "--model-task", "maintenance-v2", "--model-store",
                                       str(tmp_path / "s"), "--model-poll", "0.5"])
     (tmp_path / "twins").mkdir()
