@@ -352,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{'rate':>6s} {'lead':>5s}")
         else:
             if task == quality_heart.TASK:
-                print(f"cardiac sites (label = num > 0):")
+                print("cardiac sites (label = num > 0):")
                 for line in quality_heart.heterogeneity(SITES[task]):
                     print("  " + line)
                 print(f"fedprox = FedProx mu={quality_heart.PROX_MU}; finetuned = the FedAvg model + 0..{quality_heart.FT_MAX_EPOCHS} "

@@ -12,7 +12,6 @@ refused at endorsement never reaches the orderers; nothing here may add a block)
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 
