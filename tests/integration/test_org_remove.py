@@ -18,7 +18,9 @@ data set and granted it to plant1, and plant1's operator checked it:
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -75,6 +77,7 @@ def test_org_remove_dry_run_crash_resume_refusals_denied_data_audit_and_rerun(ne
     assert net.ok("data", "check", dataset, "--purpose", PURPOSE, "--as", "plant1:operator")["allowed"]
 
     pids = {name: p["pid"] for name, p in net.processes().items()}
+    ports_before = [n.ports.listen for n in net.spec.nodes_of(GONE)] + [net.spec.nodes_of(GONE, "peer")[0].ports.chaincode]
     spec_before = net.layout.spec_file.read_text()
     dry = net.run("org", "remove", GONE, "--dry-run")
     assert dry.returncode == 0, dry.stderr
@@ -124,17 +127,32 @@ def test_org_remove_dry_run_crash_resume_refusals_denied_data_audit_and_rerun(ne
     # Its identities: refused by the channel's policies (evaluate and submit), its admin too.
     for user, call in (("client", "evaluate"), ("client", "submit"), ("admin", "submit")):
         why = asyncio.run(_as_removed(net, user, call))
-        assert "access denied" in why or "creator org unknown" in why or "permission denied" in why.lower(), (user, call, why)
+        # The peer no longer finds Plant2MSP among the channel's MSPs: the proposal fails its first check.
+        assert "access denied: channel [consortium] creator org unknown" in why, (user, call, why)
         print(f"{user}@{GONE} {call}: {why[:200]}")
+    # Its peer and CA are gone: nothing listens on their ports.
+    for port in ports_before:
+        with socket.socket() as s, pytest.raises(OSError):
+            s.settimeout(2)
+            s.connect(("127.0.0.1", port))
 
     # Its data set: no one may use it any more, with the reason; its history stays in the audit.
-    check = net.ok("data", "check", dataset, "--purpose", PURPOSE, "--as", "plant1:operator")
+    denied = net.run("data", "check", dataset, "--purpose", PURPOSE, "--as", "plant1:operator", "--json")
+    assert denied.returncode == 3, denied.stdout + denied.stderr  # the CLI's exit code of a denial
+    check = json.loads(denied.stdout)
     assert not check["allowed"] and check["reason"] == "owner_removed", check
     assert check["detail"].startswith(f"owner org '{GONE}' was removed from the consortium at "), check
     audit = net.ok("data", "audit", dataset, "--as", "hospital1:client")
     assert [e["action"] for e in audit["entries"]] == ["registered", "granted", "access", "access"], audit
     assert [e.get("allowed") for e in audit["entries"][2:]] == [True, False]
     assert audit["owner"] == GONE
+
+    # `up` on the running network (every stage idempotent) neither starts plant2's nodes nor waits for them.
+    t2 = time.monotonic()
+    again_up = net.run("up", timeout=300)
+    assert again_up.returncode == 0, again_up.stdout + again_up.stderr
+    assert not [name for name in net.processes() if name.endswith(f".{GONE}")]
+    print(f"up after the removal: {time.monotonic() - t2:.1f} s")
 
     again = net.run("org", "remove", GONE)
     assert again.returncode == 0 and "was already removed from channel consortium: nothing to do" in again.stdout, again.stdout
