@@ -93,14 +93,14 @@ def plan_org(spec: Spec, name: str, kind: str) -> tuple[Spec, bool]:
 
 
 def choose_signers(spec: Spec, layout: Layout, channel_orgs: list[str], wanted: list[str] | None,
-                   need: int | None = None, exclude: str | None = None) -> list[Org]:
-    """The member orgs whose admins sign: ``wanted`` (org names) or the first ``need`` (default: a majority of
-    the channel's application orgs, as /Channel/Application/Admins is MAJORITY Admins) of them, ``exclude``
-    never chosen by default (`org remove`: the org leaving). Refused -- before any change -- when one has no
-    valid admin certificate or they are fewer than ``need``."""
+                   exclude: str | None = None) -> list[Org]:
+    """The member orgs whose admins sign: ``wanted`` (org names) or the first majority of the channel's
+    application orgs, ``exclude`` never chosen by default (`org remove`: the org leaving). Refused -- before any
+    change -- when one has no valid admin certificate or they are fewer than /Channel/Application/Admins
+    (MAJORITY Admins) needs."""
     by_msp = {o.msp_id: o for o in spec.member_orgs}
     members = [by_msp[m] for m in channel_orgs if m in by_msp]
-    need = cc.majority(len(channel_orgs)) if need is None else need
+    need = cc.majority(len(channel_orgs))
     if wanted:
         unknown = [w for w in wanted if w not in {o.name for o in members}]
         if unknown:
