@@ -1,7 +1,7 @@
 """Access decisions: may an org use a data set for a purpose, and why (not).
 
-The decision is a pure function of the data set record, the grantee's grant records and the
-transaction's timestamp, so the recording check and the read-only check can never disagree. A denial
+The decision is a pure function of the data set record, the grantee's grant records, the owner org's
+removal time (if it was removed from the consortium) and the transaction's timestamp, so the recording check and the read-only check can never disagree. A denial
 is an answer, not an error: a recorded check that is denied is exactly what an audit must show. Each
 recorded check is its own key (data set, transaction ID): concurrent checks write disjoint keys and
 never invalidate each other under MVCC, while a revocation committed first still invalidates a check
@@ -21,6 +21,9 @@ OWNER = "owner"
 GRANTED = "granted"
 NO_GRANT = "no_grant"
 WRONG_PURPOSE = "wrong_purpose"
+#: The data set's owner org was removed from the consortium: its data is no one's to use any more (nor the
+#: owner's: a removed org's members are refused before any decision, membership.member).
+OWNER_REMOVED = "owner_removed"
 REASON_REVOKED = REVOKED
 REASON_EXPIRED = EXPIRED
 
@@ -44,12 +47,18 @@ def access_key(stub: Any, dataset_id: str, tx_id: str) -> str:
 
 
 def decide(dataset: dict[str, Any], org: str, purpose: str, org_grants: list[dict[str, Any]],
-           now_nanos: int) -> Decision:
-    """The answer for org using dataset for purpose, given every grant record of (dataset, org)."""
+           now_nanos: int, owner_removed_at: str | None = None) -> Decision:
+    """The answer for org using dataset for purpose, given every grant record of (dataset, org) and when the
+    owner org was removed from the consortium (None: it is a member)."""
     dataset_id = str(dataset["id"])
 
     def answer(allowed: bool, reason: str, detail: str, expires_at: str | None = None) -> Decision:
         return Decision(dataset_id, org, purpose, allowed, reason, detail, expires_at)
+
+    if owner_removed_at:
+        # First: no grant the removed owner issued outlives its membership.
+        return answer(False, OWNER_REMOVED,
+                      f"owner org {dataset.get('owner')!r} was removed from the consortium at {owner_removed_at}")
 
     if org == dataset.get("owner"):
         return answer(True, OWNER, f"org {org!r} owns data set {dataset_id!r}")

@@ -8,7 +8,9 @@ event set.
 * RegisterDataset: a steward, for the steward's own org (owner from the certificate via the registry).
 * Grant / Revoke: a steward of the data set's owner org; the grantee is a registered org other than
   the owner; an expiry, when given, lies after the transaction's timestamp.
-* Check (recorded) / CheckReadOnly: any member of a registered org, for its own org only.
+* Check (recorded) / CheckReadOnly: any member of a registered org, for its own org only; a data set whose
+  owner org was removed from the consortium (registry.RemoveOrg) is denied to everyone, with the time.
+* A member of a removed org is refused by every function (membership.member).
 * Reads (ReadDataset, ListDatasets, ListGrants, Audit): any member of a registered org.
 
 Data set records, grant keys and each data set's grant register carry a key-level endorsement policy
@@ -47,6 +49,7 @@ from chaincode.grants import (
     grants_of,
 )
 from chaincode.membership import STEWARD_ROLE, Member, caller, member, org_record, require_any_role, require_role
+from chaincode.registry import ORG_OBJECT
 from chaincode.state import canonical_json, get_record, list_records, put_record, tx_timestamp
 from chaincode.timestamps import format_utc, parse_utc, tx_nanos
 from chaincode.validation import require_choice, require_name
@@ -267,7 +270,9 @@ class DataAccessContract(Contract):
         purpose = require_purpose("purpose", purpose)
         who = await _reader(ctx, function)
         dataset = await load_dataset(stub, dataset_id)
-        decision = decide(dataset, who.org, purpose, await grants_of(stub, dataset_id, who.org), tx_nanos(stub))
+        owner = await get_record(stub, stub.create_composite_key(ORG_OBJECT, [str(dataset.get("owner", ""))]))
+        decision = decide(dataset, who.org, purpose, await grants_of(stub, dataset_id, who.org), tx_nanos(stub),
+                          owner_removed_at=(owner or {}).get("removed_at"))
         answer = dict(decision.to_dict(), tx_id=stub.get_txid(), at=tx_timestamp(stub))
         return who, answer
 

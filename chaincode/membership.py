@@ -14,7 +14,7 @@ from typing import Any
 
 from chaincode.errors import AccessDenied, NotFound
 from chaincode.identity import CallerIdentity, IdentityError, caller_identity
-from chaincode.registry import ORG_BY_MSP_OBJECT, ORG_OBJECT
+from chaincode.registry import ORG_BY_MSP_OBJECT, ORG_OBJECT, removed_detail
 from chaincode.state import get_record
 
 #: The roles Fabric CA issues in TwinLedger (DESIGN: admin, steward, operator or client).
@@ -65,10 +65,13 @@ def require_any_role(identity: CallerIdentity, function: str) -> None:
 
 
 async def org_record(stub: Any, name: str) -> dict[str, Any]:
-    """The registry's record of org name; NotFound when no admin registered it."""
+    """The registry's record of org name, a member now; NotFound when no admin registered it, AccessDenied
+    when it was removed (no grant, consent or training round may name it any more)."""
     record = await get_record(stub, stub.create_composite_key(ORG_OBJECT, [name]))
     if record is None:
         raise NotFound(f"org {name!r} is not registered in the consortium registry")
+    if removed_detail(record):
+        raise AccessDenied(f"access denied: {removed_detail(record)}")
     return record
 
 
@@ -84,6 +87,9 @@ async def member(stub: Any, identity: CallerIdentity) -> Member:
     record = await get_record(stub, stub.create_composite_key(ORG_OBJECT, [name]))
     if record is None or record.get("msp_id") != identity.msp_id:
         raise RuntimeError(f"registry index for MSP {identity.msp_id!r} names org {name!r}, which it does not own")
+    if removed_detail(record):
+        # Its MSP is gone from the channel too once `org remove` finished; this holds even before.
+        raise AccessDenied(f"access denied: {removed_detail(record)}; its members may no longer act")
     kind = str(record.get("kind", ""))
     if identity.org_kind is not None and identity.org_kind != kind:
         # Same rule as RegisterOrg: the attribute is optional, but when the CA sets it, it must agree.

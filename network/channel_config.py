@@ -213,6 +213,17 @@ def submit(bin_dir: Path, channel: str, envelope: Path, admin: Admin) -> None:
           [str(bin_dir / "peer"), "channel", "update", "-f", str(envelope), "-c", channel, *admin.orderer_args], admin.env)
 
 
+def sign_and_submit(bin_dir: Path, channel: str, envelope: Path, admins: list[Admin]) -> list[str]:
+    """Sign ``envelope`` with every admin in turn, each its org's own identity, and submit it as the last one
+    (``peer channel update`` adds that signature); returns the MSP IDs that signed, in signing order, as the
+    envelope itself carries them. StaleConfig when the channel moved on since the config was fetched."""
+    for admin in admins[:-1]:
+        sign(bin_dir, envelope, admin)
+    signed = signers(bin_dir, envelope) + [admins[-1].msp_id]
+    submit(bin_dir, channel, envelope, admins[-1])
+    return signed
+
+
 # -- checks before anything changes ----------------------------------------------------------------------
 def check_admin(msp_dir: Path, ca_cert: Path, now: dt.datetime | None = None) -> str | None:
     """Why the admin identity in ``msp_dir`` cannot sign a config update for its org (None: it can).

@@ -65,6 +65,11 @@ class Org:
     #: True while `org add` has not yet had the channel accept it: its CA and peer may run, but it is no
     #: channel member (no join, chaincode or registry step treats it as one).
     joining: bool = False
+    #: True once `org remove` has begun: the channel may still hold it (its nodes run until the update).
+    leaving: bool = False
+    #: True once the channel no longer holds it (`org remove`): no member, its nodes stopped and never started
+    #: again. It stays in the spec so that no other node's ports move (ports follow the nodes' order).
+    removed: bool = False
 
 
 @dataclass(frozen=True)
@@ -94,7 +99,12 @@ class Spec:
     def member_orgs(self) -> tuple[Org, ...]:
         """Hospitals and plants of the channel: the orgs that own data and run peers (an org that
         `org add` has not yet had the channel accept is not one)."""
-        return tuple(o for o in self.orgs if o.kind != "orderer" and not o.joining)
+        return tuple(o for o in self.orgs if o.kind != "orderer" and not o.joining and not o.removed)
+
+    @property
+    def live_orgs(self) -> tuple[Org, ...]:
+        """Every org whose CA and nodes run: all but the removed ones."""
+        return tuple(o for o in self.orgs if not o.removed)
 
     @property
     def founding_orgs(self) -> tuple[Org, ...]:
@@ -125,8 +135,11 @@ class Spec:
         slots = list(enumerate(founding)) + [
             (len(founding) + 1 + i, (name, name.split(".", 1)[1], "ca" if name.startswith("ca.") else "peer"))
             for i, name in enumerate(self.added)]
+        gone = {o.name for o in self.orgs if o.removed}
         nodes = []
         for slot, (name, org, typ) in slots:
+            if org in gone:  # its slot stays taken: the other nodes keep their ports
+                continue
             base = self.port_base + slot * PORTS_PER_NODE
             nodes.append(Node(name, org, typ, Ports(listen=base, operations=base + 1, admin=base + 2, chaincode=base + 3)))
         return nodes
@@ -156,6 +169,10 @@ class Spec:
         last = max(n.ports.listen for n in self.nodes())
         return self.port_base, last + PORTS_PER_NODE - 1
 
+    @staticmethod
+    def _removal(o: Org) -> dict[str, bool]:
+        return {"removed": True} if o.removed else {"leaving": True} if o.leaving else {}
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -168,10 +185,12 @@ class Spec:
                 "preferred_max_bytes": self.batch.preferred_max_bytes,
             },
             "orgs": [
-                {k: v for k, v in {"name": o.name, "kind": o.kind, "msp_id": o.msp_id, "peers": o.peers, "orderers": o.orderers}.items() if v or k in ("name", "kind", "msp_id")}
+                {**{k: v for k, v in {"name": o.name, "kind": o.kind, "msp_id": o.msp_id, "peers": o.peers, "orderers": o.orderers}.items() if v or k in ("name", "kind", "msp_id")},
+                 **self._removal(o)}
                 for o in self.founding_orgs
             ],
-            **({"added_orgs": [{"name": o.name, "kind": o.kind, "msp_id": o.msp_id, **({"joining": True} if o.joining else {})}
+            **({"added_orgs": [{"name": o.name, "kind": o.kind, "msp_id": o.msp_id, **({"joining": True} if o.joining else {}),
+                                **self._removal(o)}
                                for o in self.orgs if not o.founding]}
                if any(not o.founding for o in self.orgs) else {}),
             **({"added": list(self.added)} if self.added else {}),
@@ -191,8 +210,8 @@ def _require(cond: bool, msg: str) -> None:
 #: The keys a spec may hold, at each level; anything else is a typo the user must hear about, not a
 #: setting silently ignored.
 _TOP_KEYS = ("name", "channel", "port_base", "batch", "orgs", "added_orgs", "added")
-_ORG_KEYS = ("name", "kind", "msp_id", "peers", "orderers")
-_ADDED_ORG_KEYS = ("name", "kind", "msp_id", "joining")
+_ORG_KEYS = ("name", "kind", "msp_id", "peers", "orderers", "leaving", "removed")
+_ADDED_ORG_KEYS = ("name", "kind", "msp_id", "joining", "leaving", "removed")
 _BATCH_KEYS = ("timeout_ms", "max_message_count", "absolute_max_bytes", "preferred_max_bytes")
 #: Keys people reach for to move a node off 127.0.0.1: named in the error, since the answer is "never".
 _HOST_KEYS = ("host", "hostname", "address", "listen", "bind")
@@ -272,7 +291,8 @@ def parse_spec(data: Any, *, port_base: int | None = None) -> Spec:
                       "must be an MSP ID (letters, digits, '.', '-'; a letter first)", where)
         _require(msp_id not in msp_ids, f"org {oname}: msp_id {msp_id!r} is already another org's")
         msp_ids.add(msp_id)
-        orgs.append(Org(oname, kind, msp_id, peers, orderers))  # type: ignore[arg-type]
+        leaving, removed = _removal_marks(ro, oname, kind)
+        orgs.append(Org(oname, kind, msp_id, peers, orderers, leaving=leaving, removed=removed))  # type: ignore[arg-type]
     _require(sum(o.kind == "orderer" for o in orgs) == 1, "spec needs exactly one org of kind orderer")
     _require(any(o.kind != "orderer" for o in orgs), "spec needs at least one hospital or plant")
     orgs += _added_orgs(data.get("added_orgs"), seen, msp_ids)
@@ -320,8 +340,23 @@ def _added_orgs(raw: Any, seen: set[str], msp_ids: set[str]) -> list[Org]:
         msp_ids.add(msp_id)
         joining = ro.get("joining", False)
         _require(isinstance(joining, bool), f"org {oname}: joining must be true or false, not {_show(joining)}")
-        out.append(Org(oname, kind, msp_id, peers=0, founding=False, joining=joining))
+        leaving, removed = _removal_marks(ro, oname, kind)
+        _require(not (joining and (leaving or removed)), f"org {oname}: an org still joining cannot be leaving or removed")
+        out.append(Org(oname, kind, msp_id, peers=0, founding=False, joining=joining, leaving=leaving, removed=removed))
     return out
+
+
+def _removal_marks(ro: dict, oname: str, kind: Any) -> tuple[bool, bool]:
+    """``leaving: true`` (`org remove` under way) or ``removed: true`` (done): at most one, and never the
+    orderer org's."""
+    marks = []
+    for key in ("leaving", "removed"):
+        value = ro.get(key, False)
+        _require(isinstance(value, bool), f"org {oname}: {key} must be true or false, not {_show(value)}")
+        marks.append(value)
+    _require(not all(marks), f"org {oname}: leaving and removed are two stages; give one")
+    _require(kind != "orderer" or not any(marks), f"org {oname}: the orderer org cannot be removed")
+    return marks[0], marks[1]
 
 
 def _added(raw: Any, orgs: list[Org]) -> tuple[str, ...]:

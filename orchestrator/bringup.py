@@ -69,8 +69,9 @@ def ca_processes(spec: Spec, layout: Layout) -> list[ProcSpec]:
         return ProcSpec(f"ca.{org.name}", org.name, "ca", s.argv, s.env, health=s.health)
 
     # A new CA's one-time init (key generation, ~0.3 s each) runs here: side by side, like the CAs would.
-    with ThreadPoolExecutor(max_workers=len(spec.orgs)) as pool:
-        return list(pool.map(one, spec.orgs))
+    # A removed org's CA (`twinledger org remove`) is never started again.
+    with ThreadPoolExecutor(max_workers=len(spec.live_orgs)) as pool:
+        return list(pool.map(one, spec.live_orgs))
 
 
 def supervisor_metrics_port(spec: Spec) -> int:
@@ -93,8 +94,8 @@ def up(home: Path, spec_file: Path | None = None, port_base: int | None = None,
     wait_healthy(home, [p.name for p in cas], timeout, lambda n: progress(f"  ready  {n}"))
 
     # Enrolment talks to five independent CAs: do them side by side.
-    with ThreadPoolExecutor(max_workers=len(spec.orgs)) as pool:
-        for org, done in zip(spec.orgs, pool.map(lambda o: enrol_org(spec, layout, o, client_bin), spec.orgs)):
+    with ThreadPoolExecutor(max_workers=len(spec.live_orgs)) as pool:
+        for org, done in zip(spec.live_orgs, pool.map(lambda o: enrol_org(spec, layout, o, client_bin), spec.live_orgs)):
             progress(f"  identities {org.name}: " + (", ".join(done) if done else "already enrolled"))
 
     bring_up_fabric(spec, layout, progress, timeout)

@@ -86,11 +86,21 @@ def status_nodes(home: Path) -> list[dict]:
     return out
 
 
+def status_orgs(home: Path) -> list[dict]:
+    """Each hospital and plant with its membership: member, joining, leaving or removed (its nodes are gone
+    from the node list then; `twinledger org remove`)."""
+    spec = load_spec(Layout(home).spec_file)
+    return [{"name": o.name, "kind": o.kind, "msp_id": o.msp_id,
+             "state": "removed" if o.removed else "leaving" if o.leaving else "joining" if o.joining else "member"}
+            for o in spec.orgs if o.kind != "orderer"]
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     home = _home(args)
     nodes = status_nodes(home)
+    orgs = status_orgs(home)
     if args.json:
-        print(json.dumps({"nodes": nodes}))
+        print(json.dumps({"nodes": nodes, "orgs": orgs}))
         return 0
     print(f"{'NODE':<22} {'ORG':<11} {'TYPE':<9} {'HEALTH':<9} {'HEIGHT':>6} {'PID':>8} {'RESTARTS':>8}")
     for n in nodes:
@@ -105,6 +115,10 @@ def cmd_status(args: argparse.Namespace) -> int:
                   f"{w['needs_bytes'] // (1024 * 1024)} MiB are free")
         elif n["last_error"] and not n["healthy"]:
             print(f"{n['name']}: last exit: {n['last_error']}")
+    for o in orgs:
+        if o["state"] != "member":
+            print(f"org {o['name']} ({o['msp_id']}): {o['state']}"
+                  + (" (`twinledger org remove` did not finish; run it again)" if o["state"] == "leaving" else ""))
     if not supervisor_pid(home):
         print(f"(supervisor not running; `twinledger up --home {home}` starts the network)")
     return 0

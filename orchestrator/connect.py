@@ -41,6 +41,9 @@ def peer_target(spec: Spec, layout: Layout, org: str, user: str = "admin", peer_
     msp = layout.user_msp(org, user)
     if not msp.exists():
         raise SpecError(f"{user}@{org} is not enrolled in {layout.root}; run `twinledger up` first")
+    if spec.org(org).removed:
+        raise SpecError(f"org {org} was removed from the consortium (`twinledger org remove`): its identities can no "
+                        "longer act on the channel")
     peers = spec.nodes_of(org, "peer")
     if not peers:
         raise SpecError(f"org {org} runs no peer to connect to")

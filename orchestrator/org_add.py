@@ -76,6 +76,9 @@ def plan_org(spec: Spec, name: str, kind: str) -> tuple[Spec, bool]:
     existing = {o.name: o for o in spec.orgs}
     if name in existing:
         org = existing[name]
+        if org.removed or org.leaving:
+            raise UserError(f"{name!r} was removed from this network (`twinledger org remove`); a removed org's "
+                            "name and MSP are not reused: choose another name")
         if org.founding or org.kind != kind:
             raise UserError(f"{name!r} is already a {'founding ' if org.founding else ''}{org.kind} of this network")
         return spec, True
@@ -89,10 +92,12 @@ def plan_org(spec: Spec, name: str, kind: str) -> tuple[Spec, bool]:
     return grown, False
 
 
-def choose_signers(spec: Spec, layout: Layout, channel_orgs: list[str], wanted: list[str] | None) -> list[Org]:
+def choose_signers(spec: Spec, layout: Layout, channel_orgs: list[str], wanted: list[str] | None,
+                   exclude: str | None = None) -> list[Org]:
     """The member orgs whose admins sign: ``wanted`` (org names) or the first majority of the channel's
-    application orgs. Refused -- before any change -- when one has no valid admin certificate or they are
-    fewer than /Channel/Application/Admins (MAJORITY Admins) needs."""
+    application orgs, ``exclude`` never chosen by default (`org remove`: the org leaving). Refused -- before any
+    change -- when one has no valid admin certificate or they are fewer than /Channel/Application/Admins
+    (MAJORITY Admins) needs."""
     by_msp = {o.msp_id: o for o in spec.member_orgs}
     members = [by_msp[m] for m in channel_orgs if m in by_msp]
     need = cc.majority(len(channel_orgs))
@@ -103,7 +108,7 @@ def choose_signers(spec: Spec, layout: Layout, channel_orgs: list[str], wanted: 
                             f"(members: {', '.join(o.name for o in members)})")
         chosen = [o for o in members if o.name in wanted]
     else:
-        chosen = members[:need]
+        chosen = [o for o in members if o.name != exclude][:need]
     problems = [(o.name, cc.check_admin(layout.user_msp(o.name, "admin"), layout.ca_cert(o.name))) for o in chosen]
     bad = [f"{org}: {why}" for org, why in problems if why]
     if bad:
@@ -218,15 +223,8 @@ def _update_channel(spec: Spec, layout: Layout, org: Org, chosen: list[Org], bef
         envelope = cc.compute_update(bin_dir, spec.channel, before, after, work)
         if envelope is None:  # nothing to change: the channel already holds the group
             return []
-        admins = [admin_of(spec, layout, o.name) for o in chosen]
-        for admin in admins[:-1]:
-            cc.sign(bin_dir, envelope, admin)
-        signed = cc.signers(bin_dir, envelope) + [admins[-1].msp_id]  # `peer channel update` adds the last one
-        progress(f"  signatures collected: {', '.join(f'{o.name} ({m})' for o, m in zip(chosen, signed))} -- "
-                 f"{len(signed)} of {len(cc.application_orgs(before))} member orgs' admins "
-                 f"(MAJORITY Admins needs {cc.majority(len(cc.application_orgs(before)))})")
         try:
-            cc.submit(bin_dir, spec.channel, envelope, admins[-1])
+            signed = cc.sign_and_submit(bin_dir, spec.channel, envelope, [admin_of(spec, layout, o.name) for o in chosen])
         except cc.StaleConfig as exc:
             if attempt == 2:
                 raise UserError(f"{exc}; `twinledger org add {org.name} --kind {org.kind}` tries again") from None
@@ -236,9 +234,16 @@ def _update_channel(spec: Spec, layout: Layout, org: Org, chosen: list[Org], bef
                 return []
             chosen = choose_signers(spec, layout, cc.application_orgs(before), wanted)
             continue
+        progress(signatures_line(chosen, signed, before))
         progress(f"  channel {spec.channel} updated: {org.msp_id} is an application org")
         return [o.name for o in chosen]
     return []
+
+
+def signatures_line(chosen: list[Org], signed: list[str], before: dict) -> str:
+    n = len(cc.application_orgs(before))
+    return (f"  signatures collected: {', '.join(f'{o.name} ({m})' for o, m in zip(chosen, signed))} -- "
+            f"{len(signed)} of {n} member orgs' admins (MAJORITY Admins needs {cc.majority(n)})")
 
 
 def result_json(r: OrgAddResult) -> str:

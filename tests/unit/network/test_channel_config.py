@@ -164,3 +164,25 @@ def test_check_admin_accepts_a_valid_admin_and_names_every_problem(tmp_path: Pat
     empty = tmp_path / "empty"
     empty.mkdir()
     assert "no admin certificate" in cc.check_admin(empty, root)
+
+
+def test_delta_of_a_removal_says_what_the_policies_then_need():
+    before = config(*FOUNDERS)
+    lines = cc.describe_delta(before, cc.without_org(before, "Plant2MSP"))
+    assert lines[0] == "- /Channel/Application/Plant2MSP"
+    assert "  /Channel/Application/Admins = MAJORITY Admins: 2 of 3 orgs (was 3 of 4)" in lines
+    assert "  /Channel/Application/Endorsement = MAJORITY Endorsement: 2 of 3 orgs (was 3 of 4)" in lines
+    assert "  /Channel/Application/Readers = ANY Readers: 1 of 3 orgs (was 1 of 4)" in lines
+    assert not [ln for ln in lines if ln.startswith("+")]
+
+
+def test_compute_update_of_a_removal_drops_only_that_group(tmp_path: Path):
+    bin_dir = configtxlator()
+    before = config(*FOUNDERS)
+    envelope = cc.compute_update(bin_dir, "consortium", before, cc.without_org(before, "Plant2MSP"), tmp_path)
+    assert envelope is not None
+    update = cc.decode(bin_dir, envelope, "common.Envelope")["payload"]["data"]["config_update"]
+    application = update["write_set"]["groups"]["Application"]
+    # The Application group's version goes up and its write set lists the three that stay, as reads only.
+    assert application["version"] == "1" and sorted(application["groups"]) == ["Hospital1MSP", "Hospital2MSP", "Plant1MSP"]
+    assert sorted(update["read_set"]["groups"]["Application"]["groups"]) == ["Hospital1MSP", "Hospital2MSP", "Plant1MSP"]
