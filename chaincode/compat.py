@@ -38,6 +38,9 @@ k. ``set_state_validation_parameter`` / ``get_state_validation_parameter`` are a
    GET_STATE_METADATA with the VALIDATION_PARAMETER metakey, as the Go shim does.
 l. The chat loop formats every received message (the proposal as protobuf text, ~1 ms per transaction)
    into INFO lines that logging then drops. Fix: the same loop without them (shim_stream.py).
+m. A range query read to its end still sends QUERY_STATE_CLOSE, a round trip through the peer for a query the
+   peer closed itself with its last page (Fabric's query response builder cleans the query context up when
+   has_more is false). Fix: no close message for an exhausted query; one stopped early still sends it.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ from typing import Any
 from fabric_chaincode_python.fabric_contract_api.contractapi import transaction_context
 from fabric_chaincode_python.fabric_contract_api.internal import contract_function
 from fabric_chaincode_python.fabric_shim import handler as shim_handler
+from fabric_chaincode_python.fabric_shim import iterators as shim_iterators
 from fabric_chaincode_python.fabric_shim import msg_queue_handler
 from fabric_chaincode_python.fabric_shim.logging import LOGGER as SHIM_LOGGER
 from fabric_chaincode_python.fabric_shim.response import ResponseCode
@@ -291,6 +295,18 @@ def configure_logging(environ: Mapping[str, str] | None = None) -> None:
     SHIM_LOGGER.setLevel(shim_level)
 
 
+# --- m. no close message for an exhausted range query -----------------------------------------------------
+
+_original_query_close = shim_iterators._QueryIteratorBase._close
+
+
+async def _query_close(self: Any) -> None:
+    if not self._closed and self._id is not None and not self._has_more:
+        self._closed = True  # the peer cleaned this query up with its last page (has_more false)
+        return
+    await _original_query_close(self)
+
+
 # --- apply / revert -----------------------------------------------------------------------------
 
 
@@ -315,6 +331,7 @@ _PATCHES = (
     _Patch(ChaincodeStub, "get_private_data_hash", _get_private_data_hash),
     _Patch(ChaincodeStub, "set_state_validation_parameter", _set_state_validation_parameter),
     _Patch(ChaincodeStub, "get_state_validation_parameter", _get_state_validation_parameter),
+    _Patch(shim_iterators._QueryIteratorBase, "_close", _query_close),
 )
 #: Stands for "the class did not define the attribute itself" (i, j, k fill in inherited placeholders).
 _ABSENT = object()

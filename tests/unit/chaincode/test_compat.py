@@ -475,3 +475,64 @@ def test_apply_refuses_another_shim_version(monkeypatch: Any) -> None:
     monkeypatch.setattr(fabric_chaincode_python, "VERSION", "2.6.0")
     with pytest.raises(RuntimeError, match="re-check every workaround"):
         compat.apply()
+
+
+# --- m. no close message for an exhausted range query --------------------------------------------------------
+
+
+class RangePeer:
+    """Answers a range query with pages of one key each, as the peer does, and records what the shim sends."""
+
+    def __init__(self, keys: list[str]) -> None:
+        self.keys = list(keys)
+        self.sent: list[str] = []
+
+    def page(self) -> Any:
+        from fabric_protos.ledger.queryresult import kv_query_result_pb2
+        from fabric_protos.peer import chaincode_shim_pb2 as shim
+
+        key = self.keys.pop(0)
+        kv = kv_query_result_pb2.KV(key=key, value=b"{}").SerializeToString()
+        response = shim.QueryResponse(results=[shim.QueryResultBytes(resultBytes=kv)], has_more=bool(self.keys), id="q1")
+        return Message(type=Message.RESPONSE, payload=response.SerializeToString())
+
+    async def handle_get_state_by_range(self, *args: Any) -> Any:
+        self.sent.append("range")
+        return self.page()
+
+    async def handle_query_state_next(self, *args: Any) -> Any:
+        self.sent.append("next")
+        return self.page()
+
+    async def handle_query_state_close(self, *args: Any) -> Any:
+        self.sent.append("close")
+        return None
+
+
+async def read_range(peer: RangePeer, stop_after: int | None = None) -> list[str]:
+    from fabric_chaincode_python.fabric_shim.stub import ChaincodeStub
+
+    stub = ChaincodeStub(peer, "ch", "tx1", chaincode_pb2.ChaincodeInput(), None)
+    iterator = await stub.get_state_by_range("a", "z")
+    keys = []
+    async for kv in iterator:
+        keys.append(kv.key)
+        if stop_after is not None and len(keys) == stop_after:
+            await iterator.aclose()
+            break
+    return keys
+
+
+def test_m_unpatched_exhausted_range_still_sends_a_close(unpatched: None) -> None:
+    peer = RangePeer(["a1", "a2"])
+    assert asyncio.run(read_range(peer)) == ["a1", "a2"]
+    assert peer.sent == ["range", "next", "close"]
+
+
+def test_m_patched_exhausted_range_sends_no_close_but_an_early_stop_does() -> None:
+    peer = RangePeer(["a1", "a2"])
+    assert asyncio.run(read_range(peer)) == ["a1", "a2"]
+    assert peer.sent == ["range", "next"]  # the peer closed the query with its last page
+    early = RangePeer(["a1", "a2", "a3"])
+    assert asyncio.run(read_range(early, stop_after=1)) == ["a1"]
+    assert early.sent == ["range", "close"]  # still open on the peer: closed explicitly

@@ -66,3 +66,15 @@ def test_malformed_attribute_extension_is_an_error(certs: Any, raw: bytes, fragm
 def test_unusable_creator_is_an_error(creator: Any, fragment: str) -> None:
     with pytest.raises(IdentityError, match=fragment):
         caller_identity(stub_with(creator))
+
+
+def test_a_certificate_is_parsed_once_and_its_attributes_are_read_only(certs: Any) -> None:
+    pem = certs.issue("carol", {"role": "operator"})
+    first = caller_identity(stub_with({"mspid": "Plant2MSP", "idBytes": pem}))
+    again = caller_identity(stub_with({"mspid": "Plant2MSP", "idBytes": pem}))
+    assert again.certificate is first.certificate and again.attributes is first.attributes
+    with pytest.raises(TypeError):
+        first.attributes["role"] = "steward"  # type: ignore[index]
+    assert again.role == "operator"
+    other = caller_identity(stub_with({"mspid": "Plant2MSP", "idBytes": certs.issue("carol", {"role": "client"})}))
+    assert other.role == "client"  # another certificate (same name) is parsed on its own
