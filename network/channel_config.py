@@ -226,22 +226,20 @@ def _set_endpoints(config: dict[str, Any], msp_id: str, addresses: list[str]) ->
     endpoints["value"]["addresses"] = addresses
 
 
-def with_consenter(config: dict[str, Any], msp_id: str, consenter: Consenter) -> dict[str, Any]:
-    """A copy of ``config`` with ``consenter`` added to the Raft consenter set and its address to the orderer
-    org ``msp_id``'s endpoints. One consenter per update: Raft changes its membership one node at a time."""
-    have = consenters(config)
-    if any(c.address == consenter.address for c in have):
+def with_consenter(config: dict[str, Any], consenter: Consenter) -> dict[str, Any]:
+    """A copy of ``config`` with ``consenter`` added to the Raft consenter set. One consenter per update: Raft
+    changes its membership one node at a time. Its endpoint is a separate update (``with_endpoint``): peers send
+    transactions to every endpoint at once, and a node switching from follower to consenter answers "channel
+    does not exist" for a moment."""
+    if any(c.address == consenter.address for c in consenters(config)):
         raise ChannelConfigError(f"{consenter.address} is already a consenter of the channel")
     out = copy.deepcopy(config)
     _consensus(out)["metadata"]["consenters"].append(consenter.as_config())
-    addresses = orderer_endpoints(out, msp_id)
-    if consenter.address not in addresses:
-        _set_endpoints(out, msp_id, addresses + [consenter.address])
     return out
 
 
-def without_consenter(config: dict[str, Any], msp_id: str, address: str) -> dict[str, Any]:
-    """A copy of ``config`` without the consenter at ``address`` (host:port) and without that endpoint."""
+def without_consenter(config: dict[str, Any], address: str) -> dict[str, Any]:
+    """A copy of ``config`` without the consenter at ``address`` (host:port)."""
     have = consenters(config)
     if not any(c.address == address for c in have):
         raise ChannelConfigError(f"{address} is not a consenter of the channel")
@@ -250,6 +248,20 @@ def without_consenter(config: dict[str, Any], msp_id: str, address: str) -> dict
     out = copy.deepcopy(config)
     meta = _consensus(out)["metadata"]
     meta["consenters"] = [c for c, parsed in zip(meta["consenters"], have) if parsed.address != address]
+    return out
+
+
+def with_endpoint(config: dict[str, Any], msp_id: str, address: str) -> dict[str, Any]:
+    """A copy of ``config`` with ``address`` among the orderer org ``msp_id``'s endpoints (unchanged if there)."""
+    out = copy.deepcopy(config)
+    if address not in orderer_endpoints(out, msp_id):
+        _set_endpoints(out, msp_id, orderer_endpoints(out, msp_id) + [address])
+    return out
+
+
+def without_endpoint(config: dict[str, Any], msp_id: str, address: str) -> dict[str, Any]:
+    """A copy of ``config`` without ``address`` among the orderer org ``msp_id``'s endpoints."""
+    out = copy.deepcopy(config)
     _set_endpoints(out, msp_id, [a for a in orderer_endpoints(out, msp_id) if a != address])
     return out
 

@@ -46,6 +46,7 @@ from network.processes.procspec import load_manifest, save_manifest, upsert_proc
 from network.spec import Node, Spec, SpecError, dump_spec, load_spec, parse_spec
 from orchestrator.cli_common import UserError
 from orchestrator.fabric_stage import join_orderers, node_processes, orderer_channel, orderer_client_args, peer_admin_env
+from orchestrator.peer_add import height
 from peers.binaries import fabric_bin_dir, fabric_ca_binary
 from peers.orderer_config import orderer_address, write_orderer_yaml
 
@@ -153,7 +154,7 @@ def _update(spec: Spec, layout: Layout, via: Node, work: Path, change: Callable[
         except cc.StaleConfig as exc:
             if attempt == 2:
                 raise UserError(f"{exc}; run the command again") from None
-            progress(f"  the channel config changed since it was fetched; fetching it again")
+            progress("  the channel config changed since it was fetched; fetching it again")
     return []
 
 
@@ -176,6 +177,21 @@ def _running(home: Path) -> Layout:
     if supervisor_pid(home) is None:
         raise UserError(f"the network in {home} is not running; `twinledger up --home {home}` first")
     return layout
+
+
+def _grown(config: dict, msp_id: str, mine: cc.Consenter) -> dict:
+    """``config`` with ``mine`` as a consenter and an endpoint (what `orderer add` ends with)."""
+    if mine.address not in {c.address for c in cc.consenters(config)}:
+        config = cc.with_consenter(config, mine)
+    return cc.with_endpoint(config, msp_id, mine.address)
+
+
+def _shrunk(config: dict, msp_id: str, address: str) -> dict:
+    """``config`` without the consenter and the endpoint at ``address`` (what `orderer remove` ends with)."""
+    config = cc.without_endpoint(config, msp_id, address)
+    if address in {c.address for c in cc.consenters(config)}:
+        config = cc.without_consenter(config, address)
+    return config
 
 
 # -- orderer add ---------------------------------------------------------------------------------------
@@ -217,14 +233,14 @@ def add_orderer(home: Path, name: str | None = None, *, dry_run: bool = False, p
     others = [n for n in spec.nodes_of(org.name, "orderer") if n.name != name]
     before = cc.fetch_config(bin_dir, spec.channel, orderer_admin(spec, layout, _via(spec, others)), work)
     members = consenter_nodes(spec, before)
-    if orderer_address(node) in {c.address for c in cc.consenters(before)} and (layout.node_dir(name) / JOINED_MARK).exists():
+    if _grown(before, org.msp_id, consenter_of(layout, node)) == before and (layout.node_dir(name) / JOINED_MARK).exists():
         progress(f"{name} is already a consenter of {spec.channel} ({len(members)} consenters): nothing to do")
         return OrdererResult(name, consenters=len(members), done="already a consenter")
     if bad := problems(spec, layout, [n for n in members if n.name != name]):
         raise UserError(f"cannot add {name} now: {'; '.join(bad)}; nothing was changed")
     mine = consenter_of(layout, node)
     in_config = mine.address in {c.address for c in cc.consenters(before)}
-    delta = [] if in_config else cc.describe_consenter_delta(before, cc.with_consenter(before, org.msp_id, mine), org.msp_id)
+    delta = cc.describe_consenter_delta(before, _grown(before, org.msp_id, mine), org.msp_id)
     result = OrdererResult(name, delta, consenters=len(members) + (0 if in_config else 1))
     if dry_run:
         progress(f"would {'resume adding' if in_spec else 'add'} {name}: gRPC and Raft 127.0.0.1:{node.ports.listen}, "
@@ -266,22 +282,25 @@ def add_orderer(home: Path, name: str | None = None, *, dry_run: bool = False, p
     _wait(f"{name} catching up", level, timeout, progress, f"`twinledger logs {name}` shows why; `twinledger orderer add {name}` resumes")
     progress(f"  {name} is level with the consenters (block {target}) as a follower")
 
-    result.signers = _update(spec, layout, _via(spec, others), work, lambda c: cc.with_consenter(c, org.msp_id, mine),
-                             lambda c: mine.address in {x.address for x in cc.consenters(c)}, progress)
-    if result.signers:
-        progress(f"  config update signed by {', '.join(result.signers)} (/Channel/Orderer/Admins: MAJORITY of the "
-                 f"orderer orgs' admins) and submitted")
-    else:
-        progress(f"  {name} is already in the consenter set of {spec.channel}")
+    # Two updates: the consenter first, its endpoint once it serves the channel as a consenter -- peers send
+    # to every endpoint, and a node switching from follower to consenter refuses ("channel does not exist").
+    signed = _update(spec, layout, _via(spec, others), work, lambda c: cc.with_consenter(c, mine),
+                     lambda c: mine.address in {x.address for x in cc.consenters(c)}, progress)
+    progress(f"  consenter set update signed by {', '.join(signed)} (/Channel/Orderer/Admins: MAJORITY of the orderer "
+             f"orgs' admins) and submitted" if signed else f"  {name} is already in the consenter set of {spec.channel}")
 
     def consenting() -> str | None:
         info = orderer_channel(spec, layout, node) or {}
         if info.get("consensusRelation") != "consenter" or info.get("status") != "active":
             return f"{info.get('consensusRelation')}, {info.get('status')}"
-        bad = problems(spec, layout, consenter_nodes(spec, cc.with_consenter(before, org.msp_id, mine) if not in_config else before))
-        return "; ".join(bad) or None
+        return "; ".join(problems(spec, layout, [*members, node])) or None
 
     _wait(f"{name} becoming a consenter", consenting, timeout, progress, f"`twinledger logs {name}` shows why")
+    endpoint = _update(spec, layout, _via(spec, others), work, lambda c: cc.with_endpoint(c, org.msp_id, mine.address),
+                       lambda c: mine.address in cc.orderer_endpoints(c, org.msp_id), progress)
+    if endpoint:
+        progress(f"  endpoint update signed by {', '.join(endpoint)} and submitted: peers and clients now send to {name}")
+    result.signers = signed or endpoint
     result.height = (orderer_channel(spec, layout, node) or {}).get("height")
     write_atomic(layout.node_dir(name) / JOINED_MARK, f"{time.time():.0f}\n")
     progress(f"{name} is a consenter of {spec.channel} in {time.monotonic() - t0:.1f} s: {result.consenters} consenters, "
@@ -337,7 +356,8 @@ def remove_orderer(home: Path, name: str, *, force: bool = False, dry_run: bool 
             raise UserError(f"removing {name} would leave {len(remaining)} consenter{'s' if len(remaining) != 1 else ''}: Raft "
                             f"then needs {'both' if len(remaining) == 2 else 'it'} to order and tolerates no failure; "
                             f"add an orderer first, or pass --force; nothing was changed")
-        result.delta = cc.describe_consenter_delta(before, cc.without_consenter(before, org.msp_id, address), org.msp_id)
+    if _shrunk(before, org.msp_id, address) != before:
+        result.delta = cc.describe_consenter_delta(before, _shrunk(before, org.msp_id, address), org.msp_id)
     if dry_run:
         progress(f"would remove {name} from the consenter set of {spec.channel}, then stop its process (its ledger stays on disk)")
         progress(f"config delta for channel {spec.channel} (signed by the {org.name} admin, /Channel/Orderer/Admins):"
@@ -352,11 +372,24 @@ def remove_orderer(home: Path, name: str, *, force: bool = False, dry_run: bool 
         progress(f"removing {name} from the consenter set of {spec.channel}")
         for line in result.delta:
             progress(f"  {line}")
-    result.signers = _update(spec, layout, _via(spec, remaining or staying), work,
-                             lambda c: cc.without_consenter(c, org.msp_id, address),
-                             lambda c: address not in {x.address for x in cc.consenters(c)}, progress)
-    if result.signers:
-        progress(f"  config update signed by {', '.join(result.signers)} (/Channel/Orderer/Admins) and submitted")
+    # Its endpoint first, so that peers stop sending to it before it leaves the cluster; then the consenter.
+    via = _via(spec, remaining or staying)
+    endpoint = _update(spec, layout, via, work, lambda c: cc.without_endpoint(c, org.msp_id, address),
+                       lambda c: address not in cc.orderer_endpoints(c, org.msp_id), progress)
+    if endpoint:
+        progress(f"  endpoint update signed by {', '.join(endpoint)} (/Channel/Orderer/{org.msp_id}/Admins) and submitted")
+        config_height = (orderer_channel(spec, layout, via) or {}).get("height", 0)
+        peers = [n for n in spec.nodes() if n.type == "peer" and n.org in {o.name for o in spec.member_orgs}]
+
+        def peers_have_it() -> str | None:
+            behind = [n.name for n in peers if (height(n) or 0) < config_height]
+            return f"{', '.join(behind)} below block {config_height}" if behind else None
+
+        _wait("peers taking the new endpoints", peers_have_it, timeout, progress, "`twinledger status` shows the peers")
+    result.signers = _update(spec, layout, via, work, lambda c: cc.without_consenter(c, address),
+                             lambda c: address not in {x.address for x in cc.consenters(c)}, progress) or endpoint
+    if result.signers != endpoint:
+        progress(f"  consenter set update signed by {', '.join(result.signers)} (/Channel/Orderer/Admins) and submitted")
     shrunk = parse_spec({**spec.to_dict(), "removed_nodes": [*spec.removed_nodes, name]})
 
     def led() -> str | None:

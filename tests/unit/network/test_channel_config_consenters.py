@@ -61,7 +61,10 @@ def test_consenters_are_read_with_their_pem_certificates():
 def test_with_consenter_adds_the_consenter_and_the_endpoint_and_leaves_the_original_alone():
     before = config(7050, 7060, 7070)
     new = consenter(7080)
-    after = cc.with_consenter(before, MSP, new)
+    after = cc.with_consenter(before, new)
+    assert cc.orderer_endpoints(after, MSP) == cc.orderer_endpoints(before, MSP), "the endpoint is a second update"
+    after = cc.with_endpoint(after, MSP, new.address)
+    assert cc.with_endpoint(after, MSP, new.address) == after
     assert [x.address for x in cc.consenters(after)][-1] == "127.0.0.1:7080"
     assert cc.consenters(after)[-1] == new, "the certificates round-trip through base64"
     assert base64.b64decode(after["channel_group"]["groups"]["Orderer"]["values"]["ConsensusType"]["value"]["metadata"]
@@ -69,18 +72,20 @@ def test_with_consenter_adds_the_consenter_and_the_endpoint_and_leaves_the_origi
     assert cc.orderer_endpoints(after, MSP)[-1] == "127.0.0.1:7080"
     assert len(cc.consenters(before)) == 3 and len(cc.orderer_endpoints(before, MSP)) == 3
     with pytest.raises(cc.ChannelConfigError, match="already a consenter"):
-        cc.with_consenter(after, MSP, new)
+        cc.with_consenter(after, new)
 
 
 def test_without_consenter_is_the_reverse_and_never_removes_the_last():
     before = config(7050, 7060, 7070, 7080)
-    after = cc.without_consenter(before, MSP, "127.0.0.1:7060")
+    after = cc.without_endpoint(before, MSP, "127.0.0.1:7060")
+    assert len(cc.consenters(after)) == 4
+    after = cc.without_consenter(after, "127.0.0.1:7060")
     assert [x.address for x in cc.consenters(after)] == ["127.0.0.1:7050", "127.0.0.1:7070", "127.0.0.1:7080"]
     assert cc.orderer_endpoints(after, MSP) == ["127.0.0.1:7050", "127.0.0.1:7070", "127.0.0.1:7080"]
     with pytest.raises(cc.ChannelConfigError, match="not a consenter"):
-        cc.without_consenter(after, MSP, "127.0.0.1:7060")
+        cc.without_consenter(after, "127.0.0.1:7060")
     with pytest.raises(cc.ChannelConfigError, match="only consenter"):
-        cc.without_consenter(config(7050), MSP, "127.0.0.1:7050")
+        cc.without_consenter(config(7050), "127.0.0.1:7050")
 
 
 def test_a_solo_or_bft_channel_has_no_raft_consenter_set():
@@ -94,17 +99,25 @@ def test_fault_tolerance_of_raft_clusters():
     assert [cc.fault_tolerance(n) for n in range(0, 7)] == [0, 0, 0, 1, 1, 2, 2]
 
 
+def grow(config: dict, c: cc.Consenter) -> dict:
+    return cc.with_endpoint(cc.with_consenter(config, c), MSP, c.address)
+
+
+def shrink(config: dict, address: str) -> dict:
+    return cc.without_consenter(cc.without_endpoint(config, MSP, address), address)
+
+
 def test_delta_says_what_changes_and_what_the_quorum_then_is():
     before = config(7050, 7060, 7070)
-    added = cc.describe_consenter_delta(before, cc.with_consenter(before, MSP, consenter(7080)), MSP)
+    added = cc.describe_consenter_delta(before, grow(before, consenter(7080)), MSP)
     assert added[0].startswith("+ /Channel/Orderer ConsensusType etcdraft consenter 127.0.0.1:7080 (TLS certificate CN=orderer7080")
     assert added[1] == f"+ /Channel/Orderer/{MSP} Endpoints 127.0.0.1:7080"
     assert added[2] == "  Raft quorum: 3 of 4 consenters, tolerating 1 failed (was 2 of 3, tolerating 1)"
-    removed = cc.describe_consenter_delta(before, cc.without_consenter(before, MSP, "127.0.0.1:7050"), MSP)
+    removed = cc.describe_consenter_delta(before, shrink(before, "127.0.0.1:7050"), MSP)
     assert removed == ["- /Channel/Orderer ConsensusType etcdraft consenter 127.0.0.1:7050",
                        f"- /Channel/Orderer/{MSP} Endpoints 127.0.0.1:7050",
                        "  Raft quorum: 2 of 2 consenters, tolerating 0 failed (was 2 of 3, tolerating 1)"]
-    unenrolled = cc.describe_consenter_delta(before, cc.with_consenter(before, MSP, cc.Consenter("127.0.0.1", 7080, "", "")), MSP)
+    unenrolled = cc.describe_consenter_delta(before, grow(before, cc.Consenter("127.0.0.1", 7080, "", "")), MSP)
     assert "enrolled when it is added" in unenrolled[0], "a dry run before enrolment still names the change"
 
 
@@ -115,7 +128,7 @@ def test_compute_update_with_configtxlator_writes_only_the_orderer_values(tmp_pa
     if not (bin_dir / "configtxlator").exists():
         pytest.skip("Fabric binaries not installed (scripts/install_fabric.sh)")
     before = config(7050, 7060, 7070)
-    envelope = cc.compute_update(bin_dir, "consortium", before, cc.with_consenter(before, MSP, consenter(7080)), tmp_path)
+    envelope = cc.compute_update(bin_dir, "consortium", before, grow(before, consenter(7080)), tmp_path)
     assert envelope is not None
     update = cc.decode(bin_dir, envelope, "common.Envelope")["payload"]["data"]["config_update"]
     orderer = update["write_set"]["groups"]["Orderer"]
