@@ -5,7 +5,7 @@ While plant1's operator keeps submitting recorded ``data:Check`` transactions th
 
 * ``orderer add --dry-run`` prints the consenter-set delta and changes nothing; with a consenter frozen
   (SIGSTOP) `orderer add` is refused in one line naming it, and nothing changes;
-* `orderer add` brings orderer3 in as a follower from the latest config block, then into the consenter set
+* `orderer add`, killed once the spec names orderer3 and run again, brings orderer3 in as a follower from the latest config block, then into the consenter set
   (4 consenters); it has the chain's height; `status` lists it; every check submitted meanwhile committed;
 * kill -9 of the Raft leader afterwards: checks still commit (4 consenters tolerate one failure);
 * re-running `orderer add orderer3` is a no-op that says so;
@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -33,6 +36,7 @@ from tests.fabric_net import PORTS, FabricNet, start_network, stop_network
 from tests.ports import free_port_base
 
 NEW = "orderer3.orderer"
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -124,15 +128,24 @@ def test_orderer_add_kill_leader_remove_refusals_and_reruns(net: FabricNet) -> N
 
     t0 = time.monotonic()
     with Checks(net, dataset) as during:
+        # Killed half-way: once the spec names the new orderer, before it is a consenter.
+        first = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "orderer", "add", "--home", str(net.home)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+        deadline = time.monotonic() + 60
+        while NEW not in net.layout.spec_file.read_text():
+            assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+            time.sleep(0.05)
+        first.send_signal(signal.SIGKILL)
+        first.wait()
         added = net.run("orderer", "add", timeout=300)
         time.sleep(1.5)  # a few checks after the change too
     took = time.monotonic() - t0
     assert added.returncode == 0, added.stdout + added.stderr
-    for line in (f"adding {NEW}", f"joined {NEW} to channel", "as a follower", "consenter set update signed by OrdererMSP",
+    for line in (f"resuming {NEW}: an earlier `orderer add` did not finish", f"joined {NEW} to channel", "as a follower", "consenter set update signed by OrdererMSP",
                  f"endpoint update signed by OrdererMSP and submitted: peers and clients now send to {NEW}",
                  f"{NEW} is a consenter of consortium", "4 consenters, quorum 3, tolerating 1 failed"):
         assert line in added.stdout, added.stdout
-    print(f"orderer add under load: {took:.1f} s, {len(during.ok)} checks committed meanwhile")
+    print(f"orderer add under load (killed once, resumed): {took:.1f} s, {len(during.ok)} checks committed meanwhile")
     assert not during.failed, during.failed
     assert len(during.ok) >= 3, "checks kept committing while the orderer joined"
 
