@@ -18,6 +18,7 @@ flags of one org's admin (orchestrator.fabric_stage builds them), and ``bin_dir`
 
 from __future__ import annotations
 
+import base64
 import copy
 import datetime as dt
 import json
@@ -172,6 +173,123 @@ def describe_delta(before: dict[str, Any], after: dict[str, Any], definition: di
         was, now = required(rule, len(old)), required(rule, len(new))
         lines.append(f"  /Channel/Application/{name} = {rule} {sub}: {now} of {len(new)} orgs"
                      + (f" (was {was} of {len(old)})" if (was, len(old)) != (now, len(new)) else ""))
+    return lines
+
+
+# -- the orderer's Raft consenter set (pure) ------------------------------------------------------------
+ORDERER = "Orderer"
+
+
+@dataclass(frozen=True)
+class Consenter:
+    """One etcdraft consenter as the channel config holds it (certificates as PEM text)."""
+
+    host: str
+    port: int
+    client_tls_cert: str
+    server_tls_cert: str
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def as_config(self) -> dict[str, Any]:
+        # configtxlator writes the etcdraft metadata's bytes fields as base64 of the PEM text.
+        return {"host": self.host, "port": self.port,
+                "client_tls_cert": base64.b64encode(self.client_tls_cert.encode()).decode(),
+                "server_tls_cert": base64.b64encode(self.server_tls_cert.encode()).decode()}
+
+
+def _consensus(config: dict[str, Any]) -> dict[str, Any]:
+    value = config["channel_group"]["groups"][ORDERER]["values"]["ConsensusType"]["value"]
+    if value.get("type") != "etcdraft":
+        raise ChannelConfigError(f"the channel orders with {value.get('type')!r}, not etcdraft: no Raft consenter set to change")
+    return value
+
+
+def consenters(config: dict[str, Any]) -> list[Consenter]:
+    """The channel's Raft consenters (/Channel/Orderer ConsensusType metadata), in config order."""
+    return [Consenter(c["host"], int(c["port"]), base64.b64decode(c["client_tls_cert"]).decode(),
+                      base64.b64decode(c["server_tls_cert"]).decode())
+            for c in _consensus(config)["metadata"]["consenters"]]
+
+
+def orderer_endpoints(config: dict[str, Any], msp_id: str) -> list[str]:
+    """Where the orderer org ``msp_id`` tells peers and clients to send transactions (V3_0: per org)."""
+    org = config["channel_group"]["groups"][ORDERER]["groups"][msp_id]
+    return list(org.get("values", {}).get("Endpoints", {}).get("value", {}).get("addresses", []))
+
+
+def _set_endpoints(config: dict[str, Any], msp_id: str, addresses: list[str]) -> None:
+    org = config["channel_group"]["groups"][ORDERER]["groups"][msp_id]
+    endpoints = org.setdefault("values", {}).setdefault("Endpoints", {"mod_policy": "Admins", "value": {}})
+    endpoints["value"]["addresses"] = addresses
+
+
+def with_consenter(config: dict[str, Any], consenter: Consenter) -> dict[str, Any]:
+    """A copy of ``config`` with ``consenter`` added to the Raft consenter set. One consenter per update: Raft
+    changes its membership one node at a time. Its endpoint is a separate update (``with_endpoint``): peers send
+    transactions to every endpoint at once, and a node switching from follower to consenter answers "channel
+    does not exist" for a moment."""
+    if any(c.address == consenter.address for c in consenters(config)):
+        raise ChannelConfigError(f"{consenter.address} is already a consenter of the channel")
+    out = copy.deepcopy(config)
+    _consensus(out)["metadata"]["consenters"].append(consenter.as_config())
+    return out
+
+
+def without_consenter(config: dict[str, Any], address: str) -> dict[str, Any]:
+    """A copy of ``config`` without the consenter at ``address`` (host:port)."""
+    have = consenters(config)
+    if not any(c.address == address for c in have):
+        raise ChannelConfigError(f"{address} is not a consenter of the channel")
+    if len(have) == 1:
+        raise ChannelConfigError(f"{address} is the channel's only consenter; Raft cannot remove its last node")
+    out = copy.deepcopy(config)
+    meta = _consensus(out)["metadata"]
+    meta["consenters"] = [c for c, parsed in zip(meta["consenters"], have) if parsed.address != address]
+    return out
+
+
+def with_endpoint(config: dict[str, Any], msp_id: str, address: str) -> dict[str, Any]:
+    """A copy of ``config`` with ``address`` among the orderer org ``msp_id``'s endpoints (unchanged if there)."""
+    out = copy.deepcopy(config)
+    if address not in orderer_endpoints(out, msp_id):
+        _set_endpoints(out, msp_id, orderer_endpoints(out, msp_id) + [address])
+    return out
+
+
+def without_endpoint(config: dict[str, Any], msp_id: str, address: str) -> dict[str, Any]:
+    """A copy of ``config`` without ``address`` among the orderer org ``msp_id``'s endpoints."""
+    out = copy.deepcopy(config)
+    _set_endpoints(out, msp_id, [a for a in orderer_endpoints(out, msp_id) if a != address])
+    return out
+
+
+def fault_tolerance(n: int) -> int:
+    """How many of ``n`` Raft consenters may fail while the rest still order (n minus a majority of n)."""
+    return n - majority(n) if n else 0
+
+
+def describe_consenter_delta(before: dict[str, Any], after: dict[str, Any], msp_id: str) -> list[str]:
+    """What a consenter-set change does, one line each: consenters and endpoints added or removed, and the
+    Raft quorum before and after (4 consenters need 3 and tolerate 1 fault)."""
+    old = {c.address: c for c in consenters(before)}
+    new = {c.address: c for c in consenters(after)}
+    lines = []
+    for addr in [a for a in new if a not in old]:
+        cert = new[addr].server_tls_cert
+        tls = (f"TLS certificate {x509.load_pem_x509_certificate(cert.encode()).subject.rfc4514_string()}" if cert
+               else "TLS certificate from the orderer org's CA, enrolled when it is added")
+        lines.append(f"+ /Channel/Orderer ConsensusType etcdraft consenter {addr} ({tls})")
+    for addr in [a for a in old if a not in new]:
+        lines.append(f"- /Channel/Orderer ConsensusType etcdraft consenter {addr}")
+    was, now = orderer_endpoints(before, msp_id), orderer_endpoints(after, msp_id)
+    lines += [f"+ /Channel/Orderer/{msp_id} Endpoints {a}" for a in now if a not in was]
+    lines += [f"- /Channel/Orderer/{msp_id} Endpoints {a}" for a in was if a not in now]
+    n, m = len(old), len(new)
+    lines.append(f"  Raft quorum: {majority(m)} of {m} consenters, tolerating {fault_tolerance(m)} failed "
+                 f"(was {majority(n)} of {n}, tolerating {fault_tolerance(n)})")
     return lines
 
 

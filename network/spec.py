@@ -93,6 +93,9 @@ class Spec:
     #: and an added org's CA and first peer (`twinledger org add`). Their ports come after the founding
     #: nodes' and the supervisor's, so no running node's ports ever move.
     added: tuple[str, ...] = ()
+    #: Nodes that left the running network one by one (`twinledger orderer remove`): never started again, and
+    #: their port slots stay taken so that no other node's ports move.
+    removed_nodes: tuple[str, ...] = ()
 
     # -- derived views -----------------------------------------------------------------
     @property
@@ -133,12 +136,12 @@ class Spec:
             founding += [(f"peer{i}.{o.name}", o.name, "peer") for i in range(o.peers)]
         # The slot after the founding nodes is the supervisor's (supervisor_port); added nodes follow it.
         slots = list(enumerate(founding)) + [
-            (len(founding) + 1 + i, (name, name.split(".", 1)[1], "ca" if name.startswith("ca.") else "peer"))
+            (len(founding) + 1 + i, (name, name.split(".", 1)[1], _added_type(name)))
             for i, name in enumerate(self.added)]
         gone = {o.name for o in self.orgs if o.removed}
         nodes = []
         for slot, (name, org, typ) in slots:
-            if org in gone:  # its slot stays taken: the other nodes keep their ports
+            if org in gone or name in self.removed_nodes:  # its slot stays taken: the other nodes keep their ports
                 continue
             base = self.port_base + slot * PORTS_PER_NODE
             nodes.append(Node(name, org, typ, Ports(listen=base, operations=base + 1, admin=base + 2, chaincode=base + 3)))
@@ -153,6 +156,11 @@ class Spec:
     def next_peer(self, org: str) -> str:
         """The name the next peer added to ``org`` takes (``peer<N>.<org>``)."""
         return f"peer{len(self.nodes_of(org, 'peer'))}.{org}"
+
+    def next_orderer(self) -> str:
+        """The name the next orderer added takes (``orderer<N>.<orderer org>``; a removed one's name is not reused)."""
+        org = self.orderer_org
+        return f"orderer{org.orderers + sum(_added_type(n) == 'orderer' for n in self.added)}.{org.name}"
 
     def node(self, name: str) -> Node:
         for n in self.nodes():
@@ -194,6 +202,7 @@ class Spec:
                                for o in self.orgs if not o.founding]}
                if any(not o.founding for o in self.orgs) else {}),
             **({"added": list(self.added)} if self.added else {}),
+            **({"removed_nodes": list(self.removed_nodes)} if self.removed_nodes else {}),
         }
 
 
@@ -209,7 +218,7 @@ def _require(cond: bool, msg: str) -> None:
 
 #: The keys a spec may hold, at each level; anything else is a typo the user must hear about, not a
 #: setting silently ignored.
-_TOP_KEYS = ("name", "channel", "port_base", "batch", "orgs", "added_orgs", "added")
+_TOP_KEYS = ("name", "channel", "port_base", "batch", "orgs", "added_orgs", "added", "removed_nodes")
 _ORG_KEYS = ("name", "kind", "msp_id", "peers", "orderers", "leaving", "removed")
 _ADDED_ORG_KEYS = ("name", "kind", "msp_id", "joining", "leaving", "removed")
 _BATCH_KEYS = ("timeout_ms", "max_message_count", "absolute_max_bytes", "preferred_max_bytes")
@@ -309,6 +318,7 @@ def parse_spec(data: Any, *, port_base: int | None = None) -> Spec:
         preferred_max_bytes=_int(rb, "preferred_max_bytes", min(2 * 1024 * 1024, absolute), 1, absolute, "batch."),
     )
     spec = Spec(name, channel, base, tuple(orgs), batch, _added(data.get("added"), orgs))
+    spec = Spec(name, channel, base, tuple(orgs), batch, spec.added, _removed_nodes(data.get("removed_nodes"), spec))
     # The supervisor's metrics take the first port after the founding nodes' (orchestrator.bringup).
     _require(max(spec.port_range[1], spec.supervisor_port) <= 65535,
              f"port_base {base} leaves no room for {len(spec.nodes())} nodes and the supervisor below port 65536")
@@ -317,6 +327,8 @@ def parse_spec(data: Any, *, port_base: int | None = None) -> Spec:
 
 #: Peers per org, founding and added together: a few per org is what one machine or org runs.
 MAX_PEERS_PER_ORG = 8
+#: Orderers ever run, founding and added together (a Raft cluster of more than 7 only adds latency).
+MAX_ORDERERS = 12
 
 
 def _added_orgs(raw: Any, seen: set[str], msp_ids: set[str]) -> list[Org]:
@@ -359,15 +371,30 @@ def _removal_marks(ro: dict, oname: str, kind: Any) -> tuple[bool, bool]:
     return marks[0], marks[1]
 
 
+def _added_type(name: str) -> NodeType:
+    """What an added node is, from its name (``ca.<org>``, ``orderer<N>.<org>``, ``peer<N>.<org>``)."""
+    return "ca" if name.startswith("ca.") else "orderer" if name.startswith("orderer") else "peer"
+
+
 def _added(raw: Any, orgs: list[Org]) -> tuple[str, ...]:
-    """``added``: node names in the order they joined: ``peer<N>.<org>`` with N the org's next index, and
-    ``ca.<org>`` for an added org (before its peers; an added org has its CA and at least one peer)."""
+    """``added``: node names in the order they joined: ``peer<N>.<org>`` with N the org's next index,
+    ``ca.<org>`` for an added org (before its peers; an added org has its CA and at least one peer), and
+    ``orderer<N>.<orderer org>`` with N the next orderer index (`twinledger orderer add`)."""
     raw = [] if raw is None else raw
     _require(isinstance(raw, list), f"added must be a list of peer names (peer1.plant1, ...), not {_show(raw)}")
     members = {o.name: o for o in orgs if o.kind != "orderer"}
     count = {name: o.peers for name, o in members.items()}
     with_ca = {o.name for o in orgs if o.founding}
+    orderer_org = next((o for o in orgs if o.kind == "orderer"), None)
+    orderers = orderer_org.orderers if orderer_org else 0
     for i, name in enumerate(raw):
+        om = re.fullmatch(r"orderer([0-9]{1,2})\.([a-z][a-z0-9]{0,30})", name) if isinstance(name, str) else None
+        if om is not None and orderer_org is not None and om.group(2) == orderer_org.name:
+            _require(int(om.group(1)) == orderers,
+                     f"added[{i}] {name}: the next orderer of {orderer_org.name} is orderer{orderers}.{orderer_org.name}")
+            orderers += 1
+            _require(orderers <= MAX_ORDERERS, f"added[{i}] {name}: at most {MAX_ORDERERS} orderers, added and removed ones counted")
+            continue
         ca = re.fullmatch(r"ca\.([a-z][a-z0-9]{0,30})", name) if isinstance(name, str) else None
         if ca is not None:
             org = ca.group(1)
@@ -387,6 +414,18 @@ def _added(raw: Any, orgs: list[Org]) -> tuple[str, ...]:
     for org in members.values():
         _require(org.founding or count[org.name] > 0,
                  f"added org {org.name} needs ca.{org.name} and peer0.{org.name} in added")
+    return tuple(raw)
+
+
+def _removed_nodes(raw: Any, spec: Spec) -> tuple[str, ...]:
+    """``removed_nodes``: orderers that left the channel's consenter set (`twinledger orderer remove`), by name."""
+    raw = [] if raw is None else raw
+    _require(isinstance(raw, list), f"removed_nodes must be a list of node names (orderer3.orderer, ...), not {_show(raw)}")
+    orderers = {n.name for n in spec.nodes() if n.type == "orderer"}
+    for i, name in enumerate(raw):
+        _require(name in orderers, f"removed_nodes[{i}] {_show(name)} is not an orderer of this spec")
+        _require(raw.index(name) == i, f"removed_nodes[{i}] {name} appears twice")
+    _require(len(orderers - set(raw)) >= 1, "removed_nodes would leave no orderer")
     return tuple(raw)
 
 

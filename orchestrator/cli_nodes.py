@@ -1,14 +1,16 @@
 """`twinledger peer add --org ORG [--dry-run]`: a node joins the running network (orchestrator/peer_add.py);
 `twinledger org add NAME --kind hospital|plant [--dry-run]`: an org joins the channel (orchestrator/org_add.py);
-`twinledger org remove NAME [--dry-run]`: an org leaves it (orchestrator/org_remove.py)."""
+`twinledger org remove NAME [--dry-run]`: an org leaves it (orchestrator/org_remove.py);
+`twinledger orderer add [NAME] | remove NAME [--force] [--dry-run]`: Raft consenters (orchestrator/orderer_nodes.py)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
-from orchestrator.cli_common import home_of
-from orchestrator import org_remove
+from network.channel_config import ChannelConfigError
+from orchestrator.cli_common import UserError, home_of
+from orchestrator import org_remove, orderer_nodes
 from orchestrator.org_add import KINDS, add_org, result_json
 from orchestrator.peer_add import add_peer
 
@@ -44,8 +46,32 @@ def cmd_org_remove(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_orderer_add(args: argparse.Namespace) -> int:
+    quiet = args.json
+    try:
+        result = orderer_nodes.add_orderer(home_of(args), args.name, dry_run=args.dry_run,
+                                           progress=(lambda m: None) if quiet else (lambda m: print(m, flush=True)))
+    except ChannelConfigError as exc:  # a Fabric tool's refusal, named with its step: one line, not a traceback
+        raise UserError(f"{exc}; `twinledger orderer add {args.name or ''}` resumes".replace("  ", " ")) from None
+    if quiet:
+        print(orderer_nodes.result_json(result))
+    return 0
+
+
+def cmd_orderer_remove(args: argparse.Namespace) -> int:
+    quiet = args.json
+    try:
+        result = orderer_nodes.remove_orderer(home_of(args), args.name, force=args.force, dry_run=args.dry_run,
+                                              progress=(lambda m: None) if quiet else (lambda m: print(m, flush=True)))
+    except ChannelConfigError as exc:
+        raise UserError(f"{exc}; `twinledger orderer remove {args.name}` resumes") from None
+    if quiet:
+        print(orderer_nodes.result_json(result))
+    return 0
+
+
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    """Add `peer add`, `org add` and `org remove` to the `twinledger` parser."""
+    """Add `peer add`, `org add`, `org remove`, `orderer add` and `orderer remove` to the `twinledger` parser."""
     peer = sub.add_parser("peer", parents=[common], help="peers joining the running network")
     actions = peer.add_subparsers(dest="action", required=True, metavar="ACTION")
     s = actions.add_parser("add", parents=[common], help="another peer of an existing org joins, catches up, endorses")
@@ -73,3 +99,17 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     r.add_argument("--dry-run", action="store_true", help="print the channel config delta, the signers and what would "
                    "stop; change nothing")
     r.set_defaults(func=cmd_org_remove)
+
+    orderer = sub.add_parser("orderer", parents=[common], help="Raft consenters joining and leaving the ordering service")
+    actions = orderer.add_subparsers(dest="action", required=True, metavar="ACTION")
+    oa = actions.add_parser("add", parents=[common], help="another orderer joins: enrolled, started, joined as a follower "
+                            "from the latest config block, caught up, then added to the Raft consenter set")
+    oa.add_argument("name", nargs="?", help="the orderer to add or finish adding (default: the next one, e.g. orderer3.orderer)")
+    oa.add_argument("--dry-run", action="store_true", help="print the consenter-set config delta; change nothing")
+    oa.set_defaults(func=cmd_orderer_add)
+    orm = actions.add_parser("remove", parents=[common], help="an orderer leaves the Raft consenter set, then its process stops")
+    orm.add_argument("name", help="the orderer to remove (e.g. orderer3.orderer)")
+    orm.add_argument("--force", action="store_true", help="remove it even if fewer than 3 consenters remain "
+                     "(2 consenters order but tolerate no failure)")
+    orm.add_argument("--dry-run", action="store_true", help="print the consenter-set config delta; change nothing")
+    orm.set_defaults(func=cmd_orderer_remove)

@@ -6,6 +6,7 @@ is idempotent, so `up` after `down` resumes the same ledger.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -108,18 +109,35 @@ def _osnadmin_tls(spec: Spec, layout: Layout) -> list[str]:
     return ["--ca-file", str(layout.ca_cert(org)), "--client-cert", str(tls / "client.crt"), "--client-key", str(tls / "client.key")]
 
 
-def join_orderers(spec: Spec, layout: Layout, block: Path, progress: Progress) -> None:
+def osnadmin_target(spec: Spec, layout: Layout, node: Node) -> list[str]:
+    """osnadmin flags reaching ``node``'s channel participation API as the orderer org's admin (mutual TLS)."""
+    return ["-o", f"127.0.0.1:{node.ports.admin}", *_osnadmin_tls(spec, layout)]
+
+
+def orderer_channel(spec: Spec, layout: Layout, node: Node) -> dict | None:
+    """What ``node`` says of the channel (``osnadmin channel list``: name, status onboarding|active,
+    consensusRelation consenter|follower|config-tracker, height); None when it has not joined it."""
+    listed = run_tool(f"list channels of {node.name}", [str(fabric_binary("osnadmin")), "channel", "list", "--channelID",
+                                                         spec.channel, *osnadmin_target(spec, layout, node)], ok_codes=(0, 1))
+    if '"status": 200' not in listed.stdout and "Status: 200" not in listed.stdout:
+        return None
+    body = listed.stdout[listed.stdout.index("{"):] if "{" in listed.stdout else "{}"
+    return json.loads(body)
+
+
+def join_orderers(spec: Spec, layout: Layout, block: Path, progress: Progress, nodes: list[Node] | None = None) -> None:
+    """Join ``nodes`` (default: every orderer) to the channel with ``block`` -- the genesis block at `up`, the
+    latest config block for an orderer added later -- skipping those that have joined already."""
     osnadmin = str(fabric_binary("osnadmin"))
 
     def join(node: Node) -> None:
-        target = ["-o", f"127.0.0.1:{node.ports.admin}", *_osnadmin_tls(spec, layout)]
-        listed = run_tool(f"list channels of {node.name}", [osnadmin, "channel", "list", "--channelID", spec.channel, *target], ok_codes=(0, 1))
-        if '"status": 200' in listed.stdout or "Status: 200" in listed.stdout:
+        if orderer_channel(spec, layout, node) is not None:
             return
-        run_tool(f"join {node.name} to {spec.channel}", [osnadmin, "channel", "join", "--channelID", spec.channel, "--config-block", str(block), *target])
+        run_tool(f"join {node.name} to {spec.channel}", [osnadmin, "channel", "join", "--channelID", spec.channel,
+                                                         "--config-block", str(block), *osnadmin_target(spec, layout, node)])
         progress(f"  joined {node.name} to channel {spec.channel}")
 
-    in_parallel(join, spec.nodes_of(spec.orderer_org.name, "orderer"))
+    in_parallel(join, spec.nodes_of(spec.orderer_org.name, "orderer") if nodes is None else nodes)
 
 
 def peer_admin_env(spec: Spec, layout: Layout, node: Node) -> dict[str, str]:

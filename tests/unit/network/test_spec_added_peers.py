@@ -31,8 +31,35 @@ def test_added_peer_names_are_checked():
     for added, says in ((["peer2.plant1"], "the next peer of plant1 is peer1.plant1"),
                         (["peer1.orderer"], "is not a hospital or plant"),
                         (["peer1.nowhere"], "is not a hospital or plant"),
-                        (["orderer3.orderer"], "is not a peer name"),
+                        (["orderer3.hospital1"], "is not a peer name"),  # orderers: only the orderer org's
                         ("peer1.plant1", "must be a list"),
                         ([f"peer{i}.plant1" for i in range(1, 9)], "at most 8 peers per org")):
         with pytest.raises(SpecError, match=says):
             parse_spec({**base, "added": added})
+
+
+def test_added_and_removed_orderers_keep_every_other_nodes_ports():
+    from network.spec import SpecError, load_spec, parse_spec
+
+    spec = load_spec()
+    assert spec.next_orderer() == "orderer3.orderer"
+    grown = parse_spec({**spec.to_dict(), "added": ["peer1.plant1", "orderer3.orderer"]})
+    o3 = grown.node("orderer3.orderer")
+    assert o3.type == "orderer" and o3.org == "orderer" and grown.next_orderer() == "orderer4.orderer"
+    assert [n.name for n in grown.nodes_of("orderer", "orderer")][-1] == "orderer3.orderer"
+    shrunk = parse_spec({**grown.to_dict(), "removed_nodes": ["orderer3.orderer", "orderer0.orderer"]})
+    assert [n.name for n in shrunk.nodes_of("orderer", "orderer")] == ["orderer1.orderer", "orderer2.orderer"]
+    assert {n.name: n.ports for n in shrunk.nodes()} == {n.name: n.ports for n in grown.nodes()
+                                                         if n.name not in ("orderer3.orderer", "orderer0.orderer")}
+    assert shrunk.next_orderer() == "orderer4.orderer", "a removed orderer's name is not reused"
+    assert parse_spec(shrunk.to_dict()) == shrunk
+    for bad, why in ((["orderer4.orderer"], "the next orderer of orderer is orderer3.orderer"),
+                     (["orderer3.plant1"], "not a peer name")):
+        with pytest.raises(SpecError, match=why):
+            parse_spec({**spec.to_dict(), "added": bad})
+    for bad, why in ((["peer0.plant1"], "not an orderer"), (["orderer0.orderer", "orderer0.orderer"], "appears twice"),
+                     ("orderer0.orderer", "must be a list")):
+        with pytest.raises(SpecError, match=why):
+            parse_spec({**spec.to_dict(), "removed_nodes": bad})
+    with pytest.raises(SpecError, match="no orderer"):
+        parse_spec({**spec.to_dict(), "removed_nodes": ["orderer0.orderer", "orderer1.orderer", "orderer2.orderer"]})
