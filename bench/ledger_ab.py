@@ -27,7 +27,7 @@ if str(ROOT) not in sys.path:
 
 from bench.faults import await_ready  # noqa: E402
 from network.layout import Layout  # noqa: E402
-from network.processes.control import reload_supervisor  # noqa: E402
+from network.processes.control import read_state, reload_supervisor  # noqa: E402
 from network.processes.procspec import load_manifest, upsert_processes  # noqa: E402
 from network.spec import load_spec  # noqa: E402
 
@@ -39,9 +39,21 @@ def switch_chaincode(home: Path, tree: Path) -> None:
     then imports that tree's chaincode package), and wait until the network is ready again."""
     layout = Layout(home)
     servers = [p for p in load_manifest(layout.run) if p.type == "chaincode"]
+    if all(p.cwd == str(tree) for p in servers):
+        return
+    before = {p["name"]: p.get("pid") for p in read_state(home).get("processes", []) if p.get("type") == "chaincode"}
     upsert_processes(layout.run, [dataclasses.replace(p, cwd=str(tree)) for p in servers])
     reload_supervisor(home)
-    time.sleep(2)  # the supervisor stops the changed servers before it starts them again
+    # Ready only once every server runs again under a new pid: until the supervisor has stopped the old ones,
+    # the state still shows them healthy (and a measurement would see them restart mid-cell).
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        now = {p["name"]: p for p in read_state(home).get("processes", []) if p.get("type") == "chaincode"}
+        if all(now.get(n, {}).get("pid") not in (None, pid) and now[n].get("healthy") for n, pid in before.items()):
+            break
+        time.sleep(0.5)
+    else:
+        raise SystemExit("the chaincode servers did not come back within 90 s")
     await_ready(load_spec(layout.spec_file), layout, home)
 
 
