@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 from network.files import PRIVATE_UMASK, private_dir, write_private
 from network.layout import Layout
 from network.msp import write_nodeou_config
-from network.spec import USER_ROLES, Node, Org, Spec
+from network.spec_model import USER_ROLES, Node, Org, Spec
 
 
 class EnrolmentError(RuntimeError):

@@ -22,7 +22,7 @@ import yaml
 
 from network.files import write_atomic
 from network.layout import Layout
-from network.spec import Org, Spec
+from network.spec_model import Org, Spec
 
 HOST = "127.0.0.1"
 PROFILE_NAME = "TwinLedgerChannel"

@@ -1,214 +1,21 @@
-"""The consortium as data: orgs, nodes, channel and the ports every node listens on.
+"""The spec file: the small YAML (see ``network/default_spec.yaml``) that describes the consortium, read,
+validated and written.
 
-A spec is a small YAML file (see ``network/default_spec.yaml``). Everything else -- CA
-configs, MSP folders, node configs, the channel -- is derived from it, so two networks
-with different ``port_base`` values can run side by side on one machine.
+``load_spec``/``parse_spec`` refuse anything that cannot describe a network with a ``SpecError`` that says what
+to fix; the data they build (``Spec``, ``Org``, ``Node``, ports) is ``network.spec_model``'s.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
-OrgKind = Literal["hospital", "plant", "orderer"]
-NodeType = Literal["peer", "orderer", "ca", "chaincode", "superlink", "supernode"]
+from network.spec_model import _NAME_RE, BatchConfig, Org, Spec, SpecError, default_msp_id
 
 DEFAULT_SPEC_PATH = Path(__file__).with_name("default_spec.yaml")
-USER_ROLES = ("admin", "steward", "operator", "client")
-
-_NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,30}$")
-# Each node owns a block of this many consecutive ports starting at port_base + slot * PORTS_PER_NODE.
-PORTS_PER_NODE = 10
-
-
-class SpecError(ValueError):
-    """A spec file that cannot describe a network; the message says what to fix."""
-
-
-@dataclass(frozen=True)
-class Ports:
-    """The 127.0.0.1 ports of one node (unused ones are simply never bound)."""
-
-    listen: int  # peer / orderer gRPC, CA HTTPS
-    operations: int  # /healthz and /metrics
-    admin: int  # orderer channel participation API (osnadmin)
-    chaincode: int  # chaincode-as-a-service server of a peer
-
-
-@dataclass(frozen=True)
-class Node:
-    name: str  # e.g. peer0.hospital1, orderer1.orderer, ca.plant2
-    org: str
-    type: NodeType
-    ports: Ports
-
-    @property
-    def short(self) -> str:
-        """The enrolment id of the node in its org's CA (``peer0``, ``orderer1``)."""
-        return self.name.split(".", 1)[0]
-
-
-@dataclass(frozen=True)
-class Org:
-    name: str
-    kind: OrgKind
-    msp_id: str
-    peers: int = 0
-    orderers: int = 0
-    #: False for an org that joined the running network (`twinledger org add`): its CA and peers are then
-    #: in ``Spec.added`` (ports after the founding nodes'), and it is no founding member of the channel.
-    founding: bool = True
-    #: True while `org add` has not yet had the channel accept it: its CA and peer may run, but it is no
-    #: channel member (no join, chaincode or registry step treats it as one).
-    joining: bool = False
-    #: True once `org remove` has begun: the channel may still hold it (its nodes run until the update).
-    leaving: bool = False
-    #: True once the channel no longer holds it (`org remove`): no member, its nodes stopped and never started
-    #: again. It stays in the spec so that no other node's ports move (ports follow the nodes' order).
-    removed: bool = False
-
-
-@dataclass(frozen=True)
-class BatchConfig:
-    """Orderer block cutting: a block is cut at max_message_count or timeout, whichever first."""
-
-    timeout_ms: int = 100
-    max_message_count: int = 500
-    absolute_max_bytes: int = 10 * 1024 * 1024
-    preferred_max_bytes: int = 2 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class Spec:
-    name: str
-    channel: str
-    port_base: int
-    orgs: tuple[Org, ...]
-    batch: BatchConfig = field(default_factory=BatchConfig)
-    #: Nodes joined after the network was founded, in the order they joined: peers (`twinledger peer add`)
-    #: and an added org's CA and first peer (`twinledger org add`). Their ports come after the founding
-    #: nodes' and the supervisor's, so no running node's ports ever move.
-    added: tuple[str, ...] = ()
-    #: Nodes that left the running network one by one (`twinledger orderer remove`): never started again, and
-    #: their port slots stay taken so that no other node's ports move.
-    removed_nodes: tuple[str, ...] = ()
-
-    # -- derived views -----------------------------------------------------------------
-    @property
-    def member_orgs(self) -> tuple[Org, ...]:
-        """Hospitals and plants of the channel: the orgs that own data and run peers (an org that
-        `org add` has not yet had the channel accept is not one)."""
-        return tuple(o for o in self.orgs if o.kind != "orderer" and not o.joining and not o.removed)
-
-    @property
-    def live_orgs(self) -> tuple[Org, ...]:
-        """Every org whose CA and nodes run: all but the removed ones."""
-        return tuple(o for o in self.orgs if not o.removed)
-
-    @property
-    def founding_orgs(self) -> tuple[Org, ...]:
-        return tuple(o for o in self.orgs if o.founding)
-
-    @property
-    def orderer_org(self) -> Org:
-        return next(o for o in self.orgs if o.kind == "orderer")
-
-    def org(self, name: str) -> Org:
-        for o in self.orgs:
-            if o.name == name:
-                return o
-        known = ", ".join(o.name for o in self.orgs)
-        raise SpecError(f"unknown org {name!r}; this network has: {known}")
-
-    def nodes(self) -> list[Node]:
-        """Every process of the network, in start order: CAs, orderers, peers, chaincode servers."""
-        founding: list[tuple[str, str, NodeType]] = []
-        orgs = self.founding_orgs
-        for o in orgs:
-            founding.append((f"ca.{o.name}", o.name, "ca"))
-        for o in orgs:
-            founding += [(f"orderer{i}.{o.name}", o.name, "orderer") for i in range(o.orderers)]
-        for o in orgs:
-            founding += [(f"peer{i}.{o.name}", o.name, "peer") for i in range(o.peers)]
-        # The slot after the founding nodes is the supervisor's (supervisor_port); added nodes follow it.
-        slots = list(enumerate(founding)) + [
-            (len(founding) + 1 + i, (name, name.split(".", 1)[1], _added_type(name)))
-            for i, name in enumerate(self.added)]
-        gone = {o.name for o in self.orgs if o.removed}
-        nodes = []
-        for slot, (name, org, typ) in slots:
-            if org in gone or name in self.removed_nodes:  # its slot stays taken: the other nodes keep their ports
-                continue
-            base = self.port_base + slot * PORTS_PER_NODE
-            nodes.append(Node(name, org, typ, Ports(listen=base, operations=base + 1, admin=base + 2, chaincode=base + 3)))
-        return nodes
-
-    @property
-    def supervisor_port(self) -> int:
-        """The supervisor's Prometheus metrics: the first port after the founding nodes' (fixed for life)."""
-        founding = sum(1 + o.orderers + o.peers for o in self.founding_orgs)
-        return self.port_base + founding * PORTS_PER_NODE
-
-    def next_peer(self, org: str) -> str:
-        """The name the next peer added to ``org`` takes (``peer<N>.<org>``)."""
-        return f"peer{len(self.nodes_of(org, 'peer'))}.{org}"
-
-    def next_orderer(self) -> str:
-        """The name the next orderer added takes (``orderer<N>.<orderer org>``; a removed one's name is not reused)."""
-        org = self.orderer_org
-        return f"orderer{org.orderers + sum(_added_type(n) == 'orderer' for n in self.added)}.{org.name}"
-
-    def node(self, name: str) -> Node:
-        for n in self.nodes():
-            if n.name == name:
-                return n
-        raise SpecError(f"unknown node {name!r}; see `twinledger status` for the node names")
-
-    def nodes_of(self, org: str, typ: NodeType | None = None) -> list[Node]:
-        return [n for n in self.nodes() if n.org == org and (typ is None or n.type == typ)]
-
-    @property
-    def port_range(self) -> tuple[int, int]:
-        """The nodes' ports (with the supervisor's slot between founding and added nodes)."""
-        last = max(n.ports.listen for n in self.nodes())
-        return self.port_base, last + PORTS_PER_NODE - 1
-
-    @staticmethod
-    def _removal(o: Org) -> dict[str, bool]:
-        return {"removed": True} if o.removed else {"leaving": True} if o.leaving else {}
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "channel": self.channel,
-            "port_base": self.port_base,
-            "batch": {
-                "timeout_ms": self.batch.timeout_ms,
-                "max_message_count": self.batch.max_message_count,
-                "absolute_max_bytes": self.batch.absolute_max_bytes,
-                "preferred_max_bytes": self.batch.preferred_max_bytes,
-            },
-            "orgs": [
-                {**{k: v for k, v in {"name": o.name, "kind": o.kind, "msp_id": o.msp_id, "peers": o.peers, "orderers": o.orderers}.items() if v or k in ("name", "kind", "msp_id")},
-                 **self._removal(o)}
-                for o in self.founding_orgs
-            ],
-            **({"added_orgs": [{"name": o.name, "kind": o.kind, "msp_id": o.msp_id, **({"joining": True} if o.joining else {}),
-                                **self._removal(o)}
-                               for o in self.orgs if not o.founding]}
-               if any(not o.founding for o in self.orgs) else {}),
-            **({"added": list(self.added)} if self.added else {}),
-            **({"removed_nodes": list(self.removed_nodes)} if self.removed_nodes else {}),
-        }
-
-
-def default_msp_id(org_name: str) -> str:
-    """``hospital1`` -> ``Hospital1MSP``: the convention of Fabric's samples."""
-    return org_name[:1].upper() + org_name[1:] + "MSP"
 
 
 def _require(cond: bool, msg: str) -> None:
@@ -370,10 +177,6 @@ def _removal_marks(ro: dict, oname: str, kind: Any) -> tuple[bool, bool]:
     _require(kind != "orderer" or not any(marks), f"org {oname}: the orderer org cannot be removed")
     return marks[0], marks[1]
 
-
-def _added_type(name: str) -> NodeType:
-    """What an added node is, from its name (``ca.<org>``, ``orderer<N>.<org>``, ``peer<N>.<org>``)."""
-    return "ca" if name.startswith("ca.") else "orderer" if name.startswith("orderer") else "peer"
 
 
 def _added(raw: Any, orgs: list[Org]) -> tuple[str, ...]:

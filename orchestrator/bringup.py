@@ -15,7 +15,8 @@ from pathlib import Path
 
 from network.ca import ca_server, enrol_org
 from network.layout import Layout
-from network.spec import Org, Spec, SpecError, dump_spec, load_spec
+from network.spec import Spec, SpecError, dump_spec, load_spec
+from network.spec_model import Org
 from network.processes.control import start_supervisor, wait_healthy
 from network.processes.procspec import ProcSpec, upsert_processes
 from orchestrator.fabric_stage import bring_up_fabric

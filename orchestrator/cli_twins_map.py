@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from network.files import write_atomic
-from network.spec import _NAME_RE as ORG_NAME_RE
+from network.spec_model import _NAME_RE as ORG_NAME_RE
 from orchestrator import cli_inputs
 from orchestrator.cli_common import UserError, home_of
 from orchestrator.cli_twins_endpoints import add_security_arguments, check_url, endpoint_security

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from network.files import private_dir
-from network.spec import _NAME_RE as ORG_NAME_RE
+from network.spec_model import _NAME_RE as ORG_NAME_RE
 from orchestrator import cli_inputs
 from orchestrator.cli_common import UserError, home_of
 from orchestrator.cli_twins_endpoints import add_endpoint_arguments, cmd_run_endpoints

@@ -9,7 +9,7 @@ from network.gateway import Gateway
 from network.gateway_sync import SyncGateway
 from network.identity import load_msp_identity
 from network.layout import Layout
-from network.spec import USER_ROLES, Spec, SpecError
+from network.spec_model import USER_ROLES, Spec, SpecError
 
 
 def parse_as(value: str, spec: Spec) -> tuple[str, str]:

@@ -15,7 +15,7 @@ from typing import TypeVar
 
 from network.configtx import configtxgen_command, configtxgen_env, genesis_block_path, write_configtx
 from network.layout import Layout
-from network.spec import Node, Spec
+from network.spec_model import Node, Spec
 from network.processes.control import start_supervisor, wait_healthy
 from network.processes.procspec import ProcSpec, upsert_processes
 from peers.binaries import fabric_bin_dir, fabric_binary

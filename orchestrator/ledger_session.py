@@ -42,7 +42,8 @@ from network.gateway import TransactionStatus
 from network.gateway_errors import CommitError, CommitStatusError, GatewayError
 from network.gateway_sync import SyncContract, SyncGateway
 from network.layout import Layout
-from network.spec import Node, Spec, load_spec
+from network.spec import Spec, load_spec
+from network.spec_model import Node
 from orchestrator.bringup import CHAINCODE_NAME
 from orchestrator.cli_common import UserError, home_of
 from orchestrator.connect import connect_sync, parse_as

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from network.layout import Layout
-from network.spec import Node, Org, Spec
+from network.spec_model import Node, Org, Spec
 from network.processes.control import read_state, start_supervisor, wait_healthy
 from network.ca import chaincode_tls_dir
 from orchestrator.fabric_stage import (

@@ -43,7 +43,8 @@ from network.layout import Layout
 from network.processes.control import read_state, start_supervisor, supervisor_pid, wait_healthy
 from network.processes.health import probe, scrape
 from network.processes.procspec import load_manifest, save_manifest, upsert_processes
-from network.spec import Node, Spec, SpecError, dump_spec, load_spec, parse_spec
+from network.spec import Spec, SpecError, dump_spec, load_spec, parse_spec
+from network.spec_model import Node
 from orchestrator.cli_common import UserError
 from orchestrator.fabric_stage import join_orderers, node_processes, orderer_channel, orderer_client_args, peer_admin_env
 from orchestrator.peer_add import height

@@ -37,7 +37,8 @@ from network.files import write_atomic
 from network.layout import Layout
 from network.processes.control import start_supervisor, supervisor_pid, wait_healthy
 from network.processes.procspec import upsert_processes
-from network.spec import Node, Org, Spec, SpecError, default_msp_id, dump_spec, load_spec, parse_spec
+from network.spec import Spec, SpecError, dump_spec, load_spec, parse_spec
+from network.spec_model import Node, Org, default_msp_id
 from orchestrator.bringup import CHAINCODE_NAME, ca_processes, up
 from orchestrator.cli_common import UserError
 from orchestrator.fabric_stage import orderer_client_args, peer_admin_env

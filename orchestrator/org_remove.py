@@ -46,7 +46,8 @@ from network.files import write_atomic
 from network.layout import Layout
 from network.processes.control import read_state, start_supervisor, supervisor_pid
 from network.processes.procspec import load_manifest, save_manifest
-from network.spec import Org, Spec, SpecError, dump_spec, load_spec, parse_spec
+from network.spec import Spec, SpecError, dump_spec, load_spec, parse_spec
+from network.spec_model import Org
 from orchestrator.bringup import CHAINCODE_NAME
 from orchestrator.cli_common import UserError
 from orchestrator.connect import connect

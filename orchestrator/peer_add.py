@@ -23,7 +23,8 @@ from network.files import write_atomic
 from network.layout import Layout
 from network.processes.control import supervisor_pid
 from network.processes.health import scrape
-from network.spec import Node, Spec, dump_spec, load_spec, parse_spec
+from network.spec import Spec, dump_spec, load_spec, parse_spec
+from network.spec_model import Node
 from orchestrator.bringup import up
 from orchestrator.cli_common import UserError
 

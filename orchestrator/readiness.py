@@ -21,7 +21,7 @@ from collections.abc import Callable
 from network.discovery import DiscoveredPeer, DiscoveryError, discover_peers
 from network.identity import load_msp_identity
 from network.layout import Layout
-from network.spec import Node, Spec
+from network.spec_model import Node, Spec
 from network.processes.health import scrape
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from network.layout import Layout
-from network.spec import Node, Spec
+from network.spec_model import Node, Spec
 from peers.ccaas import (
     BUILDER_CONTEXT_ENV,
     BUILDER_NAME,

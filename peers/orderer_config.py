@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from network.layout import Layout
-from network.spec import Node, Spec
+from network.spec_model import Node, Spec
 from peers.core_config import KEEPALIVE_MIN_INTERVAL
 from peers.generated_yaml import write_generated_yaml
 

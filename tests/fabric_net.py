@@ -23,7 +23,8 @@ from typing import Any
 from network.gateway import Gateway
 from network.gateway_sync import SyncGateway
 from network.layout import Layout
-from network.spec import Node, Spec, load_spec
+from network.spec import Spec, load_spec
+from network.spec_model import Node
 from orchestrator.bringup import CHAINCODE_NAME
 from orchestrator.connect import connect, connect_sync
 from network.processes.control import read_state, wait_healthy

@@ -11,7 +11,9 @@ Layout (one concept per module):
                           what-if simulation, sustainability metrics
 - ``twins.anchoring``     Merkle trees, the append-only reading store, batching, the ``Anchorer`` interface
                           (file / memory / Fabric Gateway) and ``verify_reading``
-- ``twins.runtime``       the glue: bridge → twins → batches → anchorer
+- ``twins.runtime``       the glue: bridge → twins → batches → anchorer, with status and latencies
+- ``twins.anchoring_loop`` the runtime's per-org submitters to the anchorer and its sealing loop
+- ``twins.models_in_use`` the runtime's federated models: the ledger's last committed round per kind of twin
 - ``twins.security``      OPC-UA certificates and the simulators' client trust list
 - ``twins.procs``         argv of the simulator / bridge processes (for the supervisor) and a test launcher
 

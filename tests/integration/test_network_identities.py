@@ -20,7 +20,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from network.gateway_errors import EndorseError
-from network.spec import USER_ROLES
+from network.spec_model import USER_ROLES
 from tests.fabric_net import REPO, FabricNet, twinledger
 
 pytestmark = pytest.mark.integration

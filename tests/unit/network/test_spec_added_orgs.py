@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from network.spec import PORTS_PER_NODE, SpecError, load_spec, parse_spec
+from network.spec import SpecError, load_spec, parse_spec
+from network.spec_model import PORTS_PER_NODE
 
 
 def grown(joining: bool = True):

@@ -6,7 +6,8 @@ import pytest
 
 
 def test_added_peers_take_ports_after_the_founding_nodes_and_the_supervisor():
-    from network.spec import PORTS_PER_NODE, load_spec, parse_spec
+    from network.spec import load_spec, parse_spec
+    from network.spec_model import PORTS_PER_NODE
 
     spec = load_spec()
     founding = {n.name: n.ports for n in spec.nodes()}

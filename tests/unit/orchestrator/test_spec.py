@@ -2,7 +2,8 @@
 
 import pytest
 
-from network.spec import PORTS_PER_NODE, SpecError, dump_spec, load_spec, parse_spec
+from network.spec import SpecError, dump_spec, load_spec, parse_spec
+from network.spec_model import PORTS_PER_NODE
 import yaml
 
 
