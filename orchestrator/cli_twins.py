@@ -39,7 +39,7 @@ rules: no federated task covers bedside vitals yet.
 
 Anchoring is on the ledger only: `twins run` checks that each org's peer answers before it starts anything and
 otherwise stops with one line saying the network is not up. The ledger keeps one chain of batches per org; a new
-twins state joins it after its last batch (twins.runtime), so several twins homes can anchor on one network one
+twins state joins it after its last batch (twins.anchoring_loop), so several twins homes can anchor on one network one
 after the other.
 """
 

@@ -6,7 +6,7 @@ servers), as that org's operator.
 The module's twins state lives in a home of its own (``FabricNet.client_home``: the network's spec and identities,
 no nodes), so other tests' twins states on the same network never touch it. The ledger keeps ONE chain of batches
 per org: a twins state that has never anchored for an org continues that org's chain after its last batch
-(``twins.runtime``), so this module's first batch numbers depend on what ran before on the network, and the tests
+(``twins.anchoring_loop``), so this module's first batch numbers depend on what ran before on the network, and the tests
 say "contiguous from the first", not "from 1". Chaincode events are read from the block height the module started
 at. One `twins run` serves the module; tampering works on a copy of the home, the kill/restart test runs on the same
 home after the read-only tests, and the test of a second home joining the chains runs last (after it, this home's

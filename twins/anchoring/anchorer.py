@@ -18,7 +18,7 @@ are idempotent too: an alert by its stored nonce (hence its transaction id), a r
 
 The ledger keeps ONE chain of batches per org (batch id ``org:batch_no``; each record holds the previous one's
 hash, which the contract checks). ``chain_head(org)`` finds the org's last anchored batch, so that a store that
-has never sealed anything for an org continues the org's chain instead of colliding with it (``twins.runtime``).
+has never sealed anything for an org continues the org's chain instead of colliding with it (``twins.anchoring_loop``).
 """
 
 from __future__ import annotations

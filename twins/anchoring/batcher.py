@@ -3,7 +3,7 @@ than one only when one record would exceed the ledger's argument cap, see ``Batc
 
 Sealing = leaf hashes → Merkle tree → ``BatchRecord`` (root, count, per-variable sequence ranges, time
 range, twin-state hashes, hash of the org's previous record) → one store transaction. The record is then
-handed to the ``Anchorer`` by the caller (``twins.runtime``), so a slow ledger never stalls sealing.
+handed to the ``Anchorer`` by the caller (``twins.anchoring_loop``), so a slow ledger never stalls sealing.
 """
 
 from __future__ import annotations
