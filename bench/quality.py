@@ -48,7 +48,8 @@ from federated import clientapp
 from federated.clientapp import evaluate_site
 from federated import sepsis
 from federated.clientapp import _scaler as site_scaler
-from federated.data import SiteData, load_site, task_spec
+from federated.data import task_spec
+from federated.site_data import SiteData, load_site
 from federated.metrics import roc_auc
 from federated.local_grid import LocalGrid
 from federated.model import Scaler, TrainConfig, model_arrays, model_from_arrays, new_model, predict_proba, train_local

@@ -25,7 +25,8 @@ import numpy as np
 
 from federated import clientapp
 from federated.clientapp import evaluate_site
-from federated.data import HEART_MAYBE_MISSING, SiteData, load_site, task_spec
+from federated.data import HEART_MAYBE_MISSING, task_spec
+from federated.site_data import SiteData, load_site
 from federated.local_grid import LocalGrid
 from federated.metrics import roc_auc
 from federated.model import Scaler, TrainConfig, model_arrays, model_from_arrays, predict_proba, train_local

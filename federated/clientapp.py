@@ -48,7 +48,8 @@ from flwr.app import ConfigRecord, Context, Error, Message, MetricRecord, Record
 from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 
-from federated.data import DataError, SiteData, load_site, task_spec
+from federated.data import DataError, task_spec
+from federated.site_data import SiteData, load_site
 from federated.governance import (
     Admission,
     GlobalModelRefused,

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from network.files import write_atomic, write_private
-from federated.strategy import key_fingerprint
+from federated.participants import key_fingerprint
 
 
 def _write(path: Path, data: bytes, private: bool = False) -> None:

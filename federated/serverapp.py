@@ -54,9 +54,10 @@ from federated.fabric_ledger import open_ledger
 from federated.governance import GovernanceError, ResumePoint, RoundLedger, TaskRecord, ensure_task, owner_by_id
 from federated.hashing import arrays_to_record
 from federated.model import model_arrays, new_model
+from federated.participants import OrgResolver
 from federated.privacy import NOT_NOISED, DPSettings, dp_round_metrics, wrap_dp
 from federated.store import ModelStore, StoreError
-from federated.strategy import GovernedRun, GovernedStrategy, OrgResolver
+from federated.strategy import GovernedRun, GovernedStrategy
 from federated.xgb_client import MODEL_XGB
 from federated.xgb_model import XgbParams, empty_model, tuned_params
 from federated.xgb_strategy import XGB_STRATEGIES, GovernedXgbStrategy, is_xgb_strategy, make_xgb_strategy

@@ -4,26 +4,29 @@ FedTrimmedAvg, Krum, ... from ``flwr.serverapp.strategy``).
 Per round, ``GovernedStrategy.start`` does:
 
 1. resolve each connected SuperNode to an org -- by the fingerprint of the public key it authenticated
-   with (SuperNode authentication) or, without a members map, by the name it was registered under;
+   with (SuperNode authentication) or, without a members map, by the name it was registered under
+   (``federated.participants.OrgResolver``);
 2. admission: ask each connected org of the task to record *itself* the use of every data set of the
    task for its purpose (a QUERY message; the org's ClientApp calls ``ledger.record_use`` --
    ``data:Check`` with the org's own identity -- once per data set: its own, allowed as the owner, and
    each other org's, allowed only under that org's live grant, since the global model is derived from
    all of them) and answers with the outcome. The server does not decide for other orgs: only orgs
    whose own recorded checks all allowed the use become participants; every other org of the task is
-   recorded with the reason (which data set was denied and why, no reply, not connected). Admission is
-   asked every round, so a revocation takes effect at the next round. Fewer than ``min_nodes``
-   participants ends the run with that list;
+   recorded with the reason (which data set was denied and why, no reply, not connected; replies are
+   read by ``federated.participants.read_admission``). Admission is asked every round, so a revocation
+   takes effect at the next round. Fewer than ``min_nodes`` participants ends the run with that list;
 3. hash the global model, store it (content-addressed), ``commit_round_start`` naming each participant
    with the transactions of its own recorded checks (the contract reads them back and refuses an org
    they did not allow), and announce the hash in the train config -- clients refuse a model that does
    not match the committed hash, and a round they are not a participant of. The excluded orgs' reasons
    go to the run's report (``GovernedRun.excluded``); on the ledger each is the org's own denied check;
 4. let the wrapped strategy configure the round on a grid that only shows the participants, send, and
-   collect replies (polling every ``poll_interval`` s instead of the 3 s of ``Grid.send_and_receive``);
+   collect replies (``federated.exchange``: polling every ``poll_interval`` s instead of the 3 s of
+   ``Grid.send_and_receive``, and noticing a node that left or restarted);
 5. accept an update only from a participant, computed on this round's model, whose arrays hash to the
-   SHA-256 it declares; store it; let the wrapped strategy aggregate; store the new global model and
-   ``commit_round_result`` with every accepted (org, update hash, sample count).
+   SHA-256 it declares (``federated.participants.check_train_replies``); store it; let the wrapped
+   strategy aggregate; store the new global model and ``commit_round_result`` with every accepted
+   (org, update hash, sample count).
 
 After the last round the final (committed) model is evaluated by the last round's participants and the
 per-org figures are committed with ``commit_evaluation``. With ``standardize="federated"`` the first
@@ -36,7 +39,6 @@ started but never committed, re-run with its committed start model and among its
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import time
@@ -44,86 +46,20 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from cryptography.hazmat.primitives import serialization
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
-from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.proto.node_pb2 import NodeInfo  # pylint: disable=no-name-in-module
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result, Strategy
 
+from federated.exchange import GrantedGrid, send_and_receive
 from federated.governance import GovernanceError, RoundLedger, RoundRecord, UpdateRecord
 from federated.hashing import arrays_sha256, arrays_to_record, record_to_arrays
 from federated.model import FeatureStats, Scaler
+from federated.participants import PHASE_ADMIT, PHASE_STATS, OrgResolver, check_train_replies, read_admission, reply_org
 from federated.store import ModelStore
 
 log = logging.getLogger("federated.strategy")
 
-
-def key_fingerprint(public_key: bytes) -> str:
-    """SHA-256 of a public key's DER SubjectPublicKeyInfo (accepts PEM, OpenSSH or DER input)."""
-    data = public_key.strip()
-    if data.startswith(b"-----BEGIN"):
-        key = serialization.load_pem_public_key(data)
-    elif data.startswith((b"ecdsa-", b"ssh-")):
-        key = serialization.load_ssh_public_key(data)
-    else:
-        key = serialization.load_der_public_key(data)
-    der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return hashlib.sha256(der).hexdigest()
-
-
-@dataclass
-class OrgResolver:
-    """Node -> org: by public-key fingerprint when ``members`` (org -> fingerprint) is given, else by name."""
-
-    members: Mapping[str, str] | None = None
-
-    def __call__(self, node: NodeInfo) -> str | None:
-        if self.members:
-            if not node.public_key:
-                return None
-            try:
-                fp = key_fingerprint(bytes(node.public_key))
-            except ValueError:
-                return None
-            for org, want in self.members.items():
-                if want == fp:
-                    return org
-            return None
-        return node.name or None
-
-
-class _GrantedGrid(Grid):
-    """A view of a grid that only shows the granted nodes (so the wrapped strategy samples among them)."""
-
-    def __init__(self, grid: Grid, node_ids: Iterable[int]) -> None:
-        self._grid = grid
-        self._ids = list(node_ids)
-
-    def set_run(self, run) -> None:  # noqa: ANN001
-        self._grid.set_run(run)
-
-    @property
-    def run(self):  # noqa: ANN201
-        return self._grid.run
-
-    def create_message(self, content, message_type, dst_node_id, group_id, ttl=None):  # noqa: ANN001,ANN201
-        return self._grid.create_message(content, message_type, dst_node_id, group_id, ttl)
-
-    def get_node_ids(self) -> Iterable[int]:
-        return list(self._ids)
-
-    def get_nodes(self) -> Iterable[NodeInfo]:
-        return [n for n in self._grid.get_nodes() if n.node_id in self._ids]
-
-    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        return self._grid.push_messages(messages)
-
-    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        return self._grid.pull_messages(message_ids)
-
-    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
-        return self._grid.send_and_receive(messages, timeout=timeout)
 
 
 @dataclass
@@ -154,15 +90,6 @@ class GovernedRun:
     final_sha256: str | None = None
 
 
-def _reply_org(msg: Message, record: str = "update") -> str | None:
-    try:
-        return str(msg.content[record]["org"])
-    except (KeyError, TypeError):
-        return None
-
-
-PHASE_ADMIT = "admit"
-PHASE_STATS = "stats"
 
 
 class GovernedStrategy(Strategy):
@@ -266,30 +193,15 @@ class GovernedStrategy(Strategy):
             org = nodes.get(msg.metadata.src_node_id)
             if org is None or org in chosen.values():
                 continue
-            if msg.has_error():
-                excluded[org] = f"its ClientApp refused: {msg.error.reason}"
+            adm = read_admission(msg, org)
+            if adm.denied:
+                self.run_info.denied.setdefault(rnd, {})[org] = adm.denied
+            if adm.checks is None:
+                excluded[org] = adm.refusal
                 continue
-            try:
-                adm = msg.content["admission"]
-                allowed, reason, detail = bool(adm["allowed"]), str(adm["reason"]), str(adm["detail"])
-                tx, dataset = str(adm.get("tx-id", "") or ""), str(adm.get("dataset", "") or "")
-                checks = dict(zip([str(d) for d in adm["datasets"]], [str(t) for t in adm["tx-ids"]], strict=True))
-            except (KeyError, TypeError, ValueError) as exc:
-                excluded[org] = f"malformed admission reply ({exc})"
-                continue
-            if _reply_org(msg, "admission") != org:
-                excluded[org] = f"admission reply claims org {_reply_org(msg, 'admission')!r}"
-            elif not allowed:
-                if dataset:
-                    self.run_info.denied.setdefault(rnd, {})[org] = dataset
-                excluded[org] = (f"refused to train: its recorded check of {dataset or 'a data set of the task'} "
-                                 f"was denied ({reason}: {detail}; tx {tx})")  # fmt: skip
-            elif not all(checks.values()):
-                excluded[org] = "its admission reply names no recorded check for some data set"
-            else:
-                chosen[msg.metadata.src_node_id] = org
-                self.run_info.checks.setdefault(rnd, {})[org] = checks
-                good.append(msg)
+            chosen[msg.metadata.src_node_id] = org
+            self.run_info.checks.setdefault(rnd, {})[org] = adm.checks
+            good.append(msg)
         for nid, org in nodes.items():
             if nid not in chosen and org not in excluded:
                 excluded[org] = self.lost.get(nid) or f"no admission reply within {min(timeout, self.admit_timeout):.0f} s"
@@ -305,51 +217,11 @@ class GovernedStrategy(Strategy):
         return chosen, good
 
     def _send_and_receive(self, grid: Grid, messages: Iterable[Message], timeout: float) -> list[Message]:
-        """Push, then pull replies until every message is answered, lost, or ``timeout`` passes.
-
-        A message is *lost* when its SuperNode left the federation or came back as a new process after
-        the push (``NodeInfo.last_activated_at`` changed): a SuperNode pulls a message once, so a killed
-        one's message is never answered, and Flower 1.41 only turns it into a NODE_UNAVAILABLE error
-        while the node is offline -- a supervisor that restarts the SuperNode can make that window
-        vanish, and the round would wait the whole ``timeout``. An error reply the SuperLink itself sends
-        for a node (NODE_UNAVAILABLE) counts as lost too. ``self.lost`` says why, per node."""
-        msgs = list(messages)
-        before = self._activations(grid)
-        pending = dict(zip(grid.push_messages(msgs), (m.metadata.dst_node_id for m in msgs), strict=True))
-        deadline = time.monotonic() + timeout
-        next_watch = time.monotonic() + self.node_watch_interval
-        replies: list[Message] = []
+        """``federated.exchange.send_and_receive`` at this strategy's pace; ``self.lost`` says, per node,
+        why its message of this exchange was not answered."""
         self.lost = {}
-        while pending:
-            for m in grid.pull_messages(set(pending)):
-                nid = pending.pop(m.metadata.reply_to_message_id, None)
-                if nid is not None and m.metadata.src_node_id == SUPERLINK_NODE_ID and m.has_error():
-                    # the SuperLink answering for the node (NODE_UNAVAILABLE: it missed its heartbeats)
-                    self.lost[nid] = f"the SuperLink reports its SuperNode unavailable ({m.error.reason})"
-                    log.warning("no reply from node %s: %s", nid, self.lost[nid])
-                    continue
-                replies.append(m)
-            if not pending or time.monotonic() >= deadline:
-                break
-            if time.monotonic() >= next_watch:
-                next_watch = time.monotonic() + self.node_watch_interval
-                now = self._activations(grid)
-                for mid, nid in list(pending.items()):
-                    if nid not in now:
-                        self.lost[nid] = "its SuperNode left the federation during the exchange"
-                    elif before.get(nid) != now[nid]:
-                        self.lost[nid] = "its SuperNode restarted during the exchange (the message it held is lost)"
-                    else:
-                        continue
-                    del pending[mid]
-                    log.warning("no reply from node %s: %s", nid, self.lost[nid])
-            time.sleep(self.poll_interval)
-        return replies
-
-    @staticmethod
-    def _activations(grid: Grid) -> dict[int, str]:
-        """node id -> when it last activated, of the nodes the SuperLink has online."""
-        return {n.node_id: str(getattr(n, "last_activated_at", "")) for n in grid.get_nodes()}
+        return send_and_receive(grid, messages, timeout, poll_interval=self.poll_interval,
+                                watch_interval=self.node_watch_interval, lost=self.lost)  # fmt: skip
 
     def check_update(self, arrays: Mapping[str, np.ndarray]) -> str | None:
         """Why a (hash-verified) update cannot be aggregated, or None. A model family with structure the
@@ -362,51 +234,7 @@ class GovernedStrategy(Strategy):
     def _check_train_replies(
         self, rnd: int, replies: list[Message], chosen: Mapping[int, str], base_sha: str
     ) -> tuple[list[Message], list[UpdateRecord]]:
-        accepted: list[Message] = []
-        updates: list[UpdateRecord] = []
-        rejected: list[str] = []
-        done: set[int] = set()
-        for msg in replies:
-            src = msg.metadata.src_node_id
-            org = chosen.get(src)
-            if org is None:
-                rejected.append(f"reply from unselected node {src}")
-                continue
-            if msg.has_error():
-                rejected.append(f"{org}: {msg.error.reason}")
-                continue
-            if src in done:
-                rejected.append(f"{org}: second reply")
-                continue
-            try:
-                declared = str(msg.content["update"]["sha256"])
-                base = str(msg.content["update"]["base-sha256"])
-                arrays = record_to_arrays(next(iter(msg.content.array_records.values())))
-                n = int(next(iter(msg.content.metric_records.values()))["num-examples"])
-            except (KeyError, StopIteration, TypeError, ValueError) as exc:
-                rejected.append(f"{org}: malformed reply ({exc})")
-                continue
-            if _reply_org(msg) != org:
-                rejected.append(f"{org}: reply claims org {_reply_org(msg)!r}")
-                continue
-            if base != base_sha:
-                rejected.append(f"{org}: update was computed on {base}, not on this round's model")
-                continue
-            actual = arrays_sha256(arrays)
-            if actual != declared:
-                rejected.append(f"{org}: update hashes to {actual}, declared {declared}")
-                continue
-            if n <= 0:
-                rejected.append(f"{org}: reports {n} examples")
-                continue
-            malformed = self.check_update(arrays)
-            if malformed:
-                rejected.append(f"{org}: {malformed}")
-                continue
-            self._put(arrays)
-            done.add(src)
-            accepted.append(msg)
-            updates.append(UpdateRecord(org, actual, n))
+        accepted, updates, rejected = check_train_replies(replies, chosen, base_sha, self.check_update, self._put)
         for r in rejected:
             log.warning("round %s: rejected %s", rnd, r)
         self.run_info.rejected[rnd] = rejected
@@ -484,7 +312,7 @@ class GovernedStrategy(Strategy):
 
             cfg = ConfigRecord(dict(train_config))
             cfg.update({**common, "global-sha256": global_sha, "phase": "train"})
-            view = _GrantedGrid(grid, chosen)
+            view = GrantedGrid(grid, chosen)
             needed = int(getattr(self.inner, "min_train_nodes", 1))
             if needed > len(chosen):
                 raise GovernanceError(f"the wrapped strategy needs {needed} nodes, {len(chosen)} are admitted")
@@ -557,7 +385,7 @@ class GovernedStrategy(Strategy):
         good: list[Message] = []
         for msg in self._send_and_receive(grid, msgs, timeout):
             org = chosen.get(msg.metadata.src_node_id)
-            if org is None or msg.has_error() or _reply_org(msg) != org:
+            if org is None or msg.has_error() or reply_org(msg) != org:
                 log.warning("evaluation reply rejected from %s: %s", org, msg.error.reason if msg.has_error() else "")
                 continue
             m = next(iter(msg.content.metric_records.values()))

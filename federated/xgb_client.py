@@ -17,7 +17,7 @@ import logging
 import numpy as np
 from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 
-from federated.data import SiteData
+from federated.site_data import SiteData
 from federated.governance import TaskRecord
 from federated.hashing import arrays_sha256, arrays_to_record
 from federated.metrics import best_f1_threshold, roc_auc, summarize

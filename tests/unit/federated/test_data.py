@@ -7,19 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from federated.data import (
-    AI4I_FEATURES,
-    HEART_FEATURES,
-    DataError,
-    data_root,
-    heart_raw_features,
-    impute_with_train_median,
-    load_site,
-    read_heart_site,
-    resolve_site,
-    stratified_split,
-    task_spec,
-)
+from federated.data import AI4I_FEATURES, HEART_FEATURES, DataError, data_root, resolve_site, task_spec
+from federated.site_data import heart_raw_features, impute_with_train_median, load_site, read_heart_site, stratified_split
 
 try:
     ROOT = data_root()

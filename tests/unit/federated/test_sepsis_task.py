@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from federated import sepsis
-from federated.data import TASKS, DataError, data_root, load_site
+from federated.data import TASKS, DataError, data_root
+from federated.site_data import load_site
 from twins.simulators.patient import VITALS as TWIN_VITALS
 
 NAN = math.nan

@@ -15,10 +15,10 @@ from federated.governance import GovernanceError, TaskRecord
 from federated.hashing import arrays_sha256, arrays_to_record, record_to_arrays
 from federated.local_grid import LocalGrid
 from federated.model import SCALER_MEAN, Scaler
+from federated.participants import OrgResolver
 from federated.pki import make_node_key
 from federated.serverapp import initial_arrays, run_governed
 from federated.store import ModelStore
-from federated.strategy import OrgResolver
 from tests.unit.federated.fake_ledger import FakeLedger
 
 FAST = {"local-epochs": 1, "num-server-rounds": 2, "hidden": "8", "wait-for-nodes": 0.0, "poll-interval": 0.0}
