@@ -24,6 +24,7 @@ import datetime as dt
 import json
 import os
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,8 @@ CONFIG_UPDATE = 2
 APPLICATION = "Application"
 #: Fabric's ImplicitMeta policy type in decoded JSON (common.Policy.PolicyType IMPLICIT_META = 3).
 IMPLICIT_META = 3
+#: Seconds to keep asking an orderer that answers SERVICE_UNAVAILABLE (no Raft leader yet, catching up).
+FETCH_RETRY_S = 30.0
 
 
 class ChannelConfigError(RuntimeError):
@@ -90,8 +93,19 @@ def fetch_config(bin_dir: Path, channel: str, admin: Admin, workdir: Path) -> di
     """The channel's current configuration (decoded), from its latest config block on the orderer."""
     workdir.mkdir(parents=True, exist_ok=True)
     block = workdir / "config_block.pb"
-    _tool(f"fetch the config block of {channel} as {admin.org}'s admin",
-          [str(bin_dir / "peer"), "channel", "fetch", "config", str(block), "-c", channel, *admin.orderer_args], admin.env)
+    # An orderer answers SERVICE_UNAVAILABLE while its channel has no Raft leader or is catching up (right after a
+    # consenter was restarted, killed or reconfigured): that passes within seconds, so ask again until it does.
+    deadline = time.monotonic() + FETCH_RETRY_S
+    while True:
+        try:
+            _tool(f"fetch the config block of {channel} as {admin.org}'s admin",
+                  [str(bin_dir / "peer"), "channel", "fetch", "config", str(block), "-c", channel, *admin.orderer_args],
+                  admin.env)
+            break
+        except ChannelConfigError as exc:
+            if "SERVICE_UNAVAILABLE" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
     return decode(bin_dir, block, "common.Block")["data"]["data"][0]["payload"]["data"]["config"]
 
 

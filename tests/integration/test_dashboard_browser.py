@@ -246,8 +246,9 @@ def test_dashboard_in_a_browser_live_twins_verified_models_and_a_grant_in_the_au
             els = d_find("#twins-readings")
             return int(els[0].text) if els and els[0].text.isdigit() else -1
 
-        wait.until(lambda d: readings() > 0)
-        first, seq_first = readings(), d_find('[data-asset="plant1.m1"] .seq')[0].text
+        # read inside wait.until too: a panel re-rendered between finding an element and reading it is stale
+        first = wait.until(lambda d: (n := readings()) > 0 and n)
+        seq_first = wait.until(lambda d: d_find('[data-asset="plant1.m1"] .seq')[0].text or None)
         wait.until(lambda d: readings() > first)
         wait.until(lambda d: d_find('[data-asset="plant1.m1"] .seq')[0].text != seq_first)
         assert "anchors: ledger channel consortium (chaincode twinledger)" in driver.find_element(By.ID, "twins-src").text

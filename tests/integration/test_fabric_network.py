@@ -50,7 +50,10 @@ def test_up_from_nothing_and_status_json(fabric_net: FabricNet) -> None:
     print(f"twinledger up from nothing: {net.up_seconds:.1f} s (goal 20 s on a quiet machine)")
     assert net.up_seconds <= 180, f"up took {net.up_seconds:.1f} s"
     answer = net.ok("status")
-    assert set(answer) == {"nodes"}
+    assert set(answer) == {"nodes", "orgs"}
+    # every hospital and plant with its membership state (org add / org remove change it)
+    assert {(o["name"], o["kind"], o["state"]) for o in answer["orgs"]} == {
+        (o.name, o.kind, "member") for o in net.spec.member_orgs}, answer["orgs"]
     nodes = {n["name"]: n for n in answer["nodes"]}
     for node in nodes.values():
         assert set(node) >= {"name", "org", "type", "healthy", "height"}, node

@@ -201,7 +201,7 @@ def history_page(tx_ids: list[str], has_more: bool) -> bytes:
 
 
 @pytest.mark.parametrize("patched", [True, False])
-def test_history_iterator_pages_and_closes(patched: bool) -> None:
+def test_history_iterator_pages_and_closes_only_what_the_peer_left_open(patched: bool) -> None:
     if not patched:
         compat.revert()
     try:
@@ -219,6 +219,9 @@ def test_history_iterator_pages_and_closes(patched: bool) -> None:
         compat.apply()
     assert [(m.tx_id, m.value, m.is_delete) for m in modifications] == [
         ("t3", b"t3", False), ("t2", b"t2", False), ("t1", b"t1", False), ("t0", b"t0", True)]
-    assert [m.type for m in sent] == [Message.GET_HISTORY_FOR_KEY, Message.QUERY_STATE_NEXT, Message.QUERY_STATE_CLOSE]
+    # The peer closes a query with its last page (has_more false): the shim as shipped still sends a close (a
+    # round trip for nothing), patched it does not (compat m).
+    closing = [] if patched else [Message.QUERY_STATE_CLOSE]
+    assert [m.type for m in sent] == [Message.GET_HISTORY_FOR_KEY, Message.QUERY_STATE_NEXT, *closing]
     assert chaincode_shim_pb2.GetHistoryForKey.FromString(sent[0].payload).key == "k"
     assert chaincode_shim_pb2.QueryStateNext.FromString(sent[1].payload).id == "q1"
