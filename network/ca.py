@@ -1,8 +1,8 @@
 """Each org's own Fabric CA: how its server runs, and enrolment of the org's nodes and users.
 
 Every org (hospitals, plants and the orderer org) runs a fabric-ca-server with TLS on. The same CA signs
-the org's enrolment certificates and, with the ``tls`` profile, its TLS certificates (SANs 127.0.0.1 and
-localhost), so one root per org is both its MSP root and its TLS root.
+the org's enrolment certificates and, with the ``tls`` profile, its TLS certificates (SANs 127.0.0.1,
+localhost and the org's ``host``), so one root per org is both its MSP root and its TLS root.
 
 User certificates carry attributes the way Fabric CA writes them -- an X.509 extension
 (OID 1.2.3.4.5.6.7.8.1) holding ``{"attrs": {"role": "steward", "org_kind": "hospital", ...}}`` -- because
@@ -55,7 +55,7 @@ def ca_node(spec: Spec, org: str) -> Node:
 
 
 def ca_url(spec: Spec, org: str) -> str:
-    return f"https://127.0.0.1:{ca_node(spec, org).ports.listen}"
+    return f"https://{ca_node(spec, org).address}"
 
 
 def _secrets_file(layout: Layout, org: str) -> Path:
@@ -91,20 +91,20 @@ def ca_server(spec: Spec, layout: Layout, org: Org, server_bin: Path) -> CAServe
     home = layout.ca_home(org.name)
     flags = [
         "--home", str(home),
-        "--address", "127.0.0.1",
+        "--address", node.host,
         "--port", str(node.ports.listen),
         "--tls.enabled",
         "--ca.name", f"ca-{org.name}",
         "--csr.cn", f"ca.{org.name}",
-        "--csr.hosts", "127.0.0.1,localhost",
+        "--csr.hosts", ",".join(tls_hosts(node.host)),
     ]
     env = {
-        # Operations (health, metrics) in plain HTTP on loopback, like the peers' and orderers'.
-        "FABRIC_CA_SERVER_OPERATIONS_LISTENADDRESS": f"127.0.0.1:{node.ports.operations}",
+        # Operations (health, metrics) in plain HTTP on the org's host, like the peers' and orderers'.
+        "FABRIC_CA_SERVER_OPERATIONS_LISTENADDRESS": f"{node.host}:{node.ports.operations}",
         "FABRIC_CA_SERVER_METRICS_PROVIDER": "prometheus",
     }
     _init_ca(layout, org.name, server_bin, flags, env)
-    return CAServer([str(server_bin), "start", *flags], env, f"http://127.0.0.1:{node.ports.operations}/healthz")
+    return CAServer([str(server_bin), "start", *flags], env, f"{node.operations_url}/healthz")
 
 
 def _init_ca(layout: Layout, org: str, server_bin: Path, flags: list[str], env: dict[str, str]) -> None:
@@ -215,6 +215,11 @@ class CAClient:
 TLS_HOSTS = ["127.0.0.1", "localhost"]
 
 
+def tls_hosts(host: str) -> list[str]:
+    """The SANs of a server certificate on ``host``: the loopback names and, off loopback, the host."""
+    return TLS_HOSTS + ([host] if host not in TLS_HOSTS else [])
+
+
 def _tls_to_server_files(tls_msp: Path, dest: Path) -> None:
     """Lay out an enrolled TLS MSP as server.crt / server.key / ca.crt, the names node configs use."""
     dest.mkdir(parents=True, exist_ok=True)
@@ -248,7 +253,7 @@ def enrol_org(spec: Spec, layout: Layout, org: Org, client_bin: Path) -> list[st
         client.enrol(node.short, secret, msp)
         _normalise_msp(msp)
         tls_msp = layout.node_dir(node.name) / "tls-msp"
-        client.enrol(node.short, secret, tls_msp, tls_hosts=TLS_HOSTS + [node.name])
+        client.enrol(node.short, secret, tls_msp, tls_hosts=tls_hosts(node.host) + [node.name])
         _tls_to_server_files(tls_msp, layout.node_tls(node.name))
         shutil.rmtree(tls_msp)
         done.append(node.name)
@@ -298,7 +303,7 @@ def enrol_chaincode_server_tls(client: CAClient, layout: Layout, peer: Node) -> 
     name = f"chaincode.{peer.short}"
     secret = client.register(name, "chaincode", {})
     tls_msp = layout.node_dir(peer.name) / "chaincode-tls-msp"
-    client.enrol(name, secret, tls_msp, tls_hosts=TLS_HOSTS)
+    client.enrol(name, secret, tls_msp, tls_hosts=tls_hosts(peer.host))
     _tls_to_server_files(tls_msp, dest)
     shutil.rmtree(tls_msp)
     return True

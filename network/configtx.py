@@ -22,9 +22,8 @@ import yaml
 
 from network.files import write_atomic
 from network.layout import Layout
-from network.spec_model import Org, Spec
+from network.spec_model import Node, Org, Spec
 
-HOST = "127.0.0.1"
 PROFILE_NAME = "TwinLedgerChannel"
 CONFIGTX_FILE = "configtx.yaml"
 
@@ -135,13 +134,13 @@ def org_definition(spec: Spec, layout: Layout, org: Org) -> dict[str, Any]:
         if not orderers:
             raise ConfigtxError(f"orderer org {org.name} runs no orderers; set orderers: 1, 3 or 5 in the spec")
         # Where peers and clients send transactions and pull blocks (V3_0 requires them per org).
-        definition["OrdererEndpoints"] = [f"{HOST}:{n.ports.listen}" for n in orderers]
+        definition["OrdererEndpoints"] = [n.address for n in orderers]
     else:
         peers = spec.nodes_of(org.name, "peer")
         if not peers:
             raise ConfigtxError(f"org {org.name} runs no peers; set peers: 1..4 in the spec")
         # peer0 announces the org to the other orgs over gossip (and so to service discovery).
-        definition["AnchorPeers"] = [{"Host": HOST, "Port": peers[0].ports.listen}]
+        definition["AnchorPeers"] = [{"Host": peers[0].host, "Port": peers[0].ports.listen}]
     return definition
 
 
@@ -168,11 +167,11 @@ def render_configtx(spec: Spec, layout: Layout) -> dict[str, Any]:
     if batch.preferred_max_bytes > batch.absolute_max_bytes:
         raise ConfigtxError("batch.preferred_max_bytes must not exceed batch.absolute_max_bytes")
 
-    def consenter(node_name: str, port: int) -> dict[str, Any]:
-        cert = str(layout.node_tls(node_name) / "server.crt")
+    def consenter(node: Node) -> dict[str, Any]:
+        cert = str(layout.node_tls(node.name) / "server.crt")
         # The orderer presents its server certificate when it dials other orderers too
         # (peers.orderer_config sets Cluster.ClientCertificate to it), so both entries are the same file.
-        return {"Host": HOST, "Port": port, "ClientTLSCert": cert, "ServerTLSCert": cert}
+        return {"Host": node.host, "Port": node.ports.listen, "ClientTLSCert": cert, "ServerTLSCert": cert}
 
     orderer_section = {
         "OrdererType": "etcdraft",
@@ -184,7 +183,7 @@ def render_configtx(spec: Spec, layout: Layout) -> dict[str, Any]:
             "PreferredMaxBytes": _byte_size(batch.preferred_max_bytes),
         },
         "EtcdRaft": {
-            "Consenters": [consenter(n.name, n.ports.listen) for n in orderers],
+            "Consenters": [consenter(n) for n in orderers],
             "Options": dict(ETCDRAFT_OPTIONS),
         },
         "Organizations": [org_definition(spec, layout, orderer_org)],

@@ -7,13 +7,14 @@ to fix; the data they build (``Spec``, ``Org``, ``Node``, ports) is ``network.sp
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from network.spec_model import _NAME_RE, BatchConfig, Org, Spec, SpecError, default_msp_id
+from network.spec_model import _NAME_RE, LOOPBACK, BatchConfig, Org, Spec, SpecError, default_msp_id
 
 DEFAULT_SPEC_PATH = Path(__file__).with_name("default_spec.yaml")
 
@@ -26,11 +27,12 @@ def _require(cond: bool, msg: str) -> None:
 #: The keys a spec may hold, at each level; anything else is a typo the user must hear about, not a
 #: setting silently ignored.
 _TOP_KEYS = ("name", "channel", "port_base", "batch", "orgs", "added_orgs", "added", "removed_nodes")
-_ORG_KEYS = ("name", "kind", "msp_id", "peers", "orderers", "leaving", "removed")
-_ADDED_ORG_KEYS = ("name", "kind", "msp_id", "joining", "leaving", "removed")
+_ORG_KEYS = ("name", "kind", "msp_id", "peers", "orderers", "host", "netns", "leaving", "removed")
+_ADDED_ORG_KEYS = ("name", "kind", "msp_id", "host", "netns", "joining", "leaving", "removed")
 _BATCH_KEYS = ("timeout_ms", "max_message_count", "absolute_max_bytes", "preferred_max_bytes")
-#: Keys people reach for to move a node off 127.0.0.1: named in the error, since the answer is "never".
-_HOST_KEYS = ("host", "hostname", "address", "listen", "bind")
+#: Keys people reach for to place an org's nodes on a machine: the setting is ``host``, named in the error.
+_HOST_KEYS = ("hostname", "address", "listen", "bind", "ip")
+_NETNS_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _CHANNEL_RE = re.compile(r"[a-z][a-z0-9.-]{0,48}")
 _MSP_RE = re.compile(r"[A-Za-z][A-Za-z0-9.-]{0,63}")
 #: A spec is a few hundred bytes; a larger file is not a spec (and /dev/zero must not be read to the end).
@@ -45,8 +47,9 @@ def _show(value: Any) -> str:
 
 def _keys(raw: dict, allowed: tuple[str, ...], where: str) -> None:
     for key in raw:
-        if key in _HOST_KEYS:
-            raise SpecError(f"{where}{key} is not a setting: every node listens on 127.0.0.1 only")
+        if key in _HOST_KEYS or (key == "host" and key not in allowed):
+            raise SpecError(f"{where}{key} is not a setting here: an org's machine is given in its org entry as "
+                            "host: ADDRESS (its IPv4 address)")
         _require(key in allowed, f"{where}unknown key {_show(key)} (known: {', '.join(allowed)})")
 
 
@@ -108,7 +111,9 @@ def parse_spec(data: Any, *, port_base: int | None = None) -> Spec:
         _require(msp_id not in msp_ids, f"org {oname}: msp_id {msp_id!r} is already another org's")
         msp_ids.add(msp_id)
         leaving, removed = _removal_marks(ro, oname, kind)
-        orgs.append(Org(oname, kind, msp_id, peers, orderers, leaving=leaving, removed=removed))  # type: ignore[arg-type]
+        host, netns = _placement(ro, where)
+        orgs.append(Org(oname, kind, msp_id, peers, orderers, leaving=leaving, removed=removed,  # type: ignore[arg-type]
+                        host=host, netns=netns))
     _require(sum(o.kind == "orderer" for o in orgs) == 1, "spec needs exactly one org of kind orderer")
     _require(any(o.kind != "orderer" for o in orgs), "spec needs at least one hospital or plant")
     orgs += _added_orgs(data.get("added_orgs"), seen, msp_ids)
@@ -161,8 +166,37 @@ def _added_orgs(raw: Any, seen: set[str], msp_ids: set[str]) -> list[Org]:
         _require(isinstance(joining, bool), f"org {oname}: joining must be true or false, not {_show(joining)}")
         leaving, removed = _removal_marks(ro, oname, kind)
         _require(not (joining and (leaving or removed)), f"org {oname}: an org still joining cannot be leaving or removed")
-        out.append(Org(oname, kind, msp_id, peers=0, founding=False, joining=joining, leaving=leaving, removed=removed))
+        host, netns = _placement(ro, f"org {oname}: ")
+        out.append(Org(oname, kind, msp_id, peers=0, founding=False, joining=joining, leaving=leaving, removed=removed,
+                       host=host, netns=netns))
     return out
+
+
+def parse_host(value: Any, where: str = "") -> str:
+    """An org's ``host``: the IPv4 address its nodes listen on and are reached at. A name would need DNS
+    on every machine and in every certificate check; an address is what the nodes bind."""
+    _require(isinstance(value, str), f"{where}host must be an IPv4 address like 10.0.0.2, not {_show(value)}")
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        raise SpecError(f"{where}host {_show(value)} is not an IPv4 address (like 10.0.0.2)") from None
+    _require(address.version == 4, f"{where}host {_show(value)}: IPv6 is not supported, give the org's IPv4 address")
+    _require(not (address.is_unspecified or address.is_multicast or value == "255.255.255.255"),
+             f"{where}host {_show(value)} is no address a node can listen on and be reached at")
+    return str(address)
+
+
+def _placement(ro: dict, where: str) -> tuple[str, str | None]:
+    """``host`` (default 127.0.0.1) and ``netns`` of an org entry."""
+    host = parse_host(ro.get("host", LOOPBACK), where)
+    netns = ro.get("netns")
+    if netns is None:
+        return host, None
+    _require(isinstance(netns, str) and bool(_NETNS_RE.fullmatch(netns)),
+             f"{where}netns {_show(netns)} must be a network namespace name (letters, digits, '_', '.', '-')")
+    _require(not ipaddress.ip_address(host).is_loopback,
+             f"{where}an org in network namespace {netns} needs a host address the other orgs can reach, not {host}")
+    return host, netns
 
 
 def _removal_marks(ro: dict, oname: str, kind: Any) -> tuple[bool, bool]:

@@ -17,6 +17,8 @@ NodeType = Literal["peer", "orderer", "ca", "chaincode", "superlink", "supernode
 USER_ROLES = ("admin", "steward", "operator", "client")
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,30}$")
+#: Where an org's nodes listen unless its spec entry names a ``host``: everything on this machine.
+LOOPBACK = "127.0.0.1"
 # Each node owns a block of this many consecutive ports starting at port_base + slot * PORTS_PER_NODE.
 PORTS_PER_NODE = 10
 
@@ -27,7 +29,7 @@ class SpecError(ValueError):
 
 @dataclass(frozen=True)
 class Ports:
-    """The 127.0.0.1 ports of one node (unused ones are simply never bound)."""
+    """The ports of one node on its org's host (unused ones are simply never bound)."""
 
     listen: int  # peer / orderer gRPC, CA HTTPS
     operations: int  # /healthz and /metrics
@@ -41,6 +43,31 @@ class Node:
     org: str
     type: NodeType
     ports: Ports
+    #: The address the node listens on and is reached at: its org's ``host`` (every certificate of the node
+    #: names it, and every endpoint written into configs uses it).
+    host: str = LOOPBACK
+    #: The Linux network namespace its process runs in (its org's ``netns``), or None: the machine's own.
+    netns: str | None = None
+
+    @property
+    def address(self) -> str:
+        """``host:port`` of its gRPC (peer, orderer) or HTTPS (CA) listener."""
+        return f"{self.host}:{self.ports.listen}"
+
+    @property
+    def admin_address(self) -> str:
+        """``host:port`` of an orderer's channel participation API (osnadmin)."""
+        return f"{self.host}:{self.ports.admin}"
+
+    @property
+    def chaincode_address(self) -> str:
+        """``host:port`` where a peer's chaincode-as-a-service server listens (the peer dials it)."""
+        return f"{self.host}:{self.ports.chaincode}"
+
+    @property
+    def operations_url(self) -> str:
+        """Base URL of its operations endpoint (/healthz, /metrics): plain HTTP, on the node's host."""
+        return f"http://{self.host}:{self.ports.operations}"
 
     @property
     def short(self) -> str:
@@ -66,6 +93,12 @@ class Org:
     #: True once the channel no longer holds it (`org remove`): no member, its nodes stopped and never started
     #: again. It stays in the spec so that no other node's ports move (ports follow the nodes' order).
     removed: bool = False
+    #: The IPv4 address of the org's machine: its CA, peers, chaincode servers, SuperNode and twins bridge
+    #: listen there, and every other node reaches them there (certificates name it).
+    host: str = LOOPBACK
+    #: A Linux network namespace its processes run in (``ip netns exec``), for an org isolated on this
+    #: machine as on a host of its own; None: the machine's own network.
+    netns: str | None = None
 
 
 @dataclass(frozen=True)
@@ -135,12 +168,15 @@ class Spec:
             (len(founding) + 1 + i, (name, name.split(".", 1)[1], _added_type(name)))
             for i, name in enumerate(self.added)]
         gone = {o.name for o in self.orgs if o.removed}
+        by_name = {o.name: o for o in self.orgs}
         nodes = []
         for slot, (name, org, typ) in slots:
             if org in gone or name in self.removed_nodes:  # its slot stays taken: the other nodes keep their ports
                 continue
             base = self.port_base + slot * PORTS_PER_NODE
-            nodes.append(Node(name, org, typ, Ports(listen=base, operations=base + 1, admin=base + 2, chaincode=base + 3)))
+            owner = by_name.get(org)
+            nodes.append(Node(name, org, typ, Ports(listen=base, operations=base + 1, admin=base + 2, chaincode=base + 3),
+                              host=owner.host if owner else LOOPBACK, netns=owner.netns if owner else None))
         return nodes
 
     @property
@@ -177,6 +213,10 @@ class Spec:
     def _removal(o: Org) -> dict[str, bool]:
         return {"removed": True} if o.removed else {"leaving": True} if o.leaving else {}
 
+    @staticmethod
+    def _placement(o: Org) -> dict[str, str]:
+        return {**({"host": o.host} if o.host != LOOPBACK else {}), **({"netns": o.netns} if o.netns else {})}
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -190,11 +230,11 @@ class Spec:
             },
             "orgs": [
                 {**{k: v for k, v in {"name": o.name, "kind": o.kind, "msp_id": o.msp_id, "peers": o.peers, "orderers": o.orderers}.items() if v or k in ("name", "kind", "msp_id")},
-                 **self._removal(o)}
+                 **self._placement(o), **self._removal(o)}
                 for o in self.founding_orgs
             ],
             **({"added_orgs": [{"name": o.name, "kind": o.kind, "msp_id": o.msp_id, **({"joining": True} if o.joining else {}),
-                                **self._removal(o)}
+                                **self._placement(o), **self._removal(o)}
                                for o in self.orgs if not o.founding]}
                if any(not o.founding for o in self.orgs) else {}),
             **({"added": list(self.added)} if self.added else {}),

@@ -7,6 +7,7 @@ Every stage skips work already done, so `up` after `down` (or after a crash) res
 from __future__ import annotations
 
 import asyncio
+import errno
 import socket
 import time
 from collections.abc import Callable
@@ -51,23 +52,30 @@ def prepare_home(home: Path, spec_file: Path | None, port_base: int | None) -> t
 
 
 def _require_free_ports(spec: Spec) -> None:
-    """A new network's ports (and the supervisor's) must be free on 127.0.0.1 before its home is created: a clash
-    found later is a CA that never starts, a two-minute wait and a half-made home."""
+    """A new network's ports (and the supervisor's) must be free on their hosts before its home is created: a
+    clash found later is a CA that never starts, a two-minute wait and a half-made home. An org in a network
+    namespace of its own binds there, where this process cannot look; a clash there is its node's start error."""
     lo, hi = spec.port_range
+    here = [(o.host, o.name) for o in spec.live_orgs if o.netns is None]
     for port in range(lo, supervisor_metrics_port(spec) + 1):
-        with socket.socket() as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the nodes bind: TIME_WAIT is no clash
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                raise SpecError(f"port {port} on 127.0.0.1 is in use, and network {spec.name} needs {lo}-{hi + 1}; "
-                                "give another --port-base") from None
+        for host in sorted({h for h, _ in here} | {"127.0.0.1"}):
+            with socket.socket() as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the nodes bind: TIME_WAIT is no clash
+                try:
+                    s.bind((host, port))
+                except OSError as exc:
+                    if exc.errno == errno.EADDRNOTAVAIL:
+                        orgs = ", ".join(n for h, n in here if h == host)
+                        raise SpecError(f"host {host} (of {orgs}) is no address of this machine; give each org the "
+                                        "address of the machine its nodes run on (or its netns)") from None
+                    raise SpecError(f"port {port} on {host} is in use, and network {spec.name} needs {lo}-{hi + 1}; "
+                                    "give another --port-base") from None
 
 
 def ca_processes(spec: Spec, layout: Layout) -> list[ProcSpec]:
     def one(org: Org) -> ProcSpec:
         s = ca_server(spec, layout, org, fabric_ca_binary("fabric-ca-server"))
-        return ProcSpec(f"ca.{org.name}", org.name, "ca", s.argv, s.env, health=s.health)
+        return ProcSpec(f"ca.{org.name}", org.name, "ca", s.argv, s.env, health=s.health, netns=org.netns)
 
     # A new CA's one-time init (key generation, ~0.3 s each) runs here: side by side, like the CAs would.
     # A removed org's CA (`twinledger org remove`) is never started again.
@@ -85,7 +93,8 @@ def up(home: Path, spec_file: Path | None = None, port_base: int | None = None,
     t0 = time.monotonic()
     spec, layout = prepare_home(home, spec_file, port_base)
     lo, hi = spec.port_range
-    progress(f"network {spec.name} in {home} (ports {lo}-{hi} on 127.0.0.1)")
+    hosts = sorted({o.host for o in spec.live_orgs})
+    progress(f"network {spec.name} in {home} (ports {lo}-{hi} on {', '.join(hosts)})")
     client_bin = fabric_ca_binary("fabric-ca-client")  # these fail early, before any process starts,
     fabric_binary("peer"), fabric_binary("orderer")     # with the setup hint
 

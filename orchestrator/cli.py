@@ -19,6 +19,7 @@ from typing import NoReturn
 
 from network.layout import Layout, resolve_home
 from network.spec import SpecError, load_spec
+from network.spec_model import Node
 from orchestrator.bringup import up
 from orchestrator.fabric_stage import FabricStepError
 from network.processes.health import scrape
@@ -51,9 +52,9 @@ def cmd_down(args: argparse.Namespace) -> int:
     return 0
 
 
-def _metric_height(ops_port: int) -> int | None:
+def _metric_height(node: Node) -> int | None:
     """Block height from the node's Prometheus metrics (ledger_blockchain_height), if it has a channel."""
-    heights = scrape(ops_port, "ledger_blockchain_height")
+    heights = scrape(node.ports.operations, "ledger_blockchain_height", host=node.host)
     return int(max(heights.values())) if heights else None
 
 
@@ -66,16 +67,17 @@ def status_nodes(home: Path) -> list[dict]:
     procs = {p["name"]: p for p in read_state(home).get("processes", [])} if running else {}
     out = []
     names = [n.name for n in spec.nodes()] + [n for n in procs if n not in {x.name for x in spec.nodes()}]
-    ports = {n.name: n.ports.operations for n in spec.nodes()}
+    nodes = {n.name: n for n in spec.nodes()}
     for name in names:
         p = procs.get(name, {})
         node_type = p.get("type") or spec.node(name).type
         healthy = bool(p.get("healthy"))
-        height = _metric_height(ports[name]) if healthy and node_type in ("peer", "orderer") and name in ports else None
+        height = _metric_height(nodes[name]) if healthy and node_type in ("peer", "orderer") and name in nodes else None
         out.append({
             "name": name,
             "org": p.get("org") or spec.node(name).org,
             "type": node_type,
+            "address": nodes[name].address if name in nodes else None,
             "healthy": healthy,
             "height": height,
             "pid": p.get("pid"),

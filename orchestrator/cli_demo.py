@@ -131,7 +131,7 @@ class DemoRun:
 def peers_answering(spec: Spec) -> set[str]:
     from network.processes.health import probe
 
-    return {n.org for n in spec.nodes() if n.type == "peer" and probe(f"http://127.0.0.1:{n.ports.operations}/healthz")}
+    return {n.org for n in spec.nodes() if n.type == "peer" and probe(f"{n.operations_url}/healthz")}
 
 
 def network_step(demo: DemoRun, port_base: int | None) -> Spec:

@@ -160,7 +160,7 @@ def _healthy_peer_orgs(net) -> set[str]:  # noqa: ANN001 -- network.spec.Spec
     of the supervisor's records, so that peers run by other means count as well."""
     from network.processes.health import probe
 
-    return {n.org for n in net.nodes() if n.type == "peer" and probe(f"http://127.0.0.1:{n.ports.operations}/healthz")}
+    return {n.org for n in net.nodes() if n.type == "peer" and probe(f"{n.operations_url}/healthz")}
 
 
 def _no_fabric(home: Path, why: str) -> UserError:

@@ -49,7 +49,7 @@ def peer_target(spec: Spec, layout: Layout, org: str, user: str = "admin", peer_
         raise SpecError(f"org {org} runs no peer to connect to")
     node = peers[peer_index]
     tls = layout.user_tls(org, user)
-    return PeerTarget(f"127.0.0.1:{node.ports.listen}", node.name, spec.org(org).msp_id, msp, layout.ca_cert(org),
+    return PeerTarget(node.address, node.name, spec.org(org).msp_id, msp, layout.ca_cert(org),
                       tls / "client.crt", tls / "client.key")
 
 

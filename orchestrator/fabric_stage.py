@@ -55,7 +55,7 @@ def in_parallel(step: Callable[[T], None], items: Iterable[T]) -> None:
 
 def chaincode_address(node: Node) -> str:
     """Where a peer's chaincode-as-a-service server listens (the peer dials it)."""
-    return f"127.0.0.1:{node.ports.chaincode}"
+    return node.chaincode_address
 
 
 def write_node_configs(spec: Spec, layout: Layout) -> Path:
@@ -78,8 +78,9 @@ def node_processes(spec: Spec, layout: Layout) -> list[ProcSpec]:
         procs.append(ProcSpec(
             node.name, node.org, node.type, argv,
             env={"FABRIC_CFG_PATH": str(layout.node_config(node.name))},
-            health=f"http://127.0.0.1:{node.ports.operations}/healthz",
+            health=f"{node.operations_url}/healthz",
             ready=_ready(node),
+            netns=node.netns,
         ))
     return procs
 
@@ -89,9 +90,9 @@ def _ready(node: Node) -> str:
     accept: a peer's ~3 s earlier, and a channel join in between is refused. So a node counts as healthy
     only once those ports have accepted too (probed until then only: each bare probe is an error line
     in the node's log)."""
-    probes = [f"tcp://127.0.0.1:{node.ports.listen}"]
+    probes = [f"tcp://{node.address}"]
     if node.type == "orderer":
-        probes.append(f"tcp://127.0.0.1:{node.ports.admin}")
+        probes.append(f"tcp://{node.admin_address}")
     return " ".join(probes)
 
 
@@ -111,7 +112,7 @@ def _osnadmin_tls(spec: Spec, layout: Layout) -> list[str]:
 
 def osnadmin_target(spec: Spec, layout: Layout, node: Node) -> list[str]:
     """osnadmin flags reaching ``node``'s channel participation API as the orderer org's admin (mutual TLS)."""
-    return ["-o", f"127.0.0.1:{node.ports.admin}", *_osnadmin_tls(spec, layout)]
+    return ["-o", node.admin_address, *_osnadmin_tls(spec, layout)]
 
 
 def orderer_channel(spec: Spec, layout: Layout, node: Node) -> dict | None:
@@ -152,7 +153,7 @@ def peer_admin_env(spec: Spec, layout: Layout, node: Node) -> dict[str, str]:
         "FABRIC_CFG_PATH": str(layout.node_config(node.name)),
         "CORE_PEER_LOCALMSPID": spec.org(node.org).msp_id,
         "CORE_PEER_MSPCONFIGPATH": str(layout.user_msp(node.org, "admin")),
-        "CORE_PEER_ADDRESS": f"127.0.0.1:{node.ports.listen}",
+        "CORE_PEER_ADDRESS": node.address,
         "CORE_PEER_TLS_ENABLED": "true",
         "CORE_PEER_TLS_ROOTCERT_FILE": str(layout.ca_cert(node.org)),
         "CORE_PEER_TLS_CLIENTAUTHREQUIRED": "true",
@@ -165,7 +166,7 @@ def orderer_client_args(spec: Spec, layout: Layout, org: str, orderer: Node | No
     """peer CLI flags to reach an orderer (the first one by default) as ``org``'s admin, with mutual TLS."""
     o = orderer or spec.nodes_of(spec.orderer_org.name, "orderer")[0]
     tls = layout.user_tls(org, "admin")
-    return ["-o", f"127.0.0.1:{o.ports.listen}", "--tls", "--cafile", str(layout.ca_cert(o.org)),
+    return ["-o", o.address, "--tls", "--cafile", str(layout.ca_cert(o.org)),
             "--clientauth", "--certfile", str(tls / "client.crt"), "--keyfile", str(tls / "client.key")]
 
 

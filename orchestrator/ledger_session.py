@@ -119,7 +119,7 @@ class Session:
         return self.gateway.network(self.spec.channel).contract(CHAINCODE_NAME, name)
 
     def user_error(self, error: GatewayError) -> UserError:
-        endpoint = f"127.0.0.1:{self.peer.ports.listen}"
+        endpoint = self.peer.address
         message = chaincode_message(error)
         if message is not None:
             return UserError(_one_line(message))

@@ -130,6 +130,7 @@ def chaincode_process(layout: Layout, node: Node, name: str, package_id: str) ->
         },
         cwd=str(REPO_ROOT),
         health=f"tcp://{chaincode_address(node)}",
+        netns=node.netns,
     )
 
 
@@ -220,7 +221,7 @@ def deploy(spec: Spec, layout: Layout, name: str, version: str, progress: Progre
     targets: list[str] = []
     for org in spec.member_orgs:
         node = spec.nodes_of(org.name, "peer")[0]
-        targets += ["--peerAddresses", f"127.0.0.1:{node.ports.listen}", "--tlsRootCertFiles", str(layout.ca_cert(org.name))]
+        targets += ["--peerAddresses", node.address, "--tlsRootCertFiles", str(layout.ca_cert(org.name))]
     first = spec.nodes_of(spec.member_orgs[0].name, "peer")[0]
     run_tool(f"commit {name} {version}", [peer, "lifecycle", "chaincode", "commit", *orderer_client_args(spec, layout, first.org),
              *common, *targets],

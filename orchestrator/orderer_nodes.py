@@ -102,10 +102,10 @@ def problems(spec: Spec, layout: Layout, nodes: list[Node], leaving: Node | None
     about to be removed, whose own health does not matter -- must lead (Raft metrics)."""
     out, leaders = [], []
     label = f'channel="{spec.channel}"'
-    if leaving is not None and (scrape(leaving.ports.operations, "consensus_etcdraft_is_leader") or {}).get(label) == 1:
+    if leaving is not None and (scrape(leaving.ports.operations, "consensus_etcdraft_is_leader", host=leaving.host) or {}).get(label) == 1:
         leaders.append(leaving.name)
     for node in nodes:
-        if not probe(f"http://127.0.0.1:{node.ports.operations}/healthz"):
+        if not probe(f"{node.operations_url}/healthz"):
             out.append(f"{node.name} is unhealthy (its /healthz does not answer)")
             continue
         try:
@@ -116,7 +116,7 @@ def problems(spec: Spec, layout: Layout, nodes: list[Node], leaving: Node | None
             out.append(f"{node.name} is not an active consenter of {spec.channel} "
                        f"({info.get('consensusRelation', 'not joined')}, {info.get('status', 'no status')})")
             continue
-        if (scrape(node.ports.operations, "consensus_etcdraft_is_leader") or {}).get(label) == 1:
+        if (scrape(node.ports.operations, "consensus_etcdraft_is_leader", host=node.host) or {}).get(label) == 1:
             leaders.append(node.name)
     if not out and len(leaders) != 1:
         out.append("the Raft cluster has no leader" if not leaders else f"several Raft leaders ({', '.join(leaders)})")
@@ -132,7 +132,7 @@ def consenter_nodes(spec: Spec, config: dict) -> list[Node]:
 def _via(spec: Spec, nodes: list[Node]) -> Node:
     """An orderer to talk to: the first that answers /healthz."""
     for n in nodes:
-        if probe(f"http://127.0.0.1:{n.ports.operations}/healthz"):
+        if probe(f"{n.operations_url}/healthz"):
             return n
     raise UserError(f"no orderer of {spec.orderer_org.name} answers ({', '.join(n.name for n in nodes)}); "
                     "`twinledger status` shows them")
@@ -244,7 +244,7 @@ def add_orderer(home: Path, name: str | None = None, *, dry_run: bool = False, p
     delta = cc.describe_consenter_delta(before, _grown(before, org.msp_id, mine), org.msp_id)
     result = OrdererResult(name, delta, consenters=len(members) + (0 if in_config else 1))
     if dry_run:
-        progress(f"would {'resume adding' if in_spec else 'add'} {name}: gRPC and Raft 127.0.0.1:{node.ports.listen}, "
+        progress(f"would {'resume adding' if in_spec else 'add'} {name}: gRPC and Raft {node.address}, "
                  f"operations {node.ports.operations}, channel participation {node.ports.admin}; identities from ca.{org.name}, "
                  f"joined to {spec.channel} from its latest config block as a follower, then made a consenter")
         progress(f"config delta for channel {spec.channel} (signed by the {org.name} admin, /Channel/Orderer/Admins):")

@@ -160,7 +160,7 @@ def add_org(home: Path, name: str, kind: str, *, signers: list[str] | None = Non
     result = OrgAddResult(name, org.msp_id, nodes, delta, [o.name for o in chosen])
 
     if dry_run:
-        ports = ", ".join(f"{n.name} 127.0.0.1:{n.ports.listen}" for n in nodes)
+        ports = ", ".join(f"{n.name} {n.address}" for n in nodes)
         progress(f"would {'resume adding' if resuming else 'add'} org {name} ({kind}, {org.msp_id}): {ports}")
         progress(f"config delta for channel {spec.channel}:" if delta else f"channel {spec.channel} already holds {org.msp_id}")
         for line in delta:

@@ -58,7 +58,7 @@ def plan_peer(spec: Spec, layout: Layout, org: str) -> tuple[Spec, PeerPlan]:
 
 
 def height(node: Node) -> int | None:
-    sample = scrape(node.ports.operations, "ledger_blockchain_height", 1.0) or {}
+    sample = scrape(node.ports.operations, "ledger_blockchain_height", 1.0, host=node.host) or {}
     return int(next(iter(sample.values()))) if len(sample) == 1 else None
 
 
@@ -93,7 +93,7 @@ def add_peer(home: Path, org: str, *, dry_run: bool = False, progress: Progress 
     n = plan.node
     if dry_run:
         what = "would resume" if plan.resuming else "would add"
-        progress(f"{what} {n.name} (org {n.org}, {spec.org(org).msp_id}): gRPC 127.0.0.1:{n.ports.listen}, "
+        progress(f"{what} {n.name} (org {n.org}, {spec.org(org).msp_id}): gRPC {n.address}, "
                  f"operations {n.ports.operations}, chaincode server {n.ports.chaincode}; identities from "
                  f"ca.{org}, channel {spec.channel} joined from its genesis block, chaincode installed; "
                  f"no channel configuration change (a peer of a member org needs none)")

@@ -35,8 +35,8 @@ def ordering_gaps(spec: Spec) -> list[str]:
     label = f'channel="{spec.channel}"'
     leaders, following, gaps = [], 0, []
     for node in orderers:
-        is_leader = scrape(node.ports.operations, "consensus_etcdraft_is_leader")
-        active = scrape(node.ports.operations, "consensus_etcdraft_active_nodes")
+        is_leader = scrape(node.ports.operations, "consensus_etcdraft_is_leader", host=node.host)
+        active = scrape(node.ports.operations, "consensus_etcdraft_active_nodes", host=node.host)
         if is_leader is None or active is None:
             gaps.append(f"{node.name} does not answer")
             continue
@@ -76,7 +76,7 @@ def peer_view(spec: Spec, layout: Layout, node: Node, timeout: float = 3.0) -> l
     identity, signer = load_msp_identity(layout.user_msp(org.name, "admin"), org.msp_id)
     tls = layout.user_tls(org.name, "admin")
     return discover_peers(
-        f"127.0.0.1:{node.ports.listen}", spec.channel, identity=identity, signer=signer,
+        node.address, spec.channel, identity=identity, signer=signer,
         tls_root_cert_pem=layout.ca_cert(org.name).read_bytes(),
         client_cert_pem=(tls / "client.crt").read_bytes(), client_key_pem=(tls / "client.key").read_bytes(),
         timeout=timeout,
@@ -91,7 +91,7 @@ def missing_from_view(spec: Spec, layout: Layout, node: Node, chaincode: str | N
         return [f"(no answer: {exc})"]
     missing = []
     for other in member_peers(spec):
-        seen = view.get(f"127.0.0.1:{other.ports.listen}")
+        seen = view.get(other.address)
         if seen is None:
             missing.append(other.name)
         elif chaincode and chaincode not in seen.chaincodes:

@@ -103,7 +103,7 @@ def ledger_config(home: Path, orgs: list[str]) -> dict[str, Any]:
         if not peers:
             raise UserError(f"cannot anchor on the ledger: org {org} runs no peer")
         # the peer first: when it is down, that is what the user must fix, whatever else is missing
-        if not probe(f"http://127.0.0.1:{peers[0].ports.operations}/healthz"):
+        if not probe(f"{peers[0].operations_url}/healthz"):
             down.append(peers[0].name)
             continue
         try:

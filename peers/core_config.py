@@ -6,8 +6,9 @@ cause. So this module renders the *whole* file -- every section of Fabric's samp
 -- and sets the TwinLedger-specific values on top. CORE_* environment variables can still override
 single keys at launch.
 
-Addresses: every address is 127.0.0.1 with a port from the spec, so networks with different
-``port_base`` values never collide and nothing is reachable from outside the machine.
+Addresses: every listener is on the node's host (its org's ``host`` in the spec, 127.0.0.1 unless given)
+with a port from the spec, so networks with different ``port_base`` values never collide and nothing
+listens beyond the address the spec names.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from peers.ccaas import (
 )
 from peers.generated_yaml import write_generated_yaml
 
+#: Only for listeners that stay disabled (profiling, statsd, CouchDB): never bound.
 HOST = "127.0.0.1"
 # Fabric's sample defaults for the knobs that matter for throughput; keyword arguments override them.
 DEFAULT_ENDORSER_CONCURRENCY = 2500
@@ -46,7 +48,7 @@ class CoreConfigError(ValueError):
 
 def peer_address(node: Node) -> str:
     """host:port where the peer serves clients, gossip, the Gateway and discovery."""
-    return f"{HOST}:{node.ports.listen}"
+    return node.address
 
 
 def peer_chaincode_listen_address(node: Node) -> str:
@@ -58,11 +60,11 @@ def peer_chaincode_listen_address(node: Node) -> str:
     *server* (the CCaaS process), so the listener takes the node's ``admin`` port, which a peer never
     uses otherwise (the admin port serves only an orderer's channel participation API).
     """
-    return f"{HOST}:{node.ports.admin}"
+    return f"{node.host}:{node.ports.admin}"
 
 
 def operations_address(node: Node) -> str:
-    return f"{HOST}:{node.ports.operations}"
+    return f"{node.host}:{node.ports.operations}"
 
 
 def render_core_yaml(
@@ -411,12 +413,12 @@ def _chaincode_tls_context(layout: Layout, node: Node) -> dict[str, str]:
 
 def _check_chaincode_server_address(node: Node, address: str) -> None:
     host, sep, port = address.rpartition(":")
-    if not sep or host != HOST or not port.isdigit() or not 0 < int(port) < 65536:
-        raise CoreConfigError(f"chaincode server address {address!r} must be {HOST}:<port>")
+    if not sep or host != node.host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise CoreConfigError(f"chaincode server address {address!r} must be {node.host}:<port> (the peer's host)")
     taken = {peer_address(node), peer_chaincode_listen_address(node), operations_address(node)}
     if address in taken:
         raise CoreConfigError(
-            f"chaincode server address {address} is a port {node.name} binds itself; use {HOST}:{node.ports.chaincode}"
+            f"chaincode server address {address} is a port {node.name} binds itself; use {node.chaincode_address}"
         )
 
 

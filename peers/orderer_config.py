@@ -20,6 +20,7 @@ from network.spec_model import Node, Spec
 from peers.core_config import KEEPALIVE_MIN_INTERVAL
 from peers.generated_yaml import write_generated_yaml
 
+#: Only for listeners that stay disabled (profiling, statsd): never bound.
 HOST = "127.0.0.1"
 MAX_MSG_SIZE = 100 * 1024 * 1024  # must match the peers' maxRecvMsgSize / maxSendMsgSize
 
@@ -30,16 +31,16 @@ class OrdererConfigError(ValueError):
 
 def orderer_address(node: Node) -> str:
     """host:port for Broadcast/Deliver *and* Raft traffic between orderers (one shared listener)."""
-    return f"{HOST}:{node.ports.listen}"
+    return node.address
 
 
 def admin_address(node: Node) -> str:
     """host:port of the channel participation API (``osnadmin -o``)."""
-    return f"{HOST}:{node.ports.admin}"
+    return node.admin_address
 
 
 def operations_address(node: Node) -> str:
-    return f"{HOST}:{node.ports.operations}"
+    return f"{node.host}:{node.ports.operations}"
 
 
 def etcdraft_wal_dir(layout: Layout, node: Node) -> Path:
@@ -72,7 +73,7 @@ def render_orderer_yaml(
 
     return {
         "General": {
-            "ListenAddress": HOST,
+            "ListenAddress": node.host,
             "ListenPort": node.ports.listen,
             "TLS": {
                 "Enabled": True,

@@ -26,7 +26,7 @@ def probe(target: str | None, timeout: float = 1.0) -> bool:
         except OSError:
             return False
     try:
-        # The operations endpoints are plain HTTP on 127.0.0.1; no proxy may stand in between.
+        # The operations endpoints are plain HTTP on the nodes' hosts; no proxy may stand in between.
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         with opener.open(target, timeout=timeout) as r:
             return r.status == 200
@@ -34,12 +34,12 @@ def probe(target: str | None, timeout: float = 1.0) -> bool:
         return False
 
 
-def scrape(port: int, name: str, timeout: float = 1.0) -> dict[str, float] | None:
+def scrape(port: int, name: str, timeout: float = 1.0, host: str = "127.0.0.1") -> dict[str, float] | None:
     """The samples of metric ``name`` on a node's operations endpoint, keyed by their label text
     (``channel="consortium"``); None when the endpoint does not answer."""
     try:
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        with opener.open(f"http://127.0.0.1:{port}/metrics", timeout=timeout) as r:
+        with opener.open(f"http://{host}:{port}/metrics", timeout=timeout) as r:
             text = r.read().decode()
     except (urllib.error.URLError, OSError, ValueError):
         return None

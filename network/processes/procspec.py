@@ -27,12 +27,20 @@ class ProcSpec:
     # Ready: probes (same form) that must answer once after each start before health counts, then are
     # left alone: a Fabric node's TLS listener logs every bare TCP connection as a failed handshake.
     ready: str | None = None
+    # The Linux network namespace it runs in (started as `ip netns exec NETNS argv...`, which execs in place,
+    # so the pid is the process's own); None: the supervisor's.
+    netns: str | None = None
+
+    @property
+    def command(self) -> list[str]:
+        """What the supervisor executes."""
+        return ["ip", "netns", "exec", self.netns, *self.argv] if self.netns else list(self.argv)
 
     @staticmethod
     def from_dict(d: dict) -> "ProcSpec":
         return ProcSpec(
             name=d["name"], org=d["org"], type=d["type"], argv=list(d["argv"]), env=dict(d.get("env") or {}),
-            cwd=d.get("cwd"), health=d.get("health"), ready=d.get("ready"),
+            cwd=d.get("cwd"), health=d.get("health"), ready=d.get("ready"), netns=d.get("netns"),
         )
 
 

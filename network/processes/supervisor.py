@@ -53,7 +53,7 @@ def start_marker(spec: ProcSpec, restarts: int) -> str:
     through the environment, see network/ca.py) and the names -- never the values -- of its own
     environment variables, since those may be secrets."""
     env = f" (env: {' '.join(sorted(spec.env))})" if spec.env else ""
-    return f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S')} start #{restarts} {shlex.join(spec.argv)}{env}\n"
+    return f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S')} start #{restarts} {shlex.join(spec.command)}{env}\n"
 
 
 def log_event(event: str, **fields: object) -> None:
@@ -138,7 +138,7 @@ class Supervisor:
         env = {**os.environ, **c.spec.env}
         try:
             c.proc = subprocess.Popen(
-                c.spec.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                c.spec.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 cwd=c.spec.cwd, env=env, preexec_fn=die_with_parent(), close_fds=True,
             )
         except OSError as e:

@@ -49,7 +49,8 @@ def test_added_orgs_are_checked():
         ([{"name": "hospital3", "kind": "hospital"}], ["ca.hospital3"], "needs ca.hospital3 and peer0.hospital3"),
         ([{"name": "hospital3", "kind": "hospital"}], ["ca.hospital3", "ca.hospital3", "peer0.hospital3"], "twice"),
         ([], ["ca.plant1"], "not an added org"),
-        ([{"name": "hospital3", "kind": "hospital", "host": "10.0.0.3"}], [], "127.0.0.1 only"),
+        ([{"name": "hospital3", "kind": "hospital", "host": "hospital3.example"}], ["ca.hospital3", "peer0.hospital3"],
+         "not an IPv4 address"),
         ([{"name": "hospital3", "kind": "hospital", "joining": "yes"}], ["ca.hospital3", "peer0.hospital3"],
          "joining must be true or false"),
     )
