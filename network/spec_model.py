@@ -11,20 +11,31 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+#: Where an org's nodes listen unless its spec entry names a ``host``: everything on this machine.
+LOOPBACK = "127.0.0.1"
+
 OrgKind = Literal["hospital", "plant", "orderer"]
 NodeType = Literal["peer", "orderer", "ca", "chaincode", "superlink", "supernode"]
 
 USER_ROLES = ("admin", "steward", "operator", "client")
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,30}$")
-#: Where an org's nodes listen unless its spec entry names a ``host``: everything on this machine.
-LOOPBACK = "127.0.0.1"
 # Each node owns a block of this many consecutive ports starting at port_base + slot * PORTS_PER_NODE.
 PORTS_PER_NODE = 10
 
 
 class SpecError(ValueError):
     """A spec file that cannot describe a network; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where an org's processes run: the address they listen on and are reached at, and the Linux network
+    namespace they start in (None: the machine's own). Fabric nodes, chaincode servers, SuperNodes and
+    twins processes of the org all take it from the org's spec entry."""
+
+    host: str = LOOPBACK
+    netns: str | None = None
 
 
 @dataclass(frozen=True)
@@ -99,6 +110,10 @@ class Org:
     #: A Linux network namespace its processes run in (``ip netns exec``), for an org isolated on this
     #: machine as on a host of its own; None: the machine's own network.
     netns: str | None = None
+
+    @property
+    def placement(self) -> Placement:
+        return Placement(self.host, self.netns)
 
 
 @dataclass(frozen=True)
