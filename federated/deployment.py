@@ -1,7 +1,9 @@
 """Flower's Deployment Engine for one task: SuperLink + one SuperNode per org, as supervisor ProcSpecs.
 
-Everything binds 127.0.0.1, and every Flower API is HTTPS with certificates from the deployment's own CA
-(``federated.pki``); nothing runs ``--insecure``:
+Each process binds its org's host from the consortium spec (``placements``: 127.0.0.1 unless the spec places
+the org elsewhere; the SuperLink and its SuperExec on ``superlink_placement``, the operator's org) and starts
+in the org's network namespace when it has one. Every Flower API is HTTPS with certificates from the
+deployment's own CA (``federated.pki``; each server certificate names its host); nothing runs ``--insecure``:
 * the SuperLink serves Fleet, Control and ServerAppIo (its Runtime API) on one HTTPS port (flwr 1.41);
   SuperNodes, the ``flwr`` CLI and the SuperLink's SuperExec / ServerApp verify it against the CA;
 * each SuperNode serves its ClientAppIo (Runtime) API over HTTPS with its own certificate
@@ -61,8 +63,10 @@ from federated.pki import (
     make_ca_and_server_cert,
     make_node_key,
     make_secret,
+    server_cert_hosts,
 )
 from network.processes.procspec import ProcSpec
+from network.spec_model import LOOPBACK, Placement
 
 APP_DIR = Path(__file__).resolve().parent / "app"
 CONNECTION = "twinledger"
@@ -79,6 +83,11 @@ def _toml_value(v: object) -> str:
     if isinstance(v, (int, float)):
         return repr(v)
     return json.dumps(str(v))  # a TOML basic string
+
+
+def _cert_hosts(host: str) -> tuple[str, ...]:
+    """What a server certificate names: the loopback names every local client uses, and the placement's host."""
+    return tuple(dict.fromkeys((LOOPBACK, "localhost", host)))
 
 
 def config_args(values: Mapping[str, object]) -> str:
@@ -104,6 +113,10 @@ class FlowerDeployment:
     datasets: Mapping[str, str] = field(default_factory=dict)
     extra_node_config: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
     trace: str | None = None  # $TL_FL_TRACE for every process: JSON lines of ClientApp timings
+    #: org -> where its SuperNode (and SuperExec) runs; an org not named here runs on 127.0.0.1
+    placements: Mapping[str, Placement] = field(default_factory=dict)
+    #: where the SuperLink and its SuperExec (the ServerApp) run: the operator's org
+    superlink_placement: Placement = field(default_factory=Placement)
 
     def __post_init__(self) -> None:
         self.home = Path(self.home).resolve()
@@ -113,10 +126,17 @@ class FlowerDeployment:
     # -- paths and ports ------------------------------------------------------------------------------
     @property
     def superlink_address(self) -> str:
-        return f"127.0.0.1:{self.port_base}"
+        return f"{self.superlink_placement.host}:{self.port_base}"
+
+    def placement(self, org: str) -> Placement:
+        return self.placements.get(org) or Placement()
 
     def runtime_port(self, org: str) -> int:
         return self.port_base + 1 + list(self.orgs).index(org)
+
+    def runtime_address(self, org: str) -> str:
+        """``host:port`` of ``org``'s SuperNode ClientAppIo (Runtime) API."""
+        return f"{self.placement(org).host}:{self.runtime_port(org)}"
 
     @property
     def tls(self) -> TlsFiles:
@@ -154,12 +174,17 @@ class FlowerDeployment:
     def prepare(self) -> None:
         """CA, SuperLink certificate, one auth key per org, members.json, the CLI's connection (idempotent)."""
         self.home.mkdir(parents=True, exist_ok=True)
-        if not self.tls.cert.exists():
-            make_ca_and_server_cert(self.home / "pki")
+        pki = self.home / "pki"
+        hosts = _cert_hosts(self.superlink_placement.host)
+        if not self.tls.ca_cert.exists():
+            make_ca_and_server_cert(pki, hosts=hosts)
+        elif not set(hosts) <= server_cert_hosts(self.tls.cert):  # the spec placed the operator's org elsewhere
+            issue_server_cert(pki, "server", "superlink", hosts)
         make_secret(self.superexec_secret("superlink"))
         for org in self.orgs:
-            if not self.runtime_tls(org).cert.exists():
-                issue_server_cert(self.home / "pki", f"runtime-{org}", f"supernode.{org}")
+            hosts = _cert_hosts(self.placement(org).host)
+            if not set(hosts) <= server_cert_hosts(self.runtime_tls(org).cert):
+                issue_server_cert(pki, f"runtime-{org}", f"supernode.{org}", hosts)
             make_secret(self.superexec_secret(org))
         # one SuperLink (and members map) can serve several tasks: keep the other tasks' orgs
         members = json.loads(self.members_file.read_text()) if self.members_file.exists() else {}
@@ -198,10 +223,10 @@ class FlowerDeployment:
             # subprocess executor, so its task token never appears on a command line
             "--isolation", "process", "--superexec-auth-secret-file", str(self.superexec_secret("superlink")),
             "--database", str(self.home / "superlink.db"),
-            "--host", "127.0.0.1", "--port", str(self.port_base),
+            "--host", self.superlink_placement.host, "--port", str(self.port_base),
         ]  # fmt: skip
-        return ProcSpec("superlink", "flower", "superlink", argv, self._env("superlink"),
-                        cwd=str(self.home), health=f"tcp://{self.superlink_address}")  # fmt: skip
+        return ProcSpec("superlink", "flower", "superlink", argv, self._env("superlink"), cwd=str(self.home),
+                        health=f"tcp://{self.superlink_address}", netns=self.superlink_placement.netns)  # fmt: skip
 
     def _exec_argv(self, address: str, ca_cert: Path, process: str) -> list[str]:
         return [sys.executable, "-m", "federated.warm_exec", "--root-certificates", str(ca_cert),
@@ -211,7 +236,8 @@ class FlowerDeployment:
     def superlink_exec_spec(self) -> ProcSpec:
         """The SuperLink's SuperExec: takes ServerApp tasks from its ServerAppIo API (HTTPS, signed)."""
         argv = self._exec_argv(self.superlink_address, self.tls.ca_cert, "superlink")
-        return ProcSpec("superexec.superlink", "flower", "superlink", argv, self._env("superlink"), cwd=str(self.home))
+        return ProcSpec("superexec.superlink", "flower", "superlink", argv, self._env("superlink"), cwd=str(self.home),
+                        netns=self.superlink_placement.netns)  # fmt: skip
 
     def node_config(self, org: str) -> dict[str, object]:
         nc: dict[str, object] = {"org": org, "task": self.task}
@@ -234,7 +260,7 @@ class FlowerDeployment:
             # ClientAppIo (Runtime) API over HTTPS; in subprocess isolation Flower hands the CA to the
             # flower-superexec and flwr-clientapp processes it starts
             "--ssl-certfile", str(rt.cert), "--ssl-keyfile", str(rt.key), "--ssl-ca-certfile", str(rt.ca_cert),
-            "--host", "127.0.0.1", "--port", str(port or self.runtime_port(org)),
+            "--host", self.placement(org).host, "--port", str(port or self.runtime_port(org)),
         ]  # fmt: skip
         if self.warm:  # Flower 1.41 honours the SuperExec secret only in process isolation
             flower += ["--superexec-auth-secret-file", str(self.superexec_secret(org))]
@@ -244,11 +270,12 @@ class FlowerDeployment:
 
     def supernode_specs(self, org: str) -> list[ProcSpec]:
         env = self._env(f"supernode.{org}")
+        netns = self.placement(org).netns
         specs = [ProcSpec(f"supernode.{org}", org, "supernode", self.supernode_argv(org), env, cwd=str(self.home),
-                          health=f"tcp://127.0.0.1:{self.runtime_port(org)}")]  # fmt: skip
+                          health=f"tcp://{self.runtime_address(org)}", netns=netns)]  # fmt: skip
         if self.warm:
-            argv = self._exec_argv(f"127.0.0.1:{self.runtime_port(org)}", self.runtime_tls(org).ca_cert, org)
-            specs.append(ProcSpec(f"superexec.{org}", org, "supernode", argv, env, cwd=str(self.home)))
+            argv = self._exec_argv(self.runtime_address(org), self.runtime_tls(org).ca_cert, org)
+            specs.append(ProcSpec(f"superexec.{org}", org, "supernode", argv, env, cwd=str(self.home), netns=netns))
         return specs
 
     def process_specs(self) -> list[ProcSpec]:

@@ -67,7 +67,7 @@ def start_deployment(d: FlowerDeployment, supervisor_home: Path, progress: Calla
     reload_supervisor(supervisor_home)
     wait_healthy(supervisor_home, [s.name for s in ours[1:]], timeout=120)
     d.wait_online(timeout=120)
-    progress(f"SuperLink 127.0.0.1:{d.port_base} and SuperNodes of {', '.join(d.orgs)} are up (TLS on every API, node authentication)")
+    progress(f"SuperLink {d.superlink_address} and SuperNodes of {', '.join(d.orgs)} are up (TLS on every API, node authentication)")
     return ours
 
 

@@ -1,7 +1,7 @@
 """Key material for a Flower deployment, made with ``cryptography``.
 
-* a TLS CA and the SuperLink's server certificate (SANs 127.0.0.1 and localhost) -- Fleet, Control and
-  ServerAppIo (Runtime) APIs all serve HTTPS with it; SuperNodes, the SuperLink's SuperExec and the
+* a TLS CA and the SuperLink's server certificate (SANs 127.0.0.1, localhost and the host it runs on) --
+  Fleet, Control and ServerAppIo (Runtime) APIs all serve HTTPS with it; SuperNodes, the SuperLink's SuperExec and the
   ``flwr`` CLI verify it against the CA;
 * one server certificate per SuperNode from the same CA for its ClientAppIo (Runtime) API, which the
   SuperExec and every ClientApp process verify (``issue_server_cert``);
@@ -102,6 +102,17 @@ def issue_server_cert(
     _write(files.key, key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()), True)
     _write(files.cert, cert.public_bytes(pem))
     return files
+
+
+def server_cert_hosts(cert: Path) -> set[str]:
+    """The IP addresses and DNS names a certificate's SAN names (empty when the file does not exist)."""
+    if not cert.exists():
+        return set()
+    try:
+        san = x509.load_pem_x509_certificate(cert.read_bytes()).extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return set()
+    return {str(ip) for ip in san.value.get_values_for_type(x509.IPAddress)} | set(san.value.get_values_for_type(x509.DNSName))
 
 
 def make_secret(path: Path, nbytes: int = 32) -> Path:

@@ -148,6 +148,7 @@ class LedgerChoice:
     orgs: dict[str, str] = field(default_factory=dict)  # each org's ClientApp's ledger
     channel: str = ""  # the channel, and who the CLI and the ServerApp act as
     identity: str = ""
+    server_org: str = ""  # the org the ServerApp acts for: the SuperLink runs where that org's nodes run
 
     def close(self) -> None:
         close = getattr(self.ledger, "close", None)
@@ -166,6 +167,11 @@ def _healthy_peer_orgs(net) -> set[str]:  # noqa: ANN001 -- network.spec.Spec
 def _no_fabric(home: Path, why: str) -> UserError:
     return UserError(f"the Fabric ledger is not reachable: {why} (`twinledger up --home {home}` starts the network; "
                      "see `twinledger status`)")  # fmt: skip
+
+
+def _placements(home: Path) -> dict:  # org -> network.spec_model.Placement
+    net = _network_spec(home)
+    return {o.name: o.placement for o in net.orgs} if net else {}
 
 
 def choose_ledger(args: argparse.Namespace, home: Path, orgs: list[str]) -> LedgerChoice:
@@ -224,7 +230,7 @@ def _fabric_choice(args: argparse.Namespace, home: Path, net, orgs: list[str],  
     server, per_org = write_ledger_configs(home, net, orgs, (server_org, server_user)) if for_run else ("", {})
     ledger = FabricRoundLedger.on_gateway(connect_sync(net, layout, server_org, server_user), net.channel, CHAINCODE_NAME,
                                           CHAINCODE_NAME)  # fmt: skip
-    return LedgerChoice(ledger, server, per_org, channel=net.channel,
+    return LedgerChoice(ledger, server, per_org, channel=net.channel, server_org=server_org,
                         identity=f"{server_user}@{server_org} via {peer_target(net, layout, server_org, server_user).peer}")  # fmt: skip
 
 
@@ -338,8 +344,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         else:
             if at.resuming:
                 say(f"task {task_id}: resuming at round {at.first_round} of {task.rounds} from {str(at.start_sha256)[:12]}")
+            # each SuperNode on its org's host (and netns) from the spec, the SuperLink on the server org's
+            places = _placements(home)
             d = FlowerDeployment(home=home / "flower", task=kind, orgs=orgs, port_base=flower_port_base(home, args.port_base),
                                  ledger=choice.server, org_ledgers=choice.orgs, datasets=datasets,
+                                 placements=places, superlink_placement=places[choice.server_org],
                                  # per-message ClientApp / SuperExec timings as JSON lines (bench, tests)
                                  trace=os.environ.get("TL_FL_TRACE") or None)  # fmt: skip
             outcome = run_on_deployment(

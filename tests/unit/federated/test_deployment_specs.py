@@ -117,3 +117,39 @@ def test_a_run_names_one_data_set_per_org():
                        ("plant1.a,hospital1.b", "does not name an org of the run"), ("ai4i,plant1.a", "does not name")]:
         with pytest.raises(GovernanceError, match=match):
             run_datasets(resolve_config({**cfg, "datasets": bad}))
+
+
+def test_processes_run_on_their_orgs_placement(tmp_path):
+    """Across hosts (issue 12): each SuperNode binds and is reached at its org's host, in its org's network
+    namespace; the SuperLink runs on the operator's org's; every server certificate names its host."""
+    from federated.pki import server_cert_hosts
+    from network.spec_model import Placement
+
+    d = FlowerDeployment(home=tmp_path, task="maintenance", port_base=23000,
+                         placements={"plant1": Placement("10.77.0.11", "tl-plant1"), "plant2": Placement("10.77.0.12", "tl-plant2")},
+                         superlink_placement=Placement("10.77.0.11", "tl-plant1"))  # fmt: skip
+    d.prepare()
+    specs = {s.name: s for s in d.process_specs()}
+    sl = specs["superlink"]
+    assert sl.argv[sl.argv.index("--host") + 1] == "10.77.0.11" and sl.netns == "tl-plant1"
+    assert sl.health == "tcp://10.77.0.11:23000" and sl.command[:4] == ["ip", "netns", "exec", "tl-plant1"]
+    assert specs["superexec.superlink"].netns == "tl-plant1" and specs["superexec.superlink"].argv[-1] == "10.77.0.11:23000"
+    sn = specs["supernode.plant2"]
+    assert sn.argv[sn.argv.index("--superlink") + 1] == "10.77.0.11:23000"
+    assert sn.argv[sn.argv.index("--host") + 1] == "10.77.0.12" and sn.netns == "tl-plant2"
+    assert sn.health == "tcp://10.77.0.12:23002"
+    assert specs["superexec.plant2"].argv[-1] == "10.77.0.12:23002" and specs["superexec.plant2"].netns == "tl-plant2"
+    assert {"10.77.0.11", "127.0.0.1", "localhost"} <= server_cert_hosts(d.tls.cert)
+    assert "10.77.0.12" in server_cert_hosts(d.runtime_tls("plant2").cert)
+    assert "10.77.0.12" not in server_cert_hosts(d.runtime_tls("plant1").cert)
+    assert 'address = "10.77.0.11:23000"' in (d.cli_home / "config.toml").read_text()
+
+    # the spec moved plant2: its certificate is reissued from the same CA, the SuperLink's is kept
+    ca, server = d.tls.ca_cert.read_bytes(), d.tls.cert.read_bytes()
+    moved = FlowerDeployment(home=tmp_path, task="maintenance", port_base=23000,
+                             placements={"plant2": Placement("10.77.0.22")},
+                             superlink_placement=Placement("10.77.0.11", "tl-plant1"))  # fmt: skip
+    moved.prepare()
+    assert "10.77.0.22" in server_cert_hosts(moved.runtime_tls("plant2").cert)
+    assert d.tls.ca_cert.read_bytes() == ca and d.tls.cert.read_bytes() == server
+    assert moved.placement("plant1") == Placement()  # not named: this machine's loopback, no namespace
