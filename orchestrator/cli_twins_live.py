@@ -132,10 +132,11 @@ def _top_risk(twins: dict[str, dict[str, Any]]) -> str:
 
 
 def run_processes(td: TwinsDir, steps: list[Step], run_info: dict[str, Any], say: Callable[..., None], *,
-                  target: dict[str, Any], duration: float, json_out: bool) -> int:
+                  target: dict[str, Any], duration: float, json_out: bool, netns: str | None = None) -> int:
     """Start ``steps`` (each must print a JSON ready line), show them live until a stop, stop them (the last started
     first: the bridge seals what is pending at SIGTERM), print the summary; exit code 0, or 1 when a process exited
-    badly. ``UserError`` when one did not start or stopped unexpectedly."""
+    badly. ``UserError`` when one did not start or stopped unexpectedly. ``netns``: the network namespace they all
+    run in (the OPC-UA org's placement), None for this machine's own."""
     from twins.procs import Proc
 
     logs = {name: log for name, _, log in steps}
@@ -153,7 +154,7 @@ def run_processes(td: TwinsDir, steps: list[Step], run_info: dict[str, Any], say
         try:
             for name, argv, log in steps:
                 with stopper.deferred():
-                    p = Proc(argv, log=td.log(log))
+                    p = Proc(argv, log=td.log(log), netns=netns)
                     procs.append((name, p))
                     run_info["pids"][name] = p.pid
                     td.write_json(td.run, run_info)

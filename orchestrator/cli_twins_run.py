@@ -6,9 +6,11 @@ running part, the same for both, is orchestrator.cli_twins_live."""
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import re
 import socket
+import subprocess
 import sys
 import textwrap
 import time
@@ -16,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from network.files import private_dir
-from network.spec_model import _NAME_RE as ORG_NAME_RE
+from network.spec_model import _NAME_RE as ORG_NAME_RE, Placement
 from orchestrator import cli_inputs
 from orchestrator.cli_common import UserError, home_of
 from orchestrator.cli_twins_endpoints import add_endpoint_arguments, cmd_run_endpoints
 from orchestrator.cli_twins_live import BRIDGE_LOG, SIM_LOG, run_processes
-from orchestrator.twins_state import TwinsDir, anchor_label, ledger_config, not_on_ledger
+from orchestrator.twins_state import TwinsDir, anchor_label, ledger_config, not_on_ledger, org_placement
 
 # When the user names no assets: the default consortium's plants and hospitals (network/default_spec.yaml).
 DEFAULT_MACHINES = ("plant1:2", "plant2:2")
@@ -62,14 +64,59 @@ def metrics_ports(port: int, metrics_port: int | None) -> tuple[int, int]:
     return (base, base + 1) if base else (0, 0)
 
 
+#: The bind check run inside an org's network namespace (its host's ports exist only there): exit 3 and
+#: "ERRNO STRERROR" when the bind fails, so that a failure to enter the namespace (ip's own exit code) is told apart.
+_BIND_PROBE = ("import socket, sys\n"
+               "s = socket.socket()\n"
+               "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+               "try:\n"
+               "    s.bind((sys.argv[1], int(sys.argv[2])))\n"
+               "except OSError as e:\n"
+               "    print(e.errno, e.strerror)\n"
+               "    sys.exit(3)\n")
+
+
+def _bind_error(place: Placement, port: int) -> OSError | None:
+    """Why ``place.host:port`` cannot be listened on now, or None. In the placement's network namespace when it
+    has one: the check runs there through ``ip netns exec`` (the same way the processes start)."""
+    if place.netns is None:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((place.host, port))
+            except OSError as exc:
+                return exc
+        return None
+    try:
+        r = subprocess.run(["ip", "netns", "exec", place.netns, sys.executable, "-c", _BIND_PROBE, place.host, str(port)],
+                           capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise UserError(f"cannot run a check in network namespace {place.netns}: {exc}") from None
+    if r.returncode == 3:
+        code, _, text = r.stdout.strip().partition(" ")
+        return OSError(int(code), text)
+    if r.returncode != 0:
+        last = (r.stderr.strip().splitlines() or [f"ip netns exec exited with {r.returncode}"])[-1]
+        raise UserError(f"cannot run the twins in network namespace {place.netns}: {last}")
+    return None
+
+
 def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+    """``port`` is free on 127.0.0.1 of this machine (where the bridge to external servers runs)."""
+    return _bind_error(Placement(), port) is None
+
+
+def _port_problem(place: Placement, port: int, role: str = "") -> str | None:
+    """None when ``port`` is free on the placement's host, else what to tell the user: "port P on HOST (ROLE) is in
+    use", or why HOST:P cannot be listened on at all (e.g. HOST is no address there)."""
+    exc = _bind_error(place, port)
+    if exc is None:
+        return None
+    if exc.errno == errno.EADDRINUSE:
+        return f"port {port} on {place.host}{role} is in use"
+    where = f"network namespace {place.netns}" if place.netns else "this machine"
+    hint = f", {place.host} is no address of {where}" if exc.errno == errno.EADDRNOTAVAIL else ""
+    return f"cannot listen on port {port} on {place.host}{role} in {where} ({exc.strerror or exc}{hint})"
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -98,21 +145,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     previous = td.read_json(td.anchor)
     if previous and previous.get("kind") != "ledger":
         raise not_on_ledger(td, previous)
-    if not _port_free(args.port):
-        raise UserError(f"port {args.port} on 127.0.0.1 is in use; pick a free one with --port")
+    opcua_org = args.opcua_org or (machines or monitors)[0].partition(":")[0]
+    if opcua_org not in orgs:
+        raise UserError(f"--opcua-org {opcua_org} has no assets in this run (orgs: {', '.join(orgs)})")
+    # the simulators and the bridge run on the OPC-UA org's host, in its network namespace if it has one
+    place = org_placement(home, opcua_org)
+    problem = _port_problem(place, args.port)
+    if problem:
+        raise UserError(f"{problem}; pick a free one with --port")
     sim_metrics, bridge_metrics = metrics_ports(args.port, args.metrics_port)
     if not 0 <= sim_metrics <= 65534:
         raise UserError(f"metrics ports {sim_metrics} and {sim_metrics + 1} are not valid ports; give --metrics-port P "
                         "(1 to 65534: simulators on P, bridge on P+1), or --metrics-port 0 for none")
     for what, p in (("simulators", sim_metrics), ("bridge", bridge_metrics)):
-        if p and (p == args.port or not _port_free(p)):
-            how = "--metrics-port" if args.metrics_port is not None else f"--port + {p - args.port}"
-            raise UserError(f"port {p} on 127.0.0.1 (metrics of the {what}, {how}) is in use; give "
-                            "--metrics-port P (simulators on P, bridge on P+1), or --metrics-port 0 for none")
-
-    opcua_org = args.opcua_org or (machines or monitors)[0].partition(":")[0]
-    if opcua_org not in orgs:
-        raise UserError(f"--opcua-org {opcua_org} has no assets in this run (orgs: {', '.join(orgs)})")
+        if not p:
+            continue
+        how = "--metrics-port" if args.metrics_port is not None else f"--port + {p - args.port}"
+        role = f" (metrics of the {what}, {how})"
+        problem = f"port {p} on {place.host}{role} is in use" if p == args.port else _port_problem(place, p, role)
+        if problem:
+            raise UserError(f"{problem}; give --metrics-port P (simulators on P, bridge on P+1), or --metrics-port 0 "
+                            "for none")
     td.root.mkdir(parents=True, exist_ok=True)
     private_dir(td.log(SIM_LOG).parent)  # HOME/logs: 0700, like the supervisor's
     pki = None
@@ -121,7 +174,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         from twins.security import prepare_pki
 
         try:
-            pki = prepare_pki(home, opcua_org, orgs, td.pki)
+            pki = prepare_pki(home, opcua_org, orgs, td.pki, place.host)
         except (EnrolmentError, OSError, ValueError) as exc:
             raise UserError(f"cannot get the OPC-UA certificates from ca-{opcua_org}: {exc}") from None
     td.write_json(td.anchor, target)
@@ -149,7 +202,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         opcua_text = (f"OPC-UA {POLICY_NAME} SignAndEncrypt, certificates from ca-{pki.org}, trusting the CAs of "
                       f"{', '.join(orgs)}")
-    say(f"twins in {td.root}: {what}; OPC-UA on opc.tcp://127.0.0.1:{args.port} ({opcua_text}); anchoring every "
+    url = f"opc.tcp://{place.host}:{args.port}"
+    netns_text = f" in network namespace {place.netns}" if place.netns else ""
+    say(f"twins in {td.root}: {what}; OPC-UA on {url}{netns_text} ({opcua_text}); anchoring every "
         f"{args.interval:g} s to the {anchor_text}", event="starting", opcua=opcua_text)
     say(f"models: machine twins use the last committed round of {models['tasks']['machine']} on the ledger, each model "
         f"checked against its committed SHA-256 (store {models['store']}, asked every {models['poll_s']:g} s; the AI4I "
@@ -160,18 +215,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     bridge_sec: dict[str, Any] = {"insecure": True} if pki is None else {
         "cert": pki.bridge.cert, "key": pki.bridge.key, "trust": [pki.trust]}
     run_info: dict[str, Any] = {"pids": {}, "started_at": time.time(), "anchor": target, "port": args.port,
-                                "opcua": opcua_text,
+                                "host": place.host, "netns": place.netns, "opcua": opcua_text,
                                 "machines": machines, "monitors": monitors, "duration": args.duration, "metrics": {}}
     steps = [
-        ("simulators", simulator_argv(port=args.port, data_dir=td.sim, machines=machines, monitors=monitors,
+        ("simulators", simulator_argv(host=place.host, port=args.port, data_dir=td.sim, machines=machines, monitors=monitors,
                                       machine_rate=args.machine_rate, monitor_rate=args.monitor_rate,
                                       mapping_out=td.mapping, metrics_port=sim_metrics, **sim_sec), SIM_LOG),
         # history: a fresh bridge starts from each variable's first value, so nothing published is skipped
         ("bridge", bridge_argv(mapping=td.mapping, home=td.root, ledger_config=td.ledger, interval=args.interval,
-                               start_from="history", metrics_port=bridge_metrics, extra=extra, **bridge_sec),
+                               start_from="history", metrics_port=bridge_metrics, metrics_host=place.host, extra=extra,
+                               **bridge_sec),
          BRIDGE_LOG),
     ]
-    return run_processes(td, steps, run_info, say, target=target, duration=args.duration, json_out=args.json)
+    return run_processes(td, steps, run_info, say, target=target, duration=args.duration, json_out=args.json,
+                         netns=place.netns)
 
 
 def _paragraphs(text: str) -> str:
@@ -193,8 +250,11 @@ def add_run_parser(ts: argparse._SubParsersAction, common: argparse.ArgumentPars
                     "peer); if the network's peers are not up, run fails with the reason before starting anything. "
                     "A new twins state continues each org's chain of batches on the ledger after its last batch. "
                     "--json prints one JSON object per line instead.\n\n"
+                    "Placement: the simulators and the bridge run on the OPC-UA org's host from the network's spec "
+                    "(127.0.0.1 unless the org names a host; inside its network namespace when it names one): the "
+                    "simulators listen on HOST:--port, the bridge connects there.\n\n"
                     "Metrics: the simulators and the bridge serve Prometheus metrics at "
-                    "http://127.0.0.1:PORT/metrics, by default the simulators on --port + 1 and the bridge on "
+                    "http://HOST:PORT/metrics, by default the simulators on --port + 1 and the bridge on "
                     "--port + 2 (4841 and 4842 with the default --port 4840); the running line prints where. "
                     "--metrics-port P moves them to P and P + 1; --metrics-port 0 turns them off."))
     r.add_argument("--duration", type=cli_inputs.seconds, default=0.0, metavar="S", help="stop after S seconds (default 0: until Ctrl-C)")
@@ -207,7 +267,7 @@ def add_run_parser(ts: argparse._SubParsersAction, common: argparse.ArgumentPars
     r.add_argument("--machine-rate", type=cli_inputs.positive_rate, default=5.0, metavar="R", help="products per second per machine (14 values each; default 5)")
     r.add_argument("--monitor-rate", type=cli_inputs.positive_rate, default=1.0, metavar="R", help="chart hours replayed per second per monitor (default 1)")
     r.add_argument("--interval", type=cli_inputs.positive_seconds, default=1.0, metavar="S", help="seal and anchor one batch per org every S seconds (default 1)")
-    r.add_argument("--port", type=cli_inputs.port(), default=4840, help="OPC-UA port of the simulators on 127.0.0.1 (default 4840)")
+    r.add_argument("--port", type=cli_inputs.port(), default=4840, help="OPC-UA port of the simulators on the OPC-UA org's host (default 4840)")
     r.add_argument("--opcua-org", metavar="ORG",
                    help="the org whose Fabric CA certifies the simulators and the bridge for OPC-UA (default: the org "
                         "of the first --machines, else of the first --monitors)")
@@ -215,7 +275,7 @@ def add_run_parser(ts: argparse._SubParsersAction, common: argparse.ArgumentPars
                    help="run OPC-UA WITHOUT security (no encryption, any local client may connect); warns on every "
                         "run. Debugging only")
     r.add_argument("--metrics-port", type=cli_inputs.port(allow_zero=True), default=None, metavar="P",
-                   help="Prometheus /metrics of the simulators on 127.0.0.1:P and of the bridge on P+1 (default: "
+                   help="Prometheus /metrics of the simulators on HOST:P and of the bridge on P+1 (default: "
                         "--port + 1, so 4841 and 4842 with the default --port; 0: no metrics)")
     r.add_argument("--report-every", type=cli_inputs.whole(0, None, "a count"), default=REPORT_EVERY, metavar="N",
                    help="every N intervals (and at start) report each plant's completed UTC days of energy, CO2, "

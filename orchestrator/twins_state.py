@@ -10,6 +10,7 @@ from typing import Any
 from network.files import write_atomic
 from network.layout import Layout
 from network.spec import SpecError, load_spec
+from network.spec_model import Placement
 from orchestrator.cli_common import UserError
 
 
@@ -73,6 +74,18 @@ def require_state(td: TwinsDir) -> dict[str, Any]:
     if anchor.get("kind") != "ledger":
         raise not_on_ledger(td, anchor)
     return anchor
+
+
+def org_placement(home: Path, org: str) -> Placement:
+    """Where ``org``'s processes run (its spec ``host`` and ``netns``): the twins of `twins run` run on the OPC-UA
+    org's. ``UserError`` without a network or for an org the spec does not name."""
+    layout = Layout(home)
+    if not layout.spec_file.exists():
+        raise UserError(f"there is no network in {home}; {ledger_hint()}")
+    try:
+        return load_spec(layout.spec_file).org(org).placement
+    except SpecError as exc:
+        raise UserError(f"cannot place the twins of org {org}: {exc}") from None
 
 
 # --- ledger reachability --------------------------------------------------------------------------------

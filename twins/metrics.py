@@ -1,6 +1,7 @@
 """Prometheus metrics of the twins processes: the bridge (``BridgeMetrics``) and the OPC-UA simulators
 (``SimulatorMetrics``), served at ``/metrics`` by ``network.metrics.serve_metrics`` when a process is given
-``--metrics-port`` (0 or absent: not served).
+``--metrics-port`` (0 or absent: not served), on the process's own listening address (``listen_host``: 127.0.0.1
+unless its org's spec places it on another host).
 
 Cost on the hot path: the bridge's per-reading work stays what it was plus one dict increment (readings per org)
 and one histogram observation (sensor→twin). Everything else is read *at scrape time* from the counters the
@@ -46,6 +47,7 @@ Simulators (``twinledger_simulator_*``)::
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -57,14 +59,36 @@ if TYPE_CHECKING:
     from twins.runtime import TwinRuntime
     from twins.simulators.server import SimulatorServer
 
-__all__ = ["BridgeMetrics", "ScrapeRegistry", "SimulatorMetrics", "metrics_url", "set_total", "start_server", "stop_server"]
+__all__ = ["BridgeMetrics", "ScrapeRegistry", "SimulatorMetrics", "listen_host", "metrics_url", "set_total", "start_server",
+           "stop_server"]
 
 #: Sensor→twin: from a few ms (local socket, idle) to seconds (a history replay after a reconnect).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
-def metrics_url(port: int) -> str:
-    return f"http://127.0.0.1:{port}/metrics"
+def listen_host(value: str, who: str) -> str:
+    """The one IPv4 address a twins process (``who``) may listen on: loopback or a unicast address of this host
+    (its org's spec ``host``), as a literal; "localhost" is 127.0.0.1. Never all interfaces (0.0.0.0), and no
+    other name: a name resolves differently per machine and namespace, an address is what the spec gives."""
+    if value == "localhost":
+        return "127.0.0.1"
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError(f"{who}: host {value!r} is not an IPv4 address (give the org's address, like 10.0.0.2, "
+                         "or 127.0.0.1)") from None
+    if address.version != 4:
+        raise ValueError(f"{who}: host {value}: IPv6 is not supported, give an IPv4 address")
+    if address.is_unspecified:
+        raise ValueError(f"{who}: host {value} would listen on every interface; give one address (127.0.0.1 or the "
+                         "org's host)")
+    if address.is_multicast or address.is_reserved:  # 224/4, 240/4 and the broadcast address: no unicast listener
+        raise ValueError(f"{who}: host {value} is not a unicast address to listen on")
+    return str(address)
+
+
+def metrics_url(port: int, host: str = "127.0.0.1") -> str:
+    return f"http://{host}:{port}/metrics"
 
 
 class ScrapeRegistry(Registry):
@@ -204,12 +228,12 @@ class SimulatorMetrics:
         self.clients.set(sim.clients_connected())
 
 
-def start_server(registry: Registry, port: int, what: str) -> Any:
-    """``serve_metrics`` with the one-line error a user can act on when the port is taken."""
+def start_server(registry: Registry, port: int, what: str, host: str = "127.0.0.1") -> Any:
+    """``serve_metrics`` on ``host`` with the one-line error a user can act on when the port is taken."""
     try:
-        return serve_metrics(registry, port)
+        return serve_metrics(registry, port, host)
     except OSError as exc:
-        raise SystemExit(f"error: cannot serve the metrics of the {what} on 127.0.0.1:{port} ({exc.strerror or exc}); "
+        raise SystemExit(f"error: cannot serve the metrics of the {what} on {host}:{port} ({exc.strerror or exc}); "
                          "give another --metrics-port, or 0 for none") from None
 
 

@@ -6,8 +6,13 @@ build them, e.g.::
     ProcSpec(name="twins-sim", org="plant1", type="twins", argv=simulator_argv(port=4840, data_dir=...),
              health="tcp://127.0.0.1:4840")
 
-``metrics_port`` (0: none) makes the process serve Prometheus metrics at ``http://127.0.0.1:PORT/metrics``
+``host`` (simulators) and ``metrics_host`` (bridge) are the one IPv4 address the process listens on: 127.0.0.1, or
+the org's spec ``host`` (``network.spec_model.Placement``); never all interfaces (``twins.metrics.listen_host``).
+``metrics_port`` (0: none) makes the process serve Prometheus metrics at ``http://HOST:PORT/metrics``
 (``twins.metrics``); its ready line then names the URL.
+
+``Proc(argv, netns=NS)`` runs it as ``ip netns exec NS argv...`` (the org's network namespace, as the supervisor's
+``ProcSpec.command``); ``ip netns exec`` execs in place, so the pid is still the program's own.
 
 ``Proc`` starts one with ``subprocess.Popen`` (own process group), waits for its JSON ``ready`` line and
 stops it (SIGTERM, then SIGKILL) — always by its own pid. The child gets SIGTERM if the process that started it
@@ -30,6 +35,7 @@ from typing import Any
 
 from network.child_process import die_with_parent
 from network.files import open_private_log
+from twins.metrics import listen_host
 
 
 def _security_argv(who: str, cert: Path | None, key: Path | None, trust: list[Path], insecure: bool) -> list[str]:
@@ -41,13 +47,16 @@ def _security_argv(who: str, cert: Path | None, key: Path | None, trust: list[Pa
     return ["--cert", str(cert), "--key", str(key), *(a for t in trust for a in ("--trust", str(t)))]
 
 
-def simulator_argv(*, port: int, data_dir: Path, machines: list[str] = (), monitors: list[str] = (),  # type: ignore[assignment]
+def simulator_argv(*, port: int, data_dir: Path, host: str = "127.0.0.1",
+                   machines: list[str] = (), monitors: list[str] = (),  # type: ignore[assignment]
                    machine_rate: float = 5.0, monitor_rate: float = 1.0, mapping_out: Path | None = None,
                    seed: int = 2020, tick: float = 0.02, cert: Path | None = None, key: Path | None = None,
                    trust: list[Path] = (), insecure: bool = False, metrics_port: int = 0,  # type: ignore[assignment]
                    extra: list[str] = ()) -> list[str]:  # type: ignore[assignment]
-    """SignAndEncrypt with ``cert``/``key`` and the CA ``trust`` list; NoSecurity only with ``insecure=True``."""
-    argv = [sys.executable, "-m", "twins.simulators", "--port", str(port), "--data-dir", str(data_dir),
+    """SignAndEncrypt with ``cert``/``key`` and the CA ``trust`` list; NoSecurity only with ``insecure=True``.
+    ``host``: the address OPC-UA and metrics listen on (the mapping's server URL names it)."""
+    argv = [sys.executable, "-m", "twins.simulators", "--host", listen_host(host, "simulator_argv"), "--port", str(port),
+            "--data-dir", str(data_dir),
             "--machine-rate", str(machine_rate), "--monitor-rate", str(monitor_rate), "--seed", str(seed), "--tick", str(tick)]
     if metrics_port:
         argv += ["--metrics-port", str(metrics_port)]
@@ -63,33 +72,44 @@ def simulator_argv(*, port: int, data_dir: Path, machines: list[str] = (), monit
 
 def bridge_argv(*, mapping: Path, home: Path, ledger_config: Path, interval: float = 1.0, start_from: str = "live",
                 cert: Path | None = None, key: Path | None = None, trust: list[Path] = (),  # type: ignore[assignment]
-                insecure: bool = False, metrics_port: int = 0, extra: list[str] = ()) -> list[str]:  # type: ignore[assignment]
+                insecure: bool = False, metrics_port: int = 0, metrics_host: str = "127.0.0.1",
+                extra: list[str] = ()) -> list[str]:  # type: ignore[assignment]
     """``ledger_config``: the JSON of ``twins.anchoring.anchorer.connect_ledger`` (the bridge anchors on the ledger only).
-    OPC-UA: SignAndEncrypt with ``cert``/``key``, the server chaining to ``trust``; NoSecurity only with ``insecure``."""
+    OPC-UA: SignAndEncrypt with ``cert``/``key``, the server chaining to ``trust``; NoSecurity only with ``insecure``.
+    The OPC-UA servers are the mapping's (their URLs name their hosts); ``metrics_host``: where /metrics listens."""
     security = _security_argv("bridge_argv", cert, key, trust, insecure)
     argv = [sys.executable, "-m", "twins.bridge", "run", "--mapping", str(mapping), "--home", str(home),
             "--ledger-config", str(ledger_config), "--interval", str(interval), "--start-from", start_from, *security]
     if metrics_port:
-        argv += ["--metrics-port", str(metrics_port)]
+        argv += ["--metrics-port", str(metrics_port), "--metrics-host", listen_host(metrics_host, "bridge_argv")]
     return argv + list(extra)
 
 
 class Proc:
-    def __init__(self, argv: list[str], *, cwd: Path | None = None, log: Path | None = None, env: dict[str, str] | None = None) -> None:
-        self.argv = argv
+    def __init__(self, argv: list[str], *, cwd: Path | None = None, log: Path | None = None, env: dict[str, str] | None = None,
+                 netns: str | None = None) -> None:
+        self.argv = argv  # the program's own (messages name it, not `ip`)
+        self.netns = netns
+        self.command = ["ip", "netns", "exec", netns, *argv] if netns else list(argv)
         self.log_path = log
         self._log = open_private_log(log) if log else subprocess.DEVNULL  # 0600 from creation
         e = dict(os.environ)
         root = str(Path(__file__).resolve().parents[1])
         e["PYTHONPATH"] = root + os.pathsep + e.get("PYTHONPATH", "") if e.get("PYTHONPATH") else root
         e.update(env or {})
-        self.p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self._log, cwd=cwd, env=e,
+        self.p = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=self._log, cwd=cwd, env=e,
                                   preexec_fn=die_with_parent())
         self.ready: dict[str, Any] | None = None
 
     @property
     def pid(self) -> int:
         return self.p.pid
+
+    @property
+    def name(self) -> str:
+        """The program for messages: ``-m MODULE``'s module (or the executable), and its namespace if any."""
+        prog = self.argv[2] if len(self.argv) > 2 and self.argv[1] == "-m" else Path(self.argv[0]).name
+        return f"{prog} (in network namespace {self.netns})" if self.netns else prog
 
     def wait_ready(self, timeout: float = 30.0) -> dict[str, Any]:
         """The process's JSON ``{"event": "ready", ...}`` line (the simulators' and the bridge's)."""
@@ -122,7 +142,7 @@ class Proc:
                     continue
                 chunk = os.read(self.p.stdout.fileno(), 4096)
                 if not chunk:
-                    raise RuntimeError(f"{self.argv[2]} exited with {self.p.wait()} before it was ready (log: {self.log_path})")
+                    raise RuntimeError(f"{self.name} exited with {self.p.wait()} before it was ready (log: {self.log_path})")
                 buf += chunk
                 while b"\n" in buf:
                     line, buf = buf.split(b"\n", 1)
@@ -131,7 +151,7 @@ class Proc:
                         return found
         finally:
             sel.close()
-        raise TimeoutError(f"{self.argv[2]} not ready after {timeout} s (log: {self.log_path})")
+        raise TimeoutError(f"{self.name} not ready after {timeout} s (log: {self.log_path})")
 
     def signal(self, sig: int) -> None:
         if self.p.poll() is None:

@@ -6,7 +6,8 @@ signatures, AES-256-CBC) — asyncua 2.1 serves it as well as Basic256Sha256, wh
 (``POLICY`` below names it once for server and client).
 
 Application certificates (``issue_app_certificate``): each is enrolled at the org's own Fabric CA (network.ca),
-``fabric-ca-client enroll --enrollment.profile tls --csr.hosts URN,127.0.0.1,localhost --csr.keyrequest.algo rsa``.
+``fabric-ca-client enroll --enrollment.profile tls --csr.hosts URN,127.0.0.1,localhost[,HOST] --csr.keyrequest.algo rsa``
+(HOST: the OPC-UA org's spec ``host`` when it is not loopback, the address the simulators listen on and are reached at).
 fabric-ca-client puts a ``scheme:...`` host into the CSR as a URI SAN and the CA's tls profile keeps it, so the
 application URI that OPC-UA Part 6 requires in subjectAltName comes from the CA itself: no OPC-UA issuing key
 of our own, and every application certificate is in the CA's database (revocable there like any identity).
@@ -104,21 +105,40 @@ class AppCertificate:
     key: Path
 
 
-def _still_valid(cert_path: Path, key_path: Path, uri: str, ca_path: Path) -> bool:
-    """The certificate there was issued by this CA (a network re-created from nothing has a new one), for this URI,
-    and is not about to expire."""
+def ip_sans(cert: x509.Certificate) -> set[str]:
+    """The IP addresses in a certificate's subjectAltName."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return set()
+    return {str(a) for a in san.get_values_for_type(x509.IPAddress)}
+
+
+def _still_valid(cert_path: Path, key_path: Path, uri: str, ca_path: Path, host: str) -> bool:
+    """The certificate there was issued by this CA (a network re-created from nothing has a new one), for this URI
+    and host (an org moved to another host needs its address in the certificate), and is not about to expire."""
     if not (cert_path.exists() and key_path.exists()):
         return False
     try:
         cert, ca = load_certificate(cert_path), load_certificate(ca_path)
         cert.verify_directly_issued_by(ca)
-        return uri_of(cert_path) == uri and cert.not_valid_after_utc - RENEW_BEFORE > _dt.datetime.now(_dt.timezone.utc)
+        return (uri_of(cert_path) == uri and host in ip_sans(cert)
+                and cert.not_valid_after_utc - RENEW_BEFORE > _dt.datetime.now(_dt.timezone.utc))
     except Exception:  # unreadable, not issued by this CA, no URI: issue a new one
         return False
 
 
-def issue_app_certificate(home: Path, org: str, app: str, dest: Path) -> AppCertificate:
-    """An RSA application certificate for ``urn:twinledger:<org>:<app>`` from ``org``'s Fabric CA, in
+def app_cert_hosts(uri: str, host: str = "127.0.0.1") -> list[str]:
+    """The ``--csr.hosts`` of an application certificate: its URI, the loopback names, ``host`` (the address the
+    application listens on and is reached at, when not loopback) and this machine's name (asyncua warns about an
+    application certificate without it)."""
+    from network.ca import tls_hosts
+
+    return [uri, *tls_hosts(host), socket.gethostname()]
+
+
+def issue_app_certificate(home: Path, org: str, app: str, dest: Path, host: str = "127.0.0.1") -> AppCertificate:
+    """An RSA application certificate for ``urn:twinledger:<org>:<app>`` on ``host`` from ``org``'s Fabric CA, in
     ``dest/cert.pem`` + ``dest/key.pem`` (0600); reused while still valid. The network's CA must be up."""
     from network.ca import CAClient
     from network.layout import Layout
@@ -128,14 +148,13 @@ def issue_app_certificate(home: Path, org: str, app: str, dest: Path) -> AppCert
     layout = Layout(home)
     uri = application_uri(org, app)
     cert_path, key_path = dest / "cert.pem", dest / "key.pem"
-    if _still_valid(cert_path, key_path, uri, layout.ca_cert(org)):
+    if _still_valid(cert_path, key_path, uri, layout.ca_cert(org), host):
         return AppCertificate(org, uri, cert_path, key_path)
     client = CAClient(load_spec(layout.spec_file), layout, org, fabric_ca_binary("fabric-ca-client"))
     name = f"opcua-{app}"
     secret = client.register(name, "opcua", {})
     msp = dest / "msp"
-    # the host name too: asyncua warns about an application certificate without it
-    client.enrol(name, secret, msp, tls_hosts=[uri, "127.0.0.1", "localhost", socket.gethostname()], rsa_bits=RSA_BITS)
+    client.enrol(name, secret, msp, tls_hosts=app_cert_hosts(uri, host), rsa_bits=RSA_BITS)
     try:
         shutil.copy(msp / "signcerts" / "cert.pem", cert_path)
         write_private(key_path, next((msp / "keystore").iterdir()).read_bytes())
@@ -257,12 +276,13 @@ class OpcuaPki:
     trust: Path
 
 
-def prepare_pki(home: Path, org: str, asset_orgs: list[str], root: Path) -> OpcuaPki:
+def prepare_pki(home: Path, org: str, asset_orgs: list[str], root: Path, host: str = "127.0.0.1") -> OpcuaPki:
     """Certificates under ``root/<org>/{simulators,bridge}/`` and the trust list ``root/trust/`` (the CAs of
-    ``asset_orgs``, which must include ``org``)."""
+    ``asset_orgs``, which must include ``org``). ``host``: the OPC-UA org's address (its spec placement), where
+    the simulators listen and the bridge runs; both certificates carry it as an IP SAN."""
     if org not in asset_orgs:
         raise ValueError(f"the OPC-UA org {org} has no assets in this run ({', '.join(asset_orgs)})")
     trust = trust_folder(home, sorted(asset_orgs), root / "trust")
-    server = issue_app_certificate(home, org, "simulators", root / org / "simulators")
-    bridge = issue_app_certificate(home, org, "bridge", root / org / "bridge")
+    server = issue_app_certificate(home, org, "simulators", root / org / "simulators", host)
+    bridge = issue_app_certificate(home, org, "bridge", root / org / "bridge", host)
     return OpcuaPki(org, server, bridge, trust)

@@ -10,7 +10,8 @@
     #   (--ledger-config F, required: anchor on the ledger, one Fabric identity per org, see
     #    twins.anchoring.anchorer.connect_ledger; --cert/--key/--trust, required unless --insecure:
     #    SignAndEncrypt, the server's certificate must chain to a --trust CA; --status-file: JSON status rewritten every interval and at the stop;
-    #    --metrics-port P: Prometheus /metrics on 127.0.0.1:P, see twins.metrics)
+    #    --metrics-port P: Prometheus /metrics on 127.0.0.1:P, or on --metrics-host H (the OPC-UA org's host when
+    #    `twinledger twins run` places the bridge there), see twins.metrics)
 
     python -m twins.bridge verify --home .twinledger/twins --ledger-config ledger.json plant1.m1 42 [--prop Torque]
     python -m twins.bridge whatif --home .twinledger/twins --mapping sim/mapping.yaml plant1.m1 --speed 0.9 --hours 8
@@ -35,7 +36,7 @@ from twins.anchoring.store import ReadingStore
 from twins.anchoring.verify import VerificationError, verify_reading
 from twins.bridge.group import MAX_PER_CONNECTION, BridgeGroup
 from twins.bridge.mapping import MappingError, load_mapping, merge_mappings
-from twins.metrics import metrics_url, start_server, stop_server
+from twins.metrics import listen_host, metrics_url, start_server, stop_server
 from twins.model.twin import MachineTwin
 from twins.model.whatif import whatif_speed
 from twins.runtime import REPORT_EVERY, TwinRuntime, load_twin
@@ -77,7 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--status-file", type=Path, help="JSON status rewritten every interval (default HOME/status.json)")
     r.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0 = until signalled)")
     r.add_argument("--metrics-port", type=int, default=0, metavar="P",
-                   help="serve Prometheus metrics at http://127.0.0.1:P/metrics (default 0: not served)")
+                   help="serve Prometheus metrics at http://HOST:P/metrics (default 0: not served)")
+    r.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
+                   help="IPv4 address of the metrics listener: loopback or this host's own, never 0.0.0.0 "
+                        "(default 127.0.0.1)")
     r.add_argument("--log-level", default="WARNING")
     v = sub.add_parser("verify", help="verify a stored reading against its anchor")
     v.add_argument("--home", type=Path, required=True)
@@ -96,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 async def run(args: argparse.Namespace) -> None:
     check_security_flags(args.insecure, args.cert, args.key, args.trust)
+    try:  # before anything opens
+        metrics_host = listen_host(args.metrics_host, "bridge --metrics-host")
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
     security = None if args.insecure else ClientSecurity(args.cert, args.key, list(args.trust), args.server_cert)
     parts = [load_mapping(m) for m in args.mapping]
     if len(args.url) > len(parts):
@@ -121,7 +129,7 @@ async def run(args: argparse.Namespace) -> None:
     metrics_server = None
     if args.metrics_port:
         try:
-            metrics_server = start_server(rt.metrics.registry, args.metrics_port, "bridge")
+            metrics_server = start_server(rt.metrics.registry, args.metrics_port, "bridge", metrics_host)
         except SystemExit:
             rt.close()
             for g in gateways:
@@ -153,7 +161,7 @@ async def run(args: argparse.Namespace) -> None:
 
     ready = {"event": "ready", "home": str(home), "variables": len(mapping.nodes)}
     if metrics_server is not None:
-        ready["metrics"] = metrics_url(args.metrics_port)
+        ready["metrics"] = metrics_url(args.metrics_port, metrics_host)
     print(json.dumps(ready), flush=True)
     tasks = [asyncio.create_task(bridge.run(stop)), asyncio.create_task(status_loop())]
     try:

@@ -1,4 +1,4 @@
-"""``python -m twins.simulators``: run plant-machine and bedside-monitor OPC-UA simulators on 127.0.0.1.
+"""``python -m twins.simulators``: run plant-machine and bedside-monitor OPC-UA simulators on 127.0.0.1 (or --host).
 
 Examples::
 
@@ -11,6 +11,9 @@ Examples::
 
     # no security at all: only with --insecure, which prints a warning line at every start
     python -m twins.simulators ... --insecure
+
+    # on the OPC-UA org's host (its spec ``host``; started in its network namespace when it has one):
+    ip netns exec tl-plant1 python -m twins.simulators --host 10.77.0.11 ...
 
 Prints one JSON line ``{"event": "ready", "endpoint": ...}`` on stdout once it accepts connections (with
 ``"metrics": URL`` when ``--metrics-port`` serves Prometheus metrics, see ``twins.metrics``).
@@ -45,7 +48,10 @@ def _org_count(text: str) -> tuple[str, int]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m twins.simulators", description=__doc__.split("\n\n")[0])
-    p.add_argument("--port", type=int, default=4840, help="TCP port on 127.0.0.1 (default 4840)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="IPv4 address to listen on, OPC-UA and metrics: loopback or this host's own, never 0.0.0.0 "
+                        "(default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=4840, help="TCP port on --host (default 4840)")
     p.add_argument("--data-dir", type=Path, required=True, help="folder for history.sqlite (persists across restarts)")
     p.add_argument("--machines", type=_org_count, action="append", default=[], metavar="ORG:N", help="N AI4I machines of plant ORG (repeatable)")
     p.add_argument("--monitors", type=_org_count, action="append", default=[], metavar="ORG:N", help="N bedside monitors of hospital ORG (repeatable)")
@@ -65,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="no security (the None policy, any client): instead of --cert/--key/--trust, for debugging only")
     p.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0 = run until signalled)")
     p.add_argument("--metrics-port", type=int, default=0, metavar="P",
-                   help="serve Prometheus metrics at http://127.0.0.1:P/metrics (default 0: not served)")
+                   help="serve Prometheus metrics at http://HOST:P/metrics (default 0: not served)")
     p.add_argument("--log-level", default="WARNING")
     return p
 
@@ -98,7 +104,7 @@ async def amain(args: argparse.Namespace) -> None:
         raise SystemExit("error: nothing to simulate: give --machines ORG:N and/or --monitors ORG:N")
     security = None if args.insecure else ServerSecurity(args.cert, args.key, list(args.trust))
     args.data_dir.mkdir(parents=True, exist_ok=True)
-    sim = SimulatorServer(sources, args.data_dir / "history.sqlite", port=args.port, tick_s=args.tick,
+    sim = SimulatorServer(sources, args.data_dir / "history.sqlite", host=args.host, port=args.port, tick_s=args.tick,
                           security=security, retention_s=args.retention)
     await sim.setup()
     if args.write_mapping:
@@ -113,10 +119,10 @@ async def amain(args: argparse.Namespace) -> None:
         loop.call_later(args.duration, sim.stop)
     metrics_server = None
     if args.metrics_port:
-        metrics_server = start_server(SimulatorMetrics(sim).registry, args.metrics_port, "simulators")
+        metrics_server = start_server(SimulatorMetrics(sim).registry, args.metrics_port, "simulators", sim.host)
     try:
         await sim.server.start()
-        print(ready_line(sim, metrics_url(args.metrics_port) if metrics_server else None), flush=True)
+        print(ready_line(sim, metrics_url(args.metrics_port, sim.host) if metrics_server else None), flush=True)
         try:
             await sim._loop()
         finally:

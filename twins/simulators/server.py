@@ -34,6 +34,7 @@ from asyncua.crypto.permission_rules import SimpleRoleRuleset
 from asyncua.server.user_managers import UserManager
 from cryptography import x509
 
+from twins.metrics import listen_host
 from twins.security import SERVER_POLICY, TrustList, file_format, uri_of, validator
 from twins.readings import us_to_dt
 from twins.simulators.history import SeqHistoryStore, as_float32, no_data_datavalue, sample_datavalue
@@ -79,10 +80,10 @@ class ServerSecurity:
 class SimulatorServer:
     def __init__(self, sources: list[Any], history_path: Path, host: str = "127.0.0.1", port: int = 4840,
                  tick_s: float = 0.02, security: ServerSecurity | None = None, retention_s: float = 86400.0) -> None:
-        if host not in ("127.0.0.1", "localhost"):
-            raise ValueError("simulators bind 127.0.0.1 only")
+        # one address, never all interfaces: 127.0.0.1, or the OPC-UA org's host from the spec
+        self.host = listen_host(host, "simulators")
         self.sources = sources
-        self.url = f"opc.tcp://127.0.0.1:{port}/twinledger/sim"
+        self.url = f"opc.tcp://{self.host}:{port}/twinledger/sim"
         self.port = port
         self.tick_s = tick_s
         self.security = security
