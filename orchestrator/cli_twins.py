@@ -22,7 +22,8 @@ State lives under ``HOME/twins/``::
 
 Logs: ``HOME/logs/twins-simulators.log`` and ``HOME/logs/twins-bridge.log``.
 
-Metrics: `twins run` gives the simulators and the bridge Prometheus ``/metrics`` endpoints on 127.0.0.1, by
+Metrics: `twins run` gives the simulators and the bridge Prometheus ``/metrics`` endpoints on the OPC-UA org's
+host (127.0.0.1 unless the spec places that org elsewhere; both run in its network namespace if it has one), by
 default on the two ports after the OPC-UA ``--port`` (``metrics_ports``; ``--metrics-port 0`` turns them off).
 
 OPC-UA security: SignAndEncrypt (twins.security.POLICY_NAME) by default. The simulators and the bridge present

@@ -113,3 +113,20 @@ def _kill_inside(ns: str, grace: float = 10.0) -> None:
         while pids and time.monotonic() < deadline:
             pids = [p for p in pids if Path(f"/proc/{p}").exists()]
             time.sleep(0.1)
+
+
+@contextmanager
+def one_org_namespace_or_skip(org: str) -> Iterator[Placement]:
+    """One org's namespace for a test, or the test skipped when this machine cannot make one (not root, no
+    ``ip``, or no right to create links here)."""
+    import pytest
+
+    cm = org_namespaces([org])
+    try:
+        places = cm.__enter__()
+    except (NetnsUnavailable, RuntimeError) as exc:
+        pytest.skip(f"no network namespace for the test: {exc}")
+    try:
+        yield places[org]
+    finally:
+        cm.__exit__(None, None, None)

@@ -122,17 +122,10 @@ def test_twins_run_starts_simulators_and_bridge_on_the_opcua_orgs_host(tmp_path)
 
 @pytest.fixture
 def plant_ns():
-    from tests.netns import NetnsUnavailable, org_namespaces
+    from tests.netns import one_org_namespace_or_skip
 
-    cm = org_namespaces(["plant1"])
-    try:
-        places = cm.__enter__()
-    except (NetnsUnavailable, RuntimeError) as exc:  # not root, no ip, or no right to create links here
-        pytest.skip(f"no network namespace for the test: {exc}")
-    try:
-        yield places["plant1"]
-    finally:
-        cm.__exit__(None, None, None)
+    with one_org_namespace_or_skip("plant1") as place:
+        yield place
 
 
 def test_twins_run_starts_them_inside_the_opcua_orgs_namespace(tmp_path, plant_ns):
