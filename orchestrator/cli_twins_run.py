@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import ipaddress
 import json
 import re
 import socket
@@ -119,6 +120,14 @@ def _port_problem(place: Placement, port: int, role: str = "") -> str | None:
     return f"cannot listen on port {port} on {place.host}{role} in {where} ({exc.strerror or exc}{hint})"
 
 
+def stranded_orgs(bridge: Placement, placements: dict[str, Placement]) -> list[str]:
+    """Orgs of a run whose peers the bridge cannot reach from where it runs: from inside a network namespace,
+    this machine's loopback (an org without a host of its own) is out of reach."""
+    if bridge.netns is None:
+        return []
+    return sorted(org for org, p in placements.items() if p.netns is None and ipaddress.ip_address(p.host).is_loopback)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from twins.procs import bridge_argv, simulator_argv
 
@@ -150,6 +159,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UserError(f"--opcua-org {opcua_org} has no assets in this run (orgs: {', '.join(orgs)})")
     # the simulators and the bridge run on the OPC-UA org's host, in its network namespace if it has one
     place = org_placement(home, opcua_org)
+    stranded = stranded_orgs(place, {org: org_placement(home, org) for org in orgs})
+    if stranded:
+        raise UserError(f"the bridge runs in {opcua_org}'s network namespace {place.netns} and cannot reach the peers "
+                        f"of {', '.join(stranded)} on this machine's loopback, so their batches could not be anchored; "
+                        f"run their twins in a `twins run` of their own (--opcua-org {stranded[0]})")
     problem = _port_problem(place, args.port)
     if problem:
         raise UserError(f"{problem}; pick a free one with --port")

@@ -226,3 +226,13 @@ def test_simulators_in_the_orgs_namespace_listen_on_its_host(tmp_path, plant_ns)
         assert "ConnectionRefusedError" in probe.stderr  # the namespace's loopback: nothing bound there
     finally:
         assert p.stop() == 0
+
+
+def test_a_bridge_in_a_namespace_refuses_orgs_left_on_this_machines_loopback():
+    from orchestrator.cli_twins_run import stranded_orgs
+
+    inside = Placement("10.77.0.11", "tl-plant1")
+    mixed = {"plant1": inside, "plant2": Placement("10.77.0.12", "tl-plant2"), "hospital1": Placement()}
+    assert stranded_orgs(inside, mixed) == ["hospital1"]
+    assert stranded_orgs(inside, {"plant1": inside, "plant2": Placement("10.77.0.12", "tl-plant2")}) == []
+    assert stranded_orgs(Placement(), mixed) == []  # from this machine every host is reached
