@@ -43,12 +43,27 @@ def prepare_home(home: Path, spec_file: Path | None, port_base: int | None) -> t
             raise SpecError(f"{home} already holds network {spec.name!r} from another spec; use another --home or `twinledger clean`")
         if port_base is not None and port_base != spec.port_base:
             raise SpecError(f"{home} already runs on port base {spec.port_base}; use another --home or `twinledger clean`")
+        _require_namespaces(spec)
         return spec, layout
     spec = load_spec(spec_file, port_base=port_base)
+    _require_namespaces(spec)
     _require_free_ports(spec)
     home.mkdir(parents=True, exist_ok=True)
     layout.spec_file.write_text(dump_spec(spec))
     return spec, layout
+
+
+#: Where `ip netns add NAME` leaves a named network namespace (and `ip netns exec` looks for it).
+NETNS_DIR = Path("/run/netns")
+
+
+def _require_namespaces(spec: Spec) -> None:
+    """Every org's network namespace must exist before anything starts: a missing one is otherwise a CA that
+    restarts until `up` gives up after two minutes. TwinLedger uses namespaces; it does not make them."""
+    for org in spec.live_orgs:
+        if org.netns and not (NETNS_DIR / org.netns).exists():
+            raise SpecError(f"org {org.name}: network namespace {org.netns} does not exist; create it (`ip netns add "
+                            f"{org.netns}`) with {org.host} on one of its interfaces, or drop netns from the org")
 
 
 def _require_free_ports(spec: Spec) -> None:

@@ -109,3 +109,14 @@ def test_processes_run_in_their_orgs_netns(tmp_path: Path):
     # Without netns the process runs where the supervisor does, on its host address.
     outside = {p.name: p for p in node_processes(placed(netns=False), Layout(tmp_path))}
     assert outside["peer0.hospital2"].netns is None and outside["peer0.hospital2"].command == outside["peer0.hospital2"].argv
+
+
+def test_up_refuses_a_namespace_that_does_not_exist_before_anything_starts(tmp_path):
+    from orchestrator.bringup import prepare_home
+
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text("name: x\nchannel: c\norgs:\n  - {name: orderer, kind: orderer, orderers: 1}\n"
+                         "  - {name: plant1, kind: plant, host: 10.77.251.11, netns: tlnosuchns}\n")
+    with pytest.raises(SpecError, match=r"^org plant1: network namespace tlnosuchns does not exist; create it "):
+        prepare_home(tmp_path / "home", spec_file, None)
+    assert not (tmp_path / "home").exists()
