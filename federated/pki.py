@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from network.files import write_atomic, write_private
+from network.identity import subject_alt_names
 from federated.participants import key_fingerprint
 
 
@@ -108,11 +109,8 @@ def server_cert_hosts(cert: Path) -> set[str]:
     """The IP addresses and DNS names a certificate's SAN names (empty when the file does not exist)."""
     if not cert.exists():
         return set()
-    try:
-        san = x509.load_pem_x509_certificate(cert.read_bytes()).extensions.get_extension_for_class(x509.SubjectAlternativeName)
-    except x509.ExtensionNotFound:
-        return set()
-    return {str(ip) for ip in san.value.get_values_for_type(x509.IPAddress)} | set(san.value.get_values_for_type(x509.DNSName))
+    ips, names = subject_alt_names(x509.load_pem_x509_certificate(cert.read_bytes()))
+    return ips | names
 
 
 def make_secret(path: Path, nbytes: int = 32) -> Path:

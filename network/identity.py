@@ -161,6 +161,16 @@ def certificate_attributes(certificate_pem: bytes) -> dict[str, str]:
     return {str(k): str(v) for k, v in attrs.items()}
 
 
+def subject_alt_names(cert: x509.Certificate) -> tuple[set[str], set[str]]:
+    """(IP addresses, DNS names) of a certificate's subjectAltName; both empty when it has none. Whether a TLS
+    certificate names the host it is served on (Flower's server certificates, OPC-UA application certificates)."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return set(), set()
+    return {str(a) for a in san.get_values_for_type(x509.IPAddress)}, set(san.get_values_for_type(x509.DNSName))
+
+
 def certificate_role(certificate_pem: bytes) -> str | None:
     """The ``role`` attribute of a certificate, or None when it has none."""
     return certificate_attributes(certificate_pem).get("role")

@@ -48,6 +48,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from network.files import write_private
+from network.identity import subject_alt_names
 
 log = logging.getLogger("twins.security")
 POLICY_NAME = "Aes256_Sha256_RsaPss"
@@ -107,11 +108,7 @@ class AppCertificate:
 
 def ip_sans(cert: x509.Certificate) -> set[str]:
     """The IP addresses in a certificate's subjectAltName."""
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return set()
-    return {str(a) for a in san.get_values_for_type(x509.IPAddress)}
+    return subject_alt_names(cert)[0]
 
 
 def _still_valid(cert_path: Path, key_path: Path, uri: str, ca_path: Path, host: str) -> bool:

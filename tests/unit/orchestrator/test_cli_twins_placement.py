@@ -29,6 +29,7 @@ from network.layout import Layout
 from network.spec import dump_spec, load_spec, parse_spec
 from network.spec_model import Placement
 from tests.ports import free_port_base
+from tests.unit.orchestrator.test_cli_twins import _Healthz  # the same stand-in /healthz of a peer
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -96,15 +97,6 @@ def _wait_answers(url: str, timeout: float = 15.0) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
-
-
-class _Healthz(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802
-        self.send_response(200 if self.path == "/healthz" else 404)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
 
 
 def test_twins_run_starts_simulators_and_bridge_on_the_opcua_orgs_host(tmp_path):
